@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs everything microagent needs on a fresh Debian/Ubuntu machine, as root (or with sudo):
+# Debian packages (only the missing ones), the npm dependencies, and the build. Safe to re-run.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# What each package is for:
+#   qemu-system-x86 ........ the microVM backend (QEMU microvm machine)
+#   e2fsprogs .............. mke2fs -d builds ext4 root filesystems from OCI layers
+#   gcc libc6-dev .......... builds the static guest agent (src/vm/guest)
+#   cpio kmod zstd ......... the guest initramfs and its kernel modules
+#   busybox-static ......... the default offline OCI image
+#   curl ca-certificates ... TLS client in tests and the default image
+#   dnsutils ............... dig, for DNS resolver tests
+#   docker-registry ........ a real OCI registry on loopback for pull tests
+#   dnsmasq-base dnsperf ... the DNS benchmark peer and load generator
+PKGS=(qemu-system-x86 e2fsprogs gcc libc6-dev cpio kmod zstd busybox-static curl ca-certificates
+      dnsutils docker-registry dnsmasq-base dnsperf)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "[setup] installing Debian packages: ${missing[*]}" >&2
+  $SUDO apt-get update -q
+  # Package maintainer scripts must not start system-wide daemons (docker-registry, dnsmasq):
+  # microagent and its tests start their own, on their own loopback ports.
+  own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
+  rc=0
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" || rc=$?
+  if ((own_policy)); then $SUDO rm -f /usr/sbin/policy-rc.d; fi
+  ((rc == 0)) || { echo "[setup] apt-get install failed ($rc)" >&2; exit "$rc"; }
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "[setup] npm ci" >&2
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+npm run --silent build
+echo "[setup] ok" >&2

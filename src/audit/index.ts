@@ -1,0 +1,2 @@
+/** Public API of the audit log. */
+export * from './record.js';

@@ -1,0 +1,155 @@
+/**
+ * The audit record schema, defined once. Proxy, resolver, broker and lifecycle all write through these
+ * types; docs/audit.md documents the same fields. Field names are snake_case and stable: auditors'
+ * tooling depends on them. Never put a secret value in a record: only secret *names*.
+ *
+ * The writer (writer.ts) adds the envelope (`v`, `seq`, `ts`, `workspace`, `workspace_id`,
+ * `runtime_id`, `prev`, `hash`); callers supply an `AuditEvent`.
+ */
+import type { Mode, Verdict } from '../policy/types.js';
+import type { Reason, Signal } from '../policy/reasons.js';
+
+export const AUDIT_SCHEMA_VERSION = 1;
+
+/** Fields every decision carries. */
+export interface DecisionFields {
+  readonly verdict: Verdict;
+  readonly rule: string | null;
+  readonly reason: Reason;
+  readonly signals: readonly Signal[];
+  readonly mode: Mode;
+  readonly policy_hash: string;
+}
+
+export interface EgressDecisionEvent extends DecisionFields {
+  readonly event: 'egress.decision';
+  readonly conn: string;
+  readonly protocol: 'http' | 'https' | 'tcp';
+  readonly host: string | null;
+  readonly port: number;
+  readonly sni?: string | null;
+  readonly ip?: string | null;
+  readonly method?: string;
+  readonly path?: string;
+  readonly decrypted: boolean;
+  readonly status?: number;
+  readonly secret_names?: readonly string[];
+}
+
+export interface EgressCloseEvent {
+  readonly event: 'egress.close';
+  readonly conn: string;
+  readonly host: string | null;
+  readonly port: number;
+  readonly ip: string | null;
+  readonly decrypted: boolean;
+  readonly status?: number;
+  readonly bytes_up: number;
+  readonly bytes_down: number;
+  readonly duration_ms: number;
+  readonly reason?: Reason;
+  readonly signals?: readonly Signal[];
+  readonly error?: string;
+}
+
+export interface DnsQueryEvent extends DecisionFields {
+  readonly event: 'dns.query';
+  readonly name: string;
+  readonly qtype: string;
+  readonly transport: 'udp' | 'tcp';
+  readonly answers: number;
+  readonly upstream_ms: number | null;
+  readonly cached: boolean;
+  readonly rcode: string;
+}
+
+export interface MediationConnectEvent {
+  readonly event: 'mediation.connect';
+  readonly verdict: 'allow' | 'deny';
+  readonly reason: Reason | null;
+  readonly conn: string;
+  readonly port: number;
+  readonly target: string;
+  readonly error?: string;
+}
+
+export interface MediationCloseEvent {
+  readonly event: 'mediation.close';
+  readonly conn: string;
+  readonly port: number;
+  readonly target: string;
+  readonly bytes_up: number;
+  readonly bytes_down: number;
+  readonly duration_ms: number;
+  readonly closed_by: 'guest' | 'target' | 'limit' | 'sever' | 'error';
+  readonly error?: string;
+}
+
+export interface PolicyReloadEvent {
+  readonly event: 'policy.reload';
+  readonly reason: 'reload_ok' | 'reload_invalid';
+  readonly policy_hash: string;
+  readonly file: string;
+  readonly error?: string;
+}
+
+export interface InboundConnectEvent {
+  readonly event: 'inbound.connect';
+  readonly conn: string;
+  readonly host_port: number;
+  readonly guest_port: number;
+  readonly peer: string;
+  readonly verdict: 'allow' | 'deny';
+  readonly reason: Reason | null;
+}
+
+export interface LifecycleEvent {
+  readonly event: `lifecycle.${string}`;
+  readonly state: string;
+  readonly detail?: string;
+}
+
+/** A signed checkpoint over the chain so far (HMAC-SHA256 or Ed25519; key kept on the host). */
+export interface CheckpointEvent {
+  readonly event: 'audit.checkpoint';
+  readonly algorithm: 'hmac-sha256' | 'ed25519';
+  readonly key_id: string;
+  readonly upto_hash: string;
+  readonly signature: string;
+}
+
+export type AuditEvent =
+  | EgressDecisionEvent
+  | EgressCloseEvent
+  | DnsQueryEvent
+  | MediationConnectEvent
+  | MediationCloseEvent
+  | PolicyReloadEvent
+  | InboundConnectEvent
+  | LifecycleEvent
+  | CheckpointEvent;
+
+/** The envelope the writer adds. `prev` is the previous record's `hash` (64 zeros for the first). */
+export interface AuditEnvelope {
+  readonly v: number;
+  readonly seq: number;
+  readonly ts: string;
+  readonly workspace: string;
+  readonly workspace_id?: string;
+  readonly runtime_id?: string;
+  readonly prev: string;
+  readonly hash: string;
+}
+
+export type AuditRecord = AuditEnvelope & AuditEvent;
+
+/**
+ * The sink every enforcer writes to. `append` resolves once the record is durable (fsync'd) and
+ * rejects with a MicroagentError (code `audit.write_failed`) when it cannot be written; the caller must
+ * then deny. After one failure the sink stays failed: every later append rejects too (fail closed).
+ */
+export interface AuditSink {
+  append(event: AuditEvent): Promise<void>;
+  readonly healthy: boolean;
+  close(): Promise<void>;
+}

@@ -1,0 +1,58 @@
+/**
+ * The contract between the CLI dispatcher (main.ts) and each command module under commands/.
+ * A command parses its own arguments with `parseCommandArgs`, calls the library, and returns a result:
+ * plain data for `--json`/AX mode and a human rendering for UX mode. Commands hold no logic of their own.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+type OptionsConfig = NonNullable<ParseArgsConfig['options']>;
+import { MicroagentError } from '../errors.js';
+import type { Output } from './output.js';
+
+export interface CliContext {
+  readonly out: Output;
+  /** From --state-dir, MICROAGENT_STATE_DIR, or ~/.microagent. */
+  readonly stateDir: string;
+  /** Resolves when the user asks to stop (SIGINT/SIGTERM); long-running commands watch it. */
+  readonly interrupted: Promise<NodeJS.Signals>;
+}
+
+export interface CommandResult {
+  /** The machine-readable result (`--json` prints it bare, AX mode wraps it in {ok, result}). */
+  readonly result: unknown;
+  /** UX-mode text; omitted when the command already streamed its human output. */
+  readonly human?: string;
+  /** Non-zero for "ran fine but the answer is failure" (a failing policy test, a broken chain). */
+  readonly exitCode?: number;
+}
+
+export interface Command {
+  /** Full command path, e.g. `policy check`. */
+  readonly name: string;
+  readonly summary: string;
+  /** One line after `microagent NAME`, e.g. `FILE... [--json]`. */
+  readonly usage: string;
+  run(args: readonly string[], ctx: CliContext): Promise<CommandResult>;
+}
+
+/** A usage error: exit code 2 in every output mode. */
+export function usageError(message: string, remediation: string): MicroagentError {
+  return new MicroagentError('invalid', message, { code: 'usage', remediation });
+}
+
+/** util.parseArgs, strict, with parse failures turned into usage errors that name the command. */
+export function parseCommandArgs<T extends OptionsConfig>(
+  command: Pick<Command, 'name' | 'usage'>,
+  args: readonly string[],
+  options: T,
+  allowPositionals = true,
+): ReturnType<typeof parseArgs<{ args: string[]; options: T; allowPositionals: boolean; strict: true }>> {
+  try {
+    return parseArgs({ args: [...args], options, allowPositionals, strict: true });
+  } catch (err) {
+    throw usageError(
+      `${command.name}: ${(err as Error).message}`,
+      `usage: microagent ${command.name} ${command.usage}`,
+    );
+  }
+}

@@ -1,0 +1,4 @@
+/** `microagent ca ...` commands. */
+import type { Command } from '../command.js';
+
+export const commands: readonly Command[] = [];

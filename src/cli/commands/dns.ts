@@ -1,0 +1,4 @@
+/** `microagent dns ...` commands. */
+import type { Command } from '../command.js';
+
+export const commands: readonly Command[] = [];

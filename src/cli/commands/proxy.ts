@@ -1,0 +1,4 @@
+/** `microagent proxy ...` commands. */
+import type { Command } from '../command.js';
+
+export const commands: readonly Command[] = [];

@@ -1,0 +1,130 @@
+#!/usr/bin/env node
+/**
+ * `microagent`: the one executable. It finds the command module for the first word, hands it the
+ * rest of argv, and prints the result in the chosen output mode. No logic of its own lives here.
+ */
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { asMicroagentError } from '../errors.js';
+import { usageError, type Command, type CliContext } from './command.js';
+import { createOutput, exitCodeFor, printError, printResult, type OutputMode } from './output.js';
+
+/** First word -> module exporting `commands`. Loaded lazily so `microagent audit` never loads QEMU code. */
+const MODULES: Record<string, () => Promise<{ commands: readonly Command[] }>> = {
+  policy: () => import('./commands/policy.js'),
+  audit: () => import('./commands/audit.js'),
+  ca: () => import('./commands/ca.js'),
+  proxy: () => import('./commands/proxy.js'),
+  dns: () => import('./commands/dns.js'),
+  mediation: () => import('./commands/mediation.js'),
+};
+
+/** Words registered by modules that own several top-level verbs (the VM lifecycle). */
+const ALIASES: Record<string, string> = {};
+
+interface GlobalOptions {
+  mode: OutputMode;
+  stateDir: string;
+  rest: string[];
+}
+
+function parseGlobals(argv: readonly string[]): GlobalOptions {
+  let mode: OutputMode = process.env['MICROAGENT_MODE'] === 'ax' ? 'ax' : 'ux';
+  let stateDir = process.env['MICROAGENT_STATE_DIR'] ?? join(homedir(), '.microagent');
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === '--') {
+      rest.push(...argv.slice(i));
+      break;
+    }
+    if (arg === '--json') {
+      if (mode !== 'ax') mode = 'json';
+    } else if (arg === '--mode=ax' || arg === '--mode=ux') {
+      mode = arg === '--mode=ax' ? 'ax' : 'ux';
+    } else if (arg.startsWith('--state-dir=')) {
+      stateDir = arg.slice('--state-dir='.length);
+    } else if (arg === '--state-dir') {
+      stateDir = argv[++i] ?? stateDir;
+    } else {
+      rest.push(arg);
+    }
+  }
+  return { mode, stateDir, rest };
+}
+
+function helpText(commands: readonly Command[]): string {
+  return commands.map((c) => `  microagent ${c.name} ${c.usage}\n      ${c.summary}`).join('\n');
+}
+
+async function allCommands(): Promise<Command[]> {
+  const loaded = await Promise.all(Object.values(MODULES).map((load) => load()));
+  return loaded.flatMap((m) => m.commands);
+}
+
+async function findCommand(words: readonly string[]): Promise<{ command: Command; args: string[] }> {
+  const first = words[0];
+  const moduleName = first === undefined ? undefined : (ALIASES[first] ?? first);
+  const load = moduleName === undefined ? undefined : MODULES[moduleName];
+  if (load === undefined) {
+    throw usageError(
+      first === undefined ? 'no command given' : `unknown command "${first}"`,
+      `run "microagent help" to list the commands:\n${helpText(await allCommands())}`,
+    );
+  }
+  const { commands } = await load();
+  // Longest match first: "policy check" before "policy".
+  const sorted = [...commands].sort((a, b) => b.name.split(' ').length - a.name.split(' ').length);
+  for (const command of sorted) {
+    const parts = command.name.split(' ');
+    if (parts.every((p, i) => words[i] === p)) return { command, args: words.slice(parts.length) };
+  }
+  throw usageError(
+    `unknown command "${words.slice(0, 2).join(' ')}"`,
+    `the ${first} commands are:\n${helpText(commands)}`,
+  );
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const globals = parseGlobals(argv);
+  const out = createOutput(globals.mode);
+  try {
+    const words = globals.rest;
+    if (words.length === 0 || words[0] === 'help' || words[0] === '--help' || words[0] === '-h') {
+      const text = `microagent: egress and mediation for AI-agent sandboxes\n\n${helpText(await allCommands())}`;
+      printResult(globals.mode, { commands: (await allCommands()).map((c) => c.name) }, text);
+      return 0;
+    }
+    const { command, args } = await findCommand(words);
+    if (args.includes('--help') || args.includes('-h')) {
+      printResult(globals.mode, { usage: `microagent ${command.name} ${command.usage}` },
+        `usage: microagent ${command.name} ${command.usage}\n  ${command.summary}`);
+      return 0;
+    }
+    let signalled: (s: NodeJS.Signals) => void = () => {};
+    const interrupted = new Promise<NodeJS.Signals>((resolve) => (signalled = resolve));
+    const onSignal = (s: NodeJS.Signals) => signalled(s);
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    const ctx: CliContext = { out, stateDir: globals.stateDir, interrupted };
+    const { result, human, exitCode } = await command.run(args, ctx);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    printResult(globals.mode, result, human);
+    return exitCode ?? 0;
+  } catch (err) {
+    const error = asMicroagentError(err);
+    printError(globals.mode, error);
+    return exitCodeFor(error);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`error: ${String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

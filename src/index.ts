@@ -1,0 +1,6 @@
+/**
+ * microagent as a library: everything the CLI does, a program can do by importing these.
+ */
+export * from './errors.js';
+export * from './policy/index.js';
+export * from './audit/index.js';
