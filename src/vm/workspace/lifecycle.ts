@@ -1,0 +1,101 @@
+/**
+ * The workspace lifecycle as one transition table: (state, verb) -> the state the verb moves to, or a
+ * typed refusal. Pure: the supervisor and CLI perform the effects, this file only says what is allowed.
+ * The glossary (docs/lifecycle.md) defines each verb; never add a transition without updating it.
+ */
+import { MicroagentError } from '../../errors.js';
+
+export const STATES = [
+  'prepared',
+  'starting',
+  'running',
+  'paused',
+  'stopping',
+  'halted',
+  'stopped',
+  'failed',
+  'quarantined',
+] as const;
+export type WorkspaceState = (typeof STATES)[number];
+
+export const VERBS = ['start', 'halt', 'pause', 'resume', 'stop', 'kill', 'quarantine', 'delete', 'exec'] as const;
+export type Verb = (typeof VERBS)[number];
+
+/** States in which a VM process may exist; `delete` is refused in these. */
+export const VM_STATES: ReadonlySet<WorkspaceState> = new Set(['starting', 'running', 'paused', 'stopping', 'quarantined']);
+
+type Outcome = { readonly next: WorkspaceState } | { readonly refuse: string; readonly remediation: string };
+
+const ALLOW = (next: WorkspaceState): Outcome => ({ next });
+const REFUSE = (refuse: string, remediation: string): Outcome => ({ refuse, remediation });
+
+const booted = REFUSE('is already running', 'use "microagent exec" to run commands, or "halt" it first');
+const quarantined = REFUSE('is quarantined', 'halt, stop or kill it first; then it can start again');
+
+/** What each verb does from each state. Missing entries are refusals built by `transition`. */
+const TABLE: Record<WorkspaceState, Partial<Record<Verb, Outcome>>> = {
+  prepared: { start: ALLOW('starting'), delete: ALLOW('prepared') },
+  starting: {
+    start: REFUSE('is already starting', 'wait for it with "microagent wait NAME"'),
+    stop: ALLOW('stopping'),
+    kill: ALLOW('stopped'),
+    quarantine: ALLOW('quarantined'),
+  },
+  running: {
+    start: booted,
+    halt: ALLOW('halted'),
+    pause: ALLOW('paused'),
+    stop: ALLOW('stopping'),
+    kill: ALLOW('stopped'),
+    quarantine: ALLOW('quarantined'),
+    exec: ALLOW('running'),
+  },
+  paused: {
+    start: REFUSE('is paused', 'use "microagent resume NAME"'),
+    resume: ALLOW('running'),
+    exec: REFUSE('is paused', 'use "microagent resume NAME" first'),
+    halt: REFUSE('is paused', 'resume it first: halt needs the guest agent'),
+    stop: ALLOW('stopping'),
+    kill: ALLOW('stopped'),
+    quarantine: ALLOW('quarantined'),
+  },
+  stopping: {
+    kill: ALLOW('stopped'),
+    start: REFUSE('is stopping', 'wait for it to stop, or kill it'),
+  },
+  halted: { start: ALLOW('starting'), delete: ALLOW('halted') },
+  stopped: { start: ALLOW('starting'), delete: ALLOW('stopped') },
+  failed: { start: ALLOW('starting'), kill: ALLOW('stopped'), delete: ALLOW('failed') },
+  quarantined: {
+    start: quarantined,
+    resume: quarantined,
+    exec: quarantined,
+    halt: ALLOW('halted'),
+    stop: ALLOW('stopping'),
+    kill: ALLOW('stopped'),
+    pause: quarantined,
+  },
+};
+
+/** The state `verb` leads to from `state`, or a typed conflict saying why not and what to do. */
+export function transition(name: string, state: WorkspaceState, verb: Verb): WorkspaceState {
+  const outcome = TABLE[state][verb];
+  if (outcome !== undefined && 'next' in outcome) return outcome.next;
+  if (outcome !== undefined) {
+    throw new MicroagentError('conflict', `workspace "${name}" ${outcome.refuse}: cannot ${verb}`, {
+      code: 'lifecycle.refused',
+      remediation: outcome.remediation,
+    });
+  }
+  if (verb === 'delete') {
+    throw new MicroagentError('conflict', `workspace "${name}" is ${state}: delete is refused while its VM may run`, {
+      code: 'lifecycle.refused',
+      remediation: 'stop, halt or kill it first',
+    });
+  }
+  const startable = TABLE[state].start !== undefined && 'next' in (TABLE[state].start as Outcome);
+  throw new MicroagentError('conflict', `workspace "${name}" is ${state}: cannot ${verb}`, {
+    code: 'lifecycle.refused',
+    remediation: startable ? 'start it with "microagent start NAME"' : 'wait until it is running, or kill it',
+  });
+}

@@ -1,0 +1,189 @@
+/**
+ * The state directory: one folder per workspace under `<stateDir>/workspaces/NAME/` holding its
+ * manifest, disk, runtime record, lifecycle history (events.json, JSON Lines, append-only), serial log,
+ * audit log and CA. Writes are atomic (write + rename) so a crashed call never leaves a torn manifest.
+ * Never turns anything but a validated workspace name into a path.
+ */
+import { randomUUID } from 'node:crypto';
+import { appendFile, mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { MicroagentError } from '../../errors.js';
+import type { WorkspaceState } from './lifecycle.js';
+
+/** Lowercase DNS-label style: it becomes a hostname, a path segment and a CA subject. */
+const NAME = /^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$/;
+
+export function validateWorkspaceName(name: string): string {
+  if (!NAME.test(name)) {
+    throw new MicroagentError('invalid', `invalid workspace name "${name}"`, {
+      code: 'workspace.name',
+      remediation: 'use 1-40 lowercase letters, digits and dashes, starting and ending with a letter or digit',
+    });
+  }
+  return name;
+}
+
+export interface WorkspaceConfig {
+  readonly image: string;
+  readonly imageDigest: string;
+  readonly command: readonly string[];
+  readonly env: readonly string[];
+  readonly network: 'user' | 'isolated';
+  readonly egress: 'guarded' | 'strict' | 'off';
+  /** The policy file the workspace was created with, copied into the workspace as policy.yaml. */
+  readonly policySource: string | null;
+  readonly publish: readonly { hostIp: string; hostPort: number; guestPort: number }[];
+  readonly mediation: readonly { port: number; target: string; required: boolean; failClosed: boolean }[];
+  readonly memoryMiB: number;
+  readonly cpus: number;
+}
+
+export interface WorkspaceManifest {
+  readonly name: string;
+  readonly id: string;
+  readonly createdAt: string;
+  readonly state: WorkspaceState;
+  readonly config: WorkspaceConfig;
+}
+
+export interface RuntimeRecord {
+  readonly runtimeId: string;
+  readonly supervisorPid: number;
+  readonly vmPid: number | null;
+  readonly controlSocket: string;
+  readonly startedAt: string;
+  readonly backend: string;
+  readonly accelerator: string;
+}
+
+export interface LifecycleEventRecord {
+  readonly id: string;
+  readonly ts: string;
+  readonly workspace_id: string;
+  readonly runtime_id: string | null;
+  readonly verb: string;
+  readonly from: WorkspaceState | null;
+  readonly state: WorkspaceState;
+  readonly detail?: string;
+}
+
+export function workspacesRoot(stateDir: string): string {
+  return join(stateDir, 'workspaces');
+}
+
+export function workspacePaths(stateDir: string, name: string) {
+  const dir = join(workspacesRoot(stateDir), validateWorkspaceName(name));
+  return {
+    dir,
+    manifest: join(dir, 'manifest.json'),
+    runtime: join(dir, 'runtime.json'),
+    events: join(dir, 'events.json'),
+    disk: join(dir, 'disk.ext4'),
+    policy: join(dir, 'policy.yaml'),
+    serialLog: join(dir, 'serial.log'),
+    audit: join(dir, 'audit.jsonl'),
+    ca: join(dir, 'ca'),
+    lock: join(dir, 'lock'),
+    supervisorLog: join(dir, 'supervisor.log'),
+  };
+}
+export type WorkspacePaths = ReturnType<typeof workspacePaths>;
+
+async function writeAtomic(path: string, data: string): Promise<void> {
+  const tmp = `${path}.${process.pid}.${randomUUID().slice(0, 8)}.tmp`;
+  await writeFile(tmp, data, { mode: 0o600 });
+  await rename(tmp, path);
+}
+
+export async function readManifest(stateDir: string, name: string): Promise<WorkspaceManifest> {
+  const paths = workspacePaths(stateDir, name);
+  try {
+    return JSON.parse(await readFile(paths.manifest, 'utf8')) as WorkspaceManifest;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new MicroagentError('not_found', `no workspace named "${name}" in ${workspacesRoot(stateDir)}`, {
+        code: 'workspace.not_found',
+        remediation: 'list workspaces with "microagent list", or create it with "microagent create NAME"',
+      });
+    }
+    throw err;
+  }
+}
+
+export async function writeManifest(stateDir: string, manifest: WorkspaceManifest): Promise<void> {
+  await writeAtomic(workspacePaths(stateDir, manifest.name).manifest, JSON.stringify(manifest, null, 2) + '\n');
+}
+
+export async function readRuntime(stateDir: string, name: string): Promise<RuntimeRecord | null> {
+  try {
+    return JSON.parse(await readFile(workspacePaths(stateDir, name).runtime, 'utf8')) as RuntimeRecord;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+export async function writeRuntime(stateDir: string, name: string, record: RuntimeRecord | null): Promise<void> {
+  const path = workspacePaths(stateDir, name).runtime;
+  if (record === null) await rm(path, { force: true });
+  else await writeAtomic(path, JSON.stringify(record, null, 2) + '\n');
+}
+
+/** Records a state change in the manifest and appends it to the lifecycle history. */
+export async function recordState(
+  stateDir: string,
+  name: string,
+  verb: string,
+  state: WorkspaceState,
+  runtimeId: string | null,
+  detail?: string,
+): Promise<LifecycleEventRecord> {
+  const manifest = await readManifest(stateDir, name);
+  const event: LifecycleEventRecord = {
+    id: randomUUID(),
+    ts: new Date().toISOString(),
+    workspace_id: manifest.id,
+    runtime_id: runtimeId,
+    verb,
+    from: manifest.state,
+    state,
+    ...(detail === undefined ? {} : { detail }),
+  };
+  await appendFile(workspacePaths(stateDir, name).events, JSON.stringify(event) + '\n', { mode: 0o600 });
+  await writeManifest(stateDir, { ...manifest, state });
+  return event;
+}
+
+export async function readEvents(stateDir: string, name: string): Promise<LifecycleEventRecord[]> {
+  const text = await readFile(workspacePaths(stateDir, name).events, 'utf8').catch(() => '');
+  return text
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as LifecycleEventRecord);
+}
+
+export async function listWorkspaceNames(stateDir: string): Promise<string[]> {
+  const entries = await readdir(workspacesRoot(stateDir), { withFileTypes: true }).catch(() => []);
+  return entries.filter((e) => e.isDirectory() && NAME.test(e.name)).map((e) => e.name).sort();
+}
+
+export async function createWorkspaceDir(stateDir: string, name: string): Promise<WorkspacePaths> {
+  const paths = workspacePaths(stateDir, name);
+  await mkdir(workspacesRoot(stateDir), { recursive: true, mode: 0o700 });
+  try {
+    await mkdir(paths.dir, { mode: 0o700 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+      throw new MicroagentError('conflict', `a workspace named "${name}" already exists`, {
+        code: 'workspace.exists',
+        remediation: 'choose another name, or delete the existing one with "microagent delete NAME"',
+      });
+    }
+    throw err;
+  }
+  return paths;
+}
+
+export async function removeWorkspaceDir(stateDir: string, name: string): Promise<void> {
+  await rm(workspacePaths(stateDir, name).dir, { recursive: true, force: true });
+}
