@@ -1,0 +1,49 @@
+/**
+ * The control protocol between the CLI and a workspace's supervisor: JSON Lines over the workspace's
+ * control Unix socket (mode 0600, inside the 0700 workspace directory, so only its owner can speak it).
+ * One request per line with an `id`; replies and exec stream events carry the same `id`.
+ * Pure: encoding and line splitting only, so both ends are testable without sockets.
+ */
+import type { ErrorKind } from '../../errors.js';
+
+export type ControlRequest =
+  | { readonly id: number; readonly op: 'status' }
+  | { readonly id: number; readonly op: 'halt' | 'pause' | 'resume' | 'stop' | 'kill' | 'quarantine' }
+  | {
+      readonly id: number;
+      readonly op: 'exec';
+      readonly argv: readonly string[];
+      readonly env: readonly string[];
+      readonly cwd?: string;
+      readonly timeoutMs?: number;
+      readonly stdin: boolean;
+      readonly tty?: boolean;
+    }
+  | { readonly id: number; readonly op: 'stdin'; readonly exec: number; readonly data: string }
+  | { readonly id: number; readonly op: 'stdin_eof'; readonly exec: number };
+
+export interface ControlError {
+  readonly kind: ErrorKind;
+  readonly code: string;
+  readonly message: string;
+  readonly remediation: string;
+}
+
+export type ControlReply =
+  | { readonly id: number; readonly ok: true; readonly result: unknown }
+  | { readonly id: number; readonly ok: false; readonly error: ControlError }
+  /** Exec output, base64 so any bytes survive JSON. */
+  | { readonly id: number; readonly stream: 'stdout' | 'stderr'; readonly data: string }
+  | { readonly id: number; readonly exit: { readonly code: number | null; readonly signal: string | null } };
+
+export function encodeLine(message: ControlRequest | ControlReply): string {
+  return JSON.stringify(message) + '\n';
+}
+
+/** Splits a chunk stream into complete lines; returns the unterminated remainder to prepend next time. */
+export function splitLines(pending: string, chunk: string): { lines: string[]; rest: string } {
+  const text = pending + chunk;
+  const parts = text.split('\n');
+  const rest = parts.pop() ?? '';
+  return { lines: parts.filter((l) => l !== ''), rest };
+}
