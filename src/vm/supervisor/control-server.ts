@@ -1,0 +1,67 @@
+/**
+ * The supervisor's end of the control socket: parses request lines and hands each to the workspace
+ * handler, which answers through `send`. A malformed line gets a typed error reply, never a crash.
+ */
+import { chmod, rm } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { asMicroagentError } from '../../errors.js';
+import { encodeLine, splitLines, type ControlReply, type ControlRequest } from './protocol.js';
+
+export interface ControlConnection {
+  send(reply: ControlReply): void;
+  /** Resolves when the client hangs up (an exec's owner went away). */
+  readonly closed: Promise<void>;
+}
+
+export type ControlHandler = (request: ControlRequest, conn: ControlConnection) => Promise<unknown>;
+
+export async function startControlServer(socketPath: string, handler: ControlHandler): Promise<Server> {
+  await rm(socketPath, { force: true });
+  const server = createServer((socket) => serve(socket, handler));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socketPath, () => resolve());
+  });
+  await chmod(socketPath, 0o600);
+  return server;
+}
+
+function serve(socket: Socket, handler: ControlHandler): void {
+  socket.setEncoding('utf8');
+  let pending = '';
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  const conn: ControlConnection = {
+    send: (reply) => {
+      if (!socket.destroyed) socket.write(encodeLine(reply));
+    },
+    closed,
+  };
+  socket.on('error', () => socket.destroy());
+  socket.on('data', (chunk: string) => {
+    const { lines, rest } = splitLines(pending, chunk);
+    pending = rest;
+    for (const line of lines) void dispatch(line, conn, handler);
+  });
+}
+
+async function dispatch(line: string, conn: ControlConnection, handler: ControlHandler): Promise<void> {
+  let request: ControlRequest;
+  try {
+    request = JSON.parse(line) as ControlRequest;
+    if (typeof request.id !== 'number' || typeof request.op !== 'string') throw new Error('missing id or op');
+  } catch (err) {
+    conn.send({
+      id: -1,
+      ok: false,
+      error: { kind: 'invalid', code: 'control.malformed', message: `malformed control request: ${(err as Error).message}`, remediation: 'use the microagent CLI or library to talk to the supervisor' },
+    });
+    return;
+  }
+  try {
+    const result = await handler(request, conn);
+    if (request.op !== 'stdin' && request.op !== 'stdin_eof') conn.send({ id: request.id, ok: true, result: result ?? null });
+  } catch (err) {
+    const e = asMicroagentError(err);
+    conn.send({ id: request.id, ok: false, error: { kind: e.kind, code: e.code, message: e.message, remediation: e.remediation } });
+  }
+}
