@@ -1,0 +1,58 @@
+/**
+ * Parsing of the workspace flags shared by `run` and `create`: resource profiles, published ports.
+ * Pure; every bad value is a typed error naming the flag and the accepted form.
+ */
+import { isIP } from 'node:net';
+import { MicroagentError } from '../../errors.js';
+
+export const PROFILES = {
+  tiny: { memoryMiB: 128, cpus: 1 },
+  small: { memoryMiB: 256, cpus: 1 },
+  medium: { memoryMiB: 512, cpus: 2 },
+  large: { memoryMiB: 1024, cpus: 2 },
+} as const;
+export type Profile = keyof typeof PROFILES;
+
+function invalid(flag: string, value: string, form: string): MicroagentError {
+  return new MicroagentError('invalid', `${flag} ${JSON.stringify(value)} is not valid`, { code: 'usage', remediation: `use ${form}` });
+}
+
+export function parseProfile(value: string): Profile {
+  if (value in PROFILES) return value as Profile;
+  throw invalid('--profile', value, Object.keys(PROFILES).join(', '));
+}
+
+function port(flag: string, raw: string, value: string, form: string): number {
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || n < 1 || n > 65535) throw invalid(flag, value, form);
+  return n;
+}
+
+/** `-p [HOST_IP:]HOST_PORT:GUEST_PORT`; the host side defaults to loopback. */
+export function parsePublish(value: string): { hostIp: string; hostPort: number; guestPort: number } {
+  const form = '-p [HOST_IP:]HOST_PORT:GUEST_PORT, e.g. -p 8080:80 or -p 127.0.0.1:8080:80';
+  const parts = value.split(':');
+  if (parts.length !== 2 && parts.length !== 3) throw invalid('-p', value, form);
+  const hostIp = parts.length === 3 ? (parts[0] as string) : '127.0.0.1';
+  if (isIP(hostIp) !== 4) throw invalid('-p', value, form);
+  return {
+    hostIp,
+    hostPort: port('-p', parts[parts.length - 2] as string, value, form),
+    guestPort: port('-p', parts[parts.length - 1] as string, value, form),
+  };
+}
+
+/** `--memory 512`, `512M`, `1G` -> MiB. */
+export function parseMemory(value: string): number {
+  const m = /^(\d+)([MG]i?B?)?$/i.exec(value);
+  if (m === null) throw invalid('--memory', value, 'a size in MiB such as 512, 512M or 1G');
+  const n = Number(m[1]) * (m[2]?.toUpperCase().startsWith('G') ? 1024 : 1);
+  if (n < 64) throw invalid('--memory', value, 'at least 64M');
+  return n;
+}
+
+export function parseCpus(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 64) throw invalid('--cpus', value, 'a whole number from 1 to 64');
+  return n;
+}

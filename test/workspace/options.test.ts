@@ -1,0 +1,89 @@
+import { mkdtemp, readFile, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parseCpus, parseMemory, parseProfile, parsePublish } from '../../src/vm/workspace/options.js';
+import {
+  createWorkspaceDir,
+  readEvents,
+  readManifest,
+  recordState,
+  validateWorkspaceName,
+  writeManifest,
+  type WorkspaceManifest,
+} from '../../src/vm/workspace/store.js';
+import { withWorkspaceLock } from '../../src/vm/workspace/lock.js';
+
+/** The error's message and remediation together, so a test can check both say the right thing. */
+function failure(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    const e = err as { message: string; remediation?: string };
+    return `${e.message} | ${e.remediation ?? ''}`;
+  }
+  return 'did not throw';
+}
+
+describe('workspace flags', () => {
+  it.each([
+    ['8080:80', { hostIp: '127.0.0.1', hostPort: 8080, guestPort: 80 }],
+    ['0.0.0.0:8080:80', { hostIp: '0.0.0.0', hostPort: 8080, guestPort: 80 }],
+  ])('publishes %s', (value, expected) => expect(parsePublish(value)).toEqual(expected));
+
+  it.each(['80', '8080:0', '8080:70000', 'x:8080:80', '::1:80:80', '8080:80:'])('rejects -p %s with the form', (value) => {
+    expect(failure(() => parsePublish(value))).toMatch(/not valid \| use -p \[HOST_IP:\]HOST_PORT:GUEST_PORT/);
+  });
+
+  it('parses memory, cpus and profiles', () => {
+    expect(parseMemory('512')).toBe(512);
+    expect(parseMemory('1G')).toBe(1024);
+    expect(failure(() => parseMemory('12'))).toMatch(/at least 64M/);
+    expect(parseCpus('2')).toBe(2);
+    expect(failure(() => parseCpus('1.5'))).toMatch(/whole number/);
+    expect(parseProfile('small')).toBe('small');
+    expect(failure(() => parseProfile('huge'))).toMatch(/tiny, small, medium, large/);
+  });
+});
+
+describe('state directory', () => {
+  it.each(['Upper', '-lead', 'trail-', 'a/b', '..', '', 'x'.repeat(41)])('rejects the name %j', (name) => {
+    expect(() => validateWorkspaceName(name)).toThrow(/invalid workspace name/);
+  });
+
+  it('creates a private folder, records history and refuses a duplicate', async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), 'ma-state-'));
+    const paths = await createWorkspaceDir(stateDir, 'dev-1');
+    expect((await stat(paths.dir)).mode & 0o777).toBe(0o700);
+    await expect(createWorkspaceDir(stateDir, 'dev-1')).rejects.toMatchObject({ kind: 'conflict' });
+    const manifest = { name: 'dev-1', id: 'id-1', createdAt: new Date().toISOString(), state: 'prepared' } as unknown as WorkspaceManifest;
+    await writeManifest(stateDir, manifest);
+    await recordState(stateDir, 'dev-1', 'start', 'starting', 'rt-1');
+    await recordState(stateDir, 'dev-1', 'start', 'running', 'rt-1', 'guest ready');
+    expect((await readManifest(stateDir, 'dev-1')).state).toBe('running');
+    const events = await readEvents(stateDir, 'dev-1');
+    expect(events.map((e) => [e.from, e.state])).toEqual([['prepared', 'starting'], ['starting', 'running']]);
+    expect(events[1]).toMatchObject({ workspace_id: 'id-1', runtime_id: 'rt-1', detail: 'guest ready' });
+    await expect(readManifest(stateDir, 'nope')).rejects.toMatchObject({ kind: 'not_found' });
+  });
+
+  it('serialises two calls on one workspace and takes over a dead owner\'s lock', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ma-lock-'));
+    const lock = join(dir, 'lock');
+    const order: string[] = [];
+    await Promise.all([
+      withWorkspaceLock(lock, 'w', async () => {
+        order.push('a-in');
+        await new Promise((r) => setTimeout(r, 100));
+        order.push('a-out');
+      }),
+      new Promise((r) => setTimeout(r, 10)).then(() => withWorkspaceLock(lock, 'w', async () => void order.push('b'))),
+    ]);
+    expect(order).toEqual(['a-in', 'a-out', 'b']);
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(lock, '999999999');
+    await withWorkspaceLock(lock, 'w', async () => void order.push('c'), 1000);
+    expect(order.at(-1)).toBe('c');
+    await expect(readFile(lock)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+});
