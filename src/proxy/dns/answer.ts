@@ -1,0 +1,180 @@
+/**
+ * Answers one DNS message for one workspace: parse, admit (query-step.ts), forward through the
+ * workspace resolver, filter, write the audit record, and only then return the response bytes.
+ * Transport-neutral: the UDP and TCP drivers (server.ts) call it and send what it returns.
+ * It must never forward a name the policy refused, never answer before the audit record is durable,
+ * and never throw: anything unexpected becomes REFUSED (fail closed).
+ */
+import type { AuditSink, DnsQueryEvent } from '../../audit/record.js';
+import type { Policy } from '../../policy/index.js';
+import type { Reason, Signal } from '../../policy/reasons.js';
+import { childLog } from '../../log.js';
+import type { ExfiltrationGuard } from './guard.js';
+import { admitQuery, filterAnswer, type QueryVerdict } from './query-step.js';
+import type { WorkspaceResolver } from './resolver.js';
+import {
+  buildHeaderOnlyError,
+  buildResponse,
+  encodeRecords,
+  parseQuery,
+  qtypeName,
+  RCODE,
+  type ParsedQuery,
+} from './wire.js';
+
+const log = childLog('dns');
+
+export type Transport = 'udp' | 'tcp';
+
+export interface AnswerContext {
+  readonly policy: () => Policy;
+  readonly audit: AuditSink;
+  readonly resolver: WorkspaceResolver;
+  readonly guard: ExfiltrationGuard;
+}
+
+const RCODE_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
+  Object.entries(RCODE).map(([name, value]) => [value, name]),
+);
+
+function rcodeName(rcode: number): string {
+  return RCODE_NAMES[rcode] ?? `RCODE${rcode}`;
+}
+
+interface Outcome {
+  readonly verdict: QueryVerdict;
+  readonly rcode: number;
+  readonly answers: number;
+  readonly upstreamMs: number | null;
+  readonly cached: boolean;
+}
+
+function auditEvent(name: string, qtype: string, transport: Transport, outcome: Outcome): DnsQueryEvent {
+  const { verdict } = outcome;
+  return {
+    event: 'dns.query',
+    name,
+    qtype,
+    transport,
+    verdict: verdict.verdict,
+    rule: verdict.rule,
+    reason: verdict.reason,
+    signals: verdict.signals,
+    mode: verdict.mode,
+    policy_hash: verdict.policyHash,
+    answers: outcome.answers,
+    upstream_ms: outcome.upstreamMs === null ? null : Math.round(outcome.upstreamMs * 1000) / 1000,
+    cached: outcome.cached,
+    rcode: rcodeName(outcome.rcode),
+  };
+}
+
+/** Durably records the outcome; false when the audit log could not take it (the caller refuses). */
+async function record(ctx: AnswerContext, event: DnsQueryEvent): Promise<boolean> {
+  try {
+    await ctx.audit.append(event);
+    return true;
+  } catch (err) {
+    log.error({ err, name: event.name }, 'audit append failed; refusing DNS answers (fail closed)');
+    return false;
+  }
+}
+
+function deniedVerdict(policy: Policy, reason: Reason, signals: readonly Signal[] = []): QueryVerdict {
+  return { verdict: 'deny', rule: null, reason, signals, mode: policy.mode, policyHash: policy.hash };
+}
+
+/**
+ * The response to one message, or null when nothing could be parsed (the datagram is dropped).
+ * `maxUdpLength` is set for UDP only: the client's advertised payload size caps the response.
+ */
+export async function answerMessage(ctx: AnswerContext, message: Buffer, transport: Transport): Promise<Buffer | null> {
+  const parsed = parseQuery(message);
+  switch (parsed.kind) {
+    case 'drop':
+      return null;
+    case 'formerr':
+    case 'notimp': {
+      const outcome: Outcome = {
+        verdict: deniedVerdict(ctx.policy(), 'bad_request'),
+        rcode: parsed.kind === 'formerr' ? RCODE.FORMERR : RCODE.NOTIMP,
+        answers: 0,
+        upstreamMs: null,
+        cached: false,
+      };
+      const durable = await record(ctx, auditEvent('', '', transport, outcome));
+      return buildHeaderOnlyError(durable ? parsed : { ...parsed, kind: 'formerr' });
+    }
+    case 'query':
+      try {
+        return await answerQuery(ctx, parsed, transport);
+      } catch (err) {
+        log.error({ err, name: parsed.name }, 'DNS query handling failed; answering REFUSED');
+        return respondEmpty(parsed, RCODE.REFUSED, transport);
+      }
+  }
+}
+
+function respondEmpty(query: ParsedQuery, rcode: number, transport: Transport): Buffer {
+  return buildResponse({ query, rcode, answerSection: Buffer.alloc(0), answerCount: 0, ...udpCap(query, transport) });
+}
+
+function udpCap(query: ParsedQuery, transport: Transport): { maxLength?: number } {
+  return transport === 'udp' ? { maxLength: query.ednsPayload ?? 512 } : {};
+}
+
+async function answerQuery(ctx: AnswerContext, query: ParsedQuery, transport: Transport): Promise<Buffer> {
+  const policy = ctx.policy();
+  const qtype = qtypeName(query.qtype);
+  const finish = async (outcome: Outcome, response: () => Buffer): Promise<Buffer> => {
+    const durable = await record(ctx, auditEvent(query.name, qtype, transport, outcome));
+    return durable ? response() : respondEmpty(query, RCODE.REFUSED, transport);
+  };
+
+  const admission = admitQuery(policy, ctx.guard, query);
+  if (admission.kind === 'answer_empty') {
+    const outcome = { verdict: admission.verdict, rcode: admission.rcode, answers: 0, upstreamMs: null, cached: false };
+    return finish(outcome, () => respondEmpty(query, admission.rcode, transport));
+  }
+  // The sink stays failed after one failure: do not let a question leave the host unrecorded.
+  if (!ctx.audit.healthy) {
+    const outcome = { verdict: deniedVerdict(policy, 'audit_unavailable'), rcode: RCODE.REFUSED, answers: 0, upstreamMs: null, cached: false };
+    return finish(outcome, () => respondEmpty(query, RCODE.REFUSED, transport));
+  }
+
+  let resolved;
+  try {
+    resolved = await ctx.resolver.query(query.name, query.qtype);
+  } catch (err) {
+    log.warn({ err, name: query.name }, 'upstream resolvers failed; answering SERVFAIL');
+    const verdict = { ...admission.verdict, reason: 'upstream_unreachable' as const };
+    return finish({ verdict, rcode: RCODE.SERVFAIL, answers: 0, upstreamMs: null, cached: false }, () =>
+      respondEmpty(query, RCODE.SERVFAIL, transport),
+    );
+  }
+
+  const filtered = admission.filter
+    ? filterAnswer(policy, ctx.resolver.memory, query.name, resolved, admission.verdict)
+    : { answers: resolved.answers, signals: admission.verdict.signals };
+  const ttl = resolved.ttl;
+  const outcome: Outcome = {
+    verdict: { ...admission.verdict, signals: filtered.signals },
+    rcode: resolved.rcode,
+    answers: filtered.answers.length,
+    upstreamMs: resolved.upstreamMs,
+    cached: resolved.cached,
+  };
+  return finish(outcome, () =>
+    buildResponse({
+      query,
+      rcode: resolved.rcode,
+      answerSection: encodeRecords(filtered.answers, () => ttl),
+      answerCount: filtered.answers.length,
+      // The SOA of a negative answer tells the client how long to cache the absence (RFC 2308).
+      ...(filtered.answers.length === 0
+        ? { authoritySection: encodeRecords(resolved.authorities, () => ttl), authorityCount: resolved.authorities.length }
+        : {}),
+      ...udpCap(query, transport),
+    }),
+  );
+}

@@ -1,0 +1,135 @@
+/**
+ * What the workspace resolver does with one question, as pure steps over data: `admitQuery` decides
+ * before anything is forwarded (policy, DoH names, HTTPS/SVCB, exfiltration guard), `filterAnswer`
+ * decides on every address an upstream returned (internal addresses, rebinding) and strips HTTPS/SVCB
+ * records. The server (server.ts) performs the resulting actions on sockets.
+ * Invariant: a name the policy does not allow in the current mode is never forwarded upstream.
+ */
+import type { Answer } from 'dns-packet';
+import { decide, isInternalAddress, parseIpLiteral, type Decision, type Mode, type Policy } from '../../policy/index.js';
+import type { Reason, Signal } from '../../policy/reasons.js';
+import { isDohResolverName } from './doh.js';
+import type { ExfiltrationGuard } from './guard.js';
+import type { AddressMemory } from './memory.js';
+import type { ResolvedAnswer } from './resolver.js';
+import { isTypeNumber, RCODE, type ParsedQuery } from './wire.js';
+
+const TYPE_A = 1;
+const TYPE_AAAA = 28;
+const TYPE_SVCB = 64;
+const TYPE_HTTPS = 65;
+
+/** The decision fields every dns.query audit record carries. */
+export interface QueryVerdict {
+  readonly verdict: Decision['verdict'];
+  readonly rule: string | null;
+  readonly reason: Reason;
+  readonly signals: readonly Signal[];
+  readonly mode: Mode;
+  readonly policyHash: string;
+}
+
+export type Admission =
+  /** Answer with `rcode` and no records, without forwarding. */
+  | { readonly kind: 'answer_empty'; readonly rcode: number; readonly verdict: QueryVerdict }
+  /** Forward upstream, then filter with `filterAnswer` unless `filter` is false (mode off). */
+  | { readonly kind: 'forward'; readonly filter: boolean; readonly verdict: QueryVerdict };
+
+function fromDecision(decision: Decision, overrides: Partial<QueryVerdict> = {}): QueryVerdict {
+  return {
+    verdict: decision.verdict,
+    rule: decision.rule,
+    reason: decision.reason,
+    signals: decision.signals,
+    mode: decision.mode,
+    policyHash: decision.policyHash,
+    ...overrides,
+  };
+}
+
+function refused(decision: Decision, reason: Reason, signals: readonly Signal[]): Admission {
+  return { kind: 'answer_empty', rcode: RCODE.REFUSED, verdict: fromDecision(decision, { verdict: 'deny', rule: null, reason, signals }) };
+}
+
+/** Decides on a parsed question before anything leaves the host. */
+export function admitQuery(policy: Policy, guard: ExfiltrationGuard, query: ParsedQuery): Admission {
+  const decision = decide(policy, { protocol: 'dns', host: query.name });
+  if (decision.mode === 'off') return { kind: 'forward', filter: false, verdict: fromDecision(decision) };
+  if (decision.verdict === 'deny') return { kind: 'answer_empty', rcode: RCODE.REFUSED, verdict: fromDecision(decision) };
+  // A question whose name is an address literal (`A 10.0.0.1`) has no answer worth forwarding.
+  if (!query.nameIsText || parseIpLiteral(query.name) !== null) {
+    return refused(decision, 'invalid_target', decision.signals);
+  }
+
+  const trip = guard.admit(query.name, query.labels);
+  if (trip !== null) return refused(decision, 'rate_limited', [...decision.signals, 'exfiltration_guard']);
+
+  // Only a rule naming the resolver lets it through; unlisted-allowed (guarded) is not enough.
+  const explicitlyAllowed = decision.rule !== null && decision.reason === 'rule_allow';
+  if (!explicitlyAllowed && isDohResolverName(query.name)) return refused(decision, 'doh_denied', decision.signals);
+
+  if (query.qtype === TYPE_HTTPS || query.qtype === TYPE_SVCB) {
+    // HTTPS/SVCB carry ECH configs that would hide the real SNI from the proxy: answer NODATA.
+    return {
+      kind: 'answer_empty',
+      rcode: RCODE.NOERROR,
+      verdict: fromDecision(decision, { signals: [...decision.signals, 'https_record_stripped'] }),
+    };
+  }
+  return { kind: 'forward', filter: true, verdict: fromDecision(decision) };
+}
+
+export interface FilteredAnswer {
+  readonly answers: readonly Answer[];
+  readonly signals: readonly Signal[];
+}
+
+/**
+ * Removes HTTPS/SVCB records, and A/AAAA records the policy denies for this name (internal addresses
+ * no rule allows). Records what the workspace was given in `memory`: addresses for namesForAddress,
+ * public answers for rebinding detection. A name seen public that now resolves internal is rebinding.
+ */
+export function filterAnswer(
+  policy: Policy,
+  memory: AddressMemory,
+  name: string,
+  resolved: ResolvedAnswer,
+  verdict: QueryVerdict,
+): FilteredAnswer {
+  const signals = new Set<Signal>(verdict.signals);
+  const kept: Answer[] = [];
+  const wasPublic = memory.seenPublic(name);
+  const ttlMs = resolved.ttl * 1000;
+  let sawPublic = false;
+  for (const record of resolved.answers) {
+    if (isTypeNumber(record, TYPE_HTTPS) || isTypeNumber(record, TYPE_SVCB)) {
+      signals.add('https_record_stripped');
+      continue;
+    }
+    if (!isTypeNumber(record, TYPE_A) && !isTypeNumber(record, TYPE_AAAA)) {
+      kept.push(record);
+      continue;
+    }
+    const ip = parseIpLiteral(String((record as { data: unknown }).data));
+    if (ip === null) {
+      signals.add('answer_stripped');
+      continue;
+    }
+    const internal = isInternalAddress(ip);
+    if (internal) {
+      const decision = decide(policy, { protocol: 'dns', host: name, ip });
+      signals.add('internal_address');
+      if (decision.verdict === 'deny') {
+        signals.add('answer_stripped');
+        if (wasPublic) signals.add('rebinding');
+        continue;
+      }
+    } else {
+      sawPublic = true;
+    }
+    kept.push(record);
+    memory.recordAddress(name, ip, ttlMs);
+  }
+  if (sawPublic) memory.recordPublic(name);
+  return { answers: kept, signals: [...signals] };
+}

@@ -1,0 +1,156 @@
+/**
+ * The workspace resolver: forwards questions to the configured upstreams (retrying across them),
+ * caches answers by TTL within floor/ceiling clamps in a capped LRU, and folds identical in-flight
+ * questions into one upstream query. It also implements HostResolver for the egress proxy, so the
+ * proxy's lookups share the workspace's upstreams and cache.
+ * It never decides policy: callers decide on a name before asking for it.
+ */
+import type { Answer } from 'dns-packet';
+import { MicroagentError } from '../../errors.js';
+import type { HostResolver } from '../resolver.js';
+import { createExpiringCache } from './cache.js';
+import { createAddressMemory, DEFAULT_MEMORY_LIMITS, type AddressMemory } from './memory.js';
+import { systemUpstreams } from './resolvconf.js';
+import { exchangeWithUpstream, parseUpstream, type UpstreamAddress } from './upstream.js';
+import { RCODE } from './wire.js';
+
+export interface CacheLimits {
+  /** Seconds; answers with shorter TTLs are kept this long. */
+  readonly minTtl: number;
+  /** Seconds; answers with longer TTLs are dropped after this long. */
+  readonly maxTtl: number;
+  readonly maxEntries: number;
+}
+
+export interface WorkspaceResolverOptions {
+  /** `host:port` (or `[v6]:port`); default: the nameservers in /etc/resolv.conf. */
+  readonly upstreams?: readonly string[];
+  /** Per attempt. */
+  readonly timeoutMs?: number;
+  /** Further attempts after the first, each on the next upstream. */
+  readonly retries?: number;
+  readonly cache?: Partial<CacheLimits>;
+  /** Injectable clock (ms) for cache and memory expiry in tests. */
+  readonly now?: () => number;
+}
+
+export interface ResolvedAnswer {
+  /** The upstream's rcode (NOERROR, NXDOMAIN, SERVFAIL, ...). */
+  readonly rcode: number;
+  readonly answers: readonly Answer[];
+  /** Kept for negative answers: the SOA tells the client how long to remember the absence. */
+  readonly authorities: readonly Answer[];
+  /** Seconds the answer stays valid from now (already clamped). */
+  readonly ttl: number;
+  readonly cached: boolean;
+  /** Wall time of the upstream exchange, or null when served from cache. */
+  readonly upstreamMs: number | null;
+}
+
+export interface WorkspaceResolver extends HostResolver {
+  /** Forwards one question (lowercased name, no trailing dot) through cache and coalescing. */
+  query(name: string, qtype: number): Promise<ResolvedAnswer>;
+  /** What this workspace was given; the DNS server records into it after filtering answers. */
+  readonly memory: AddressMemory;
+  readonly upstreams: readonly UpstreamAddress[];
+}
+
+export const DEFAULT_CACHE_LIMITS: CacheLimits = { minTtl: 1, maxTtl: 3600, maxEntries: 10_000 };
+const NEGATIVE_TTL_WITHOUT_SOA = 30;
+
+interface CacheEntry {
+  readonly rcode: number;
+  readonly answers: readonly Answer[];
+  readonly authorities: readonly Answer[];
+}
+
+export function createWorkspaceResolver(options: WorkspaceResolverOptions = {}): WorkspaceResolver {
+  const upstreams = (options.upstreams ?? systemUpstreams()).map(parseUpstream);
+  if (upstreams.length === 0) {
+    throw new MicroagentError('invalid', 'the workspace resolver needs at least one upstream resolver', {
+      code: 'dns.no_upstream',
+      remediation: 'pass --upstream ADDR, or leave it out to use the nameservers in /etc/resolv.conf',
+    });
+  }
+  const timeoutMs = options.timeoutMs ?? 2000;
+  const attempts = 1 + (options.retries ?? 1);
+  const limits: CacheLimits = { ...DEFAULT_CACHE_LIMITS, ...options.cache };
+  const now = options.now ?? Date.now;
+  const cache = createExpiringCache<CacheEntry>(limits.maxEntries, now);
+  const inflight = new Map<string, Promise<ResolvedAnswer>>();
+  const memory = createAddressMemory(DEFAULT_MEMORY_LIMITS, now);
+  let nextUpstream = 0;
+
+  async function forward(name: string, qtype: number, key: string): Promise<ResolvedAnswer> {
+    const started = performance.now();
+    let lastError: unknown;
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      const upstream = upstreams[nextUpstream++ % upstreams.length] as UpstreamAddress;
+      try {
+        const { packet } = await exchangeWithUpstream(upstream, name, qtype, timeoutMs);
+        const rcode = (packet.flags ?? 0) & 0xf;
+        const entry: CacheEntry = {
+          rcode,
+          answers: (packet.answers ?? []).filter((a) => a.type !== 'OPT'),
+          authorities: (packet.authorities ?? []).filter((a) => a.type === 'SOA'),
+        };
+        const upstreamMs = performance.now() - started;
+        const ttl = cacheTtl(entry, limits);
+        if (ttl !== null && ttl > 0) cache.set(key, entry, ttl * 1000);
+        return { ...entry, ttl: ttl ?? 0, cached: false, upstreamMs };
+      } catch (err) {
+        lastError = err;
+      }
+    }
+    throw lastError;
+  }
+
+  async function query(name: string, qtype: number): Promise<ResolvedAnswer> {
+    const key = `${name}|${qtype}`;
+    const hit = cache.get(key);
+    if (hit !== undefined) {
+      const ttl = Math.max(0, Math.ceil((hit.expiresAt - now()) / 1000));
+      return { ...hit.value, ttl, cached: true, upstreamMs: null };
+    }
+    const running = inflight.get(key);
+    if (running !== undefined) return running;
+    const started = forward(name, qtype, key).finally(() => inflight.delete(key));
+    inflight.set(key, started);
+    return started;
+  }
+
+  return {
+    query,
+    memory,
+    upstreams,
+    namesForAddress: (ip) => memory.namesForAddress(ip),
+    async lookup(host) {
+      const results = await Promise.allSettled([query(host, 1), query(host, 28)]);
+      const addresses: string[] = [];
+      let failure: unknown = null;
+      for (const result of results) {
+        if (result.status === 'rejected') failure ??= result.reason;
+        else for (const a of result.value.answers) if (a.type === 'A' || a.type === 'AAAA') addresses.push(a.data);
+      }
+      if (addresses.length === 0 && failure !== null) throw failure;
+      return addresses;
+    },
+  };
+}
+
+/**
+ * Seconds to cache an answer: its smallest record TTL, or for a negative answer the SOA's negative
+ * TTL (RFC 2308), clamped to the limits. Null: not cacheable (SERVFAIL, REFUSED, ...).
+ */
+function cacheTtl(entry: CacheEntry, limits: CacheLimits): number | null {
+  let ttl: number;
+  if (entry.rcode === RCODE.NOERROR && entry.answers.length > 0) {
+    ttl = Math.min(...entry.answers.map((a) => ('ttl' in a && a.ttl !== undefined ? a.ttl : 0)));
+  } else if (entry.rcode === RCODE.NOERROR || entry.rcode === RCODE.NXDOMAIN) {
+    const soa = entry.authorities.find((a) => a.type === 'SOA');
+    ttl = soa === undefined ? NEGATIVE_TTL_WITHOUT_SOA : Math.min(soa.ttl ?? 0, soa.data.minimum ?? 0);
+  } else {
+    return null;
+  }
+  return Math.min(limits.maxTtl, Math.max(limits.minTtl, ttl));
+}

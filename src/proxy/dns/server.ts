@@ -1,0 +1,212 @@
+/**
+ * The workspace DNS server: one per workspace, listening on a loopback address (UDP and TCP on the
+ * same port) and/or a Unix socket path (TCP framing), all answering through answer.ts.
+ * This file only moves bytes: datagrams in and out, length-prefixed streams with several queries per
+ * connection, an idle timeout and caps on connections and in-flight queries. It never decides.
+ */
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { lstat, unlink } from 'node:fs/promises';
+import { createServer, isIPv6, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { AuditSink } from '../../audit/record.js';
+import { MicroagentError } from '../../errors.js';
+import { childLog } from '../../log.js';
+import type { Policy } from '../../policy/index.js';
+import { answerMessage, type AnswerContext } from './answer.js';
+import { frame, splitFrames } from './framing.js';
+import { createExfiltrationGuard, DEFAULT_EXFILTRATION_LIMITS, type ExfiltrationLimits } from './guard.js';
+import type { WorkspaceResolver } from './resolver.js';
+
+const log = childLog('dns');
+
+export interface DnsServerLimits extends ExfiltrationLimits {
+  /** A TCP connection with no complete query for this long is closed (RFC 7766 section 6.2.3). */
+  readonly tcpIdleTimeoutMs: number;
+  readonly maxTcpConnections: number;
+  /** Queries one TCP connection may have in flight before we stop reading from it. */
+  readonly maxInflightPerConnection: number;
+}
+
+export const DEFAULT_SERVER_LIMITS: DnsServerLimits = {
+  ...DEFAULT_EXFILTRATION_LIMITS,
+  tcpIdleTimeoutMs: 10_000,
+  maxTcpConnections: 128,
+  maxInflightPerConnection: 32,
+};
+
+export interface DnsServerOptions {
+  /** Called per query, so a reloaded policy applies to the next question. */
+  readonly policy: () => Policy;
+  readonly audit: AuditSink;
+  readonly resolver: WorkspaceResolver;
+  /** Loopback address and port (0 = any free port) for UDP and TCP. */
+  readonly listen?: { readonly host: string; readonly port: number };
+  /** A Unix socket path for length-prefixed (TCP-style) DNS. */
+  readonly socketPath?: string;
+  readonly limits?: Partial<DnsServerLimits>;
+}
+
+export interface DnsServerAddresses {
+  readonly udp: AddressInfo | null;
+  readonly tcp: AddressInfo | null;
+  readonly socketPath: string | null;
+}
+
+export interface DnsServer {
+  readonly addresses: DnsServerAddresses;
+  close(): Promise<void>;
+}
+
+export async function startDnsServer(options: DnsServerOptions): Promise<DnsServer> {
+  if (options.listen === undefined && options.socketPath === undefined) {
+    throw new MicroagentError('invalid', 'the DNS server needs an address or a socket path to listen on', {
+      code: 'dns.no_listener',
+      remediation: 'pass listen: {host: "127.0.0.1", port: 0} or socketPath',
+    });
+  }
+  const limits: DnsServerLimits = { ...DEFAULT_SERVER_LIMITS, ...options.limits };
+  const ctx: AnswerContext = {
+    policy: options.policy,
+    audit: options.audit,
+    resolver: options.resolver,
+    guard: createExfiltrationGuard(limits),
+  };
+  const connections = new Set<Socket>();
+  const closers: (() => Promise<void>)[] = [];
+  let udp: AddressInfo | null = null;
+  let tcp: AddressInfo | null = null;
+  try {
+    if (options.listen !== undefined) {
+      const bound = await bindUdpAndTcp(options.listen.host, options.listen.port, ctx, limits, connections);
+      udp = bound.udp.address();
+      tcp = bound.tcp.address() as AddressInfo;
+      closers.push(() => closeUdp(bound.udp), () => closeServer(bound.tcp));
+    }
+    if (options.socketPath !== undefined) {
+      const path = options.socketPath;
+      const server = streamServer(ctx, limits, connections);
+      await removeStaleSocket(path);
+      await listen(server, { path });
+      closers.push(async () => {
+        await closeServer(server);
+        await unlink(path).catch(() => undefined);
+      });
+    }
+  } catch (err) {
+    await Promise.all(closers.map((close) => close()));
+    throw err;
+  }
+  return {
+    addresses: { udp, tcp, socketPath: options.socketPath ?? null },
+    async close() {
+      for (const socket of connections) socket.destroy();
+      await Promise.all(closers.map((close) => close()));
+    },
+  };
+}
+
+/** Binds UDP first, then TCP on the same port; with port 0, retries when TCP finds it taken. */
+async function bindUdpAndTcp(
+  host: string,
+  port: number,
+  ctx: AnswerContext,
+  limits: DnsServerLimits,
+  connections: Set<Socket>,
+): Promise<{ udp: UdpSocket; tcp: Server }> {
+  for (let attempt = 0; ; attempt++) {
+    const udp = await bindUdp(host, port, ctx);
+    const tcp = streamServer(ctx, limits, connections);
+    try {
+      await listen(tcp, { host, port: udp.address().port });
+      return { udp, tcp };
+    } catch (err) {
+      await closeUdp(udp);
+      if (port !== 0 || attempt >= 10 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw listenFailure(host, port, err);
+    }
+  }
+}
+
+function listenFailure(host: string, port: number, cause: unknown): MicroagentError {
+  return new MicroagentError('conflict', `cannot listen for DNS on ${host}:${port}: ${(cause as Error).message}`, {
+    code: 'dns.listen_failed',
+    remediation: 'choose a free port (or 0 for any) on a local address',
+    cause,
+  });
+}
+
+function bindUdp(host: string, port: number, ctx: AnswerContext): Promise<UdpSocket> {
+  const socket = createSocket(isIPv6(host) ? 'udp6' : 'udp4');
+  socket.on('message', (message, peer) => {
+    void answerMessage(ctx, message, 'udp').then((response) => {
+      if (response !== null) socket.send(response, peer.port, peer.address);
+    });
+  });
+  return new Promise((resolve, reject) => {
+    socket.once('error', (err) => reject(listenFailure(host, port, err)));
+    socket.bind(port, host, () => {
+      socket.removeAllListeners('error');
+      socket.on('error', (err) => log.warn({ err }, 'DNS UDP socket error'));
+      resolve(socket);
+    });
+  });
+}
+
+/** A server for length-prefixed DNS: pipelined queries, answered as each completes (RFC 7766 6.2.1.1). */
+function streamServer(ctx: AnswerContext, limits: DnsServerLimits, connections: Set<Socket>): Server {
+  const server = createServer((socket) => {
+    connections.add(socket);
+    let pending: Buffer = Buffer.alloc(0);
+    let inflight = 0;
+    socket.setTimeout(limits.tcpIdleTimeoutMs, () => socket.destroy());
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => connections.delete(socket));
+    socket.on('data', (chunk: Buffer) => {
+      const split = splitFrames(pending.length === 0 ? chunk : Buffer.concat([pending, chunk]));
+      pending = split.rest;
+      for (const message of split.messages) {
+        inflight++;
+        if (inflight >= limits.maxInflightPerConnection) socket.pause();
+        void answerMessage(ctx, message, 'tcp').then((response) => {
+          inflight--;
+          if (socket.destroyed) return;
+          // Nothing parseable on a stream means we lost framing: close rather than guess (RFC 7766 6.2.3).
+          if (response === null) return void socket.destroy();
+          if (inflight < limits.maxInflightPerConnection) socket.resume();
+          socket.write(frame(response));
+        });
+      }
+    });
+  });
+  server.maxConnections = limits.maxTcpConnections;
+  return server;
+}
+
+function listen(server: Server, where: { host: string; port: number } | { path: string }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(where, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/** A socket file left by a previous run is removed; any other file at the path is left alone. */
+async function removeStaleSocket(path: string): Promise<void> {
+  const stat = await lstat(path).catch(() => null);
+  if (stat === null) return;
+  if (!stat.isSocket()) {
+    throw new MicroagentError('conflict', `${path} exists and is not a socket`, {
+      code: 'dns.socket_path_taken',
+      remediation: 'choose another --socket path or remove that file',
+    });
+  }
+  await unlink(path);
+}
+
+function closeUdp(socket: UdpSocket): Promise<void> {
+  return new Promise((resolve) => socket.close(() => resolve()));
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
