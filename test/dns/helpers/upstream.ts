@@ -1,0 +1,132 @@
+/**
+ * A tiny authoritative DNS server the tests control, on 127.0.0.1 (UDP and TCP, same random port):
+ * a programmable zone, per-name behaviours (truncate over UDP, stay silent, answer late) and a log
+ * of every question it received, so tests can count what reached the upstream.
+ */
+import { createSocket } from 'node:dgram';
+import { createServer, type Socket } from 'node:net';
+import dnsPacket, { type Answer, type DecodedPacket } from 'dns-packet';
+
+export type Behaviour =
+  | { readonly kind: 'answer' }
+  /** Over UDP: TC set and no answers; over TCP: the full answer. */
+  | { readonly kind: 'truncate_udp' }
+  | { readonly kind: 'silent' }
+  | { readonly kind: 'delay'; readonly ms: number };
+
+export interface ReceivedQuestion {
+  readonly name: string;
+  readonly type: string;
+  readonly transport: 'udp' | 'tcp';
+  readonly id: number;
+  readonly sourcePort: number;
+}
+
+export interface TestUpstream {
+  readonly address: string;
+  readonly port: number;
+  /** Replaces the records for name/type ('A', 'AAAA', 'UNKNOWN_65', ...). */
+  set(name: string, type: string, records: readonly Answer[]): void;
+  behave(name: string, behaviour: Behaviour): void;
+  readonly received: ReceivedQuestion[];
+  count(name: string, type?: string): number;
+  close(): Promise<void>;
+}
+
+export function a(name: string, ip: string, ttl = 60): Answer {
+  return { type: 'A', name, ttl, class: 'IN', data: ip };
+}
+
+export function aaaa(name: string, ip: string, ttl = 60): Answer {
+  return { type: 'AAAA', name, ttl, class: 'IN', data: ip };
+}
+
+const SOA: Answer = {
+  type: 'SOA',
+  name: 'test',
+  ttl: 5,
+  class: 'IN',
+  data: { mname: 'ns.test', rname: 'admin.test', serial: 1, refresh: 60, retry: 60, expire: 600, minimum: 5 },
+};
+
+export async function startTestUpstream(): Promise<TestUpstream> {
+  const zone = new Map<string, readonly Answer[]>();
+  const behaviours = new Map<string, Behaviour>();
+  const received: ReceivedQuestion[] = [];
+  const key = (name: string, type: string) => `${name.toLowerCase()}|${type}`;
+
+  const respond = async (query: DecodedPacket, transport: 'udp' | 'tcp', sourcePort: number): Promise<Buffer | null> => {
+    const question = query.questions?.[0];
+    if (question === undefined) return null;
+    received.push({ name: question.name.toLowerCase(), type: question.type, transport, id: query.id ?? 0, sourcePort });
+    const behaviour = behaviours.get(question.name.toLowerCase()) ?? { kind: 'answer' };
+    if (behaviour.kind === 'silent') return null;
+    if (behaviour.kind === 'delay') await new Promise((r) => setTimeout(r, behaviour.ms));
+    const truncated = behaviour.kind === 'truncate_udp' && transport === 'udp';
+    const records = zone.get(key(question.name, question.type));
+    const nameKnown = [...zone.keys()].some((k) => k.startsWith(`${question.name.toLowerCase()}|`));
+    return dnsPacket.encode({
+      type: 'response',
+      id: query.id ?? 0,
+      flags: dnsPacket.AUTHORITATIVE_ANSWER | (truncated ? dnsPacket.TRUNCATED_RESPONSE : 0) | (nameKnown ? 0 : 3),
+      questions: [question],
+      answers: truncated ? [] : [...(records ?? [])],
+      authorities: records === undefined && !truncated ? [SOA] : [],
+    });
+  };
+
+  const udp = createSocket('udp4');
+  udp.on('message', (message, peer) => {
+    let query: DecodedPacket;
+    try {
+      query = dnsPacket.decode(message);
+    } catch {
+      return;
+    }
+    void respond(query, 'udp', peer.port).then((out) => {
+      if (out !== null) udp.send(out, peer.port, peer.address);
+    });
+  });
+  await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
+  const port = udp.address().port;
+
+  const sockets = new Set<Socket>();
+  const tcp = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => undefined);
+    let pending: Buffer = Buffer.alloc(0);
+    socket.on('data', (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      while (pending.length >= 2 && pending.length >= 2 + pending.readUInt16BE(0)) {
+        const message = pending.subarray(2, 2 + pending.readUInt16BE(0));
+        pending = pending.subarray(2 + message.length);
+        void respond(dnsPacket.decode(message), 'tcp', socket.remotePort ?? 0).then((out) => {
+          if (out === null || socket.destroyed) return;
+          const framed = Buffer.alloc(out.length + 2);
+          framed.writeUInt16BE(out.length, 0);
+          out.copy(framed, 2);
+          socket.write(framed);
+        });
+      }
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    tcp.once('error', reject);
+    tcp.listen(port, '127.0.0.1', () => resolve());
+  });
+
+  return {
+    address: `127.0.0.1:${port}`,
+    port,
+    set: (name, type, records) => void zone.set(key(name, type), records),
+    behave: (name, behaviour) => void behaviours.set(name.toLowerCase(), behaviour),
+    received,
+    count: (name, type) => received.filter((q) => q.name === name.toLowerCase() && (type === undefined || q.type === type)).length,
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => udp.close(() => resolve()));
+      await new Promise<void>((resolve) => tcp.close(() => resolve()));
+    },
+  };
+}
