@@ -109,13 +109,32 @@ export interface LifecycleEvent {
   readonly detail?: string;
 }
 
-/** A signed checkpoint over the chain so far (HMAC-SHA256 or Ed25519; key kept on the host). */
+/**
+ * A signed checkpoint over the chain so far (HMAC-SHA256 or Ed25519; key kept on the host).
+ * `upto_seq`/`upto_hash` name the record it seals (the one just before it); `final` is true for the
+ * checkpoint `close()` writes, so a log that ends without one was cut short or is still open.
+ */
 export interface CheckpointEvent {
   readonly event: 'audit.checkpoint';
   readonly algorithm: 'hmac-sha256' | 'ed25519';
   readonly key_id: string;
+  readonly upto_seq: number;
   readonly upto_hash: string;
+  readonly final: boolean;
   readonly signature: string;
+}
+
+/**
+ * Written first in a new file when the operator told the writer to continue past a damaged tail
+ * (a crash mid-write). The damaged bytes stay where they were, in the sealed segment `file`, from
+ * `line` to its end (`discarded_bytes`); the chain continues from the last intact record.
+ */
+export interface RecoveryEvent {
+  readonly event: 'audit.recovery';
+  readonly file: string;
+  readonly line: number;
+  readonly discarded_bytes: number;
+  readonly problem: string;
 }
 
 export type AuditEvent =
@@ -127,7 +146,8 @@ export type AuditEvent =
   | PolicyReloadEvent
   | InboundConnectEvent
   | LifecycleEvent
-  | CheckpointEvent;
+  | CheckpointEvent
+  | RecoveryEvent;
 
 /** The envelope the writer adds. `prev` is the previous record's `hash` (64 zeros for the first). */
 export interface AuditEnvelope {

@@ -1,0 +1,75 @@
+/**
+ * Where an audit log's bytes live and how to read them line by line. A log named `audit.jsonl` is the
+ * active file `audit.jsonl` plus sealed segments `audit.jsonl.000001`, `audit.jsonl.000002`, ...
+ * (oldest first). A sealed segment is never renamed or written again, so readers and `tail -f` can
+ * rely on names; only the active file grows. This file never writes.
+ */
+import { createReadStream } from 'node:fs';
+import { readdir, stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+const SEGMENT_DIGITS = 6;
+
+export function segmentPath(base: string, n: number): string {
+  return `${base}.${String(n).padStart(SEGMENT_DIGITS, '0')}`;
+}
+
+export interface LogFiles {
+  /** Sealed segments, oldest first, then the active file when it exists. */
+  readonly files: readonly string[];
+  /** The highest sealed segment number (0 when none). */
+  readonly lastSegment: number;
+  readonly activeExists: boolean;
+}
+
+export async function listLogFiles(base: string): Promise<LogFiles> {
+  const dir = dirname(base);
+  const name = basename(base);
+  const numbered: { n: number; file: string }[] = [];
+  let activeExists = false;
+  for (const entry of await readdir(dir)) {
+    if (entry === name) {
+      activeExists = true;
+      continue;
+    }
+    if (!entry.startsWith(name + '.')) continue;
+    const suffix = entry.slice(name.length + 1);
+    if (/^\d+$/.test(suffix)) numbered.push({ n: Number(suffix), file: join(dir, entry) });
+  }
+  numbered.sort((a, b) => a.n - b.n);
+  const files = numbered.map((s) => s.file);
+  if (activeExists) files.push(base);
+  return { files, lastSegment: numbered.at(-1)?.n ?? 0, activeExists };
+}
+
+export interface FileLine {
+  readonly text: string;
+  /** 1-based line number within its file. */
+  readonly line: number;
+  /** Byte offset of the line's first byte. */
+  readonly offset: number;
+  /** False for a final fragment with no newline: a torn write or one still in progress. */
+  readonly terminated: boolean;
+}
+
+/** The lines of one file, from byte `start` (a line start), with their positions. */
+export async function* readFileLines(file: string, start = 0, firstLine = 1): AsyncGenerator<FileLine> {
+  let carry: Buffer | null = null;
+  let offset = start;
+  let line = firstLine;
+  for await (const chunk of createReadStream(file, { start, highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+    const data: Buffer = carry === null ? chunk : Buffer.concat([carry, chunk]);
+    let from = 0;
+    for (let nl = data.indexOf(10, from); nl !== -1; nl = data.indexOf(10, from)) {
+      yield { text: data.toString('utf8', from, nl), line: line++, offset, terminated: true };
+      offset += nl + 1 - from;
+      from = nl + 1;
+    }
+    carry = from < data.length ? data.subarray(from) : null;
+  }
+  if (carry !== null) yield { text: carry.toString('utf8'), line, offset, terminated: false };
+}
+
+export async function fileSize(file: string): Promise<number> {
+  return (await stat(file)).size;
+}

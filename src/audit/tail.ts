@@ -1,0 +1,99 @@
+/**
+ * `audit tail [-f]`: the last records of a log, then (when following) every new record as the writer
+ * makes it durable, across rotations. Polls rather than watching: fs.watch misses renames on some
+ * filesystems, and a poll every 100 ms costs nothing. Holds the active file open, so after a rotation
+ * it finishes the renamed file before moving on. Never writes.
+ */
+import { open, stat, type FileHandle } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseRecordLine, type LocatedRecord } from './read.js';
+import { listLogFiles, readFileLines, segmentPath } from './segments.js';
+
+export interface TailOptions {
+  /** Records of history to show first (default 10). */
+  readonly lines?: number;
+  /** Keep reading new records until `signal` aborts. */
+  readonly follow?: boolean;
+  readonly signal?: AbortSignal;
+  readonly pollMs?: number;
+}
+
+const READ_CHUNK = 1 << 16;
+
+/** Reads a growing file from where it last stopped; yields complete lines only. */
+class GrowingFile {
+  private offset = 0;
+  private line = 1;
+  private carry: Buffer = Buffer.alloc(0);
+  private constructor(
+    readonly file: string,
+    private readonly handle: FileHandle,
+    readonly ino: number,
+  ) {}
+
+  static async open(file: string): Promise<GrowingFile | null> {
+    const handle = await open(file, 'r').catch(() => null);
+    if (handle === null) return null;
+    return new GrowingFile(file, handle, (await handle.stat()).ino);
+  }
+
+  async *lines(): AsyncGenerator<LocatedRecord> {
+    const buf = Buffer.alloc(READ_CHUNK);
+    for (;;) {
+      const { bytesRead } = await this.handle.read(buf, 0, buf.length, this.offset);
+      if (bytesRead === 0) return;
+      this.offset += bytesRead;
+      let data = Buffer.concat([this.carry, buf.subarray(0, bytesRead)]);
+      for (let nl = data.indexOf(10); nl !== -1; nl = data.indexOf(10)) {
+        const text = data.toString('utf8', 0, nl);
+        data = data.subarray(nl + 1);
+        yield parseRecordLine(this.file, { text, line: this.line++, offset: 0, terminated: true });
+      }
+      this.carry = Buffer.from(data);
+    }
+  }
+
+  close(): Promise<void> {
+    return this.handle.close();
+  }
+}
+
+export async function* tailAuditLog(path: string, options: TailOptions = {}): AsyncGenerator<LocatedRecord> {
+  const keep = options.lines ?? 10;
+  const pollMs = options.pollMs ?? 100;
+  const history: LocatedRecord[] = [];
+  const remember = (r: LocatedRecord) => {
+    history.push(r);
+    if (history.length > keep) history.shift();
+  };
+  const { lastSegment } = await listLogFiles(path);
+  if (lastSegment > 0 && keep > 0) {
+    const sealed = segmentPath(path, lastSegment);
+    for await (const l of readFileLines(sealed)) if (l.terminated) remember(parseRecordLine(sealed, l));
+  }
+  let current = await GrowingFile.open(path);
+  try {
+    if (current !== null) for await (const r of current.lines()) remember(r);
+    yield* history;
+    if (!options.follow) return;
+    while (options.signal?.aborted !== true) {
+      if (current !== null) yield* current.lines();
+      const now = await stat(path).catch(() => null);
+      if (current === null || now === null || now.ino !== current.ino) {
+        if (current !== null) {
+          // Rotated: the renamed file may hold records written after our last read.
+          yield* current.lines();
+          await current.close();
+          current = null;
+        }
+        if (now !== null) {
+          current = await GrowingFile.open(path);
+          continue;
+        }
+      }
+      await sleep(pollMs, undefined, options.signal === undefined ? {} : { signal: options.signal }).catch(() => undefined);
+    }
+  } finally {
+    await current?.close();
+  }
+}
