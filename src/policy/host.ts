@@ -1,0 +1,84 @@
+/**
+ * Host normalisation: one spelling per destination, computed once per rule (at compile time) and once
+ * per request. Lowercase, no trailing dot, IDNA to punycode, IP literals in canonical form.
+ * It must never accept a spelling the OS or a URL parser would read as a different address: anything
+ * whose last label is numeric (`127.1`, `0x7f.0.0.1`, `2130706433`, `1.2.3.04`) is neither an IP
+ * address nor a host name, so it is rejected rather than guessed at.
+ */
+import { domainToASCII } from 'node:url';
+import { formatIp, parseIp, type ParsedIp } from './address.js';
+
+export type HostTarget =
+  | { readonly kind: 'name'; readonly name: string }
+  | { readonly kind: 'ip'; readonly ip: ParsedIp; readonly text: string };
+
+/** Letters, digits, hyphen and underscore labels of 1-63 bytes, 253 in all: what DNS can carry. */
+function isDnsName(name: string): boolean {
+  const length = name.length;
+  if (length === 0 || length > 253) return false;
+  let labelStart = 0;
+  for (let i = 0; i <= length; i++) {
+    const c = i === length ? 46 : name.charCodeAt(i);
+    if (c === 46) {
+      const labelLength = i - labelStart;
+      if (labelLength === 0 || labelLength > 63) return false;
+      if (name.charCodeAt(labelStart) === 45 || name.charCodeAt(i - 1) === 45) return false;
+      labelStart = i + 1;
+    } else if (!((c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 45 || c === 95)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/** WHATWG URL hosts ending in a numeric label are IPv4 spellings; we accept only the strict form. */
+function endsInNumericLabel(name: string): boolean {
+  const last = name.slice(name.lastIndexOf('.') + 1);
+  return /^(?:[0-9]+|0x[0-9a-f]*)$/.test(last);
+}
+
+function needsIdna(name: string): boolean {
+  for (let i = 0; i < name.length; i++) if (name.charCodeAt(i) > 127) return true;
+  return name.startsWith('xn--') || name.includes('.xn--');
+}
+
+/** Normalises a host name that is not an IP literal; null when it is not a valid DNS name. */
+export function normalizeName(raw: string): string | null {
+  let name = raw.toLowerCase();
+  if (name.endsWith('.')) name = name.slice(0, -1);
+  if (needsIdna(name)) {
+    // domainToASCII would quietly turn `１２７.１` into 127.0.0.1: check the result like any input.
+    name = domainToASCII(name);
+    if (name.endsWith('.')) name = name.slice(0, -1);
+  }
+  if (!isDnsName(name) || endsInNumericLabel(name)) return null;
+  return name;
+}
+
+/** Parses a request's host: an IP literal (brackets allowed for IPv6) or a DNS name. */
+export function analyzeHost(raw: string): HostTarget | null {
+  if (raw.length === 0 || raw.length > 300) return null;
+  const first = raw.charCodeAt(0);
+  if (first === 91 /* [ */ || raw.includes(':') || (first >= 48 && first <= 57)) {
+    const ip = parseIp(raw);
+    if (ip !== null) return { kind: 'ip', ip, text: formatIp(ip) };
+    if (first === 91 || raw.includes(':')) return null;
+  }
+  const name = normalizeName(raw);
+  return name === null ? null : { kind: 'name', name };
+}
+
+/**
+ * The canonical form of a host: lowercase punycode name without trailing dot, or canonical IP text
+ * (IPv6 without brackets). Null for anything invalid, including non-canonical IPv4 spellings.
+ */
+export function normalizeHost(raw: string): string | null {
+  const host = analyzeHost(raw);
+  if (host === null) return null;
+  return host.kind === 'name' ? host.name : host.text;
+}
+
+/** RFC 6761: `localhost` and its subdomains always mean this machine, resolved or not. */
+export function isLocalhostName(name: string): boolean {
+  return name === 'localhost' || name.endsWith('.localhost');
+}

@@ -1,0 +1,120 @@
+/**
+ * `policy check` warnings: valid rules that are probably mistakes. A rule that can never match, an
+ * allow that an earlier rule always beats, an allow a deny completely covers, and allows so broad they
+ * defeat the policy (`*`, `*.com`, `0.0.0.0/0`). Coverage is checked conservatively: a warning is only
+ * given when the covering rule provably matches everything the covered one does.
+ */
+import { maskIp, type Cidr, type HostPattern, type PortRange } from './patterns.js';
+import type { Policy, PolicyRule } from './policy.js';
+import type { SourcePosition } from './types.js';
+
+export type LintKind = 'never_matches' | 'never_decides' | 'shadowed_by_deny' | 'broad_allow';
+
+export interface LintWarning extends SourcePosition {
+  readonly rule: string;
+  readonly kind: LintKind;
+  readonly message: string;
+}
+
+const under = (name: string, suffix: string): boolean => name.endsWith('.' + suffix);
+const atOrUnder = (name: string, suffix: string): boolean => name === suffix || under(name, suffix);
+
+function globText(p: HostPattern): string | null {
+  return p.kind === 'glob' ? p.labels.map((l) => l ?? '*').join('.') : null;
+}
+
+function hostCovers(by: HostPattern, p: HostPattern): boolean {
+  switch (by.kind) {
+    case 'any':
+      return true;
+    case 'exact':
+      return p.kind === 'exact' && p.name === by.name;
+    case 'subdomains':
+      return (p.kind === 'exact' && under(p.name, by.suffix)) || ((p.kind === 'subdomains' || p.kind === 'apex') && under(p.suffix, by.suffix)) || (p.kind === 'subdomains' && p.suffix === by.suffix);
+    case 'apex':
+      return (p.kind === 'exact' && atOrUnder(p.name, by.suffix)) || ((p.kind === 'subdomains' || p.kind === 'apex') && atOrUnder(p.suffix, by.suffix));
+    case 'glob': {
+      if (p.kind === 'glob') return globText(p) === globText(by);
+      if (p.kind !== 'exact') return false;
+      const labels = p.name.split('.');
+      return labels.length === by.labels.length && by.labels.every((l, i) => l === null || l === labels[i]);
+    }
+    default: {
+      const unreachable: never = by;
+      return unreachable;
+    }
+  }
+}
+
+function cidrCovers(by: Cidr, c: Cidr): boolean {
+  if (by.ip.family !== c.ip.family || by.bits > c.bits) return false;
+  const masked = maskIp(c.ip, by.bits);
+  return masked.family === 4 ? by.ip.family === 4 && masked.v4 === by.ip.v4 : by.ip.family === 6 && masked.v6 === by.ip.v6;
+}
+
+function listCovers<T>(by: readonly T[] | null, items: readonly T[] | null, covers: (a: T, b: T) => boolean): boolean {
+  if (by === null) return true;
+  if (items === null) return false;
+  return items.every((item) => by.some((b) => covers(b, item)));
+}
+
+const portCovers = (a: PortRange, b: PortRange): boolean => a[0] <= b[0] && a[1] >= b[1];
+const same = <T>(a: T, b: T): boolean => a === b;
+
+/** True when every input `rule` matches, `by` matches too (conservatively). */
+function covers(by: PolicyRule, rule: PolicyRule): boolean {
+  const hostsOk = rule.hosts === null || (by.hosts !== null && listCovers(by.hosts, rule.hosts, hostCovers));
+  const cidrsOk = rule.cidrs === null || (by.cidrs !== null && listCovers(by.cidrs, rule.cidrs, cidrCovers));
+  return (
+    hostsOk &&
+    cidrsOk &&
+    listCovers(by.ports, rule.ports, portCovers) &&
+    listCovers(by.protocols, rule.protocols, same) &&
+    listCovers(by.methods, rule.methods, same) &&
+    listCovers(by.paths?.map((p) => p.text) ?? null, rule.paths?.map((p) => p.text) ?? null, same)
+  );
+}
+
+function isBroad(rule: PolicyRule): string | null {
+  for (const host of rule.hosts ?? []) {
+    if (host.kind === 'any') return 'allows every host name ("*")';
+    if ((host.kind === 'subdomains' || host.kind === 'apex') && !host.suffix.includes('.')) {
+      return `allows a whole top-level domain ("${host.kind === 'apex' ? '.' : '*.'}${host.suffix}")`;
+    }
+  }
+  for (const cidr of rule.cidrs ?? []) {
+    if (cidr.bits < (cidr.ip.family === 4 ? 8 : 16)) return `allows a huge address range (${cidr.text})`;
+  }
+  return null;
+}
+
+function neverMatches(rule: PolicyRule): string | null {
+  const protocols = rule.protocols;
+  if (protocols === null || protocols.some((p) => p !== 'dns')) return null;
+  if (rule.hosts === null) return 'it only names cidrs but only applies to dns, and DNS questions carry names, not addresses';
+  if (rule.action === 'deny' && rule.ports !== null) return 'a deny with ports never applies to DNS questions (they have no destination port)';
+  return null;
+}
+
+export function lintPolicy(policy: Policy): LintWarning[] {
+  const warnings: LintWarning[] = [];
+  const warn = (rule: PolicyRule, kind: LintKind, message: string) =>
+    warnings.push({ ...rule.position, rule: rule.id, kind, message: `rule ${rule.id} ${message}` });
+  policy.rules.forEach((rule, i) => {
+    const never = neverMatches(rule);
+    if (never !== null) warn(rule, 'never_matches', `can never match: ${never}`);
+    if (rule.action === 'deny') return;
+    const broad = isBroad(rule);
+    if (broad !== null) warn(rule, 'broad_allow', `${broad}; list the hosts the agent needs instead`);
+    const deny = policy.rules.find((other) => other.action === 'deny' && other.methods === null && other.paths === null && covers(other, rule));
+    if (deny !== undefined) {
+      warn(rule, 'shadowed_by_deny', `is shadowed by deny rule ${deny.id} (line ${deny.position.line}): a matching deny always wins, so it can never allow`);
+      return;
+    }
+    const earlier = policy.rules.slice(0, i).find((other) => other.action !== 'deny' && covers(other, rule));
+    if (earlier !== undefined) {
+      warn(rule, 'never_decides', `never decides: rule ${earlier.id} (line ${earlier.position.line}) matches everything it does and comes first`);
+    }
+  });
+  return warnings;
+}

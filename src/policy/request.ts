@@ -1,0 +1,122 @@
+/**
+ * Request-stage conditions: HTTP methods, path globs and the header templates of inject rules.
+ * Paths are normalised once per request (query dropped, unreserved escapes decoded, dot segments
+ * removed) so a deny on `/admin/**` cannot be dodged with `/x/../admin` or `/%61dmin`. Encoded
+ * slashes and backslashes make the path invalid: servers disagree about them, so we never guess.
+ * Secret values are never looked at here; only their names are collected.
+ */
+import type { HeaderInjection } from './types.js';
+import { bad, ok, type Checked } from './patterns.js';
+
+export function parseMethod(raw: string): Checked<string> {
+  const method = raw.trim().toUpperCase();
+  return /^[A-Z][A-Z0-9_-]*$/.test(method)
+    ? ok(method)
+    : bad(`"${raw}" is not an HTTP method`, 'write a method name such as GET or POST');
+}
+
+export function normalizeMethod(raw: string): string | null {
+  const method = raw.toUpperCase();
+  return /^[A-Z][A-Z0-9_-]*$/.test(method) ? method : null;
+}
+
+export interface PathGlob {
+  readonly text: string;
+  readonly regex: RegExp;
+}
+
+/** `*` is any run of characters within one segment; `**` as a whole segment is any number of segments. */
+export function parsePathGlob(raw: string): Checked<PathGlob> {
+  const text = raw.trim();
+  if (!text.startsWith('/')) return bad(`path "${raw}" does not start with "/"`, `write "/${text}"`);
+  if (/[?#\s\\]/.test(text)) return bad(`path "${raw}" contains a query, fragment, space or backslash`, 'match on the path only, e.g. "/repos/**"');
+  const segments = text.split('/').slice(1);
+  let source = '^';
+  for (const segment of segments) {
+    if (segment === '**') {
+      source += '(?:/.*)?';
+      continue;
+    }
+    if (segment.includes('**')) return bad(`path "${raw}": "**" must be a whole segment`, 'write "/a/**" or "/a/*.json"');
+    source += '/' + segment.split('*').map(escapeRegex).join('[^/]*');
+  }
+  const normalized = normalizePath(text.replace(/\*/g, 'x'));
+  if (normalized === null || normalized !== text.replace(/\*/g, 'x')) {
+    return bad(`path "${raw}" is not in normal form (dot segments or escapes)`, 'write the path as the server sees it, without "." or ".." segments and with unreserved characters unescaped');
+  }
+  return ok({ text, regex: new RegExp(source + '$') });
+}
+
+function escapeRegex(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+function isUnreserved(c: number): boolean {
+  return (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 45 || c === 46 || c === 95 || c === 126;
+}
+
+/** RFC 3986 normalisation of a request target's path; null when it is ambiguous or malformed. */
+export function normalizePath(raw: string): string | null {
+  let end = raw.length;
+  const q = raw.indexOf('?');
+  if (q !== -1) end = q;
+  const h = raw.indexOf('#');
+  if (h !== -1 && h < end) end = h;
+  const path = raw.slice(0, end);
+  if (path.charCodeAt(0) !== 47 || path.includes('\\')) return null;
+  let decoded = '';
+  for (let i = 0; i < path.length; i++) {
+    const c = path.charCodeAt(i);
+    if (c <= 32 || c === 127) return null;
+    if (c !== 37 /* % */) {
+      decoded += path[i];
+      continue;
+    }
+    const hex = path.slice(i + 1, i + 3);
+    if (!/^[0-9a-fA-F]{2}$/.test(hex)) return null;
+    const byte = parseInt(hex, 16);
+    if (byte === 47 || byte === 92 || byte === 0) return null; // encoded "/", "\" or NUL
+    decoded += isUnreserved(byte) ? String.fromCharCode(byte) : '%' + hex.toUpperCase();
+    i += 2;
+  }
+  if (!decoded.includes('/.')) return decoded;
+  const out: string[] = [];
+  const segments = decoded.split('/').slice(1);
+  segments.forEach((segment, index) => {
+    const last = index === segments.length - 1;
+    if (segment === '.' || segment === '..') {
+      if (segment === '..') out.pop();
+      if (last) out.push('');
+    } else {
+      out.push(segment);
+    }
+  });
+  return '/' + out.join('/');
+}
+
+const FORBIDDEN_HEADERS = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'upgrade', 'te', 'trailer', 'keep-alive', 'proxy-connection']);
+
+export function parseHeaderName(raw: string): Checked<string> {
+  if (!/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(raw)) return bad(`"${raw}" is not a header name`, 'use a token such as Authorization or X-Api-Key');
+  if (FORBIDDEN_HEADERS.has(raw.toLowerCase())) {
+    return bad(`header "${raw}" controls framing or routing and cannot be injected`, 'inject an authentication header such as Authorization instead');
+  }
+  return ok(raw);
+}
+
+/** `Bearer ${secret:GITHUB_TOKEN}`: only `${secret:NAME}` references are placeholders. */
+export function parseHeaderTemplate(header: string, raw: string): Checked<HeaderInjection> {
+  if (/[\r\n\0]/.test(raw)) return bad(`the value of ${header} contains a line break or NUL`, 'write the value on one line');
+  const secrets: string[] = [];
+  const placeholder = /\$\{([^}]*)\}/g;
+  for (let m = placeholder.exec(raw); m !== null; m = placeholder.exec(raw)) {
+    const ref = /^secret:([A-Za-z_][A-Za-z0-9_]*)$/.exec(m[1] as string);
+    if (ref === null) return bad(`"${m[0]}" in ${header} is not a secret reference`, 'write ${secret:NAME}, NAME being letters, digits and underscores');
+    if (!secrets.includes(ref[1] as string)) secrets.push(ref[1] as string);
+  }
+  if (raw.replace(placeholder, '').includes('${')) return bad(`unclosed "\${" in ${header}`, 'close the reference: ${secret:NAME}');
+  if (secrets.length === 0) {
+    return bad(`the value of ${header} references no secret`, 'write the credential as ${secret:NAME} so it never lives in the policy file');
+  }
+  return ok({ header, template: raw, secrets });
+}
