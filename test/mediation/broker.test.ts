@@ -1,14 +1,16 @@
 /**
  * The broker on real sockets: guest connections into its Unix sockets, real TCP and Unix targets, the
- * PROXY v2 header read by the target with the real parser, and the audit records each case leaves.
+ * PROXY v2 header read by the target with the real parser, and the records each case leaves in the
+ * real hash-chained audit log (whose chain is verified after every test).
  */
 import { stat } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { AuditEvent, MediationCloseEvent, MediationConnectEvent } from '../../src/audit/record.js';
+import { openAuditLog, readAuditRecords, verifyAuditLog } from '../../src/audit/index.js';
+import type { AuditRecord, AuditSink, MediationCloseEvent, MediationConnectEvent } from '../../src/audit/record.js';
 import { validateChannels, type ChannelDeclaration } from '../../src/mediation/channels.js';
 import { startBroker, type MediationBroker } from '../../src/mediation/broker.js';
 import { readMediationTlvs } from '../../src/mediation/proxy-v2.js';
-import { collect, eventually, guestConnect, memoryAudit, startTarget, tempDir, type TestTarget } from './helpers.js';
+import { collect, eventually, guestConnect, startTarget, tempDir, type TestTarget } from './helpers.js';
 
 let dir: { path: string; remove: () => Promise<void> };
 const cleanups: (() => Promise<void>)[] = [];
@@ -18,8 +20,13 @@ beforeEach(async () => {
 });
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
+  const verified = await verifyAuditLog(auditPath());
+  expect(verified.firstBad).toBeUndefined();
+  expect(verified.ok).toBe(true);
   await dir.remove();
 });
+
+const auditPath = () => `${dir.path}/audit/audit.jsonl`;
 
 async function target(options: Parameters<typeof startTarget>[0]): Promise<TestTarget> {
   const t = await startTarget({ dir: dir.path, ...options });
@@ -27,7 +34,12 @@ async function target(options: Parameters<typeof startTarget>[0]): Promise<TestT
   return t;
 }
 
-async function broker(declarations: ChannelDeclaration[], audit = memoryAudit()) {
+/** A broker writing to the real audit log; `closedLog` hands it a log already closed (appends reject). */
+async function broker(declarations: ChannelDeclaration[], options: { closedLog?: boolean } = {}) {
+  const log = await openAuditLog({ path: auditPath(), workspace: 'ws-test', runtimeId: 'rt-0001' });
+  cleanups.push(() => log.close());
+  if (options.closedLog === true) await log.close();
+  const audit: AuditSink = log;
   const b: MediationBroker = await startBroker({
     workspace: 'ws-test',
     runtimeId: 'rt-0001',
@@ -36,25 +48,30 @@ async function broker(declarations: ChannelDeclaration[], audit = memoryAudit())
     audit,
   });
   cleanups.push(() => b.close());
-  return { broker: b, audit };
+  return { broker: b };
 }
 
-const connects = (events: AuditEvent[]) => events.filter((e): e is MediationConnectEvent => e.event === 'mediation.connect');
-const closes = (events: AuditEvent[]) => events.filter((e): e is MediationCloseEvent => e.event === 'mediation.close');
+async function records(): Promise<AuditRecord[]> {
+  const all: AuditRecord[] = [];
+  for await (const r of readAuditRecords(auditPath())) all.push(r);
+  return all;
+}
+const connects = async () => (await records()).filter((e): e is AuditRecord & MediationConnectEvent => e.event === 'mediation.connect');
+const closes = async () => (await records()).filter((e): e is AuditRecord & MediationCloseEvent => e.event === 'mediation.close');
 
 describe('relaying', () => {
   it.each(['tcp4', 'tcp6', 'unix'] as const)('echoes through a %s target and audits connect and close', async (kind) => {
     const t = await target({ kind, proxyProtocol: true, behaviour: 'echo' });
-    const { broker: b, audit } = await broker([{ port: 5000, target: t.address }]);
+    const { broker: b } = await broker([{ port: 5000, target: t.address }]);
     const guest = await guestConnect(b.socketPathFor(5000));
     const outcome = collect(guest);
     guest.end('hello through the broker');
     const { data, how } = await outcome;
     expect(how).toBe('end');
     expect(data.toString()).toBe('hello through the broker');
-    await eventually(() => closes(audit.events).length === 1, 'close record');
-    const [connect] = connects(audit.events);
-    const [close] = closes(audit.events);
+    await eventually(async () => (await closes()).length === 1, 'close record');
+    const [connect] = (await connects());
+    const [close] = (await closes());
     expect(connect).toMatchObject({ verdict: 'allow', reason: null, port: 5000, target: t.address });
     expect(close).toMatchObject({ conn: connect?.conn, bytes_up: 24, bytes_down: 24, closed_by: 'guest', port: 5000 });
     expect(close?.error).toBeUndefined();
@@ -75,7 +92,7 @@ describe('relaying', () => {
   it('streams 64 MiB to a slow reader with bounded memory (backpressure)', async () => {
     const total = 64 * 1024 * 1024;
     const t = await target({ kind: 'tcp4', proxyProtocol: true, behaviour: { stream: total } });
-    const { broker: b, audit } = await broker([{ port: 9, target: t.address }]);
+    const { broker: b } = await broker([{ port: 9, target: t.address }]);
     const guest = await guestConnect(b.socketPathFor(9));
     guest.pause();
     // Give the target time to fill every buffer on the way while the guest reads nothing.
@@ -104,13 +121,13 @@ describe('relaying', () => {
     await done;
     expect(received).toBe(total);
     expect(peakRss - rssWhilePaused).toBeLessThan(48 * 1024 * 1024);
-    await eventually(() => closes(audit.events).length === 1, 'close record');
-    expect(closes(audit.events)[0]).toMatchObject({ bytes_down: total, closed_by: 'target' });
+    await eventually(async () => (await closes()).length === 1, 'close record');
+    expect((await closes())[0]).toMatchObject({ bytes_down: total, closed_by: 'target' });
   });
 
   it('starts every target connection with a PROXY v2 header naming workspace, runtime, port and conn', async () => {
     const t = await target({ kind: 'tcp4', proxyProtocol: true, behaviour: 'echo' });
-    const { broker: b, audit } = await broker([{ port: 4294967295, target: t.address }]);
+    const { broker: b } = await broker([{ port: 4294967295, target: t.address }]);
     for (let i = 0; i < 2; i++) {
       const guest = await guestConnect(b.socketPathFor(4294967295));
       const outcome = collect(guest);
@@ -118,7 +135,7 @@ describe('relaying', () => {
       expect((await outcome).data.toString()).toBe('x');
     }
     expect(t.headers).toHaveLength(2);
-    const conns = connects(audit.events).map((e) => e.conn);
+    const conns = (await connects()).map((e) => e.conn);
     t.headers.forEach((parsed, i) => {
       if (parsed.kind !== 'header') throw new Error(`target saw ${parsed.kind}`);
       expect(parsed.header).toEqual({ command: 'proxy', family: 'unspec', transport: 'unspec' });
@@ -162,7 +179,7 @@ describe('relaying', () => {
 describe('limits', () => {
   it('closes connections past the cap at once and audits limit_exceeded', async () => {
     const t = await target({ kind: 'unix', proxyProtocol: true, behaviour: 'echo' });
-    const { broker: b, audit } = await broker([{ port: 5, target: t.address, limits: { maxConnections: 3 } }]);
+    const { broker: b } = await broker([{ port: 5, target: t.address, limits: { maxConnections: 3 } }]);
     const held = [];
     for (let i = 0; i < 3; i++) {
       const g = await guestConnect(b.socketPathFor(5));
@@ -173,7 +190,7 @@ describe('limits', () => {
     await eventually(() => t.sockets.length === 3, 'three relayed connections');
     const excess = await Promise.all(Array.from({ length: 5 }, () => guestConnect(b.socketPathFor(5)).then(collect)));
     for (const e of excess) expect(e.data.length).toBe(0);
-    const denied = connects(audit.events).filter((e) => e.verdict === 'deny');
+    const denied = (await connects()).filter((e) => e.verdict === 'deny');
     expect(denied).toHaveLength(5);
     for (const d of denied) expect(d.reason).toBe('limit_exceeded');
     expect(t.sockets).toHaveLength(3);
@@ -191,22 +208,22 @@ describe('limits', () => {
 
   it('cuts a connection past its byte limit with closed_by limit', async () => {
     const t = await target({ kind: 'tcp4', proxyProtocol: false, behaviour: { stream: 1024 * 1024 } });
-    const { broker: b, audit } = await broker([{ port: 6, target: t.address, proxyProtocol: false, limits: { maxBytesPerConnection: 100_000 } }]);
+    const { broker: b } = await broker([{ port: 6, target: t.address, proxyProtocol: false, limits: { maxBytesPerConnection: 100_000 } }]);
     const guest = await guestConnect(b.socketPathFor(6));
     const outcome = await collect(guest);
     expect(outcome.data.length).toBeLessThanOrEqual(100_000);
-    await eventually(() => closes(audit.events).length === 1, 'close record');
-    expect(closes(audit.events)[0]).toMatchObject({ closed_by: 'limit', error: 'more than 100000 bytes' });
+    await eventually(async () => (await closes()).length === 1, 'close record');
+    expect((await closes())[0]).toMatchObject({ closed_by: 'limit', error: 'more than 100000 bytes' });
   });
 
   it('closes an idle connection with closed_by limit', async () => {
     const t = await target({ kind: 'unix', proxyProtocol: false, behaviour: 'sink' });
-    const { broker: b, audit } = await broker([{ port: 8, target: t.address, proxyProtocol: false, limits: { idleTimeoutMs: 200 } }]);
+    const { broker: b } = await broker([{ port: 8, target: t.address, proxyProtocol: false, limits: { idleTimeoutMs: 200 } }]);
     const guest = await guestConnect(b.socketPathFor(8));
     guest.write('anyone there?');
     await collect(guest);
-    await eventually(() => closes(audit.events).length === 1, 'close record');
-    expect(closes(audit.events)[0]).toMatchObject({ closed_by: 'limit', error: 'idle for 200 ms', bytes_up: 13 });
+    await eventually(async () => (await closes()).length === 1, 'close record');
+    expect((await closes())[0]).toMatchObject({ closed_by: 'limit', error: 'idle for 200 ms', bytes_up: 13 });
   });
 });
 
@@ -214,17 +231,17 @@ describe('fail closed', () => {
   it('closes the guest at once and audits target_unreachable when the target is down', async () => {
     const t = await target({ kind: 'tcp4', proxyProtocol: true, behaviour: 'echo' });
     await t.close();
-    const { broker: b, audit } = await broker([{ port: 5, target: t.address }]);
+    const { broker: b } = await broker([{ port: 5, target: t.address }]);
     const guest = await guestConnect(b.socketPathFor(5));
     guest.write('is anyone home?');
     const outcome = await collect(guest);
     expect(outcome.data.length).toBe(0);
-    await eventually(() => connects(audit.events).length === 2, 'deny record');
-    const [allow, deny] = connects(audit.events);
+    await eventually(async () => (await connects()).length === 2, 'deny record');
+    const [allow, deny] = (await connects());
     expect(allow).toMatchObject({ verdict: 'allow' });
     expect(deny).toMatchObject({ verdict: 'deny', reason: 'target_unreachable', conn: allow?.conn });
     expect(deny?.error).toMatch(/ECONNREFUSED/);
-    expect(closes(audit.events)).toHaveLength(0);
+    expect((await closes())).toHaveLength(0);
     const readiness = await b.mediationReady();
     expect(readiness.ready).toBe(false);
     expect(readiness.error).toMatch(/mediation channel 5 -> 127\.0\.0\.1:\d+: .*ECONNREFUSED/);
@@ -236,7 +253,7 @@ describe('fail closed', () => {
     ['tcp4', 'reset', 'error', /^target: .*ECONNRESET/],
   ] as const)('ends the guest when a %s target is %s mid-stream (closed_by %s)', async (kind, how, closedBy, error) => {
     const t = await target({ kind, proxyProtocol: true, behaviour: 'echo' });
-    const { broker: b, audit } = await broker([{ port: 5, target: t.address }]);
+    const { broker: b } = await broker([{ port: 5, target: t.address }]);
     const guest = await guestConnect(b.socketPathFor(5));
     const outcome = collect(guest);
     guest.write('before the crash');
@@ -247,8 +264,8 @@ describe('fail closed', () => {
     const { data, how: guestSaw } = await outcome;
     expect(data.toString()).toBe('before the crash');
     expect(guestSaw).toBe('end');
-    await eventually(() => closes(audit.events).length === 1, 'close record');
-    const [close] = closes(audit.events);
+    await eventually(async () => (await closes()).length === 1, 'close record');
+    const [close] = (await closes());
     expect(close).toMatchObject({ closed_by: closedBy, bytes_up: 16, bytes_down: 16 });
     if (error === undefined) expect(close?.error).toBeUndefined();
     else expect(close?.error).toMatch(error);
@@ -256,7 +273,7 @@ describe('fail closed', () => {
 
   it('closes the guest and never dials when the allow record cannot be written', async () => {
     const t = await target({ kind: 'unix', proxyProtocol: true, behaviour: 'echo' });
-    const { broker: b } = await broker([{ port: 5, target: t.address }], memoryAudit({ failAfter: 0 }));
+    const { broker: b } = await broker([{ port: 5, target: t.address }], { closedLog: true });
     const guest = await guestConnect(b.socketPathFor(5));
     guest.write('audit me');
     const outcome = await collect(guest);
@@ -288,14 +305,14 @@ describe('fail closed', () => {
 describe('sever', () => {
   it('closes live connections and listeners at once; later connections find nothing', async () => {
     const t = await target({ kind: 'tcp4', proxyProtocol: true, behaviour: 'echo' });
-    const { broker: b, audit } = await broker([{ port: 5, target: t.address }, { port: 6, target: t.address }]);
+    const { broker: b } = await broker([{ port: 5, target: t.address }, { port: 6, target: t.address }]);
     const guests = await Promise.all([5, 5, 6].map((p) => guestConnect(b.socketPathFor(p))));
     const outcomes = guests.map(collect);
     for (const g of guests) g.write('traffic');
     await eventually(() => t.sockets.length === 3, 'three live connections');
     await b.sever();
     for (const o of outcomes) expect((await o).how).not.toBe('error');
-    const closed = closes(audit.events);
+    const closed = (await closes());
     expect(closed).toHaveLength(3);
     for (const c of closed) expect(c.closed_by).toBe('sever');
     await expect(guestConnect(b.socketPathFor(5))).rejects.toThrow(/ENOENT/);

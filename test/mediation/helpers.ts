@@ -7,7 +7,6 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { AuditEvent, AuditSink } from '../../src/audit/record.js';
 import { parseProxyV2, type ProxyV2Parse } from '../../src/mediation/proxy-v2.js';
 
 export async function tempDir(prefix = 'ma-med-'): Promise<{ path: string; remove: () => Promise<void> }> {
@@ -160,33 +159,10 @@ export function collect(socket: Socket): Promise<GuestOutcome> {
   });
 }
 
-/**
- * An in-memory AuditSink for the pure unit tests and for "the audit log fails" cases. Integration
- * tests use the real file-backed log (openAuditLog) where it exists.
- */
-export function memoryAudit(options: { failAfter?: number } = {}): AuditSink & { readonly events: AuditEvent[] } {
-  const events: AuditEvent[] = [];
-  let healthy = true;
-  return {
-    events,
-    get healthy() {
-      return healthy;
-    },
-    async append(event) {
-      if (!healthy || (options.failAfter !== undefined && events.length >= options.failAfter)) {
-        healthy = false;
-        throw new Error('audit log disk full (test)');
-      }
-      events.push(event);
-    },
-    async close() {},
-  };
-}
-
 /** Waits until `check` is true, polling; for state that settles after socket events. */
-export async function eventually(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+export async function eventually(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
