@@ -1,4 +1,103 @@
-/** `microagent dns ...` commands. */
-import type { Command } from '../command.js';
+/** `microagent dns ...` commands: run a workspace DNS resolver in the foreground. */
+import { join } from 'node:path';
+import { openAuditLog } from '../../audit/index.js';
+import { MicroagentError } from '../../errors.js';
+import { MODES, watchPolicy, withMode, type Mode, type Policy } from '../../policy/index.js';
+import { createWorkspaceResolver, startDnsServer, type DnsServerAddresses } from '../../proxy/dns/index.js';
+import { parseUpstream } from '../../proxy/dns/upstream.js';
+import { parseCommandArgs, usageError, type Command } from '../command.js';
 
-export const commands: readonly Command[] = [];
+const dns: Command = {
+  name: 'dns',
+  summary: 'Run the filtering DNS resolver for one workspace in the foreground until interrupted',
+  usage:
+    '--policy FILE --listen ADDR:PORT [--socket PATH] [--upstream ADDR:PORT...] [--audit FILE] [--mode guarded|strict|off] [--workspace NAME]',
+  async run(args, ctx) {
+    const { values } = parseCommandArgs(
+      dns,
+      args,
+      {
+        policy: { type: 'string' },
+        listen: { type: 'string' },
+        socket: { type: 'string' },
+        upstream: { type: 'string', multiple: true },
+        audit: { type: 'string' },
+        mode: { type: 'string' },
+        workspace: { type: 'string', default: 'default' },
+      },
+      false,
+    );
+    if (values.policy === undefined) throw usageError('dns: --policy FILE is required', `usage: microagent dns ${dns.usage}`);
+    if (values.listen === undefined && values.socket === undefined) {
+      throw usageError('dns: give --listen ADDR:PORT, --socket PATH or both', `usage: microagent dns ${dns.usage}`);
+    }
+    const mode = values.mode;
+    if (mode !== undefined && !(MODES as readonly string[]).includes(mode)) {
+      throw usageError(`dns: --mode must be one of ${MODES.join(', ')}, not "${mode}"`, 'e.g. --mode strict');
+    }
+    const listen = values.listen === undefined ? undefined : parseListen(values.listen);
+    const workspace = values.workspace;
+    const auditPath = values.audit ?? join(ctx.stateDir, 'workspaces', workspace, 'dns-audit.jsonl');
+    const audit = await openAuditLog({ path: auditPath, workspace });
+
+    const policyFile = values.policy;
+    const applyMode = (p: Policy): Policy => (mode === undefined ? p : withMode(p, mode as Mode));
+    let current: Policy | null = null;
+    const watcher = await watchPolicy(policyFile, {
+      onReload(policy) {
+        current = applyMode(policy);
+        ctx.out.info(`policy reloaded (${current.hash})`);
+        void audit.append({ event: 'policy.reload', reason: 'reload_ok', policy_hash: current.hash, file: policyFile }).catch(() => undefined);
+      },
+      onInvalid(error) {
+        ctx.out.warn(`policy ${policyFile} is invalid; keeping the previous one: ${error.message}`);
+        void audit
+          .append({ event: 'policy.reload', reason: 'reload_invalid', policy_hash: current?.hash ?? '', file: policyFile, error: error.message })
+          .catch(() => undefined);
+      },
+    });
+    current = applyMode(watcher.current());
+    const policy = (): Policy => current as Policy;
+
+    try {
+      const resolver = createWorkspaceResolver(values.upstream === undefined ? {} : { upstreams: values.upstream });
+      const server = await startDnsServer({
+        policy,
+        audit,
+        resolver,
+        ...(listen === undefined ? {} : { listen }),
+        ...(values.socket === undefined ? {} : { socketPath: values.socket }),
+      });
+      ctx.out.info(`dns: ${describe(server.addresses)}; upstreams ${resolver.upstreams.map((u) => `${u.host}:${u.port}`).join(', ')}`);
+      ctx.out.info(`dns: mode ${policy().mode}, policy ${policy().hash}, audit ${auditPath}; Ctrl-C to stop`);
+      const signal = await ctx.interrupted;
+      await server.close();
+      return {
+        result: { stopped_by: signal, addresses: server.addresses, audit: auditPath },
+        human: `dns: stopped (${signal})`,
+      };
+    } finally {
+      watcher.close();
+      await audit.close();
+    }
+  },
+};
+
+function parseListen(raw: string): { host: string; port: number } {
+  try {
+    return parseUpstream(raw);
+  } catch {
+    throw usageError(`dns: --listen "${raw}" is not ADDR:PORT`, 'e.g. --listen 127.0.0.1:5353 or --listen [::1]:5353');
+  }
+}
+
+function describe(addresses: DnsServerAddresses): string {
+  const parts: string[] = [];
+  if (addresses.udp !== null) parts.push(`udp ${addresses.udp.address}:${addresses.udp.port}`);
+  if (addresses.tcp !== null) parts.push(`tcp ${addresses.tcp.address}:${addresses.tcp.port}`);
+  if (addresses.socketPath !== null) parts.push(`unix ${addresses.socketPath}`);
+  if (parts.length === 0) throw new MicroagentError('internal', 'the DNS server reported no listener');
+  return `listening on ${parts.join(', ')}`;
+}
+
+export const commands: readonly Command[] = [dns];

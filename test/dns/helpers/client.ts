@@ -53,6 +53,10 @@ export function queryStream(where: NetConnectOpts, messages: readonly Buffer[], 
       reject(new Error(`only ${replies.length} of ${messages.length} stream answers arrived`));
     }, timeoutMs);
     socket.on('error', reject);
+    socket.on('close', () => {
+      clearTimeout(timer);
+      reject(new Error(`connection closed after ${replies.length} of ${messages.length} answers`));
+    });
     socket.on('connect', () => {
       for (const m of messages) {
         const framed = Buffer.alloc(m.length + 2);

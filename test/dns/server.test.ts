@@ -1,0 +1,259 @@
+// The workspace DNS server end to end: dig and a node client over real UDP, TCP and a Unix socket,
+// a test upstream we program, the real policy engine and the real audit log. Each case checks the
+// answer and the audit record the answer waited for.
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import dnsPacket from 'dns-packet';
+import { verifyAuditLog } from '../../src/audit/index.js';
+import { addressesOf, dig, encodeQuery, queryStream, queryUdp, rcodeOf, sendUdp } from './helpers/client.js';
+import { GUARDED_POLICY, OFF_POLICY, STRICT_POLICY, startHarness, type Harness } from './helpers/harness.js';
+import { a, aaaa, startTestUpstream, type TestUpstream } from './helpers/upstream.js';
+
+let upstream: TestUpstream;
+let h: Harness;
+
+beforeAll(async () => {
+  upstream = await startTestUpstream();
+  h = await startHarness({ policy: GUARDED_POLICY, upstreams: [upstream.address], resolver: { cache: { minTtl: 0 } } });
+});
+afterAll(async () => {
+  await h.close();
+  await upstream.close();
+});
+beforeEach(() => h.setPolicy(GUARDED_POLICY));
+
+describe('policy at the name', () => {
+  it('answers an allowed name (dig over UDP) and records the rule', async () => {
+    upstream.set('web.test', 'A', [a('web.test', '192.0.2.10', 300)]);
+    const result = await dig(h.port, 'web.test', 'A');
+    expect(result.status).toBe('NOERROR');
+    expect(result.answers).toEqual(['A 192.0.2.10']);
+    expect(await h.lastRecord('web.test')).toMatchObject({
+      event: 'dns.query', qtype: 'A', transport: 'udp', verdict: 'allow', rule: 'allow-web', reason: 'rule_allow',
+      signals: [], mode: 'guarded', answers: 1, cached: false, rcode: 'NOERROR',
+    });
+    expect((await h.lastRecord('web.test')).policy_hash).toMatch(/^sha256:/);
+  });
+
+  it('guarded: resolves an unlisted public name and flags it', async () => {
+    upstream.set('public.unlisted.test', 'A', [a('public.unlisted.test', '198.51.100.7')]);
+    const reply = await queryUdp(h.port, 'public.unlisted.test', 'A');
+    expect(addressesOf(reply)).toEqual(['198.51.100.7']);
+    expect(await h.lastRecord('public.unlisted.test')).toMatchObject({ verdict: 'allow', rule: null, reason: 'unlisted', signals: ['unlisted'] });
+  });
+
+  it('strict: refuses an unlisted name without asking the upstream', async () => {
+    h.setPolicy(STRICT_POLICY);
+    upstream.set('strict.unlisted.test', 'A', [a('strict.unlisted.test', '198.51.100.8')]);
+    const result = await dig(h.port, 'strict.unlisted.test', 'A');
+    expect(result.status).toBe('REFUSED');
+    expect(upstream.count('strict.unlisted.test')).toBe(0);
+    expect(await h.lastRecord('strict.unlisted.test')).toMatchObject({ verdict: 'deny', reason: 'default_deny', mode: 'strict', rcode: 'REFUSED', answers: 0 });
+  });
+
+  it.each([
+    ['guarded', GUARDED_POLICY],
+    ['strict', STRICT_POLICY],
+  ])('%s: refuses a denied name', async (mode, policy) => {
+    h.setPolicy(policy);
+    upstream.set('bad.test', 'A', [a('bad.test', '198.51.100.9')]);
+    const reply = await queryUdp(h.port, 'bad.test', 'A');
+    expect(rcodeOf(reply)).toBe('REFUSED');
+    expect(upstream.count('bad.test')).toBe(0);
+    expect(await h.lastRecord('bad.test')).toMatchObject({ verdict: 'deny', rule: 'deny-bad', reason: 'rule_deny', mode });
+  });
+
+  it('off: forwards everything as is, internal answers included', async () => {
+    h.setPolicy(OFF_POLICY);
+    upstream.set('off.test', 'A', [a('off.test', '10.9.9.9')]);
+    const reply = await queryUdp(h.port, 'off.test', 'A');
+    expect(addressesOf(reply)).toEqual(['10.9.9.9']);
+    expect(await h.lastRecord('off.test')).toMatchObject({ mode: 'off', reason: 'mediation_off', answers: 1 });
+  });
+});
+
+describe('answers', () => {
+  it('strips internal addresses from an allowed name, keeping the public ones', async () => {
+    upstream.set('mixed.allowed.test', 'A', [a('mixed.allowed.test', '192.0.2.20'), a('mixed.allowed.test', '10.0.0.20')]);
+    upstream.set('inside.allowed.test', 'A', [a('inside.allowed.test', '169.254.169.254')]);
+    upstream.set('inside.allowed.test', 'AAAA', [aaaa('inside.allowed.test', '::1')]);
+    expect(addressesOf(await queryUdp(h.port, 'mixed.allowed.test', 'A'))).toEqual(['192.0.2.20']);
+    const mixed = await h.lastRecord('mixed.allowed.test');
+    expect(mixed).toMatchObject({ verdict: 'allow', answers: 1, rcode: 'NOERROR' });
+    expect(mixed.signals).toEqual(expect.arrayContaining(['internal_address', 'answer_stripped']));
+
+    // All stripped: NOERROR with no answers (NODATA), so clients do not fall back to another resolver.
+    for (const type of ['A', 'AAAA'] as const) {
+      const result = await dig(h.port, 'inside.allowed.test', type);
+      expect(result.status).toBe('NOERROR');
+      expect(result.answers).toEqual([]);
+      expect(await h.lastRecord('inside.allowed.test', type)).toMatchObject({ answers: 0, rcode: 'NOERROR' });
+    }
+    expect(h.resolver.namesForAddress('10.0.0.20')).toEqual([]);
+  });
+
+  it('keeps an internal address a rule names exactly', async () => {
+    upstream.set('intranet.test', 'A', [a('intranet.test', '10.0.0.9')]);
+    expect(addressesOf(await queryUdp(h.port, 'intranet.test', 'A'))).toEqual(['10.0.0.9']);
+    expect(await h.lastRecord('intranet.test')).toMatchObject({ rule: 'intranet', answers: 1, signals: ['internal_address'] });
+  });
+
+  it('flags rebinding: a name seen public that now resolves internal is stripped', async () => {
+    upstream.set('rebind.test', 'A', [a('rebind.test', '192.0.2.30', 1)]);
+    expect(addressesOf(await queryUdp(h.port, 'rebind.test', 'A'))).toEqual(['192.0.2.30']);
+    upstream.set('rebind.test', 'A', [a('rebind.test', '127.0.0.1', 1)]);
+    await new Promise((r) => setTimeout(r, 1100)); // the 1 s TTL runs out for real
+    const reply = await queryUdp(h.port, 'rebind.test', 'A');
+    expect(addressesOf(reply)).toEqual([]);
+    const record = await h.lastRecord('rebind.test');
+    expect(record.signals).toEqual(expect.arrayContaining(['unlisted', 'rebinding', 'answer_stripped', 'internal_address']));
+    expect(record).toMatchObject({ cached: false, answers: 0 });
+  });
+
+  it('answers HTTPS and SVCB questions with empty NOERROR and strips them from other answers', async () => {
+    upstream.set('web.test', 'A', [a('web.test', '192.0.2.10', 300)]);
+    for (const type of ['HTTPS', 'SVCB']) {
+      const result = await dig(h.port, 'web.test', type);
+      expect(result.status).toBe('NOERROR');
+      expect(result.answers).toEqual([]);
+      expect(await h.lastRecord('web.test', type)).toMatchObject({ signals: ['https_record_stripped'], answers: 0 });
+    }
+    expect(upstream.count('web.test', 'UNKNOWN_65')).toBe(0);
+    const https = { type: 'UNKNOWN_65', name: 'svc.allowed.test', ttl: 60, class: 'IN', data: Buffer.from([0, 1, 0]) } as unknown as dnsPacket.Answer;
+    upstream.set('svc.allowed.test', 'ANY', [a('svc.allowed.test', '192.0.2.40'), https]);
+    const any = await queryUdp(h.port, 'svc.allowed.test', 'ANY');
+    expect(any.answers?.map((r) => r.type)).toEqual(['A']);
+    expect((await h.lastRecord('svc.allowed.test', 'ANY')).signals).toContain('https_record_stripped');
+  });
+
+  it('refuses DNS-over-HTTPS resolver names unless a rule allows them', async () => {
+    upstream.set('dns.google', 'A', [a('dns.google', '192.0.2.88')]);
+    upstream.set('dns.quad9.net', 'A', [a('dns.quad9.net', '192.0.2.99')]);
+    expect((await dig(h.port, 'dns.google', 'A')).status).toBe('REFUSED');
+    expect((await dig(h.port, 'foo.mozilla.cloudflare-dns.com', 'A')).status).toBe('REFUSED');
+    expect(upstream.count('dns.google')).toBe(0);
+    expect(await h.lastRecord('dns.google')).toMatchObject({ verdict: 'deny', reason: 'doh_denied', rcode: 'REFUSED' });
+    expect(addressesOf(await queryUdp(h.port, 'dns.quad9.net', 'A'))).toEqual(['192.0.2.99']);
+    expect(await h.lastRecord('dns.quad9.net')).toMatchObject({ verdict: 'allow', rule: 'allow-quad9' });
+  });
+});
+
+describe('forwarding', () => {
+  it('falls back to TCP when the upstream truncates, and truncates to the client past 512 bytes', async () => {
+    upstream.set('tc.allowed.test', 'A', [a('tc.allowed.test', '192.0.2.50'), a('tc.allowed.test', '192.0.2.51')]);
+    upstream.behave('tc.allowed.test', { kind: 'truncate_udp' });
+    expect(addressesOf(await queryUdp(h.port, 'tc.allowed.test', 'A'))).toEqual(['192.0.2.50', '192.0.2.51']);
+    expect(upstream.received.filter((q) => q.name === 'tc.allowed.test').map((q) => q.transport)).toEqual(['udp', 'tcp']);
+
+    const many = Array.from({ length: 40 }, (_, i) => a('many.allowed.test', `192.0.2.${100 + i}`));
+    upstream.set('many.allowed.test', 'A', many);
+    const result = await dig(h.port, 'many.allowed.test', 'A', ['+noedns']);
+    expect(result.answers).toHaveLength(40); // dig saw TC over UDP and asked again over TCP
+    const records = (await h.records()).filter((r) => r.name === 'many.allowed.test');
+    expect(records.map((r) => r.transport)).toEqual(['udp', 'tcp']);
+  });
+
+  it('answers SERVFAIL when the upstream does not answer', async () => {
+    upstream.behave('silent.allowed.test', { kind: 'silent' });
+    const result = await dig(h.port, 'silent.allowed.test', 'A');
+    expect(result.status).toBe('SERVFAIL');
+    expect(await h.lastRecord('silent.allowed.test')).toMatchObject({ verdict: 'allow', reason: 'upstream_unreachable', rcode: 'SERVFAIL', answers: 0 });
+  });
+
+  it('serves from cache until a 1 s TTL expires', async () => {
+    upstream.set('ttl.allowed.test', 'A', [a('ttl.allowed.test', '192.0.2.60', 1)]);
+    await queryUdp(h.port, 'ttl.allowed.test', 'A');
+    await queryUdp(h.port, 'ttl.allowed.test', 'A');
+    expect(upstream.count('ttl.allowed.test')).toBe(1);
+    const cached = await h.lastRecord('ttl.allowed.test');
+    expect(cached).toMatchObject({ cached: true, upstream_ms: null });
+    await new Promise((r) => setTimeout(r, 1100));
+    await queryUdp(h.port, 'ttl.allowed.test', 'A');
+    expect(upstream.count('ttl.allowed.test')).toBe(2);
+    expect(await h.lastRecord('ttl.allowed.test')).toMatchObject({ cached: false });
+  });
+
+  it('sends one upstream query for many identical concurrent questions', async () => {
+    upstream.set('busy.allowed.test', 'A', [a('busy.allowed.test', '192.0.2.70')]);
+    upstream.behave('busy.allowed.test', { kind: 'delay', ms: 150 });
+    const replies = await Promise.all(Array.from({ length: 12 }, () => queryUdp(h.port, 'busy.allowed.test', 'A')));
+    expect(replies.every((r) => addressesOf(r)[0] === '192.0.2.70')).toBe(true);
+    expect(upstream.count('busy.allowed.test')).toBe(1);
+    expect((await h.records()).filter((r) => r.name === 'busy.allowed.test')).toHaveLength(12);
+  });
+});
+
+describe('transports', () => {
+  it('answers several pipelined queries on one TCP connection', async () => {
+    upstream.set('web.test', 'A', [a('web.test', '192.0.2.10', 300)]);
+    upstream.set('tcp1.allowed.test', 'A', [a('tcp1.allowed.test', '192.0.2.81')]);
+    const replies = await queryStream({ host: '127.0.0.1', port: h.port }, [
+      encodeQuery('web.test', 'A', 1), encodeQuery('tcp1.allowed.test', 'A', 2), encodeQuery('bad.test', 'A', 3),
+    ]);
+    const byId = new Map(replies.map((r) => [r.id, r]));
+    expect(addressesOf(byId.get(1) as dnsPacket.DecodedPacket)).toEqual(['192.0.2.10']);
+    expect(addressesOf(byId.get(2) as dnsPacket.DecodedPacket)).toEqual(['192.0.2.81']);
+    expect(rcodeOf(byId.get(3) as dnsPacket.DecodedPacket)).toBe('REFUSED');
+    expect(await h.lastRecord('tcp1.allowed.test')).toMatchObject({ transport: 'tcp' });
+    expect((await dig(h.port, 'web.test', 'A', ['+tcp'])).answers).toEqual(['A 192.0.2.10']);
+  });
+
+  it('serves length-prefixed DNS on the Unix socket', async () => {
+    upstream.set('unix.allowed.test', 'A', [a('unix.allowed.test', '192.0.2.82')]);
+    const [reply] = await queryStream({ path: h.socketPath }, [encodeQuery('unix.allowed.test', 'A', 77)]);
+    expect(reply?.id).toBe(77);
+    expect(addressesOf(reply as dnsPacket.DecodedPacket)).toEqual(['192.0.2.82']);
+    expect(await h.lastRecord('unix.allowed.test')).toMatchObject({ transport: 'tcp', verdict: 'allow' });
+  });
+});
+
+describe('malformed input', () => {
+  it('answers FORMERR/NOTIMP when the id is readable, drops the rest, and keeps serving', async () => {
+    const twoQuestions = dnsPacket.encode({ type: 'query', id: 4001, questions: [{ name: 'a.test', type: 'A' }, { name: 'b.test', type: 'A' }] });
+    const formerr = dnsPacket.decode((await sendUdp(h.port, twoQuestions)) as Buffer);
+    expect(formerr).toMatchObject({ id: 4001, rcode: 'FORMERR' });
+    const update = encodeQuery('a.test', 'A', 4002);
+    update.writeUInt16BE(5 << 11, 2);
+    expect(dnsPacket.decode((await sendUdp(h.port, update)) as Buffer)).toMatchObject({ id: 4002, rcode: 'NOTIMP' });
+    expect(await sendUdp(h.port, Buffer.from([1, 2, 3]), 300)).toBeNull();
+    expect((await h.records()).filter((r) => r.reason === 'bad_request').length).toBeGreaterThanOrEqual(2);
+
+    // Fuzz: random datagrams and every cut of a valid query, over real UDP.
+    const valid = encodeQuery('fuzz.allowed.test', 'A', 4003);
+    const inputs = [
+      ...Array.from({ length: 150 }, () => randomBytes(Math.floor(Math.random() * 80))),
+      ...Array.from({ length: valid.length }, (_, cut) => valid.subarray(0, cut)),
+    ];
+    const replies = await Promise.all(inputs.map((input) => sendUdp(h.port, input, 500)));
+    replies.forEach((reply, i) => {
+      if (reply === null) return;
+      const input = inputs[i] as Buffer;
+      expect(reply.readUInt16BE(0)).toBe(input.readUInt16BE(0)); // an answer always echoes the id
+      expect(reply[2]! & 0x80).toBe(0x80);
+    });
+    upstream.set('alive.allowed.test', 'A', [a('alive.allowed.test', '192.0.2.90')]);
+    expect(addressesOf(await queryUdp(h.port, 'alive.allowed.test', 'A'))).toEqual(['192.0.2.90']);
+  });
+
+  it('closes a TCP connection whose framing carries nothing parseable', async () => {
+    await expect(queryStream({ host: '127.0.0.1', port: h.port }, [Buffer.from([1, 2, 3])], 2000)).rejects.toThrow(/connection closed after 0/);
+    expect(addressesOf(await queryUdp(h.port, 'web.test', 'A'))).toEqual(['192.0.2.10']);
+  });
+});
+
+describe('proxy integration', () => {
+  it('remembers the names the workspace was given per address, and lookup() shares the cache', async () => {
+    upstream.set('proxy.allowed.test', 'A', [a('proxy.allowed.test', '192.0.2.95', 300)]);
+    upstream.set('proxy.allowed.test', 'AAAA', [aaaa('proxy.allowed.test', '2001:db8::95', 300)]);
+    await queryUdp(h.port, 'proxy.allowed.test', 'A');
+    expect(h.resolver.namesForAddress('192.0.2.95')).toEqual(['proxy.allowed.test']);
+    expect(h.resolver.namesForAddress('2001:db8::95')).toEqual([]); // AAAA not asked by the guest yet
+    expect(await h.resolver.lookup('proxy.allowed.test')).toEqual(['192.0.2.95', '2001:db8::95']);
+    expect(upstream.count('proxy.allowed.test', 'A')).toBe(1);
+  });
+
+  it('the audit chain the server wrote verifies', async () => {
+    const result = await verifyAuditLog(h.auditPath);
+    expect(result).toMatchObject({ ok: true });
+  });
+});
