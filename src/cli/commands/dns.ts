@@ -4,7 +4,7 @@ import { openAuditLog } from '../../audit/index.js';
 import { MicroagentError } from '../../errors.js';
 import { MODES, watchPolicy, withMode, type Mode, type Policy } from '../../policy/index.js';
 import { createWorkspaceResolver, startDnsServer, type DnsServerAddresses } from '../../proxy/dns/index.js';
-import { parseUpstream } from '../../proxy/dns/upstream.js';
+import { splitHostPort } from '../../proxy/dns/upstream.js';
 import { parseCommandArgs, usageError, type Command } from '../command.js';
 
 const dns: Command = {
@@ -83,12 +83,13 @@ const dns: Command = {
   },
 };
 
+/** ADDR:PORT with the port required; 0 asks for any free port. */
 function parseListen(raw: string): { host: string; port: number } {
-  try {
-    return parseUpstream(raw);
-  } catch {
-    throw usageError(`dns: --listen "${raw}" is not ADDR:PORT`, 'e.g. --listen 127.0.0.1:5353 or --listen [::1]:5353');
+  const split = splitHostPort(raw);
+  if (split === null || split.port === null || split.port > 65535) {
+    throw usageError(`dns: --listen "${raw}" is not ADDR:PORT`, 'e.g. --listen 127.0.0.1:5353 or --listen [::1]:5353 (port 0: any free port)');
   }
+  return { host: split.host, port: split.port };
 }
 
 function describe(addresses: DnsServerAddresses): string {

@@ -24,20 +24,27 @@ export interface UpstreamReply {
   readonly transport: 'udp' | 'tcp';
 }
 
-/** Parses `host:port`, `[v6]:port`, or a bare address (port 53). */
+/** Splits `host:port`, `[v6]:port`, `host` or a bare IPv6 address; port null when absent. */
+export function splitHostPort(raw: string): { host: string; port: number | null } | null {
+  const bracketed = /^\[([0-9a-fA-F:.]+)\](?::(\d{1,5}))?$/.exec(raw);
+  if (bracketed !== null) return { host: bracketed[1] as string, port: bracketed[2] === undefined ? null : Number(bracketed[2]) };
+  if (isIPv6(raw)) return { host: raw, port: null };
+  const plain = /^([^:[\]]+)(?::(\d{1,5}))?$/.exec(raw);
+  if (plain === null) return null;
+  return { host: plain[1] as string, port: plain[2] === undefined ? null : Number(plain[2]) };
+}
+
+/** Parses an upstream resolver address: `host:port`, `[v6]:port`, or a bare address (port 53). */
 export function parseUpstream(raw: string): UpstreamAddress {
-  const bracketed = /^\[([0-9a-fA-F:.]+)\](?::(\d+))?$/.exec(raw);
-  const plain = /^([^:]+)(?::(\d+))?$/.exec(raw);
-  const host = bracketed?.[1] ?? (isIPv6(raw) ? raw : plain?.[1]);
-  const portText = bracketed !== null ? bracketed[2] : isIPv6(raw) ? undefined : plain?.[2];
-  const port = portText === undefined ? 53 : Number(portText);
-  if (host === undefined || !Number.isInteger(port) || port < 1 || port > 65535) {
+  const split = splitHostPort(raw);
+  const port = split?.port ?? 53;
+  if (split === null || port < 1 || port > 65535) {
     throw new MicroagentError('invalid', `upstream resolver "${raw}" is not an address with an optional port`, {
       code: 'dns.upstream_invalid',
       remediation: 'give upstreams as 192.0.2.53, 192.0.2.53:5353 or [2001:db8::53]:53',
     });
   }
-  return { host, port };
+  return { host: split.host, port };
 }
 
 /** Asks one upstream; rejects with a transient MicroagentError on timeout or socket failure. */
