@@ -213,6 +213,8 @@ export class AuditLogWriter implements AuditLog {
         this.releaseWaiters();
         await this.writeFully(Buffer.from(batch.map((p) => p.line).join(''), 'utf8'));
         if (this.s.fsync) await this.handle.datasync();
+        // Writes to a deleted file succeed but reach nobody: an unlinked log counts as a failed write.
+        if ((await this.handle.stat()).nlink === 0) throw unlinkedError(this.path);
         this.size += bytes;
         for (const p of batch) p.done?.resolve();
         batch = [];
@@ -295,6 +297,10 @@ export class AuditLogWriter implements AuditLog {
     });
     log.info({ path: this.path, seq: this.seq, failed: this.failure !== null }, 'audit log closed');
   }
+}
+
+function unlinkedError(path: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(`${path} was deleted while open`), { code: 'ENOENT' });
 }
 
 function closedError(path: string): MicroagentError {

@@ -1,0 +1,219 @@
+/**
+ * The writer against real files: group commit under 10,000 concurrent appends, backpressure,
+ * rotation and reopening keep one chain, a damaged tail is refused (or sealed and acknowledged),
+ * and nothing outside the schema (no secret) is ever written.
+ */
+import { randomBytes } from 'node:crypto';
+import { appendFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { open as openFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { openAuditLog, readAuditRecords, verifyAuditLog, type AuditRecord } from '../../src/audit/index.js';
+import { MicroagentError } from '../../src/errors.js';
+import { cli, decision, parse, readLines, tempDir, writeLog } from './helpers.js';
+
+let dir: ReturnType<typeof tempDir>;
+let log: string;
+beforeEach(() => {
+  dir = tempDir();
+  log = join(dir.path, 'audit.jsonl');
+});
+afterEach(() => {
+  vi.restoreAllMocks();
+  dir.cleanup();
+});
+
+async function records(path: string): Promise<AuditRecord[]> {
+  const all: AuditRecord[] = [];
+  for await (const r of readAuditRecords(path)) all.push(r);
+  return all;
+}
+
+describe('group commit', () => {
+  it('10,000 concurrent appends are all durable, in call order, in a valid chain, with few syncs', async () => {
+    const probe = await openFile(join(dir.path, 'probe'), 'w');
+    const datasync = vi.spyOn(Object.getPrototypeOf(probe) as { datasync(): Promise<void> }, 'datasync');
+    await probe.close();
+    const audit = await openAuditLog({ path: log, workspace: 'ws-audit', maxPending: 1000 });
+    await Promise.all(Array.from({ length: 10_000 }, (_, i) => audit.append(decision(i))));
+    const syncs = datasync.mock.calls.length;
+    await audit.close();
+    const all = await records(log);
+    expect(all.map((r) => r.seq)).toEqual(Array.from({ length: 10_000 }, (_, i) => i + 1));
+    expect(all.map((r) => (r as { conn?: string }).conn)).toEqual(Array.from({ length: 10_000 }, (_, i) => `c${i}`));
+    expect(await verifyAuditLog(log)).toMatchObject({ ok: true, records: 10_000 });
+    // One sync per batch, not per record (backpressure caps a batch at maxPending records).
+    expect(syncs).toBeGreaterThanOrEqual(10);
+    expect(syncs).toBeLessThan(1000);
+  });
+
+  it('an append resolves only after its record is in the file', async () => {
+    const audit = await openAuditLog({ path: log, workspace: 'ws-audit' });
+    const seen: boolean[] = [];
+    await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        audit.append(decision(i)).then(() => seen.push(readFileSync(log, 'utf8').includes(`"conn":"c${i}",`))),
+      ),
+    );
+    await audit.close();
+    expect(seen).toHaveLength(200);
+    expect(seen.every(Boolean)).toBe(true);
+  });
+
+  it('backpressure makes callers wait instead of dropping (maxPending 4, 500 appends)', async () => {
+    const audit = await openAuditLog({ path: log, workspace: 'ws-audit', maxPending: 4, fsync: false });
+    await Promise.all(Array.from({ length: 500 }, (_, i) => audit.append(decision(i))));
+    await audit.close();
+    expect((await records(log)).map((r) => (r as { conn?: string }).conn)).toEqual(Array.from({ length: 500 }, (_, i) => `c${i}`));
+  });
+
+  it('ts is RFC 3339 UTC with milliseconds and never goes backwards', async () => {
+    await writeLog({ path: log }, 300);
+    const all = await records(log);
+    for (const r of all) expect(r.ts).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    expect(all.map((r) => r.ts)).toEqual([...all.map((r) => r.ts)].sort());
+  });
+});
+
+describe('the record contract', () => {
+  it('writes only schema fields, in the fixed order: a stray secret value never reaches the file', async () => {
+    const audit = await openAuditLog({ path: log, workspace: 'ws-audit', workspaceId: 'wid-1', runtimeId: 'rt-1' });
+    const withSecret = { ...decision(0, { secret_names: ['GITHUB_TOKEN'] }), secret_value: 'ghp_SUPERSECRET', headers: { authorization: 'Bearer x' } };
+    await audit.append(withSecret as never);
+    await audit.close();
+    const text = readFileSync(log, 'utf8');
+    expect(text).not.toContain('SUPERSECRET');
+    expect(text).not.toContain('Bearer');
+    expect(text).toContain('"secret_names":["GITHUB_TOKEN"]');
+    expect(Object.keys(parse(text.trim()))).toEqual([
+      'v', 'seq', 'ts', 'workspace', 'workspace_id', 'runtime_id', 'event', 'conn', 'protocol', 'host', 'port',
+      'decrypted', 'verdict', 'rule', 'reason', 'signals', 'mode', 'policy_hash', 'secret_names', 'prev', 'hash',
+    ]);
+    expect((await verifyAuditLog(log)).ok).toBe(true);
+  });
+
+  it('rejects malformed events and writer-only events without failing the sink', async () => {
+    const audit = await openAuditLog({ path: log, workspace: 'ws-audit' });
+    await expect(audit.append(decision(0, { port: Number.NaN }))).rejects.toMatchObject({ code: 'audit.invalid_record' });
+    await expect(audit.append({ event: 'no.such' } as never)).rejects.toMatchObject({ code: 'audit.invalid_record' });
+    const forged = { event: 'audit.checkpoint', algorithm: 'hmac-sha256', key_id: 'x', upto_seq: 0, upto_hash: '0'.repeat(64), final: true, signature: '00' };
+    await expect(audit.append(forged as never)).rejects.toMatchObject({ code: 'audit.invalid_record' });
+    expect(audit.healthy).toBe(true);
+    await audit.append({ event: 'lifecycle.start', state: 'running', detail: 'ünïcode "quoted" \\ line\nbreak' });
+    await audit.close();
+    expect(audit.healthy).toBe(false);
+    await expect(audit.append(decision(1))).rejects.toMatchObject({ code: 'audit.closed' });
+    const all = await records(log);
+    expect(all).toHaveLength(1);
+    expect(all[0]).toMatchObject({ seq: 1, detail: 'ünïcode "quoted" \\ line\nbreak' });
+    expect((await verifyAuditLog(log)).ok).toBe(true);
+  });
+
+  it('refuses a second writer on the same log in one process', async () => {
+    const audit = await openAuditLog({ path: log, workspace: 'ws-audit' });
+    await expect(openAuditLog({ path: log, workspace: 'ws-audit' })).rejects.toMatchObject({ code: 'audit.already_open' });
+    await audit.close();
+    const again = await openAuditLog({ path: log, workspace: 'ws-audit' });
+    await again.close();
+  });
+});
+
+describe('rotation and reopening', () => {
+  it('rotation seals numbered segments and the chain runs across them', async () => {
+    await writeLog({ path: log, rotateBytes: 8 * 1024 }, 400);
+    const files = readdirSync(dir.path).sort();
+    expect(files.length).toBeGreaterThan(5);
+    expect(files[0]).toBe('audit.jsonl');
+    expect(files[1]).toBe('audit.jsonl.000001');
+    const first = readLines(join(dir.path, 'audit.jsonl.000002'))[0] as string;
+    const lastOfPrevious = readLines(join(dir.path, 'audit.jsonl.000001')).at(-1) as string;
+    expect(parse(first).prev).toBe(parse(lastOfPrevious).hash);
+    const r = await verifyAuditLog(log);
+    expect(r).toMatchObject({ ok: true, records: 400 });
+    expect(r.files).toHaveLength(files.length);
+  });
+
+  it('a deleted middle segment is named by the file and line where the gap shows', async () => {
+    await writeLog({ path: log, rotateBytes: 8 * 1024 }, 400);
+    const gone = readLines(join(dir.path, 'audit.jsonl.000002'));
+    writeFileSync(join(dir.path, 'audit.jsonl.000002'), '');
+    const r = await verifyAuditLog(log);
+    expect(r.firstBad).toMatchObject({ file: join(dir.path, 'audit.jsonl.000003'), line: 1 });
+    expect(r.firstBad?.problem).toContain(`${parse(gone[0] as string).seq}..${parse(gone.at(-1) as string).seq} are missing`);
+  });
+
+  it('reopening continues the chain (seq and prev), also from a sealed segment', async () => {
+    await writeLog({ path: log, rotateBytes: 4096 }, 100);
+    const before = await verifyAuditLog(log);
+    await writeLog({ path: log, rotateBytes: 4096 }, 1);
+    const after = await records(log);
+    const added = after.at(-1) as AuditRecord;
+    expect(added).toMatchObject({ seq: before.lastSeq + 1, prev: before.lastHash });
+    // An empty active file (a crash between rotation's rename and create) resumes from the segment.
+    writeFileSync(log, '');
+    const keep = await verifyAuditLog(log);
+    expect(keep.ok).toBe(true);
+    await writeLog({ path: log }, 1);
+    expect(await verifyAuditLog(log)).toMatchObject({ ok: true, records: keep.records + 1 });
+  });
+
+  it('a torn tail is refused on reopen; new_segment seals it and verify accepts the acknowledged damage', async () => {
+    await writeLog({ path: log }, 20);
+    appendFileSync(log, '{"v":1,"seq":21,"ts":"2026-');
+    await expect(openAuditLog({ path: log, workspace: 'ws-audit' })).rejects.toMatchObject({
+      kind: 'conflict',
+      code: 'audit.corrupt_tail',
+      message: expect.stringContaining('torn record'),
+    });
+    expect((await verifyAuditLog(log)).firstBad).toMatchObject({ line: 21, seq: 21, problem: expect.stringMatching(/torn/) });
+    const audit = await openAuditLog({ path: log, workspace: 'ws-audit', onCorruptTail: 'new_segment' });
+    await audit.append(decision(99));
+    await audit.close();
+    expect(readFileSync(join(dir.path, 'audit.jsonl.000001'), 'utf8')).toMatch(/"seq":21,"ts":"2026-$/);
+    const all = await records(log);
+    expect(all.slice(-2)).toMatchObject([
+      { seq: 21, event: 'audit.recovery', file: 'audit.jsonl.000001', line: 21, discarded_bytes: 27 },
+      { seq: 22, conn: 'c99' },
+    ]);
+    const r = await verifyAuditLog(log);
+    expect(r).toMatchObject({ ok: true, records: 22, recoveries: [{ line: 21, discardedBytes: 27 }] });
+    const run = cli(['audit', 'verify', log]);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('audit.jsonl.000001:21: damaged tail');
+  });
+
+  it('an edited last record is refused too, and a forged recovery record does not excuse damage', async () => {
+    await writeLog({ path: log }, 10);
+    const lines = readLines(log);
+    lines[9] = (lines[9] as string).replace('"port":443', '"port":444');
+    writeFileSync(log, lines.map((l) => l + '\n').join(''));
+    await expect(openAuditLog({ path: log, workspace: 'ws-audit' })).rejects.toMatchObject({ code: 'audit.corrupt_tail' });
+    const audit = await openAuditLog({ path: log, workspace: 'ws-audit', onCorruptTail: 'new_segment' });
+    await audit.close();
+    expect((await verifyAuditLog(log)).ok).toBe(true);
+    // The recovery must match the damage exactly: claim one byte less and verify names the damage.
+    const active = readLines(log);
+    writeFileSync(log, active.map((l) => l.replace(/"discarded_bytes":(\d+)/, (_m, n: string) => `"discarded_bytes":${Number(n) - 1}`)).join('\n') + '\n');
+    const r = await verifyAuditLog(log);
+    expect(r.firstBad?.file).toBe(join(dir.path, 'audit.jsonl.000001'));
+    expect(r.firstBad?.line).toBe(10);
+  });
+
+  it('signed logs reopen and keep signing; verify --key passes across sessions', async () => {
+    const key = randomBytes(32);
+    await writeLog({ path: log, checkpoint: { key, every: 7 }, rotateBytes: 4096 }, 50);
+    await writeLog({ path: log, checkpoint: { key, every: 7 }, rotateBytes: 4096 }, 50);
+    const r = await verifyAuditLog(log, { key });
+    expect(r.ok).toBe(true);
+    expect(r.unsignedTail).toBe(0);
+    expect(r.checkpoints).toBe(7 + 7 + 2);
+  });
+
+  it('open errors are typed', async () => {
+    writeFileSync(join(dir.path, 'file'), 'x');
+    const err = await openAuditLog({ path: join(dir.path, 'file', 'audit.jsonl'), workspace: 'w' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(MicroagentError);
+    expect(err).toMatchObject({ kind: 'transient', code: 'audit.write_failed' });
+    await expect(openAuditLog({ path: log, workspace: 'w', checkpoint: { key: Buffer.alloc(8) } })).rejects.toMatchObject({ code: 'audit.bad_key' });
+  });
+});
