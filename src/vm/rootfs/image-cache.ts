@@ -1,0 +1,123 @@
+/**
+ * The image cache: `<stateDir>/images/sha256-<hex>/{rootfs.ext4,config.json}`, keyed by the image
+ * manifest digest. Builds happen in `<stateDir>/images/.tmp/` and are renamed into place whole, so a
+ * cache entry either exists complete or not at all; a lock file per digest serialises concurrent builds.
+ * Nothing here ever modifies a committed entry.
+ */
+import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { MicroagentError } from '../../errors.js';
+import { digestHex } from './digest.js';
+import type { ImageConfig } from './image-config.js';
+
+export interface CacheRecord {
+  readonly schema: 1;
+  readonly digest: string;
+  readonly reference: string;
+  readonly config: ImageConfig;
+  readonly sizeBytes: number;
+  readonly builtAt: string;
+}
+
+export interface CachedImage {
+  readonly digest: string;
+  readonly rootfsPath: string;
+  readonly record: CacheRecord;
+}
+
+export function imagesDir(stateDir: string): string {
+  return join(stateDir, 'images');
+}
+
+export function imageCacheDir(stateDir: string, digest: string): string {
+  return join(imagesDir(stateDir), `sha256-${digestHex(digest)}`);
+}
+
+export const ROOTFS_FILE = 'rootfs.ext4';
+export const RECORD_FILE = 'config.json';
+
+/** The committed entry for digest, or null when there is none (or it is unreadable). */
+export async function readCachedImage(stateDir: string, digest: string): Promise<CachedImage | null> {
+  const dir = imageCacheDir(stateDir, digest);
+  try {
+    const record = JSON.parse(await readFile(join(dir, RECORD_FILE), 'utf8')) as CacheRecord;
+    const rootfsPath = join(dir, ROOTFS_FILE);
+    if (record.schema !== 1 || record.digest !== digest || !(await stat(rootfsPath)).isFile()) return null;
+    return { digest, rootfsPath, record };
+  } catch {
+    return null;
+  }
+}
+
+/** A fresh, not yet existing path under images/.tmp for private work. */
+export async function freshWorkPath(stateDir: string, label: string): Promise<string> {
+  const tmp = join(imagesDir(stateDir), '.tmp');
+  await mkdir(tmp, { recursive: true, mode: 0o700 });
+  return join(tmp, `${label}.${process.pid}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`);
+}
+
+/** A fresh private work directory under images/.tmp, removed by the caller. */
+export async function makeWorkDir(stateDir: string, label: string): Promise<string> {
+  const dir = await freshWorkPath(stateDir, label);
+  await mkdir(dir, { mode: 0o700 });
+  return dir;
+}
+
+/** Moves a finished build directory into the cache; a concurrent winner's entry is kept. */
+export async function commitCacheEntry(stateDir: string, digest: string, builtDir: string): Promise<void> {
+  try {
+    await rename(builtDir, imageCacheDir(stateDir, digest));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw err;
+    await rm(builtDir, { recursive: true, force: true });
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+const LOCK_POLL_MS = 100;
+const LOCK_WAIT_MS = 60 * 60 * 1000;
+
+/** Runs fn while holding the build lock for digest; waits for another holder, breaks stale locks of dead pids. */
+export async function withBuildLock<T>(stateDir: string, digest: string, fn: () => Promise<T>): Promise<T> {
+  const locks = join(imagesDir(stateDir), '.locks');
+  await mkdir(locks, { recursive: true, mode: 0o700 });
+  const lockPath = join(locks, `${digestHex(digest)}.lock`);
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      const handle = await open(lockPath, 'wx', 0o600);
+      await handle.writeFile(String(process.pid));
+      await handle.close();
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const holder = Number(await readFile(lockPath, 'utf8').catch(() => ''));
+    if (Number.isInteger(holder) && holder > 0 && !isAlive(holder)) {
+      await rm(lockPath, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) {
+      throw new MicroagentError('transient', `timed out waiting for another build of image ${digest} (lock ${lockPath})`, {
+        code: 'image.lock_timeout',
+        remediation: `If no other microagent is building it, remove ${lockPath}.`,
+      });
+    }
+    await sleep(LOCK_POLL_MS);
+  }
+  try {
+    return await fn();
+  } finally {
+    await rm(lockPath, { force: true });
+  }
+}
