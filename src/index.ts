@@ -5,3 +5,4 @@ export * from './errors.js';
 export * from './policy/index.js';
 export * from './audit/index.js';
 export * from './ca/index.js';
+export * from './mediation/index.js';

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { openAuditLog } from '../../audit/index.js';
-import { parseChannelDeclarations, parseTarget, probeTarget, startBroker, type ProbeResult } from '../../mediation/index.js';
+import { parseChannelDeclarations, parseMediationTarget, probeTarget, startBroker, type TargetProbeResult } from '../../mediation/index.js';
 import { table } from '../output.js';
 import { parseCommandArgs, usageError, type Command } from '../command.js';
 
@@ -92,7 +92,7 @@ const probe: Command = {
     const usage = `usage: microagent ${probe.name} ${probe.usage}`;
     const [targetText, ...extra] = positionals;
     if (targetText === undefined || extra.length > 0) throw usageError('mediation probe takes exactly one TARGET', usage);
-    const parsed = parseTarget(targetText);
+    const parsed = parseMediationTarget(targetText);
     if (!parsed.ok) throw usageError(`mediation probe: target ${parsed.problem}`, 'give HOST:PORT, [IPV6]:PORT or an absolute Unix socket path');
     const timeoutMs = values.timeout === undefined ? DEFAULT_PROBE_TIMEOUT_MS : Number(values.timeout);
     if (!/^\d+$/.test(values.timeout ?? '1') || timeoutMs < 1 || timeoutMs > 60_000) {
@@ -113,7 +113,7 @@ const probe: Command = {
 };
 
 /** CLI results use snake_case field names, like audit records. */
-function probeResult(target: string, probed: ProbeResult): Record<string, unknown> {
+function probeResult(target: string, probed: TargetProbeResult): Record<string, unknown> {
   return { target, ready: probed.ready, observed_at: probed.observedAt, ...(probed.error === undefined ? {} : { error: probed.error }) };
 }
 
