@@ -1,0 +1,140 @@
+/**
+ * The sans-IO connection step: one flow's destination goes from "guest asked" to "dial this checked
+ * address" or "deny with this answer". (state, event) in, (state, actions) out; the drivers (server.ts)
+ * perform the actions. Invariants this step owns, each visible in its action order:
+ * decide on the name before any lookup; decide every resolved address; audit the allow and wait for
+ * it to be durable before the dial action appears; an audit failure denies (fail closed).
+ */
+import type { EgressDecisionEvent } from '../audit/index.js';
+import { decide, type Decision, type Policy } from '../policy/index.js';
+import { answerForDecision, decisionRecord, denyAnswer, proxyVerdict, type DenyAnswer } from './answers.js';
+import { checkAddresses, type CheckedTarget } from './checked-target.js';
+import { describeDestination, type Destination } from './destination.js';
+
+export interface FlowRequest {
+  readonly conn: string;
+  /** https for CONNECT (TLS expected inside), http for absolute-form requests, tcp for a non-TLS tunnel. */
+  readonly protocol: 'http' | 'https' | 'tcp';
+  readonly destination: Destination;
+}
+
+export type ConnectionState =
+  | { readonly phase: 'start' }
+  | { readonly phase: 'resolving'; readonly request: FlowRequest }
+  | { readonly phase: 'auditing'; readonly request: FlowRequest; readonly target: CheckedTarget; readonly decision: Decision }
+  | { readonly phase: 'open'; readonly request: FlowRequest; readonly target: CheckedTarget; readonly decision: Decision }
+  | { readonly phase: 'denied' };
+
+export type ConnectionEvent =
+  | { readonly type: 'open'; readonly request: FlowRequest }
+  | { readonly type: 'invalid_target'; readonly conn: string; readonly protocol: 'http' | 'https'; readonly detail: string }
+  | { readonly type: 'resolved'; readonly ips: readonly string[] }
+  | { readonly type: 'resolve_failed'; readonly detail: string }
+  | { readonly type: 'audited' }
+  | { readonly type: 'audit_failed'; readonly detail: string };
+
+export type ConnectionAction =
+  | { readonly type: 'resolve'; readonly host: string }
+  /** `wait`: the next event must be `audited`/`audit_failed` (allows wait for durability; denies do not). */
+  | { readonly type: 'audit'; readonly record: EgressDecisionEvent; readonly wait: boolean }
+  | { readonly type: 'dial'; readonly target: CheckedTarget; readonly decision: Decision }
+  | { readonly type: 'deny'; readonly answer: DenyAnswer };
+
+export interface StepResult {
+  readonly state: ConnectionState;
+  readonly actions: readonly ConnectionAction[];
+}
+
+const DENIED: ConnectionState = { phase: 'denied' };
+
+function deny(record: EgressDecisionEvent, answer: DenyAnswer): StepResult {
+  return { state: DENIED, actions: [{ type: 'audit', record, wait: false }, { type: 'deny', answer }] };
+}
+
+function afterAddressCheck(policy: Policy, request: FlowRequest, ips: readonly string[]): StepResult {
+  const check = checkAddresses(policy, request.protocol, request.destination, ips);
+  const facts = { conn: request.conn, protocol: request.protocol, destination: request.destination, decrypted: false };
+  if (check.kind === 'denied') {
+    return deny(
+      decisionRecord({ ...facts, ip: check.ip, status: 403 }, check.decision),
+      answerForDecision(check.decision, request.destination),
+    );
+  }
+  return {
+    state: { phase: 'auditing', request, target: check.target, decision: check.decision },
+    actions: [{ type: 'audit', record: decisionRecord({ ...facts, ip: check.target.ip }, check.decision), wait: true }],
+  };
+}
+
+/** The whole connection decision. `policy` is the snapshot taken when the flow began. */
+export function stepConnection(policy: Policy, state: ConnectionState, event: ConnectionEvent): StepResult {
+  switch (event.type) {
+    case 'invalid_target': {
+      if (state.phase !== 'start') return unexpected(state, event);
+      const verdict = proxyVerdict(policy, 'invalid_target', []);
+      return deny(
+        decisionRecord({ conn: event.conn, protocol: event.protocol, destination: null, decrypted: false, status: 403 }, verdict),
+        denyAnswer('invalid_target', `an invalid target (${event.detail})`),
+      );
+    }
+    case 'open': {
+      if (state.phase !== 'start') return unexpected(state, event);
+      const { request } = event;
+      if (request.destination.kind === 'ip') return afterAddressCheck(policy, request, [request.destination.ip]);
+      // Decide on the name alone first: a denied name is never looked up.
+      const decision = decide(policy, {
+        protocol: request.protocol,
+        host: request.destination.host,
+        port: request.destination.port
+      });
+      if (decision.verdict === 'deny') {
+        return deny(
+          decisionRecord({ conn: request.conn, protocol: request.protocol, destination: request.destination, decrypted: false, status: 403 }, decision),
+          answerForDecision(decision, request.destination),
+        );
+      }
+      return { state: { phase: 'resolving', request }, actions: [{ type: 'resolve', host: request.destination.host }] };
+    }
+    case 'resolved': {
+      if (state.phase !== 'resolving') return unexpected(state, event);
+      if (event.ips.length === 0) return resolveFailed(policy, state.request);
+      return afterAddressCheck(policy, state.request, event.ips);
+    }
+    case 'resolve_failed': {
+      if (state.phase !== 'resolving') return unexpected(state, event);
+      return resolveFailed(policy, state.request);
+    }
+    case 'audited': {
+      if (state.phase !== 'auditing') return unexpected(state, event);
+      return {
+        state: { phase: 'open', request: state.request, target: state.target, decision: state.decision },
+        actions: [{ type: 'dial', target: state.target, decision: state.decision }],
+      };
+    }
+    case 'audit_failed': {
+      if (state.phase !== 'auditing') return unexpected(state, event);
+      // The audit log is down: nothing can be recorded, so nothing may pass.
+      return { state: DENIED, actions: [{ type: 'deny', answer: denyAnswer('audit_unavailable', describeDestination(state.request.destination)) }] };
+    }
+    default: {
+      const never: never = event;
+      return never;
+    }
+  }
+}
+
+function resolveFailed(policy: Policy, request: FlowRequest): StepResult {
+  const verdict = proxyVerdict(policy, 'resolve_failed', []);
+  return deny(
+    decisionRecord({ conn: request.conn, protocol: request.protocol, destination: request.destination, decrypted: false, status: 502 }, verdict),
+    denyAnswer('resolve_failed', describeDestination(request.destination)),
+  );
+}
+
+/** An event the state does not accept is a driver bug: deny rather than guess. */
+function unexpected(state: ConnectionState, event: ConnectionEvent): StepResult {
+  return {
+    state: DENIED,
+    actions: [{ type: 'deny', answer: denyAnswer('bad_request', `an out-of-order event (${event.type} in ${state.phase})`, { status: 500 }) }],
+  };
+}

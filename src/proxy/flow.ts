@@ -1,0 +1,58 @@
+/**
+ * The driver for the connection step: performs its actions (resolve through the HostResolver, append
+ * to the audit log, hand back the dial permission or the deny answer) and feeds the results back in.
+ * It adds no decisions of its own; everything it may do is an action the step returned.
+ */
+import type { Decision } from '../policy/index.js';
+import type { DenyAnswer } from './answers.js';
+import type { CheckedTarget } from './checked-target.js';
+import { stepConnection, type ConnectionEvent, type ConnectionState } from './connection-step.js';
+import type { ProxyRuntime } from './runtime.js';
+
+export type FlowOutcome =
+  | { readonly kind: 'open'; readonly target: CheckedTarget; readonly decision: Decision }
+  | { readonly kind: 'denied'; readonly answer: DenyAnswer };
+
+export async function decideFlow(rt: ProxyRuntime, first: ConnectionEvent): Promise<FlowOutcome> {
+  const policy = rt.policy();
+  let state: ConnectionState = { phase: 'start' };
+  let event: ConnectionEvent | null = first;
+  while (event !== null) {
+    const result = stepConnection(policy, state, event);
+    state = result.state;
+    event = null;
+    for (const action of result.actions) {
+      switch (action.type) {
+        case 'resolve':
+          try {
+            event = { type: 'resolved', ips: await rt.resolver.lookup(action.host) };
+          } catch (err) {
+            event = { type: 'resolve_failed', detail: (err as Error).message };
+          }
+          break;
+        case 'audit':
+          if (!action.wait) {
+            rt.appendInBackground(action.record);
+            break;
+          }
+          try {
+            await rt.audit.append(action.record);
+            event = { type: 'audited' };
+          } catch (err) {
+            event = { type: 'audit_failed', detail: (err as Error).message };
+          }
+          break;
+        case 'dial':
+          return { kind: 'open', target: action.target, decision: action.decision };
+        case 'deny':
+          rt.counters.denied++;
+          return { kind: 'denied', answer: action.answer };
+        default: {
+          const never: never = action;
+          return never;
+        }
+      }
+    }
+  }
+  throw new Error(`connection step stopped without an outcome in phase ${state.phase}`);
+}

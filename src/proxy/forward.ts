@@ -1,0 +1,226 @@
+/**
+ * Forwards one allowed HTTP request to its checked target and streams the answer back: HTTP/2
+ * upstream when the guest spoke h2 and the origin does, HTTP/1.1 keep-alive otherwise; bodies stream
+ * with size limits; trailers pass (gRPC). When a secret was injected the response is buffered (capped)
+ * and scanned, and withheld with 502 secret_echo if it echoes the secret. Never logs a header value.
+ */
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import type { ClientHttp2Stream, IncomingHttpHeaders, IncomingHttpStatusHeader } from 'node:http2';
+import type { Policy, Reason } from '../policy/index.js';
+import { decisionRecord, denyAnswer, proxyVerdict } from './answers.js';
+import type { CheckedTarget } from './checked-target.js';
+import { describeDestination, type Destination } from './destination.js';
+import { forwardHeaders, isHttp2, responseHeaders, sendDeny, type ClientRequest, type ClientResponse } from './http-facts.js';
+import type { Injection } from './request-step.js';
+import { closeRecord, type ProxyRuntime } from './runtime.js';
+import { classifyUpstreamError } from './upstream.js';
+
+export interface ForwardJob {
+  readonly conn: string;
+  readonly policy: Policy;
+  readonly protocol: 'http' | 'https';
+  readonly destination: Destination;
+  readonly target: CheckedTarget;
+  readonly sni: string | null;
+  readonly decrypted: boolean;
+  readonly method: string;
+  /** Origin-form path and query to request upstream. */
+  readonly path: string;
+  /** Path without query, for records. */
+  readonly recordPath: string;
+  readonly authority: string;
+  readonly inject: readonly Injection[];
+  readonly scanFor: readonly string[];
+  readonly startedAt: number;
+}
+
+interface UpstreamAnswer {
+  readonly status: number;
+  readonly headers: IncomingHttpHeaders;
+  readonly body: NodeJS.ReadableStream;
+  /** Trailers, available once the body ended. */
+  trailers(): Record<string, string | string[]> | null;
+}
+
+export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: ClientRequest, res: ClientResponse): Promise<void> {
+  let bytesUp = 0;
+  let bytesDown = 0;
+  let finished = false;
+  const finish = (status: number | undefined, reason?: Reason, error?: string) => {
+    if (finished) return;
+    finished = true;
+    rt.counters.bytesUp += bytesUp;
+    rt.counters.bytesDown += bytesDown;
+    rt.appendInBackground(
+      closeRecord({
+        conn: job.conn,
+        destination: job.destination,
+        ip: job.target.ip,
+        decrypted: job.decrypted,
+        ...(status === undefined ? {} : { status }),
+        bytesUp,
+        bytesDown,
+        startedAt: job.startedAt,
+        ...(reason === undefined ? {} : { reason }),
+        ...(job.inject.length > 0 ? { signals: ['secret_injected' as const] } : {}),
+        ...(error === undefined ? {} : { error }),
+      }),
+    );
+  };
+  const fail = (reason: Reason, error?: string) => {
+    const answer = denyAnswer(reason, describeDestination(job.destination));
+    rt.appendInBackground(
+      decisionRecord(
+        { conn: job.conn, protocol: job.protocol, destination: job.destination, ip: job.target.ip, method: job.method, path: job.recordPath, decrypted: job.decrypted, status: answer.status, ...(job.decrypted ? { sni: job.sni } : {}) },
+        proxyVerdict(job.policy, reason, []),
+      ),
+    );
+    sendDeny(res, answer);
+    finish(answer.status, reason, error);
+  };
+
+  const headers = forwardHeaders(req.headers);
+  for (const { header, value } of job.inject) headers[header.toLowerCase()] = value;
+  // A compressed echo would slip past the scan: ask for the identity encoding when scanning.
+  if (job.scanFor.length > 0) headers['accept-encoding'] = 'identity';
+
+  let upstream: { answer: Promise<UpstreamAnswer>; body: NodeJS.WritableStream; abort(): void };
+  try {
+    upstream = await openUpstream(rt, job, headers, isHttp2(req));
+  } catch (err) {
+    fail(classifyUpstreamError(err), (err as Error).message);
+    return;
+  }
+
+  const maxUp = rt.limits.maxRequestBodyBytes;
+  req.on('data', (chunk: Buffer) => {
+    bytesUp += chunk.length;
+    if (bytesUp > maxUp) {
+      upstream.abort();
+      fail('limit_exceeded', 'request body too large');
+      req.destroy();
+    }
+  });
+  req.pipe(upstream.body as NodeJS.WritableStream);
+  req.on('error', () => upstream.abort());
+  res.on('close', () => {
+    if (!finished) {
+      upstream.abort();
+      finish(undefined, undefined, 'client went away');
+    }
+  });
+
+  let answer: UpstreamAnswer;
+  try {
+    answer = await upstream.answer;
+  } catch (err) {
+    fail(classifyUpstreamError(err), (err as Error).message);
+    return;
+  }
+  const outHeaders = responseHeaders(answer.headers);
+  const maxDown = job.scanFor.length > 0 ? rt.limits.maxScannedResponseBytes : rt.limits.maxResponseBodyBytes;
+
+  if (job.scanFor.length > 0) {
+    const chunks: Buffer[] = [];
+    for await (const chunk of answer.body as AsyncIterable<Buffer>) {
+      bytesDown += chunk.length;
+      if (bytesDown > maxDown) {
+        upstream.abort();
+        fail('limit_exceeded', 'response to scan too large');
+        return;
+      }
+      chunks.push(chunk);
+    }
+    const body = Buffer.concat(chunks);
+    const headerText = JSON.stringify(outHeaders);
+    for (const secret of job.scanFor) {
+      const encoded = Buffer.from(secret).toString('base64');
+      if (body.includes(secret) || headerText.includes(secret) || body.includes(encoded) || headerText.includes(encoded)) {
+        fail('secret_echo');
+        return;
+      }
+    }
+    res.writeHead(answer.status, outHeaders);
+    addTrailers(res, answer.trailers());
+    res.end(body);
+    finish(answer.status);
+    return;
+  }
+
+  res.writeHead(answer.status, outHeaders);
+  const body = answer.body;
+  body.on('data', (chunk: Buffer) => {
+    bytesDown += chunk.length;
+    if (bytesDown > maxDown) {
+      upstream.abort();
+      res.destroy();
+      finish(answer.status, 'limit_exceeded', 'response body too large');
+    }
+  });
+  body.pipe(res as NodeJS.WritableStream, { end: false });
+  body.on('end', () => {
+    addTrailers(res, answer.trailers());
+    res.end();
+    finish(answer.status);
+  });
+  body.on('error', (err: Error) => {
+    res.destroy();
+    finish(answer.status, 'upstream_unreachable', err.message);
+  });
+}
+
+function addTrailers(res: ClientResponse, trailers: Record<string, string | string[]> | null): void {
+  if (trailers !== null && Object.keys(trailers).length > 0) res.addTrailers(trailers);
+}
+
+async function openUpstream(
+  rt: ProxyRuntime,
+  job: ForwardJob,
+  headers: Record<string, string | string[]>,
+  clientH2: boolean,
+): Promise<{ answer: Promise<UpstreamAnswer>; body: NodeJS.WritableStream; abort(): void }> {
+  const tls = job.protocol === 'https';
+  if (tls && clientH2) {
+    const session = await rt.pool.sessionFor(job.target);
+    if (session !== null) {
+      const stream: ClientHttp2Stream = session.request({ ...headers, ':method': job.method, ':path': job.path, ':authority': job.authority, ':scheme': 'https' });
+      // Errors after the answer surface through the body stream; this keeps them from being unhandled.
+      stream.on('error', () => undefined);
+      let trailers: Record<string, string | string[]> | null = null;
+      stream.on('trailers', (t: IncomingHttpHeaders) => {
+        trailers = responseHeaders(t);
+      });
+      const answer = new Promise<UpstreamAnswer>((resolve, reject) => {
+        stream.once('response', (h: IncomingHttpHeaders & IncomingHttpStatusHeader) => {
+          stream.off('error', reject);
+          resolve({ status: Number(h[':status'] ?? 502), headers: h, body: stream, trailers: () => trailers });
+        });
+        stream.once('error', reject);
+      });
+      return { answer, body: stream, abort: () => stream.close() };
+    }
+  }
+  const upReq = httpRequest({
+    host: job.target.ip,
+    port: job.target.port,
+    method: job.method,
+    path: job.path,
+    headers: { ...headers, host: job.authority },
+    setHost: false,
+    agent: rt.pool.agentFor(job.target, tls),
+  });
+  upReq.on('error', () => undefined);
+  const answer = new Promise<UpstreamAnswer>((resolve, reject) => {
+    upReq.once('response', (upRes: IncomingMessage) => {
+      upReq.off('error', reject);
+      resolve({
+        status: upRes.statusCode ?? 502,
+        headers: upRes.headers,
+        body: upRes,
+        trailers: () => (upRes.complete ? responseHeaders(upRes.trailers) : null),
+      });
+    });
+    upReq.once('error', reject);
+  });
+  return { answer, body: upReq, abort: () => upReq.destroy() };
+}

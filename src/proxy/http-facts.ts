@@ -1,0 +1,113 @@
+/**
+ * Copies the facts the pure request step needs out of node's parsed HTTP/1 or HTTP/2 request, and
+ * builds the header set sent upstream (hop-by-hop and proxy headers removed). Plain data in, plain
+ * data out; nothing here decides.
+ */
+import { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import type { DenyAnswer } from './answers.js';
+import { REASON_HEADER } from './answers.js';
+import type { RequestFacts } from './request-step.js';
+
+export type ClientRequest = IncomingMessage | Http2ServerRequest;
+export type ClientResponse = ServerResponse | Http2ServerResponse;
+
+/** Headers that describe one hop, never forwarded (RFC 9110 7.6.1, plus proxy credentials). */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'proxy-authenticate',
+  'transfer-encoding',
+  'upgrade',
+  'te',
+  'trailer',
+  'host',
+  'http2-settings',
+]);
+
+function header(headers: IncomingHttpHeaders, name: string): string | undefined {
+  const value = headers[name];
+  return Array.isArray(value) ? value.join(', ') : value;
+}
+
+export function isHttp2(req: ClientRequest): req is Http2ServerRequest {
+  return req.httpVersionMajor === 2;
+}
+
+export function requestFacts(req: ClientRequest, path: string): RequestFacts {
+  let contentLengthCount = 0;
+  let hasTransferEncoding = false;
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    if (name === 'content-length') contentLengthCount++;
+    else if (name === 'transfer-encoding') hasTransferEncoding = true;
+  }
+  const h2 = isHttp2(req);
+  const authority = h2 ? (header(req.headers, ':authority') ?? header(req.headers, 'host')) : header(req.headers, 'host');
+  return {
+    method: req.method ?? 'GET',
+    path,
+    authority,
+    authorityField: h2 ? 'authority' : 'host',
+    contentLengthCount,
+    hasTransferEncoding,
+    contentType: header(req.headers, 'content-type'),
+    accept: header(req.headers, 'accept'),
+  };
+}
+
+/**
+ * Headers to send upstream: everything but pseudo-headers, hop-by-hop headers and the headers the
+ * Connection header names. `te: trailers` survives (gRPC needs it over HTTP/2).
+ */
+export function forwardHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  const connection = header(headers, 'connection');
+  const named = connection === undefined ? null : new Set(connection.toLowerCase().split(',').map((s) => s.trim()));
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || name.startsWith(':')) continue;
+    if (HOP_BY_HOP.has(name) || named?.has(name)) {
+      if (name === 'te' && header(headers, 'te')?.toLowerCase() === 'trailers') out[name] = 'trailers';
+      continue;
+    }
+    out[name] = value;
+  }
+  return out;
+}
+
+/** Response headers to send back to the guest (same filtering, no `te`). */
+export function responseHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+  const out = forwardHeaders(headers);
+  delete out['te'];
+  return out;
+}
+
+export function sendDeny(res: ClientResponse, answer: DenyAnswer): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = `${answer.message}\n`;
+  res.writeHead(answer.status, {
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': String(Buffer.byteLength(body)),
+    [REASON_HEADER]: answer.reason,
+  });
+  res.end(body);
+}
+
+/** A deny written on a raw socket (CONNECT answers, upgrades, parse errors): then the socket closes. */
+export function rawDeny(answer: DenyAnswer): string {
+  const statusText = STATUS_CODES[answer.status] ?? 'Error';
+  const body = `${answer.message}\n`;
+  return (
+    `HTTP/1.1 ${answer.status} ${statusText}\r\n` +
+    `Content-Type: text/plain; charset=utf-8\r\n` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+    `X-Microagent-Reason: ${answer.reason}\r\n` +
+    `Connection: close\r\n\r\n${body}`
+  );
+}

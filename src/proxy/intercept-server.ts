@@ -1,0 +1,97 @@
+/**
+ * The one TLS-terminating HTTP server for every intercepted connection of a proxy (mockttp's combo
+ * stack, without a server per host): an http2.createSecureServer with HTTP/1.1 allowed. Tunnels hand
+ * it an already-handshaken TLSSocket (its certificate is the bound name's); h2 and h1 requests then
+ * arrive here and are served against the flow that socket belongs to. Never serves a socket it was
+ * not handed by a decided tunnel.
+ */
+import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { decisionRecord, denyAnswer, proxyVerdict } from './answers.js';
+import { describeDestination, parseAbsoluteUrl } from './destination.js';
+import { checkUrlDestination } from './identity.js';
+import { isHttp2, rawDeny, sendDeny, type ClientRequest, type ClientResponse } from './http-facts.js';
+import { serveRequest, type FlowContext } from './serve-request.js';
+import type { ProxyRuntime } from './runtime.js';
+import type { InterceptHandoff, InterceptedFlow } from './tunnel.js';
+import { serveUpgrade } from './upgrade.js';
+
+export interface InterceptServer {
+  readonly server: Http2SecureServer;
+  readonly handoff: InterceptHandoff;
+}
+
+function flowContext(flow: InterceptedFlow): FlowContext {
+  return { conn: flow.conn, protocol: 'https', destination: flow.destination, target: flow.target, sni: flow.sni, decrypted: true };
+}
+
+/** Origin-form paths pass; an absolute URL must name the bound destination (null when it does not). */
+function boundPath(flow: InterceptedFlow, url: string): string | null {
+  if (url.startsWith('/') || url === '*') return url;
+  const parsed = parseAbsoluteUrl(url, 'https');
+  if (parsed.kind === 'invalid') return null;
+  return checkUrlDestination(flow.destination, parsed.destination, url).kind === 'same' ? parsed.path : null;
+}
+
+export function createInterceptServer(rt: ProxyRuntime, onClientError: (err: NodeJS.ErrnoException, socket: Socket) => void): InterceptServer {
+  const flows = new WeakMap<object, InterceptedFlow>();
+  let handingOff: InterceptedFlow | null = null;
+  const server = createSecureServer({
+    allowHTTP1: true,
+    settings: { maxHeaderListSize: rt.limits.maxHeaderBytes, maxConcurrentStreams: 256 },
+    maxSessionMemory: 64,
+  });
+  // HTTP/1.1 connections reuse node's http parser, which reads these from the server object.
+  Object.assign(server, {
+    maxHeaderSize: rt.limits.maxHeaderBytes,
+    headersTimeout: Math.min(rt.limits.headersTimeoutMs, rt.limits.requestTimeoutMs),
+    requestTimeout: rt.limits.requestTimeoutMs,
+  });
+  // The 'session' event fires synchronously inside the handoff for h2: bind the session to its flow.
+  server.on('session', (session: ServerHttp2Session) => {
+    if (handingOff !== null) flows.set(session, handingOff);
+  });
+  server.on('secureConnection', (s) => console.error('SC', s.alpnProtocol));
+  const flowOf = (req: ClientRequest): InterceptedFlow | undefined =>
+    isHttp2(req) ? flows.get((req as Http2ServerRequest).stream.session as object) : flows.get(req.socket);
+
+  server.on('request', (req: ClientRequest, res: ClientResponse) => {
+    const flow = flowOf(req);
+    if (flow === undefined) {
+      sendDeny(res, denyAnswer('bad_request', 'a connection with no decided flow', { status: 500 }));
+      return;
+    }
+    const path = boundPath(flow, req.url ?? '/');
+    if (path === null) {
+      rt.counters.denied++;
+      rt.appendInBackground(decisionRecord({ conn: flow.conn, protocol: 'https', destination: flow.destination, ip: flow.target.ip, sni: flow.sni, decrypted: true, method: req.method ?? 'GET', status: 403 }, proxyVerdict(rt.policy(), 'identity_mismatch', ['identity_mismatch'])));
+      sendDeny(res, denyAnswer('identity_mismatch', describeDestination(flow.destination), { signals: ['identity_mismatch'] }));
+      return;
+    }
+    void serveRequest(rt, flowContext(flow), req as IncomingMessage | Http2ServerRequest, res as ServerResponse | Http2ServerResponse, path);
+  });
+  server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    const flow = flows.get(socket);
+    if (flow === undefined) {
+      socket.end(rawDeny(denyAnswer('bad_request', 'a connection with no decided flow', { status: 500 })));
+      return;
+    }
+    void serveUpgrade(rt, flowContext(flow), req, socket, head, req.url ?? '/');
+  });
+  server.on('clientError', onClientError);
+
+  const handoff: InterceptHandoff = (tlsSocket: TLSSocket, flow: InterceptedFlow) => {
+    flows.set(tlsSocket, flow);
+    // What tls.Server does for sockets it accepted itself; http2 waits for it before reading frames.
+    (tlsSocket as TLSSocket & { secureConnecting: boolean }).secureConnecting = false;
+    handingOff = flow;
+    try {
+      server.emit('secureConnection', tlsSocket);
+    } finally {
+      handingOff = null;
+    }
+  };
+  return { server, handoff };
+}

@@ -1,0 +1,43 @@
+/**
+ * The proxy's resource limits with safe defaults. Every limit is enforced by a driver and, when it
+ * trips, answered with reason `limit_exceeded` (or, for framing, `bad_request`) and audited. Never
+ * "unlimited" by default: a guest must not be able to exhaust the host.
+ */
+export interface ProxyLimits {
+  /** Largest request head (request line + headers), HTTP/1 and HTTP/2 header lists. */
+  readonly maxHeaderBytes: number;
+  readonly maxRequestBodyBytes: number;
+  readonly maxResponseBodyBytes: number;
+  /** Responses are buffered for the secret-echo scan only when a secret was injected; this caps that buffer. */
+  readonly maxScannedResponseBytes: number;
+  readonly maxConnections: number;
+  readonly maxTunnels: number;
+  /** A connection with no bytes either way for this long is closed. */
+  readonly idleTimeoutMs: number;
+  /** The request head must arrive within this (slowloris). */
+  readonly headersTimeoutMs: number;
+  /** A whole request must arrive within this. */
+  readonly requestTimeoutMs: number;
+  /** A tunnel or connection is closed after this long regardless of activity. */
+  readonly totalTimeoutMs: number;
+  /** Bytes both ways across all flows of the workspace before new flows are refused. */
+  readonly maxWorkspaceBytes: number;
+}
+
+export const DEFAULT_LIMITS: ProxyLimits = {
+  maxHeaderBytes: 32 * 1024,
+  maxRequestBodyBytes: 1024 * 1024 * 1024,
+  maxResponseBodyBytes: 4 * 1024 * 1024 * 1024,
+  maxScannedResponseBytes: 8 * 1024 * 1024,
+  maxConnections: 4096,
+  maxTunnels: 2048,
+  idleTimeoutMs: 120_000,
+  headersTimeoutMs: 20_000,
+  requestTimeoutMs: 300_000,
+  totalTimeoutMs: 6 * 60 * 60 * 1000,
+  maxWorkspaceBytes: 64 * 1024 * 1024 * 1024,
+};
+
+export function resolveLimits(overrides: Partial<ProxyLimits> | undefined): ProxyLimits {
+  return { ...DEFAULT_LIMITS, ...overrides };
+}

@@ -1,0 +1,226 @@
+/**
+ * What happens on a CONNECT after it was allowed and answered 200: peek the first bytes (pure
+ * ClientHello parser), bind SNI to the CONNECT authority, then one of: splice (passthrough rule,
+ * mode off), re-decide as raw TCP (not TLS), or intercept: wrap the socket in a TLS server socket whose
+ * only certificate is the bound name's, and hand it to the one shared HTTP/2+HTTP/1 server.
+ */
+import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
+import type { Decision } from '../policy/index.js';
+import { decisionRecord, proxyVerdict } from './answers.js';
+import { checkAddresses, type CheckedTarget } from './checked-target.js';
+import { parseClientHello, type ClientHelloPeek } from './client-hello.js';
+import { destinationHost, type Destination } from './destination.js';
+import { checkSni } from './identity.js';
+import { closeRecord, type ProxyRuntime } from './runtime.js';
+import { connected, splice } from './splice.js';
+import { dialTcp } from './upstream.js';
+
+export interface Tunnel {
+  readonly conn: string;
+  readonly socket: Socket;
+  readonly head: Buffer;
+  readonly destination: Destination;
+  readonly target: CheckedTarget;
+  readonly decision: Decision;
+  readonly startedAt: number;
+  /** Set when the upstream was dialled before answering 200 (splice-only tunnels). */
+  readonly upstream: Socket | null;
+}
+
+/** The flow an intercepted TLS connection belongs to; the request handlers look it up. */
+export interface InterceptedFlow {
+  readonly conn: string;
+  readonly destination: Destination;
+  readonly target: CheckedTarget;
+  readonly sni: string | null;
+  readonly startedAt: number;
+}
+
+/** Hands a handshaken TLS socket, and the flow it belongs to, to the shared server. */
+export type InterceptHandoff = (tlsSocket: TLSSocket, flow: InterceptedFlow) => void;
+
+export const ALPN = ['h2', 'http/1.1'];
+
+/** Reads until the ClientHello peek is decided; resolves with everything read (to replay). */
+function peek(socket: Socket, head: Buffer, timeoutMs: number): Promise<{ result: ClientHelloPeek | null; bytes: Buffer }> {
+  return new Promise((resolve) => {
+    let bytes = head;
+    const first = parseClientHello(bytes);
+    if (bytes.length > 0 && first.kind !== 'need_more') {
+      resolve({ result: first, bytes });
+      return;
+    }
+    const finish = (result: ClientHelloPeek | null) => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('close', onClose);
+      socket.pause();
+      resolve({ result, bytes });
+    };
+    const onData = (chunk: Buffer) => {
+      bytes = bytes.length === 0 ? chunk : Buffer.concat([bytes, chunk]);
+      const result = parseClientHello(bytes);
+      if (result.kind !== 'need_more') finish(result);
+    };
+    const onClose = () => finish(null);
+    const timer = setTimeout(() => finish(null), timeoutMs);
+    socket.on('data', onData);
+    socket.on('close', onClose);
+    socket.resume();
+  });
+}
+
+export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: InterceptHandoff): Promise<void> {
+  const { socket, destination } = tunnel;
+  const policy = rt.policy();
+  const closeWith = (extra: { reason?: Decision['reason']; signals?: Decision['signals']; error?: string; decrypted?: boolean; bytesUp?: number; bytesDown?: number }) =>
+    rt.appendInBackground(
+      closeRecord({
+        conn: tunnel.conn,
+        destination,
+        ip: tunnel.target.ip,
+        decrypted: extra.decrypted ?? false,
+        bytesUp: extra.bytesUp ?? 0,
+        bytesDown: extra.bytesDown ?? 0,
+        startedAt: tunnel.startedAt,
+        ...(extra.reason === undefined ? {} : { reason: extra.reason }),
+        ...(extra.signals === undefined ? {} : { signals: extra.signals }),
+        ...(extra.error === undefined ? {} : { error: extra.error }),
+      }),
+    );
+  const spliceTo = (upstream: Socket, head: Buffer, reason?: Decision['reason'], signals?: Decision['signals']) =>
+    splice(rt, socket, upstream, head, (result) => {
+      rt.counters.activeTunnels--;
+      closeWith({
+        ...result,
+        ...(reason === undefined ? {} : { reason }),
+        ...(signals === undefined ? {} : { signals }),
+        ...(result.cut === undefined ? {} : { reason: 'limit_exceeded', signals: result.cut === 'budget' ? [] : ['slow_client'] }),
+      });
+    });
+
+  if (tunnel.decision.mode === 'off' && tunnel.upstream !== null) {
+    socket.pause();
+    spliceTo(tunnel.upstream, tunnel.head, 'mediation_off', ['mediation_off']);
+    return;
+  }
+
+  const { result, bytes } = await peek(socket, tunnel.head, rt.limits.headersTimeoutMs);
+  const refuse = (reason: 'bad_request' | 'identity_mismatch' | 'limit_exceeded', signals: Decision['signals'], sni?: string | null) => {
+    rt.counters.activeTunnels--;
+    rt.counters.denied++;
+    rt.appendInBackground(
+      decisionRecord({ conn: tunnel.conn, protocol: 'https', destination, ip: tunnel.target.ip, decrypted: false, ...(sni === undefined ? {} : { sni }) }, proxyVerdict(policy, reason, signals)),
+    );
+    tunnel.upstream?.destroy();
+    socket.destroy();
+    closeWith({ reason, signals, bytesUp: bytes.length });
+  };
+
+  if (result === null) {
+    refuse('limit_exceeded', ['slow_client']);
+    return;
+  }
+  if (result.kind === 'error' && result.error === 'not_tls') {
+    await runRawTcp(rt, tunnel, bytes, spliceTo, refuse);
+    return;
+  }
+  if (result.kind !== 'client_hello') {
+    refuse('bad_request', []);
+    return;
+  }
+  if (checkSni(destination, result.sni).kind === 'mismatch') {
+    refuse('identity_mismatch', ['identity_mismatch'], result.sni);
+    return;
+  }
+  if (tunnel.decision.action === 'passthrough') {
+    const upstream = tunnel.upstream ?? dialTcp(tunnel.target);
+    spliceTo(upstream, bytes);
+    return;
+  }
+  tunnel.upstream?.destroy();
+  await intercept(rt, tunnel, bytes, result.sni, handoff, closeWith, refuse);
+}
+
+/** Not TLS after CONNECT: the flow is raw TCP and must be allowed as such. */
+async function runRawTcp(
+  rt: ProxyRuntime,
+  tunnel: Tunnel,
+  bytes: Buffer,
+  spliceTo: (upstream: Socket, head: Buffer) => void,
+  refuse: (reason: 'bad_request', signals: Decision['signals']) => void,
+): Promise<void> {
+  const policy = rt.policy();
+  const check = checkAddresses(policy, 'tcp', tunnel.destination, [tunnel.target.ip]);
+  const facts = { conn: tunnel.conn, protocol: 'tcp' as const, destination: tunnel.destination, ip: tunnel.target.ip, decrypted: false };
+  if (check.kind === 'denied') {
+    rt.counters.activeTunnels--;
+    rt.counters.denied++;
+    rt.appendInBackground(decisionRecord(facts, check.decision));
+    tunnel.upstream?.destroy();
+    tunnel.socket.destroy();
+    return;
+  }
+  try {
+    await rt.audit.append(decisionRecord(facts, check.decision));
+  } catch {
+    refuse('bad_request', []);
+    return;
+  }
+  try {
+    const upstream = tunnel.upstream ?? (await connected(dialTcp(check.target)));
+    spliceTo(upstream, bytes);
+  } catch (err) {
+    rt.counters.activeTunnels--;
+    tunnel.socket.destroy();
+    rt.appendInBackground(closeRecord({ conn: tunnel.conn, destination: tunnel.destination, ip: tunnel.target.ip, decrypted: false, bytesUp: 0, bytesDown: 0, startedAt: tunnel.startedAt, reason: 'upstream_unreachable', error: (err as Error).message }));
+  }
+}
+
+async function intercept(
+  rt: ProxyRuntime,
+  tunnel: Tunnel,
+  bytes: Buffer,
+  sni: string | null,
+  handoff: InterceptHandoff,
+  closeWith: (extra: { decrypted?: boolean; bytesUp?: number; bytesDown?: number; error?: string }) => void,
+  refuse: (reason: 'bad_request', signals: Decision['signals']) => void,
+): Promise<void> {
+  const { socket, destination } = tunnel;
+  const bound = destinationHost(destination);
+  let secureContext;
+  try {
+    secureContext = await rt.ca.secureContextFor(bound);
+  } catch {
+    refuse('bad_request', []);
+    return;
+  }
+  socket.unshift(bytes);
+  const tlsSocket = new TLSSocket(socket, {
+    isServer: true,
+    secureContext,
+    ALPNProtocols: ALPN,
+    // Belt and braces: the peeked SNI was already bound; a different name here fails the handshake.
+    SNICallback: (servername, cb) => (servername === bound ? cb(null, secureContext) : cb(new Error('SNI does not match the CONNECT authority'))),
+  });
+  const total = setTimeout(() => tlsSocket.destroy(), rt.limits.totalTimeoutMs);
+  total.unref();
+  tlsSocket.setTimeout(rt.limits.idleTimeoutMs, () => tlsSocket.destroy());
+  let closed = false;
+  const onClose = (error?: string) => {
+    if (closed) return;
+    closed = true;
+    clearTimeout(total);
+    rt.counters.activeTunnels--;
+    closeWith({ decrypted: true, bytesUp: tlsSocket.bytesRead, bytesDown: tlsSocket.bytesWritten, ...(error === undefined ? {} : { error }) });
+  };
+  tlsSocket.on('error', (err: Error) => {
+    onClose(err.message);
+    tlsSocket.destroy();
+  });
+  tlsSocket.on('close', () => onClose());
+  tlsSocket.once('secure', () => {
+    handoff(tlsSocket, { conn: tunnel.conn, destination, target: tunnel.target, sni, startedAt: tunnel.startedAt });
+  });
+}

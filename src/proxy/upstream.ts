@@ -1,0 +1,175 @@
+/**
+ * Dialing upstream, only ever to a CheckedTarget: raw TCP for tunnels, TLS verified against the system
+ * roots plus configured extra CAs (servername = the checked host name), keep-alive HTTP/1.1 agents and
+ * HTTP/2 sessions pooled per checked target. A TLS connection is handed to a request only after
+ * verification succeeded, so no request byte (and no injected secret) ever reaches an unverified peer.
+ */
+import { Agent, type AgentOptions } from 'node:http';
+import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
+import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect, createSecureContext, rootCertificates, type SecureContext, type TLSSocket } from 'node:tls';
+import { assertCheckedTarget, type CheckedTarget } from './checked-target.js';
+
+export type UpstreamFailure = 'upstream_cert_invalid' | 'upstream_unreachable';
+
+const CERT_ERROR_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_REVOKED',
+  'CERT_REJECTED',
+  'CERT_SIGNATURE_FAILURE',
+  'INVALID_CA',
+  'INVALID_PURPOSE',
+  'PATH_LENGTH_EXCEEDED',
+  'HOSTNAME_MISMATCH',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+export function classifyUpstreamError(err: unknown): UpstreamFailure {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && CERT_ERROR_CODES.has(code) ? 'upstream_cert_invalid' : 'upstream_unreachable';
+}
+
+/** One trust store, built once: system roots plus the operator's extra CAs. */
+export function createUpstreamTrust(extraCaPems: readonly string[]): SecureContext {
+  return createSecureContext({ ca: [...rootCertificates, ...extraCaPems] });
+}
+
+export function dialTcp(target: CheckedTarget): Socket {
+  assertCheckedTarget(target);
+  return netConnect({ host: target.ip, port: target.port, noDelay: true });
+}
+
+/** Resolves with a TLS socket whose certificate has been verified for the target's name. */
+export function dialTls(target: CheckedTarget, alpn: readonly string[], trust: SecureContext): Promise<TLSSocket> {
+  assertCheckedTarget(target);
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({
+      host: target.ip,
+      port: target.port,
+      ...(target.servername === null ? {} : { servername: target.servername }),
+      secureContext: trust,
+      rejectUnauthorized: true,
+      ALPNProtocols: [...alpn],
+    });
+    socket.setNoDelay(true);
+    const onError = (err: Error) => {
+      socket.destroy();
+      reject(err);
+    };
+    socket.once('error', onError);
+    socket.once('secureConnect', () => {
+      socket.off('error', onError);
+      resolve(socket);
+    });
+  });
+}
+
+/** http.Agent calls createConnection(options, callback) and waits for the callback when it returns nothing. */
+type AgentWithCallback = Omit<Agent, 'createConnection'> & {
+  createConnection: (options: unknown, callback: (err: Error | null, socket?: Socket) => void) => Socket | undefined;
+};
+
+const MAX_POOLS = 1024;
+
+/** Keep-alive pools per checked target. Owns every upstream socket it made; close() ends them all. */
+export class UpstreamPool {
+  private readonly agents = new Map<string, Agent>();
+  private readonly sessions = new Map<string, Promise<ClientHttp2Session | null>>();
+  private readonly h1Only = new Set<string>();
+
+  constructor(private readonly trust: SecureContext) {}
+
+  /** An HTTP/1.1 agent whose sockets go only to `target` (TLS-verified first when `tls`). */
+  agentFor(target: CheckedTarget, tls: boolean): Agent {
+    assertCheckedTarget(target);
+    const key = `${tls ? 's' : 'p'}|${target.key}`;
+    const existing = this.agents.get(key);
+    if (existing !== undefined) {
+      // Refresh LRU position.
+      this.agents.delete(key);
+      this.agents.set(key, existing);
+      return existing;
+    }
+    const options: AgentOptions = { keepAlive: true, maxSockets: 256, maxFreeSockets: 64, scheduling: 'lifo', timeout: 120_000 };
+    const agent = new Agent(options) as unknown as AgentWithCallback;
+    const trust = this.trust;
+    agent.createConnection = (_options: unknown, callback: (err: Error | null, socket?: Socket) => void) => {
+      if (!tls) return dialTcp(target);
+      dialTls(target, ['http/1.1'], trust).then(
+        (socket) => callback(null, socket),
+        (err: Error) => callback(err),
+      );
+      return undefined;
+    };
+    this.agents.set(key, agent as unknown as Agent);
+    if (this.agents.size > MAX_POOLS) {
+      const [oldestKey, oldest] = this.agents.entries().next().value as [string, Agent];
+      this.agents.delete(oldestKey);
+      oldest.destroy();
+    }
+    return agent as unknown as Agent;
+  }
+
+  /** A fresh connection to `target` (TLS verified first when `tls`), for upgrades that leave the pool. */
+  async dial(target: CheckedTarget, tls: boolean): Promise<Socket> {
+    if (tls) return dialTls(target, ['http/1.1'], this.trust);
+    const socket = dialTcp(target);
+    return new Promise((resolve, reject) => {
+      socket.once('connect', () => {
+        socket.off('error', reject);
+        resolve(socket);
+      });
+      socket.once('error', reject);
+    });
+  }
+
+  /** A verified HTTP/2 session to `target`, or null when the upstream does not speak h2. */
+  async sessionFor(target: CheckedTarget): Promise<ClientHttp2Session | null> {
+    assertCheckedTarget(target);
+    if (this.h1Only.has(target.key)) return null;
+    let pending = this.sessions.get(target.key);
+    if (pending === undefined) {
+      pending = this.openSession(target);
+      this.sessions.set(target.key, pending);
+      pending.catch(() => this.sessions.delete(target.key));
+    }
+    return pending;
+  }
+
+  private async openSession(target: CheckedTarget): Promise<ClientHttp2Session | null> {
+    const socket = await dialTls(target, ['h2', 'http/1.1'], this.trust);
+    if (socket.alpnProtocol !== 'h2') {
+      socket.destroy();
+      this.h1Only.add(target.key);
+      this.sessions.delete(target.key);
+      return null;
+    }
+    const authority = `https://${target.servername ?? (target.ip.includes(':') ? `[${target.ip}]` : target.ip)}:${target.port}`;
+    const session = http2Connect(authority, { createConnection: () => socket });
+    const forget = () => {
+      if (this.sessions.get(target.key) === current) this.sessions.delete(target.key);
+    };
+    const current = Promise.resolve(session);
+    this.sessions.set(target.key, current);
+    session.on('close', forget);
+    session.on('goaway', forget);
+    session.on('error', forget);
+    return session;
+  }
+
+  close(): void {
+    for (const agent of this.agents.values()) agent.destroy();
+    this.agents.clear();
+    for (const pending of this.sessions.values()) {
+      pending.then((session) => session?.destroy(), () => undefined);
+    }
+    this.sessions.clear();
+  }
+}

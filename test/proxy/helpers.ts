@@ -1,0 +1,223 @@
+// Shared fixtures for the proxy's integration tests: a test origin CA and HTTPS/HTTP origins on
+// loopback, a programmable HostResolver, and a proxy started with the REAL policy engine, audit log
+// and CA in a temp dir.
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
+import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import 'reflect-metadata';
+import { openAuditLog, readAuditRecords, type AuditRecord, type AuditSink, type AuditEvent } from '../../src/audit/index.js';
+import { loadOrCreateCa } from '../../src/ca/index.js';
+import { parsePolicy, type Policy } from '../../src/policy/index.js';
+import { startEgressProxy, type EgressProxy, type EgressProxyOptions } from '../../src/proxy/index.js';
+import type { HostResolver } from '../../src/proxy/resolver.js';
+
+export interface OriginCa {
+  readonly dir: string;
+  readonly caPem: string;
+  readonly caPath: string;
+  readonly key: string;
+  readonly cert: string;
+  /** A certificate for the same names from a CA nobody trusts. */
+  readonly untrustedKey: string;
+  readonly untrustedCert: string;
+}
+
+function openssl(args: string[], cwd: string): void {
+  execFileSync('openssl', args, { cwd, stdio: 'pipe' });
+}
+
+/** An origin CA and a leaf for origin.test, *.origin.test and 127.0.0.1, made with openssl. */
+export function makeOriginCa(): OriginCa {
+  const dir = mkdtempSync(join(tmpdir(), 'proxy-origin-ca-'));
+  const leaf = (prefix: string, caPrefix: string) => {
+    openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${caPrefix}.key`, '-out', `${caPrefix}.pem`, '-days', '2', '-subj', `/CN=${caPrefix} test CA`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
+    openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${prefix}.key`, '-out', `${prefix}.csr`, '-subj', '/CN=origin.test'], dir);
+    writeFileSync(join(dir, `${prefix}.ext`), 'subjectAltName=DNS:origin.test,DNS:*.origin.test,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n');
+    openssl(['x509', '-req', '-in', `${prefix}.csr`, '-CA', `${caPrefix}.pem`, '-CAkey', `${caPrefix}.key`, '-CAcreateserial', '-out', `${prefix}.pem`, '-days', '2', '-extfile', `${prefix}.ext`], dir);
+  };
+  leaf('leaf', 'ca');
+  leaf('rogue-leaf', 'rogue-ca');
+  const read = (f: string) => readFileSync(join(dir, f), 'utf8');
+  return { dir, caPem: read('ca.pem'), caPath: join(dir, 'ca.pem'), key: read('leaf.key'), cert: read('leaf.pem'), untrustedKey: read('rogue-leaf.key'), untrustedCert: read('rogue-leaf.pem') };
+}
+
+type AnyReq = IncomingMessage | Http2ServerRequest;
+type AnyRes = ServerResponse | Http2ServerResponse;
+
+/**
+ * Test origin routes: /echo (JSON of what arrived), /bytes/N (N bytes), /upload (counts the body),
+ * /echo-header/NAME (returns that request header's value), /grpc (trailers), anything else 200 "ok".
+ */
+export function originHandler(label: string) {
+  return (req: AnyReq, res: AnyRes) => {
+    const url = req.url ?? '/';
+    if (url.startsWith('/bytes/')) {
+      let left = Number(url.slice('/bytes/'.length));
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(left) });
+      const chunk = Buffer.alloc(64 * 1024, 0x61);
+      const pump = () => {
+        while (left > 0) {
+          const n = Math.min(left, chunk.length);
+          left -= n;
+          if (!(res as ServerResponse).write(chunk.subarray(0, n))) {
+            res.once('drain', pump);
+            return;
+          }
+        }
+        res.end();
+      };
+      pump();
+      return;
+    }
+    let received = 0;
+    req.on('data', (c: Buffer) => {
+      received += c.length;
+    });
+    req.on('end', () => {
+      if (url === '/upload') {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end(String(received));
+      } else if (url.startsWith('/echo-header/')) {
+        const value = req.headers[url.slice('/echo-header/'.length).toLowerCase()];
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end(String(value ?? ''));
+      } else if (url === '/grpc') {
+        res.writeHead(200, { 'content-type': 'application/grpc' });
+        res.addTrailers({ 'grpc-status': '0', 'grpc-message': 'fine' });
+        res.end(Buffer.from([0, 0, 0, 0, 2, 8, 1]));
+      } else {
+        const body = JSON.stringify({ label, method: req.method, url, httpVersion: req.httpVersion, headers: req.headers, received });
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(body);
+      }
+    });
+  };
+}
+
+export async function listen(server: Server | Http2SecureServer): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return (server.address() as AddressInfo).port;
+}
+
+export async function startHttpsOrigin(ca: OriginCa, options: { untrusted?: boolean; label?: string } = {}): Promise<{ server: Http2SecureServer; port: number }> {
+  const server = createSecureServer(
+    {
+      allowHTTP1: true,
+      key: options.untrusted ? ca.untrustedKey : ca.key,
+      cert: options.untrusted ? ca.untrustedCert : ca.cert,
+    },
+    originHandler(options.label ?? 'https-origin'),
+  );
+  return { server, port: await listen(server) };
+}
+
+export async function startHttpOrigin(label = 'http-origin'): Promise<{ server: Server; port: number }> {
+  const server = createHttpServer(originHandler(label));
+  return { server, port: await listen(server) };
+}
+
+/** Maps test names to addresses; a function value can change its answer per call (rebinding). */
+export function testResolver(map: Record<string, readonly string[] | (() => readonly string[])>): HostResolver & { lookups: string[] } {
+  const lookups: string[] = [];
+  return {
+    lookups,
+    async lookup(host: string) {
+      lookups.push(host);
+      const entry = map[host] ?? (host.endsWith('.origin.test') ? map['*.origin.test'] : undefined);
+      if (entry === undefined) throw Object.assign(new Error(`test resolver: no such name ${host}`), { code: 'ENOTFOUND' });
+      return typeof entry === 'function' ? entry() : entry;
+    },
+    namesForAddress: () => [],
+  };
+}
+
+export interface TestProxy {
+  readonly proxy: EgressProxy;
+  readonly port: number;
+  readonly url: string;
+  readonly caPem: string;
+  readonly caPath: string;
+  readonly auditPath: string;
+  readonly dir: string;
+  setPolicy(text: string): void;
+  records(): Promise<AuditRecord[]>;
+  close(): Promise<void>;
+}
+
+export async function startTestProxy(
+  policyText: string,
+  options: { resolver: HostResolver; originCa?: OriginCa; audit?: (real: AuditSink) => AuditSink } & Partial<Pick<EgressProxyOptions, 'limits' | 'secrets' | 'socketPath'>>,
+): Promise<TestProxy> {
+  const dir = mkdtempSync(join(tmpdir(), 'proxy-test-'));
+  let policy: Policy = parsePolicy(policyText, join(dir, 'policy.yaml'));
+  const auditPath = join(dir, 'audit.jsonl');
+  const realAudit = await openAuditLog({ path: auditPath, workspace: 'test' });
+  const audit = options.audit ? options.audit(realAudit) : realAudit;
+  const ca = await loadOrCreateCa({ dir: join(dir, 'ca'), workspace: 'test' });
+  const proxy = await startEgressProxy({
+    policy: () => policy,
+    audit,
+    ca,
+    resolver: options.resolver,
+    listen: { host: '127.0.0.1', port: 0 },
+    workspace: 'test',
+    ...(options.originCa ? { upstreamCa: [options.originCa.caPem] } : {}),
+    ...(options.limits ? { limits: options.limits } : {}),
+    ...(options.secrets ? { secrets: options.secrets } : {}),
+    ...(options.socketPath ? { socketPath: options.socketPath } : {}),
+    drainMs: 200,
+  });
+  const port = proxy.addresses.tcp?.port ?? 0;
+  return {
+    proxy,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    caPem: ca.certPem,
+    caPath: ca.certPath,
+    auditPath,
+    dir,
+    setPolicy(text: string) {
+      policy = parsePolicy(text, join(dir, 'policy.yaml'));
+    },
+    async records() {
+      // Appends in the background may still be in flight: wait for the writer to drain them.
+      await new Promise((r) => setTimeout(r, 50));
+      const out: AuditRecord[] = [];
+      for await (const record of readAuditRecords(auditPath)) out.push(record);
+      return out;
+    },
+    async close() {
+      await proxy.close();
+      await realAudit.close();
+    },
+  };
+}
+
+/** The records of one type whose host (or null host) matches. */
+export function decisions(records: readonly AuditRecord[]): Array<AuditRecord & Extract<AuditEvent, { event: 'egress.decision' }>> {
+  return records.filter((r): r is AuditRecord & Extract<AuditEvent, { event: 'egress.decision' }> => r.event === 'egress.decision');
+}
+
+/** curl through the proxy (async: the proxy runs in this process); never throws. */
+export async function curl(args: string[]): Promise<{ code: number; status: number; body: string; headers: string; stderr: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'curl-'));
+  const headersFile = join(dir, 'h');
+  const bodyFile = join(dir, 'b');
+  const result = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    execFile('curl', ['-sS', '-o', bodyFile, '-D', headersFile, '-w', '%{http_code}', '--max-time', '20', ...args], (err, stdout, stderr) => {
+      resolve({ code: err === null ? 0 : ((err as { code?: number }).code ?? -1), stdout, stderr });
+    });
+  });
+  const readOr = (f: string) => {
+    try {
+      return readFileSync(f, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  return { code: result.code, status: Number(result.stdout.trim() || 0), body: readOr(bodyFile), headers: readOr(headersFile), stderr: result.stderr };
+}
