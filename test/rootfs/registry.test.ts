@@ -1,0 +1,121 @@
+import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { resolveImage } from '../../src/vm/rootfs/index.js';
+import { sha256Digest } from '../../src/vm/rootfs/digest.js';
+import type { ImageProgressEvent } from '../../src/vm/rootfs/progress.js';
+import { dir, ext4Cat, file, makeImage, makeLayer } from './helpers/image.js';
+import { blobDataPath, pushImage, pushManifest, startAuthFront, startRegistry, type RunningRegistry } from './helpers/registry.js';
+
+let work: string;
+let stateDir: string;
+let registry: RunningRegistry;
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), 'rootfs-registry-'));
+  stateDir = join(work, 'state');
+  registry = await startRegistry(work);
+});
+afterAll(async () => {
+  await registry?.close();
+  await rm(work, { recursive: true, force: true });
+});
+
+const app = makeImage({
+  layers: [makeLayer([dir('srv/'), file('srv/app', 'v1'), file('srv/big', 'z'.repeat(3 << 20))]), makeLayer([file('srv/app', 'v2')])],
+  config: { Cmd: ['/srv/app'] },
+});
+
+describe('registry pulls (real docker-registry on loopback)', () => {
+  it('pulls by tag, verifies digests, reports progress, then serves from the cache', async () => {
+    await pushImage(registry.host, 'test/app', '1', app);
+    const events: ImageProgressEvent[] = [];
+    const img = await resolveImage(`${registry.host}/test/app:1`, { stateDir, onProgress: (e) => events.push(e) });
+    expect(img).toMatchObject({ digest: app.manifestDigest, cached: false });
+    expect(ext4Cat(img.rootfsPath, '/srv/app')).toBe('v2');
+    const layerEvents = events.filter((e): e is Extract<ImageProgressEvent, { kind: 'layer' }> => e.kind === 'layer');
+    expect(layerEvents.at(-1)).toMatchObject({ index: 2, count: 2 });
+    const firstLayerDone = layerEvents.filter((e) => e.index === 1).at(-1);
+    expect(firstLayerDone?.bytes).toBe(app.layers[0]!.blob.length);
+    expect(events.map((e) => e.kind)).toContain('filesystem');
+    const again = await resolveImage(`${registry.host}/test/app:1`, { stateDir });
+    expect(again).toMatchObject({ digest: app.manifestDigest, cached: true, rootfsPath: img.rootfsPath });
+  });
+
+  it('picks linux/amd64 from a multi-platform index, and names the platforms when it is missing', async () => {
+    const amd = makeImage({ layers: [makeLayer([file('arch', 'amd64')])] });
+    const arm = makeImage({ layers: [makeLayer([file('arch', 'arm64')])], architecture: 'arm64' });
+    await pushImage(registry.host, 'test/multi', 'amd', amd);
+    await pushImage(registry.host, 'test/multi', 'arm', arm);
+    const entry = (img: typeof amd, architecture: string) => ({ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: img.manifestDigest, size: img.manifest.length, platform: { os: 'linux', architecture } });
+    const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [entry(arm, 'arm64'), entry(amd, 'amd64')] }));
+    await pushManifest(registry.host, 'test/multi', 'both', index, 'application/vnd.oci.image.index.v1+json');
+    const img = await resolveImage(`${registry.host}/test/multi:both`, { stateDir });
+    expect(img.digest).toBe(amd.manifestDigest);
+    expect(ext4Cat(img.rootfsPath, '/arch')).toBe('amd64');
+
+    const armOnly = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [entry(arm, 'arm64')] }));
+    await pushManifest(registry.host, 'test/multi', 'armonly', armOnly, 'application/vnd.oci.image.index.v1+json');
+    await expect(resolveImage(`${registry.host}/test/multi:armonly`, { stateDir })).rejects.toMatchObject({ kind: 'unsupported', code: 'image.platform', message: expect.stringContaining('linux/arm64') });
+    // A single-platform manifest for arm64 is caught from its config.
+    await expect(resolveImage(`${registry.host}/test/multi:arm`, { stateDir })).rejects.toMatchObject({ kind: 'unsupported', message: expect.stringContaining('linux/arm64') });
+  });
+
+  it('rejects a blob tampered with in the registry storage, naming the layer digest', async () => {
+    const victim = makeImage({ layers: [makeLayer([file('payload', 'genuine')])] });
+    await pushImage(registry.host, 'test/tamper', '1', victim);
+    const layer = victim.layers[0]!;
+    const path = blobDataPath(registry.storage, layer.digest);
+    const original = await readFile(path);
+    const evil = makeLayer([file('payload', 'EVILEVI')]).blob;
+    expect(evil.length).toBe(original.length);
+    await writeFile(path, evil);
+    const err = await resolveImage(`${registry.host}/test/tamper:1`, { stateDir }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ kind: 'invalid', code: 'image.digest_mismatch' });
+    expect((err as Error).message).toContain(layer.digest);
+    expect((err as Error).message).toContain(sha256Digest(evil));
+  });
+
+  it('answers unknown tags with not_found and a dead registry with transient', async () => {
+    await expect(resolveImage(`${registry.host}/test/app:nope`, { stateDir })).rejects.toMatchObject({ kind: 'not_found', code: 'registry.not_found' });
+    await expect(resolveImage('127.0.0.1:1/test/app:1', { stateDir })).rejects.toMatchObject({ kind: 'transient', code: 'registry.unreachable' });
+  });
+
+  it('follows the bearer-token flow and blob redirects without leaking the token to the other origin', async () => {
+    const front = await startAuthFront(registry.host);
+    try {
+      const fresh = join(work, 'state-token');
+      const img = await resolveImage(`${front.host}/test/app:1`, { stateDir: fresh });
+      expect(img.digest).toBe(app.manifestDigest);
+      expect(ext4Cat(img.rootfsPath, '/srv/app')).toBe('v2');
+      expect(front.tokenRequests.length).toBeGreaterThan(0);
+      expect(front.tokenRequests.every((r) => r.scope === 'repository:test/app:pull' && r.service === 'test-registry' && r.basic === null)).toBe(true);
+      expect(front.leakedAuthorization).toEqual([]);
+    } finally {
+      await front.close();
+    }
+  });
+
+  it('sends basic credentials to the token service only when configured, and fails typed without them', async () => {
+    const basic = { username: 'alice', password: 's3cret' };
+    const front = await startAuthFront(registry.host, { basic });
+    try {
+      const fresh = join(work, 'state-basic');
+      const err = await resolveImage(`${front.host}/test/app:1`, { stateDir: fresh }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ kind: 'invalid', code: 'registry.unauthorized' });
+      expect((err as Error).message).not.toContain('s3cret');
+      const img = await resolveImage(`${front.host}/test/app:1`, { stateDir: fresh, auth: { [front.host]: basic } });
+      expect(img.digest).toBe(app.manifestDigest);
+      expect(front.tokenRequests.at(-1)?.basic).toBe(`Basic ${Buffer.from('alice:s3cret').toString('base64')}`);
+    } finally {
+      await front.close();
+    }
+  });
+
+  it('serves an image pinned by digest from the cache without the network', async () => {
+    await registry.close();
+    const img = await resolveImage(`${registry.host}/test/app@${app.manifestDigest}`, { stateDir });
+    expect(img).toMatchObject({ cached: true, digest: app.manifestDigest });
+  });
+});
