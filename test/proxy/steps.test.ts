@@ -1,0 +1,169 @@
+// The pure connection and request steps, scenario by scenario, with the real policy engine.
+import { describe, expect, it } from 'vitest';
+import { parsePolicy, type Policy } from '../../src/policy/index.js';
+import { checkAddresses, isCheckedTarget } from '../../src/proxy/checked-target.js';
+import type { Destination } from '../../src/proxy/destination.js';
+import { decideRequest, type RequestFacts } from '../../src/proxy/request-step.js';
+import { actionTypes, assertAuditBeforeDial, playbook } from './playbook.js';
+
+const POLICY = `version: 1
+mode: guarded
+rules:
+  - id: block-metadata
+    action: deny
+    cidrs: [169.254.169.254]
+  - id: block-evil
+    action: deny
+    hosts: [evil.test]
+  - id: no-delete
+    action: deny
+    hosts: [api.example.com]
+    methods: [DELETE]
+  - id: api
+    action: inject
+    hosts: [api.example.com]
+    headers:
+      Authorization: "Bearer \${secret:API_TOKEN}"
+  - id: own-doh
+    action: allow
+    hosts: [dns.google]
+`;
+const policy: Policy = parsePolicy(POLICY, 'steps.yaml');
+const strict: Policy = parsePolicy('version: 1\nmode: strict\nrules:\n  - id: only\n    action: allow\n    hosts: [allowed.example]\n', 'strict.yaml');
+
+const name = (host: string, port = 443): Destination => ({ kind: 'name', host, port });
+const open = (destination: Destination, protocol: 'http' | 'https' = 'https') => ({ type: 'open' as const, request: { conn: 'c1', protocol, destination } });
+const PUBLIC = '93.184.216.34';
+
+describe('connection step (playbook)', () => {
+  it('allowed name: decide, resolve, audit (awaited), then dial the checked IP', () => {
+    const { log } = playbook(policy, [
+      { send: open(name('example.com')), expect: [{ type: 'resolve', host: 'example.com' }] },
+      { send: { type: 'resolved', ips: [PUBLIC] }, expect: [{ type: 'audit', wait: true, record: { verdict: 'allow', reason: 'unlisted', ip: PUBLIC, host: 'example.com' } }] },
+      { send: { type: 'audited' }, expect: [{ type: 'dial', target: { ip: PUBLIC, port: 443, servername: 'example.com' } }] },
+    ]);
+    assertAuditBeforeDial(log);
+    const dial = log.find((e) => e.dir === 'out' && e.action.type === 'dial');
+    expect(dial?.dir === 'out' && dial.action.type === 'dial' && isCheckedTarget(dial.action.target)).toBe(true);
+  });
+
+  it('denied name: never looked up, audited, 403 naming the rule', () => {
+    const { log } = playbook(policy, [
+      { send: open(name('evil.test')), expect: [{ type: 'audit', wait: false, record: { verdict: 'deny', rule: 'block-evil', reason: 'rule_deny', ip: null } }, { type: 'deny', answer: { status: 403, reason: 'rule_deny', message: 'microagent: denied by rule "block-evil" (rule_deny) for evil.test:443' } }] },
+    ]);
+    expect(actionTypes(log)).not.toContain('resolve');
+    assertAuditBeforeDial(log);
+  });
+
+  it('metadata IP literal: judged on the IP alone, no lookup', () => {
+    const { log } = playbook(policy, [
+      { send: open({ kind: 'ip', ip: '169.254.169.254', port: 80 }, 'http'), expect: [{ type: 'audit', record: { rule: 'block-metadata', ip: '169.254.169.254' } }, { type: 'deny', answer: { message: 'microagent: denied by rule "block-metadata" (rule_deny) for 169.254.169.254:80' } }] },
+    ]);
+    expect(actionTypes(log)).not.toContain('resolve');
+  });
+
+  it('a name resolving to an internal address is denied after the lookup', () => {
+    playbook(policy, [
+      { send: open(name('sneaky.example')), expect: [{ type: 'resolve' }] },
+      { send: { type: 'resolved', ips: ['10.0.0.5'] }, expect: [{ type: 'audit', record: { verdict: 'deny', reason: 'internal_address', ip: '10.0.0.5' } }, { type: 'deny', answer: { status: 403, reason: 'internal_address' } }] },
+    ]);
+  });
+
+  it('public and internal answers together: denied and flagged as rebinding', () => {
+    playbook(policy, [
+      { send: open(name('rebind.example')), expect: [{ type: 'resolve' }] },
+      { send: { type: 'resolved', ips: [PUBLIC, '127.0.0.1'] }, expect: [{ type: 'audit', record: { verdict: 'deny', ip: '127.0.0.1', signals: expect.arrayContaining(['internal_address', 'rebinding']) } }, { type: 'deny' }] },
+    ]);
+  });
+
+  it('audit failure fails closed: 503, no dial', () => {
+    const { log } = playbook(policy, [
+      { send: open(name('example.com')), expect: [{ type: 'resolve' }] },
+      { send: { type: 'resolved', ips: [PUBLIC] }, expect: [{ type: 'audit', wait: true }] },
+      { send: { type: 'audit_failed', detail: 'disk full' }, expect: [{ type: 'deny', answer: { status: 503, reason: 'audit_unavailable' } }] },
+    ]);
+    expect(actionTypes(log)).not.toContain('dial');
+  });
+
+  it('invalid target and failed lookups are answered, never hang', () => {
+    playbook(policy, [{ send: { type: 'invalid_target', conn: 'c1', protocol: 'https', detail: 'bad port' }, expect: [{ type: 'audit', record: { reason: 'invalid_target', host: null } }, { type: 'deny', answer: { status: 403, reason: 'invalid_target' } }] }]);
+    playbook(policy, [
+      { send: open(name('nx.example')), expect: [{ type: 'resolve' }] },
+      { send: { type: 'resolve_failed', detail: 'ENOTFOUND' }, expect: [{ type: 'audit', record: { reason: 'resolve_failed' } }, { type: 'deny', answer: { status: 502, reason: 'resolve_failed' } }] },
+    ]);
+  });
+
+  it('strict mode: unlisted names are denied before any lookup', () => {
+    const { log } = playbook(strict, [{ send: open(name('example.com')), expect: [{ type: 'audit', record: { reason: 'default_deny' } }, { type: 'deny', answer: { reason: 'default_deny' } }] }]);
+    expect(actionTypes(log)).not.toContain('resolve');
+  });
+
+  it('an out-of-order event denies instead of guessing', () => {
+    const { log } = playbook(policy, [{ send: { type: 'audited' }, expect: [{ type: 'deny' }] }]);
+    expect(actionTypes(log)).not.toContain('dial');
+  });
+});
+
+describe('request step', () => {
+  const target = (() => {
+    const check = checkAddresses(policy, 'https', name('api.example.com'), [PUBLIC]);
+    if (check.kind !== 'allowed') throw new Error('fixture');
+    return check.target;
+  })();
+  const ctx = (overrides: Partial<Parameters<typeof decideRequest>[0]> = {}) => ({
+    conn: 'c1',
+    policy,
+    protocol: 'https' as const,
+    destination: name('api.example.com'),
+    target,
+    sni: 'api.example.com',
+    decrypted: true,
+    secrets: (n: string) => (n === 'API_TOKEN' ? 's3cr3t-value' : undefined),
+    ...overrides,
+  });
+  const facts = (overrides: Partial<RequestFacts> = {}): RequestFacts => ({
+    method: 'GET',
+    path: '/v1/things?token=abc',
+    authority: 'api.example.com',
+    authorityField: 'host',
+    contentLengthCount: 0,
+    hasTransferEncoding: false,
+    contentType: undefined,
+    accept: undefined,
+    ...overrides,
+  });
+
+  it('injects the secret, records only its name, and asks for the echo scan', () => {
+    const plan = decideRequest(ctx(), facts());
+    expect(plan).toMatchObject({ kind: 'forward', inject: [{ header: 'Authorization', value: 'Bearer s3cr3t-value' }], scanFor: ['s3cr3t-value'] });
+    expect(plan.record).toMatchObject({ secret_names: ['API_TOKEN'], path: '/v1/things', signals: expect.arrayContaining(['secret_injected']) });
+    expect(JSON.stringify(plan.record)).not.toContain('s3cr3t');
+  });
+  it('never injects into a flow that is not TLS-verified', () => {
+    const plan = decideRequest(ctx({ decrypted: false, protocol: 'http' }), facts());
+    expect(plan).toMatchObject({ kind: 'forward', inject: [], scanFor: [] });
+  });
+  it('a missing secret refuses the request', () => {
+    expect(decideRequest(ctx({ secrets: () => undefined }), facts())).toMatchObject({ kind: 'deny', answer: { reason: 'secret_unavailable' } });
+  });
+  it('method rules decide at request stage', () => {
+    expect(decideRequest(ctx(), facts({ method: 'DELETE' }))).toMatchObject({ kind: 'deny', answer: { status: 403, rule: 'no-delete' }, record: { method: 'DELETE', verdict: 'deny' } });
+  });
+  it('CL+TE and duplicate CL are smuggling', () => {
+    expect(decideRequest(ctx(), facts({ contentLengthCount: 1, hasTransferEncoding: true }))).toMatchObject({ kind: 'deny', answer: { status: 400, reason: 'bad_request', signals: ['smuggling'] } });
+    expect(decideRequest(ctx(), facts({ contentLengthCount: 2 }))).toMatchObject({ kind: 'deny', answer: { status: 400, reason: 'bad_request' } });
+  });
+  it('Host naming another destination is an identity mismatch', () => {
+    expect(decideRequest(ctx(), facts({ authority: 'other.example' }))).toMatchObject({ kind: 'deny', record: { reason: 'identity_mismatch', signals: ['identity_mismatch'] } });
+  });
+  it('DNS-over-HTTPS is denied unless a rule names the host', () => {
+    const doh = (c: Partial<RequestFacts>, host = 'unlisted.example') => decideRequest(ctx({ destination: name(host) }), facts({ authority: host, ...c }));
+    expect(doh({ contentType: 'application/dns-message', method: 'POST' })).toMatchObject({ kind: 'deny', answer: { reason: 'doh_denied' } });
+    expect(doh({ accept: 'application/dns-message' })).toMatchObject({ kind: 'deny', answer: { reason: 'doh_denied' } });
+    expect(doh({ path: '/dns-query?dns=AAAB' })).toMatchObject({ kind: 'deny', answer: { reason: 'doh_denied' } });
+    expect(doh({}, 'cloudflare-dns.com')).toMatchObject({ kind: 'deny', answer: { reason: 'doh_denied' } });
+    expect(doh({ path: '/dns-query' }, 'dns.google')).toMatchObject({ kind: 'forward' });
+    // A host a rule names explicitly may carry DoH-looking requests.
+    expect(doh({ accept: 'application/dns-message' }, 'api.example.com')).toMatchObject({ kind: 'forward' });
+  });
+});
