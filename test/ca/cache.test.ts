@@ -1,0 +1,141 @@
+// Minting and caching of secure contexts: one mint per name under concurrency, a bounded LRU,
+// expiry before the leaf does, leaves clamped to the CA, name validation, and close().
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { createCa, loadCa, parseLeafName } from '../../src/ca/index.js';
+import { rejection, tempDir } from './helpers.js';
+
+const DAY = 86_400_000;
+
+describe('secureContextFor', () => {
+  it('mints once for concurrent first requests of one host and shares the result', async () => {
+    const ca = await createCa({ dir: join(await tempDir(), 'ca'), workspace: 'w' });
+    const contexts = await Promise.all(Array.from({ length: 50 }, () => ca.secureContextFor('api.example.test')));
+    expect(new Set(contexts).size).toBe(1);
+    expect(ca.stats()).toMatchObject({ minted: 1, coalesced: 49, cacheHits: 0, inFlight: 0, cacheSize: 1 });
+    expect(await ca.secureContextFor('api.example.test')).toBe(contexts[0]);
+    expect(ca.stats()).toMatchObject({ minted: 1, cacheHits: 1 });
+    ca.close();
+  });
+
+  it('mints distinct hosts concurrently without one waiting for a cache slot of another', async () => {
+    const ca = await createCa({ dir: join(await tempDir(), 'ca'), workspace: 'w' });
+    const names = Array.from({ length: 20 }, (_, i) => `h${i}.example.test`);
+    const contexts = await Promise.all(names.map((n) => ca.secureContextFor(n)));
+    expect(new Set(contexts).size).toBe(20);
+    expect(ca.stats()).toMatchObject({ minted: 20, cacheSize: 20 });
+    ca.close();
+  });
+
+  it('evicts the least recently used context beyond the cap', async () => {
+    const ca = await createCa({ dir: join(await tempDir(), 'ca'), workspace: 'w', cacheSize: 3 });
+    const a = await ca.secureContextFor('a.test');
+    await ca.secureContextFor('b.test');
+    await ca.secureContextFor('c.test');
+    expect(await ca.secureContextFor('a.test')).toBe(a); // a is now the most recent
+    await ca.secureContextFor('d.test'); // evicts b
+    expect(ca.stats()).toMatchObject({ minted: 4, cacheSize: 3, evictions: 1, cacheHits: 1 });
+    expect(await ca.secureContextFor('a.test')).toBe(a);
+    await ca.secureContextFor('b.test');
+    expect(ca.stats()).toMatchObject({ minted: 5, evictions: 2 });
+    ca.close();
+  });
+
+  it('re-mints a cached host a day before its 7-day leaf expires, not after', async () => {
+    let now = Date.now();
+    const ca = await createCa({ dir: join(await tempDir(), 'ca'), workspace: 'w', now: () => now });
+    const first = await ca.secureContextFor('api.example.test');
+    now += 5 * DAY;
+    expect(await ca.secureContextFor('api.example.test')).toBe(first);
+    now += 1.5 * DAY; // 6.5 days: inside the last day of the leaf
+    expect(await ca.secureContextFor('api.example.test')).not.toBe(first);
+    expect(ca.stats().minted).toBe(2);
+    ca.close();
+  });
+
+  it('refuses to mint once the CA has expired, naming rotate as the fix', async () => {
+    let now = Date.now();
+    const dir = join(await tempDir(), 'ca');
+    const ca = await createCa({ dir, workspace: 'w', validityDays: 2, now: () => now });
+    now += 3 * DAY;
+    const err = await rejection(() => ca.secureContextFor('api.example.test'));
+    expect(err).toMatchObject({ kind: 'invalid', code: 'ca.expired' });
+    expect(err.remediation).toContain('microagent ca rotate');
+    ca.close();
+  });
+
+  it('rejects calls after close()', async () => {
+    const ca = await createCa({ dir: join(await tempDir(), 'ca'), workspace: 'w' });
+    await ca.secureContextFor('a.test');
+    ca.close();
+    expect(await rejection(() => ca.secureContextFor('a.test'))).toMatchObject({ kind: 'invalid', code: 'ca.closed' });
+    expect(ca.stats().cacheSize).toBe(0);
+  });
+
+  it('gives each CA instance its own leaf key, generated at load', async () => {
+    const dir = join(await tempDir(), 'ca');
+    const a = await createCa({ dir, workspace: 'w' });
+    const b = await loadCa({ dir });
+    // Contexts are opaque; the served key is checked in tls.test.ts. Here: separate caches.
+    await a.secureContextFor('x.test');
+    expect(b.stats().cacheSize).toBe(0);
+    a.close();
+    b.close();
+  });
+
+  it.each([
+    ['', 'empty'],
+    ['*.example.test', 'wildcard'],
+    ['a.*.test', 'infix wildcard'],
+    ['API.example.test', 'not lowercased'],
+    ['example.test.', 'trailing dot'],
+    ['a..b', 'empty label'],
+    [`${'a'.repeat(64)}.test`, 'label too long'],
+    [`${'a.'.repeat(127)}ab`, 'name too long'],
+    ['-a.test', 'leading hyphen'],
+    ['a-.test', 'trailing hyphen'],
+    ['bücher.example', 'not punycode'],
+    ['../../etc/passwd', 'path traversal'],
+    ['a/b', 'slash'],
+    ['a b', 'space'],
+    ['a\u0000b', 'NUL'],
+    ['127.1', 'short IPv4 spelling'],
+    ['0x7f.0.0.1', 'hex IPv4 spelling'],
+    ['1.2.3.04', 'octal-looking IPv4'],
+    ['[::1]', 'bracketed IPv6'],
+    ['fe80::1%eth0', 'zone id'],
+    ['0:0:0:0:0:0:0:1', 'uncompressed IPv6'],
+    ['::FFFF:1.2.3.4', 'uppercase IPv6'],
+  ])('rejects %j (%s) with invalid/ca.invalid_name and mints nothing', async (name) => {
+    expect(() => parseLeafName(name)).toThrow(expect.objectContaining({ kind: 'invalid', code: 'ca.invalid_name' }));
+  });
+
+  it.each([
+    ['api.example.test', 'dns'],
+    ['localhost', 'dns'],
+    ['xn--bcher-kva.example', 'dns'],
+    ['_dmarc.example.test', 'dns'],
+    ['a1-b2.c3', 'dns'],
+    ['127.0.0.1', 'ip'],
+    ['10.0.2.2', 'ip'],
+    ['::1', 'ip'],
+    ['2001:db8::1', 'ip'],
+    ['::ffff:102:304', 'ip'],
+  ])('accepts %j as %s', (name, kind) => {
+    expect(parseLeafName(name)).toEqual({ kind, name });
+  });
+
+  it('a rejected name reaches neither the cache nor the signer', async () => {
+    const ca = await createCa({ dir: join(await tempDir(), 'ca'), workspace: 'w' });
+    expect(await rejection(() => ca.secureContextFor('*.example.test'))).toMatchObject({ code: 'ca.invalid_name' });
+    expect(ca.stats()).toMatchObject({ minted: 0, cacheSize: 0, inFlight: 0 });
+    ca.close();
+  });
+
+  it('rejects a nonsensical cache size or leaf lifetime', async () => {
+    const dir = join(await tempDir(), 'ca');
+    (await createCa({ dir, workspace: 'w' })).close();
+    expect(await rejection(() => loadCa({ dir, cacheSize: 0 }))).toMatchObject({ kind: 'invalid', code: 'ca.invalid_option' });
+    expect(await rejection(() => loadCa({ dir, leafValidityDays: 0 }))).toMatchObject({ kind: 'invalid', code: 'ca.invalid_option' });
+  });
+});

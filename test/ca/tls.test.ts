@@ -1,0 +1,170 @@
+// Leaf certificates verified the way clients will verify them: real TLS handshakes from Node and
+// curl against the CA certificate only, and openssl's reading of the CA and leaf extensions.
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { checkServerIdentity, connect, type PeerCertificate } from 'node:tls';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createCa, type CertificateAuthority } from '../../src/ca/index.js';
+import { run, startTlsOrigin, tempDir, type TlsOrigin } from './helpers.js';
+
+let ca: CertificateAuthority;
+let dir: string;
+const origins: TlsOrigin[] = [];
+
+beforeEach(async () => {
+  dir = join(await tempDir(), 'ca');
+  ca = await createCa({ dir, workspace: 'tls-test' });
+});
+afterEach(async () => {
+  ca.close();
+  await Promise.all(origins.splice(0).map((o) => o.close()));
+});
+
+async function origin(options: Parameters<typeof startTlsOrigin>[0]): Promise<number> {
+  const o = await startTlsOrigin(options);
+  origins.push(o);
+  return o.port;
+}
+
+/** Handshakes with Node's TLS client trusting only `caPem`; resolves with the verified peer certificate. */
+function nodeHandshake(port: number, servername: string | undefined, caPem: string): Promise<PeerCertificate> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port, ca: caPem, ...(servername === undefined ? {} : { servername }) }, () => {
+      const peer = socket.getPeerCertificate();
+      socket.destroy();
+      resolve(peer);
+    });
+    socket.on('error', reject);
+  });
+}
+
+/** The leaf the origin serves for `servername`, as PEM, via openssl s_client. */
+async function servedLeafPem(port: number, servername: string): Promise<string> {
+  const r = await run('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', servername], { input: '' });
+  const pem = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(r.stdout)?.[0];
+  if (pem === undefined) throw new Error(`openssl s_client printed no certificate: ${r.stderr}`);
+  return pem + '\n';
+}
+
+describe('leaf certificates in real handshakes', () => {
+  it('Node verifies a DNS leaf served through sniCallback against the CA alone', async () => {
+    const port = await origin({ SNICallback: ca.sniCallback() });
+    const peer = await nodeHandshake(port, 'api.example.test', ca.certPem);
+    expect(peer.subjectaltname).toBe('DNS:api.example.test');
+    expect(peer.issuer.CN).toBe('microagent CA tls-test');
+  });
+
+  it('Node rejects the leaf when it trusts a different CA', async () => {
+    const other = await createCa({ dir: join(await tempDir(), 'ca'), workspace: 'other' });
+    const port = await origin({ SNICallback: ca.sniCallback() });
+    await expect(nodeHandshake(port, 'api.example.test', other.certPem)).rejects.toMatchObject({ code: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' });
+    other.close();
+  });
+
+  it('Node rejects a leaf minted for another name (hostname check uses the SAN)', async () => {
+    const port = await origin({ defaultContext: await ca.secureContextFor('other.example.test') });
+    await expect(nodeHandshake(port, 'api.example.test', ca.certPem)).rejects.toMatchObject({ code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
+  });
+
+  it('curl verifies a DNS leaf with --cacert and --resolve', async () => {
+    const caPath = join(dir, 'ca.pem');
+    const port = await origin({ SNICallback: ca.sniCallback() });
+    const r = await run('curl', ['-sS', '--cacert', caPath, '--resolve', `api.example.test:${port}:127.0.0.1`, `https://api.example.test:${port}/`]);
+    expect(r).toMatchObject({ code: 0, stdout: 'origin ok' });
+  });
+
+  it('curl fails verification without the CA (the leaf is not trusted by accident)', async () => {
+    const port = await origin({ SNICallback: ca.sniCallback() });
+    const empty = join(await tempDir(), 'empty.pem');
+    const other = await createCa({ dir: join(await tempDir(), 'ca'), workspace: 'other' });
+    await writeFile(empty, other.certPem);
+    const r = await run('curl', ['-sS', '--cacert', empty, '--resolve', `api.example.test:${port}:127.0.0.1`, `https://api.example.test:${port}/`]);
+    expect(r.code).toBe(60);
+    other.close();
+  });
+
+  it('curl verifies an IPv4 leaf (SAN iPAddress) for https://127.0.0.1', async () => {
+    const port = await origin({ defaultContext: await ca.secureContextFor('127.0.0.1') });
+    const r = await run('curl', ['-sS', '--cacert', join(dir, 'ca.pem'), `https://127.0.0.1:${port}/`]);
+    expect(r).toMatchObject({ code: 0, stdout: 'origin ok' });
+  });
+
+  it('Node verifies an IPv6 leaf by its iPAddress SAN', async () => {
+    const port = await origin({ defaultContext: await ca.secureContextFor('::1') });
+    // The origin listens on 127.0.0.1; checkServerIdentity is what matters: it must accept ::1.
+    const peer = await new Promise<PeerCertificate>((resolve, reject) => {
+      const checkAsIpv6 = (_host: string, cert: PeerCertificate) => checkServerIdentity('::1', cert);
+      const socket = connect({ host: '127.0.0.1', port, ca: ca.certPem, checkServerIdentity: checkAsIpv6 }, () => {
+        resolve(socket.getPeerCertificate());
+        socket.destroy();
+      });
+      socket.on('error', reject);
+    });
+    expect(peer.subjectaltname).toBe('IP Address:0:0:0:0:0:0:0:1');
+  });
+
+  it('an sniCallback with an authorisation check fails the handshake for names it did not authorise', async () => {
+    const port = await origin({ SNICallback: ca.sniCallback((name) => name === 'allowed.example.test') });
+    await expect(nodeHandshake(port, 'allowed.example.test', ca.certPem)).resolves.toMatchObject({ subjectaltname: 'DNS:allowed.example.test' });
+    await expect(nodeHandshake(port, 'denied.example.test', ca.certPem)).rejects.toThrow();
+    expect(ca.stats().minted).toBe(1);
+  });
+
+  it('an SNI that is not a normalised name fails the handshake and mints nothing', async () => {
+    const port = await origin({ SNICallback: ca.sniCallback() });
+    await expect(nodeHandshake(port, 'API.Example.test', ca.certPem)).rejects.toThrow();
+    expect(ca.stats().minted).toBe(0);
+  });
+});
+
+describe('what openssl reads in the certificates', () => {
+  it('the CA: CA:TRUE pathlen 0 critical, keyCertSign+cRLSign critical, SKI, ECDSA P-256, workspace in subject', async () => {
+    const r = await run('openssl', ['x509', '-in', join(dir, 'ca.pem'), '-noout', '-text']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/Subject: CN ?= ?microagent CA tls-test, O ?= ?microagent/);
+    expect(r.stdout).toMatch(/Issuer: CN ?= ?microagent CA tls-test, O ?= ?microagent/);
+    expect(r.stdout).toMatch(/X509v3 Basic Constraints: critical\s+CA:TRUE, pathlen:0/);
+    expect(r.stdout).toMatch(/X509v3 Key Usage: critical\s+Certificate Sign, CRL Sign/);
+    expect(r.stdout).toMatch(/X509v3 Subject Key Identifier:\s+([0-9A-F]{2}:){19}[0-9A-F]{2}/);
+    expect(r.stdout).toContain('ASN1 OID: prime256v1');
+    expect(r.stdout).toContain('Signature Algorithm: ecdsa-with-SHA256');
+  });
+
+  it('a leaf: serverAuth EKU, SAN, CA:FALSE, AKI = CA SKI, 7 days backdated 1h, 128-bit random serial, verifies', async () => {
+    const port = await origin({ SNICallback: ca.sniCallback() });
+    const before = Date.now();
+    const leafPath = join(dir, '..', 'leaf.pem');
+    await writeFile(leafPath, await servedLeafPem(port, 'api.example.test'));
+    const text = (await run('openssl', ['x509', '-in', leafPath, '-noout', '-text'])).stdout;
+    expect(text).toMatch(/X509v3 Extended Key Usage:\s+TLS Web Server Authentication\n/);
+    expect(text).toMatch(/X509v3 Subject Alternative Name:\s+DNS:api\.example\.test\n/);
+    expect(text).toMatch(/X509v3 Basic Constraints: critical\s+CA:FALSE/);
+    expect(text).toMatch(/X509v3 Key Usage: critical\s+Digital Signature\n/);
+    const caText = (await run('openssl', ['x509', '-in', join(dir, 'ca.pem'), '-noout', '-text'])).stdout;
+    const ski = /X509v3 Subject Key Identifier:\s+(\S+)/.exec(caText)?.[1];
+    expect(ski).toBeDefined();
+    expect(text).toContain(ski);
+    const dates = (await run('openssl', ['x509', '-in', leafPath, '-noout', '-startdate', '-enddate', '-serial'])).stdout;
+    const notBefore = Date.parse(/notBefore=(.+)/.exec(dates)?.[1] ?? '');
+    const notAfter = Date.parse(/notAfter=(.+)/.exec(dates)?.[1] ?? '');
+    expect(before - notBefore).toBeGreaterThanOrEqual(3_600_000 - 2_000);
+    expect(before - notBefore).toBeLessThan(3_600_000 + 60_000);
+    expect(Math.round((notAfter - before) / 3_600_000)).toBe(7 * 24);
+    expect(/serial=([0-9A-F]+)/.exec(dates)?.[1]).toMatch(/^[0-9A-F]{32}$/);
+    const verify = await run('openssl', ['verify', '-CAfile', join(dir, 'ca.pem'), '-purpose', 'sslserver', leafPath]);
+    expect(verify).toMatchObject({ code: 0, stdout: `${leafPath}: OK\n` });
+  });
+
+  it('two leaves for one CA share the leaf key but get distinct serials', async () => {
+    const port = await origin({ SNICallback: ca.sniCallback() });
+    const a = join(dir, '..', 'a.pem');
+    const b = join(dir, '..', 'b.pem');
+    await writeFile(a, await servedLeafPem(port, 'a.example.test'));
+    await writeFile(b, await servedLeafPem(port, 'b.example.test'));
+    const pub = async (p: string) => (await run('openssl', ['x509', '-in', p, '-noout', '-pubkey'])).stdout;
+    const serial = async (p: string) => (await run('openssl', ['x509', '-in', p, '-noout', '-serial'])).stdout;
+    expect(await pub(a)).toBe(await pub(b));
+    expect(await pub(a)).not.toBe(await pub(join(dir, 'ca.pem')));
+    expect(await serial(a)).not.toBe(await serial(b));
+  });
+});
