@@ -58,6 +58,18 @@ class GrowingFile {
   }
 }
 
+/** Sealed segments numbered after `after`, oldest first, with their inodes. */
+async function segmentsAfter(path: string, after: number): Promise<{ n: number; file: string; ino: number }[]> {
+  const { lastSegment } = await listLogFiles(path);
+  const found: { n: number; file: string; ino: number }[] = [];
+  for (let n = after + 1; n <= lastSegment; n++) {
+    const file = segmentPath(path, n);
+    const st = await stat(file).catch(() => null);
+    if (st !== null) found.push({ n, file, ino: st.ino });
+  }
+  return found;
+}
+
 export async function* tailAuditLog(path: string, options: TailOptions = {}): AsyncGenerator<LocatedRecord> {
   const keep = options.lines ?? 10;
   const pollMs = options.pollMs ?? 100;
@@ -66,9 +78,9 @@ export async function* tailAuditLog(path: string, options: TailOptions = {}): As
     history.push(r);
     if (history.length > keep) history.shift();
   };
-  const { lastSegment } = await listLogFiles(path);
-  if (lastSegment > 0 && keep > 0) {
-    const sealed = segmentPath(path, lastSegment);
+  let { lastSegment: seenSegment } = await listLogFiles(path);
+  if (seenSegment > 0 && keep > 0) {
+    const sealed = segmentPath(path, seenSegment);
     for await (const l of readFileLines(sealed)) if (l.terminated) remember(parseRecordLine(sealed, l));
   }
   let current = await GrowingFile.open(path);
@@ -80,20 +92,34 @@ export async function* tailAuditLog(path: string, options: TailOptions = {}): As
       if (current !== null) yield* current.lines();
       const now = await stat(path).catch(() => null);
       if (current === null || now === null || now.ino !== current.ino) {
+        const oldIno = current?.ino ?? null;
         if (current !== null) {
           // Rotated: the renamed file may hold records written after our last read.
           yield* current.lines();
           await current.close();
           current = null;
         }
-        if (now !== null) {
-          current = await GrowingFile.open(path);
+        if (now === null) {
+          await pause(pollMs, options.signal);
           continue;
         }
+        current = await GrowingFile.open(path);
+        // Segments sealed between our old file and the new active one (fast rotation) are read whole.
+        for (const seg of await segmentsAfter(path, seenSegment)) {
+          if (seg.ino === current?.ino) break;
+          seenSegment = seg.n;
+          if (seg.ino === oldIno) continue;
+          for await (const l of readFileLines(seg.file)) if (l.terminated) yield parseRecordLine(seg.file, l);
+        }
+        continue;
       }
-      await sleep(pollMs, undefined, options.signal === undefined ? {} : { signal: options.signal }).catch(() => undefined);
+      await pause(pollMs, options.signal);
     }
   } finally {
     await current?.close();
   }
+}
+
+function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return sleep(ms, undefined, signal === undefined ? {} : { signal }).catch(() => undefined);
 }

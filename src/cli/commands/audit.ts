@@ -133,7 +133,7 @@ function tailLine(r: AuditRecord): string {
 
 const tail: Command = {
   name: 'audit tail',
-  summary: 'Show the last records of an audit log; with -f keep following it across rotations until interrupted',
+  summary: 'Show the last records of an audit log; with -f keep following it across rotations until interrupted (--json -f: one record per line)',
   usage: 'LOG [-f] [-n N]',
   async run(args, ctx) {
     const { values, positionals } = parseCommandArgs(tail, args, {
@@ -143,10 +143,16 @@ const tail: Command = {
     const path = onePath(tail, positionals);
     const lines = Number(values.lines);
     if (!Number.isInteger(lines) || lines < 0) throw usageError('audit tail: -n must be a whole number', `usage: microagent audit tail ${tail.usage}`);
+    if (!values.follow) {
+      const records: AuditRecord[] = [];
+      for await (const located of tailAuditLog(path, { lines })) records.push(located.record);
+      return { result: records, human: records.map(tailLine).join('\n') };
+    }
+    // Following: stream as records arrive (the records' own JSON lines unless a person is reading).
     const stop = new AbortController();
     void ctx.interrupted.then(() => stop.abort());
     let count = 0;
-    for await (const located of tailAuditLog(path, { lines, follow: values.follow, signal: stop.signal })) {
+    for await (const located of tailAuditLog(path, { lines, follow: true, signal: stop.signal })) {
       count++;
       ctx.out.stream(ctx.out.mode === 'ux' ? tailLine(located.record) : located.text);
     }

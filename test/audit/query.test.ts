@@ -1,0 +1,151 @@
+/** query, summary and tail over a real log, through the API and the CLI (table, CSV, --json, tail -f). */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  openAuditLog,
+  queryAuditLog,
+  summarizeAuditLog,
+  tailAuditLog,
+  type AuditRecord,
+  type LocatedRecord,
+} from '../../src/audit/index.js';
+import { cli, cliProcess, decision, tempDir, until, writeLog } from './helpers.js';
+
+let dir: ReturnType<typeof tempDir>;
+let log: string;
+beforeEach(async () => {
+  dir = tempDir();
+  log = join(dir.path, 'audit.jsonl');
+});
+afterEach(() => dir.cleanup());
+
+const conns = (rs: readonly AuditRecord[]) => rs.map((r) => (r as { conn?: string }).conn);
+
+describe('query', () => {
+  beforeEach(async () => {
+    const audit = await openAuditLog({ path: log, workspace: 'ws-audit', rotateBytes: 4096 });
+    for (let i = 0; i < 50; i++) await audit.append(decision(i));
+    await audit.append({ event: 'dns.query', name: 'evil.example', qtype: 'A', transport: 'udp', answers: 0, upstream_ms: null, cached: false, rcode: 'REFUSED', verdict: 'deny', rule: 'block-evil', reason: 'rule_deny', signals: [], mode: 'guarded', policy_hash: 'sha256:x' });
+    await audit.append({ event: 'lifecycle.stop', state: 'stopped' });
+    await audit.close();
+  });
+
+  it('filters by verdict, host glob, rule, event glob and time, across segments', async () => {
+    const denied = await queryAuditLog(log, { verdict: 'deny' });
+    expect(denied).toHaveLength(21); // 10 evil.example, 10 metadata IP, 1 DNS
+    expect(await queryAuditLog(log, { host: '*.EXAMPLE' })).toHaveLength(11);
+    expect(conns(await queryAuditLog(log, { host: '169.254.*', event: 'egress.*' }))).toEqual(
+      Array.from({ length: 10 }, (_, k) => `c${k * 5 + 3}`),
+    );
+    expect(await queryAuditLog(log, { rule: 'block-evil', event: 'dns.query' })).toMatchObject([{ name: 'evil.example' }]);
+    expect(await queryAuditLog(log, { event: 'lifecycle.*' })).toMatchObject([{ state: 'stopped' }]);
+    expect(await queryAuditLog(log, { since: '1h' })).toHaveLength(52);
+    expect(await queryAuditLog(log, { until: '2000-01-01' })).toHaveLength(0);
+    expect(await queryAuditLog(log, { since: new Date(Date.now() + 60_000) })).toHaveLength(0);
+    await expect(queryAuditLog(log, { since: 'yesterday' })).rejects.toMatchObject({ code: 'audit.bad_query' });
+  });
+
+  it('the CLI prints a table, CSV, or a JSON array', () => {
+    const human = cli(['audit', 'query', log, '--verdict', 'deny', '--host', 'evil.*']);
+    expect(human.code).toBe(0);
+    expect(human.stdout.split('\n')[0]).toMatch(/^seq\s+ts\s+event\s+verdict\s+destination\s+rule\s+reason$/);
+    expect(human.stdout).toContain('evil.example:443');
+    expect(human.stdout).toContain('11 record(s)');
+    const csv = cli(['audit', 'query', log, '--rule', 'block-evil', '--csv']);
+    const rows = csv.stdout.trim().split('\n');
+    expect(rows[0]).toBe('seq,ts,event,verdict,destination,rule,reason');
+    expect(rows).toHaveLength(12);
+    expect(rows[1]).toMatch(/^3,\S+Z,egress\.decision,deny,evil\.example:443,block-evil,rule_deny$/);
+    const json = cli(['audit', 'query', log, '--event', 'dns.*', '--json']);
+    expect(JSON.parse(json.stdout)).toMatchObject([{ event: 'dns.query', name: 'evil.example', verdict: 'deny' }]);
+    const bad = cli(['audit', 'query', log, '--verdict', 'maybe']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--verdict must be one of');
+  });
+});
+
+describe('summary', () => {
+  it('counts verdicts and events, ranks denied hosts and finds rules that never fired', async () => {
+    await writeLog({ path: log }, 50);
+    const policy = join(dir.path, 'policy.yaml');
+    writeFileSync(
+      policy,
+      [
+        'version: 1',
+        'mode: guarded',
+        'rules:',
+        '  - id: allow-dev',
+        '    action: allow',
+        '    hosts: [api.github.com, pypi.org, registry.npmjs.org]',
+        '  - id: block-evil',
+        '    action: deny',
+        '    hosts: [evil.example]',
+        '  - id: unused-rule',
+        '    action: allow',
+        '    hosts: [never.example.org]',
+        '',
+      ].join('\n'),
+    );
+    const s = await summarizeAuditLog(log, { policyRuleIds: ['allow-dev', 'block-evil', 'unused-rule'] });
+    expect(s).toMatchObject({
+      records: 50,
+      byVerdict: { allow: 30, deny: 20 },
+      byEvent: { 'egress.decision': 50 },
+      ruleHits: [{ rule: 'allow-dev', count: 30 }, { rule: 'block-evil', count: 10 }],
+      neverFired: ['unused-rule'],
+    });
+    expect(s.topDeniedHosts).toEqual([{ host: '169.254.169.254', count: 10 }, { host: 'evil.example', count: 10 }]);
+    const run = cli(['audit', 'summary', log, '--policy', policy]);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/rules that never fired:\n {2}unused-rule/);
+    expect(run.stdout).toContain('evil.example: 10');
+    expect(JSON.parse(cli(['audit', 'summary', log, '--json']).stdout)).toMatchObject({ records: 50, byVerdict: { deny: 20 } });
+  });
+});
+
+describe('tail', () => {
+  it('shows the last N records', async () => {
+    await writeLog({ path: log, rotateBytes: 2048 }, 30);
+    const got: LocatedRecord[] = [];
+    for await (const r of tailAuditLog(log, { lines: 5 })) got.push(r);
+    expect(got.map((r) => r.record.seq)).toEqual([26, 27, 28, 29, 30]);
+    const run = cli(['audit', 'tail', log, '-n', '3', '--json']);
+    expect((JSON.parse(run.stdout) as AuditRecord[]).map((r) => r.seq)).toEqual([28, 29, 30]);
+    expect(cli(['audit', 'tail', log, '-n', '2']).stdout).toMatch(/^29 .*\n30 .*egress\.decision/);
+  });
+
+  it('follows new records across rotations until aborted', async () => {
+    const audit = await openAuditLog({ path: log, workspace: 'ws-audit', rotateBytes: 2048 });
+    for (let i = 0; i < 3; i++) await audit.append(decision(i));
+    const stop = new AbortController();
+    const seen: number[] = [];
+    const following = (async () => {
+      for await (const r of tailAuditLog(log, { lines: 2, follow: true, signal: stop.signal, pollMs: 20 })) seen.push(r.record.seq);
+    })();
+    await until(() => seen.length === 2, 'history');
+    for (let i = 3; i < 60; i++) await audit.append(decision(i)); // ~12 rotations
+    await until(() => seen.length === 59, 'followed records');
+    stop.abort();
+    await following;
+    await audit.close();
+    expect(seen).toEqual(Array.from({ length: 59 }, (_, k) => k + 2));
+  });
+
+  it('the CLI tail -f streams records as they are written and stops on SIGINT', async () => {
+    const audit = await openAuditLog({ path: log, workspace: 'ws-audit', rotateBytes: 4096 });
+    await audit.append(decision(0));
+    const child = cliProcess(['audit', 'tail', log, '-f', '--json']);
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await until(() => out.includes('"seq":1,'), 'the history line');
+    for (let i = 1; i < 40; i++) await audit.append(decision(i));
+    await until(() => out.includes('"seq":40,'), 'the followed lines');
+    child.kill('SIGINT');
+    expect(await exited).toBe(0);
+    await audit.close();
+    const seqs = out.split('\n').filter((l) => l.startsWith('{"v"')).map((l) => (JSON.parse(l) as AuditRecord).seq);
+    expect(seqs).toEqual(Array.from({ length: 40 }, (_, k) => k + 1));
+  });
+});
