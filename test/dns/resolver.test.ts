@@ -18,8 +18,8 @@ describe('workspace resolver', () => {
     upstream.set('other.test', 'A', [a('other.test', '192.0.2.11', 300)]);
     const resolver = createWorkspaceResolver({ upstreams: [upstream.address], timeoutMs: 500, retries: 0 });
     const first = await resolver.query('web.test', 1);
-    expect(first).toMatchObject({ rcode: 0, cached: false, ttl: 300 });
-    expect(first.answers.map((r) => (r as { data: string }).data)).toEqual(['192.0.2.10']);
+    expect(first).toMatchObject({ upstream: { rcode: 0 }, cached: false, ttl: 300 });
+    expect(first.upstream.answers.map((r) => (r as { data: string }).data)).toEqual(['192.0.2.10']);
     const second = await resolver.query('web.test', 1);
     expect(second).toMatchObject({ cached: true, upstreamMs: null });
     expect(upstream.count('web.test')).toBe(1);
@@ -34,7 +34,7 @@ describe('workspace resolver', () => {
     upstream.behave('big.test', { kind: 'truncate_udp' });
     const resolver = createWorkspaceResolver({ upstreams: [upstream.address], timeoutMs: 500, retries: 0 });
     const answer = await resolver.query('big.test', 1);
-    expect(answer.answers).toHaveLength(2);
+    expect(answer.upstream.answers).toHaveLength(2);
     expect(upstream.received.map((q) => q.transport)).toEqual(['udp', 'tcp']);
   });
 
@@ -48,7 +48,7 @@ describe('workspace resolver', () => {
     second.set('slow.test', 'A', [a('slow.test', '192.0.2.30')]);
     try {
       const failover = createWorkspaceResolver({ upstreams: [upstream.address, second.address], timeoutMs: 200, retries: 1 });
-      expect((await failover.query('slow.test', 1)).answers).toHaveLength(1);
+      expect((await failover.query('slow.test', 1)).upstream.answers).toHaveLength(1);
     } finally {
       await second.close();
     }
@@ -59,7 +59,7 @@ describe('workspace resolver', () => {
     upstream.behave('same.test', { kind: 'delay', ms: 100 });
     const resolver = createWorkspaceResolver({ upstreams: [upstream.address], timeoutMs: 1000, retries: 0 });
     const answers = await Promise.all(Array.from({ length: 20 }, () => resolver.query('same.test', 1)));
-    expect(answers.every((r) => r.answers.length === 1)).toBe(true);
+    expect(answers.every((r) => r.upstream.answers.length === 1)).toBe(true);
     expect(upstream.count('same.test')).toBe(1);
   });
 
@@ -84,9 +84,9 @@ describe('workspace resolver', () => {
   it('caches negative answers by the SOA minimum', async () => {
     const resolver = createWorkspaceResolver({ upstreams: [upstream.address], timeoutMs: 500, retries: 0 });
     const missing = await resolver.query('missing.test', 1);
-    expect(missing).toMatchObject({ rcode: 3, ttl: 5 });
-    expect(missing.authorities).toHaveLength(1);
-    expect(await resolver.query('missing.test', 1)).toMatchObject({ rcode: 3, cached: true });
+    expect(missing).toMatchObject({ upstream: { rcode: 3 }, ttl: 5 });
+    expect(missing.upstream.authorities).toHaveLength(1);
+    expect(await resolver.query('missing.test', 1)).toMatchObject({ upstream: { rcode: 3 }, cached: true });
   });
 
   it('lookup() returns A then AAAA through the same cache, for the egress proxy', async () => {

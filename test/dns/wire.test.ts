@@ -67,8 +67,8 @@ describe('responses', () => {
   it('echo the question, carry the answers and decode cleanly', () => {
     const q = parseQuery(encodeQuery('Mixed.Case.test', 'A', 31));
     if (q.kind !== 'query') throw new Error('unreachable');
-    const answers = encodeRecords([{ type: 'A', name: 'mixed.case.test', ttl: 99, class: 'IN', data: '192.0.2.1' }], () => 17);
-    const out = dnsPacket.decode(buildResponse({ query: q, rcode: 0, answerSection: answers, answerCount: 1 }));
+    const answers = encodeRecords([{ type: 'A', name: 'mixed.case.test', ttl: 99, class: 'IN', data: '192.0.2.1' }]);
+    const out = dnsPacket.decode(buildResponse({ query: q, rcode: 0, answers, ttl: 17 }));
     expect(out).toMatchObject({ id: 31, type: 'response', flag_rd: true, flag_ra: true });
     expect(out.questions?.[0]?.name).toBe('Mixed.Case.test');
     expect(out.answers?.[0]).toMatchObject({ data: '192.0.2.1', ttl: 17 });
@@ -78,7 +78,7 @@ describe('responses', () => {
     const q = parseQuery(encodeQuery('big.test', 'A', 5));
     if (q.kind !== 'query') throw new Error('unreachable');
     const many = Array.from({ length: 40 }, (_, i) => ({ type: 'A' as const, name: 'big.test', ttl: 1, class: 'IN' as const, data: `192.0.2.${i}` }));
-    const out = dnsPacket.decode(buildResponse({ query: q, rcode: 0, answerSection: encodeRecords(many, () => 1), answerCount: 40, maxLength: 512 }));
+    const out = dnsPacket.decode(buildResponse({ query: q, rcode: 0, answers: encodeRecords(many), ttl: 1, maxLength: 512 }));
     expect(out.flag_tc).toBe(true);
     expect(out.answers).toHaveLength(0);
   });

@@ -10,15 +10,17 @@ import type { Policy } from '../../policy/index.js';
 import type { Reason, Signal } from '../../policy/reasons.js';
 import { childLog } from '../../log.js';
 import type { ExfiltrationGuard } from './guard.js';
-import { admitQuery, filterAnswer, type QueryVerdict } from './query-step.js';
-import type { WorkspaceResolver } from './resolver.js';
+import { admitQuery, filterAnswer, type Admission, type QueryVerdict } from './query-step.js';
+import type { ResolvedAnswer, UpstreamAnswer, WorkspaceResolver } from './resolver.js';
 import {
   buildHeaderOnlyError,
   buildResponse,
   encodeRecords,
+  NO_RECORDS,
   parseQuery,
   qtypeName,
   RCODE,
+  type EncodedRecords,
   type ParsedQuery,
 } from './wire.js';
 
@@ -31,6 +33,20 @@ export interface AnswerContext {
   readonly audit: AuditSink;
   readonly resolver: WorkspaceResolver;
   readonly guard: ExfiltrationGuard;
+  /** Filtered, encoded answers per cached upstream answer (see prepareAnswer). */
+  readonly prepared: WeakMap<UpstreamAnswer, PreparedAnswer>;
+}
+
+/**
+ * An upstream answer filtered for this workspace under one policy, encoded once. Cached answers are
+ * immutable, so while the policy object is the same, every client asking gets these bytes (TTLs
+ * patched); a reload makes a new policy object and the next query re-filters.
+ */
+export interface PreparedAnswer {
+  readonly policy: Policy;
+  readonly signals: readonly Signal[];
+  readonly answers: EncodedRecords;
+  readonly authority: EncodedRecords;
 }
 
 const RCODE_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
@@ -116,7 +132,7 @@ export async function answerMessage(ctx: AnswerContext, message: Buffer, transpo
 }
 
 function respondEmpty(query: ParsedQuery, rcode: number, transport: Transport): Buffer {
-  return buildResponse({ query, rcode, answerSection: Buffer.alloc(0), answerCount: 0, ...udpCap(query, transport) });
+  return buildResponse({ query, rcode, answers: NO_RECORDS, ttl: 0, ...udpCap(query, transport) });
 }
 
 function udpCap(query: ParsedQuery, transport: Transport): { maxLength?: number } {
@@ -142,9 +158,9 @@ async function answerQuery(ctx: AnswerContext, query: ParsedQuery, transport: Tr
     return finish(outcome, () => respondEmpty(query, RCODE.REFUSED, transport));
   }
 
-  let resolved;
+  let resolved: ResolvedAnswer;
   try {
-    resolved = await ctx.resolver.query(query.name, query.qtype);
+    resolved = ctx.resolver.cached(query.name, query.qtype) ?? (await ctx.resolver.query(query.name, query.qtype));
   } catch (err) {
     log.warn({ err, name: query.name }, 'upstream resolvers failed; answering SERVFAIL');
     const verdict = { ...admission.verdict, reason: 'upstream_unreachable' as const };
@@ -153,28 +169,36 @@ async function answerQuery(ctx: AnswerContext, query: ParsedQuery, transport: Tr
     );
   }
 
-  const filtered = admission.filter
-    ? filterAnswer(policy, ctx.resolver.memory, query.name, resolved, admission.verdict)
-    : { answers: resolved.answers, signals: admission.verdict.signals };
-  const ttl = resolved.ttl;
+  const prepared = prepareAnswer(ctx, policy, query.name, admission, resolved);
+  const rcode = resolved.upstream.rcode;
   const outcome: Outcome = {
-    verdict: { ...admission.verdict, signals: filtered.signals },
-    rcode: resolved.rcode,
-    answers: filtered.answers.length,
+    verdict: { ...admission.verdict, signals: prepared.signals },
+    rcode,
+    answers: prepared.answers.count,
     upstreamMs: resolved.upstreamMs,
     cached: resolved.cached,
   };
   return finish(outcome, () =>
-    buildResponse({
-      query,
-      rcode: resolved.rcode,
-      answerSection: encodeRecords(filtered.answers, () => ttl),
-      answerCount: filtered.answers.length,
-      // The SOA of a negative answer tells the client how long to cache the absence (RFC 2308).
-      ...(filtered.answers.length === 0
-        ? { authoritySection: encodeRecords(resolved.authorities, () => ttl), authorityCount: resolved.authorities.length }
-        : {}),
-      ...udpCap(query, transport),
-    }),
+    buildResponse({ query, rcode, answers: prepared.answers, authority: prepared.authority, ttl: resolved.ttl, ...udpCap(query, transport) }),
   );
+}
+
+function prepareAnswer(
+  ctx: AnswerContext,
+  policy: Policy,
+  name: string,
+  admission: Extract<Admission, { kind: 'forward' }>,
+  resolved: ResolvedAnswer,
+): PreparedAnswer {
+  const memo = ctx.prepared.get(resolved.upstream);
+  if (memo !== undefined && memo.policy === policy) return memo;
+  const filtered = admission.filter
+    ? filterAnswer(policy, ctx.resolver.memory, name, resolved.upstream, resolved.ttl * 1000, admission.verdict)
+    : { answers: resolved.upstream.answers, signals: admission.verdict.signals };
+  const answers = encodeRecords(filtered.answers);
+  // The SOA of a negative answer tells the client how long to cache the absence (RFC 2308).
+  const authority = answers.count === 0 ? encodeRecords(resolved.upstream.authorities) : NO_RECORDS;
+  const prepared: PreparedAnswer = { policy, signals: filtered.signals, answers, authority };
+  ctx.prepared.set(resolved.upstream, prepared);
+  return prepared;
 }

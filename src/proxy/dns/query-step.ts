@@ -11,7 +11,7 @@ import type { Reason, Signal } from '../../policy/reasons.js';
 import { isDohResolverName } from './doh.js';
 import type { ExfiltrationGuard } from './guard.js';
 import type { AddressMemory } from './memory.js';
-import type { ResolvedAnswer } from './resolver.js';
+import type { UpstreamAnswer } from './resolver.js';
 import { isTypeNumber, RCODE, type ParsedQuery } from './wire.js';
 
 const TYPE_A = 1;
@@ -93,15 +93,15 @@ export function filterAnswer(
   policy: Policy,
   memory: AddressMemory,
   name: string,
-  resolved: ResolvedAnswer,
+  upstream: UpstreamAnswer,
+  ttlMs: number,
   verdict: QueryVerdict,
 ): FilteredAnswer {
   const signals = new Set<Signal>(verdict.signals);
   const kept: Answer[] = [];
   const wasPublic = memory.seenPublic(name);
-  const ttlMs = resolved.ttl * 1000;
   let sawPublic = false;
-  for (const record of resolved.answers) {
+  for (const record of upstream.answers) {
     if (isTypeNumber(record, TYPE_HTTPS) || isTypeNumber(record, TYPE_SVCB)) {
       signals.add('https_record_stripped');
       continue;

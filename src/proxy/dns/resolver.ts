@@ -34,12 +34,17 @@ export interface WorkspaceResolverOptions {
   readonly now?: () => number;
 }
 
-export interface ResolvedAnswer {
+/** One upstream answer as cached: immutable, so callers may memoise work keyed on its identity. */
+export interface UpstreamAnswer {
   /** The upstream's rcode (NOERROR, NXDOMAIN, SERVFAIL, ...). */
   readonly rcode: number;
   readonly answers: readonly Answer[];
   /** Kept for negative answers: the SOA tells the client how long to remember the absence. */
   readonly authorities: readonly Answer[];
+}
+
+export interface ResolvedAnswer {
+  readonly upstream: UpstreamAnswer;
   /** Seconds the answer stays valid from now (already clamped). */
   readonly ttl: number;
   readonly cached: boolean;
@@ -50,6 +55,8 @@ export interface ResolvedAnswer {
 export interface WorkspaceResolver extends HostResolver {
   /** Forwards one question (lowercased name, no trailing dot) through cache and coalescing. */
   query(name: string, qtype: number): Promise<ResolvedAnswer>;
+  /** The cached answer, synchronously, or undefined (the hot path skips a promise on hits). */
+  cached(name: string, qtype: number): ResolvedAnswer | undefined;
   /** What this workspace was given; the DNS server records into it after filtering answers. */
   readonly memory: AddressMemory;
   readonly upstreams: readonly UpstreamAddress[];
@@ -58,11 +65,6 @@ export interface WorkspaceResolver extends HostResolver {
 export const DEFAULT_CACHE_LIMITS: CacheLimits = { minTtl: 1, maxTtl: 3600, maxEntries: 10_000 };
 const NEGATIVE_TTL_WITHOUT_SOA = 30;
 
-interface CacheEntry {
-  readonly rcode: number;
-  readonly answers: readonly Answer[];
-  readonly authorities: readonly Answer[];
-}
 
 export function createWorkspaceResolver(options: WorkspaceResolverOptions = {}): WorkspaceResolver {
   const upstreams = (options.upstreams ?? systemUpstreams()).map(parseUpstream);
@@ -76,7 +78,7 @@ export function createWorkspaceResolver(options: WorkspaceResolverOptions = {}):
   const attempts = 1 + (options.retries ?? 1);
   const limits: CacheLimits = { ...DEFAULT_CACHE_LIMITS, ...options.cache };
   const now = options.now ?? Date.now;
-  const cache = createExpiringCache<CacheEntry>(limits.maxEntries, now);
+  const cache = createExpiringCache<UpstreamAnswer>(limits.maxEntries, now);
   const inflight = new Map<string, Promise<ResolvedAnswer>>();
   const memory = createAddressMemory(DEFAULT_MEMORY_LIMITS, now);
   let nextUpstream = 0;
@@ -89,15 +91,15 @@ export function createWorkspaceResolver(options: WorkspaceResolverOptions = {}):
       try {
         const { packet } = await exchangeWithUpstream(upstream, name, qtype, timeoutMs);
         const rcode = (packet.flags ?? 0) & 0xf;
-        const entry: CacheEntry = {
+        const upstreamAnswer: UpstreamAnswer = {
           rcode,
           answers: (packet.answers ?? []).filter((a) => a.type !== 'OPT'),
           authorities: (packet.authorities ?? []).filter((a) => a.type === 'SOA'),
         };
         const upstreamMs = performance.now() - started;
-        const ttl = cacheTtl(entry, limits);
-        if (ttl !== null && ttl > 0) cache.set(key, entry, ttl * 1000);
-        return { ...entry, ttl: ttl ?? 0, cached: false, upstreamMs };
+        const ttl = cacheTtl(upstreamAnswer, limits);
+        if (ttl !== null && ttl > 0) cache.set(key, upstreamAnswer, ttl * 1000);
+        return { upstream: upstreamAnswer, ttl: ttl ?? 0, cached: false, upstreamMs };
       } catch (err) {
         lastError = err;
       }
@@ -105,13 +107,16 @@ export function createWorkspaceResolver(options: WorkspaceResolverOptions = {}):
     throw lastError;
   }
 
+  function cached(name: string, qtype: number): ResolvedAnswer | undefined {
+    const hit = cache.get(`${name}|${qtype}`);
+    if (hit === undefined) return undefined;
+    return { upstream: hit.value, ttl: Math.max(0, Math.ceil((hit.expiresAt - now()) / 1000)), cached: true, upstreamMs: null };
+  }
+
   async function query(name: string, qtype: number): Promise<ResolvedAnswer> {
+    const hit = cached(name, qtype);
+    if (hit !== undefined) return hit;
     const key = `${name}|${qtype}`;
-    const hit = cache.get(key);
-    if (hit !== undefined) {
-      const ttl = Math.max(0, Math.ceil((hit.expiresAt - now()) / 1000));
-      return { ...hit.value, ttl, cached: true, upstreamMs: null };
-    }
     const running = inflight.get(key);
     if (running !== undefined) return running;
     const started = forward(name, qtype, key).finally(() => inflight.delete(key));
@@ -121,6 +126,7 @@ export function createWorkspaceResolver(options: WorkspaceResolverOptions = {}):
 
   return {
     query,
+    cached,
     memory,
     upstreams,
     namesForAddress: (ip) => memory.namesForAddress(ip),
@@ -130,7 +136,7 @@ export function createWorkspaceResolver(options: WorkspaceResolverOptions = {}):
       let failure: unknown = null;
       for (const result of results) {
         if (result.status === 'rejected') failure ??= result.reason;
-        else for (const a of result.value.answers) if (a.type === 'A' || a.type === 'AAAA') addresses.push(a.data);
+        else for (const a of result.value.upstream.answers) if (a.type === 'A' || a.type === 'AAAA') addresses.push(a.data);
       }
       if (addresses.length === 0 && failure !== null) throw failure;
       return addresses;
@@ -142,7 +148,7 @@ export function createWorkspaceResolver(options: WorkspaceResolverOptions = {}):
  * Seconds to cache an answer: its smallest record TTL, or for a negative answer the SOA's negative
  * TTL (RFC 2308), clamped to the limits. Null: not cacheable (SERVFAIL, REFUSED, ...).
  */
-function cacheTtl(entry: CacheEntry, limits: CacheLimits): number | null {
+function cacheTtl(entry: UpstreamAnswer, limits: CacheLimits): number | null {
   let ttl: number;
   if (entry.rcode === RCODE.NOERROR && entry.answers.length > 0) {
     ttl = Math.min(...entry.answers.map((a) => ('ttl' in a && a.ttl !== undefined ? a.ttl : 0)));

@@ -69,6 +69,7 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
     audit: options.audit,
     resolver: options.resolver,
     guard: createExfiltrationGuard(limits),
+    prepared: new WeakMap(),
   };
   const connections = new Set<Socket>();
   const closers: (() => Promise<void>)[] = [];

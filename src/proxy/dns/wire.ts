@@ -152,14 +152,25 @@ export function qtypeName(qtype: number): string {
   return TYPE_NAMES[qtype] ?? `TYPE${qtype}`;
 }
 
+/**
+ * Records encoded once (uncompressed, so they can follow any question) with the offsets of their TTL
+ * fields, so a cached answer is re-sent by copying bytes and patching TTLs, not re-encoding.
+ */
+export interface EncodedRecords {
+  readonly bytes: Buffer;
+  readonly count: number;
+  readonly ttlOffsets: readonly number[];
+}
+
+export const NO_RECORDS: EncodedRecords = { bytes: Buffer.alloc(0), count: 0, ttlOffsets: [] };
+
 export interface ResponseParts {
   readonly query: Pick<ParsedQuery, 'id' | 'questionBytes' | 'recursionDesired' | 'ednsPayload'>;
   readonly rcode: number;
-  /** Encoded answer records (see encodeRecords), already TTL-adjusted. */
-  readonly answerSection: Buffer;
-  readonly answerCount: number;
-  readonly authoritySection?: Buffer;
-  readonly authorityCount?: number;
+  readonly answers: EncodedRecords;
+  readonly authority?: EncodedRecords;
+  /** Seconds written into every record's TTL field. */
+  readonly ttl: number;
   /** UDP only: the largest datagram the client accepts. Longer responses go out empty with TC. */
   readonly maxLength?: number;
 }
@@ -168,27 +179,31 @@ const OPT_RECORD = Buffer.from([0, 0, TYPE_OPT, MAX_UDP_PAYLOAD >> 8, MAX_UDP_PA
 
 /** Builds a response: header, the client's question verbatim, answers, authority, and OPT if asked. */
 export function buildResponse(parts: ResponseParts): Buffer {
-  const { query } = parts;
-  const authority = parts.authoritySection ?? EMPTY;
+  const { query, answers } = parts;
+  const authority = parts.authority ?? NO_RECORDS;
   const withOpt = query.ednsPayload !== null;
   const length =
-    HEADER_LENGTH + query.questionBytes.length + parts.answerSection.length + authority.length + (withOpt ? OPT_RECORD.length : 0);
-  if (parts.maxLength !== undefined && length > parts.maxLength) {
-    return buildTruncated(parts);
-  }
+    HEADER_LENGTH + query.questionBytes.length + answers.bytes.length + authority.bytes.length + (withOpt ? OPT_RECORD.length : 0);
+  if (parts.maxLength !== undefined && length > parts.maxLength) return buildTruncated(parts);
   const out = Buffer.allocUnsafe(length);
-  writeHeader(out, query, parts.rcode, 0, parts.answerCount, parts.authorityCount ?? 0, withOpt ? 1 : 0);
+  writeHeader(out, query, parts.rcode, 0, answers.count, authority.count, withOpt ? 1 : 0);
   let offset = HEADER_LENGTH;
   offset += query.questionBytes.copy(out, offset);
-  offset += parts.answerSection.copy(out, offset);
-  offset += authority.copy(out, offset);
+  offset = copyRecords(out, offset, answers, parts.ttl);
+  offset = copyRecords(out, offset, authority, parts.ttl);
   if (withOpt) OPT_RECORD.copy(out, offset);
   return out;
 }
 
+function copyRecords(out: Buffer, offset: number, records: EncodedRecords, ttl: number): number {
+  records.bytes.copy(out, offset);
+  for (const ttlOffset of records.ttlOffsets) out.writeUInt32BE(ttl, offset + ttlOffset);
+  return offset + records.bytes.length;
+}
+
 /** An empty response with TC set: the client retries over TCP (RFC 1035 section 4.2.1). */
 function buildTruncated(parts: ResponseParts): Buffer {
-  const out = buildResponse({ query: parts.query, rcode: parts.rcode, answerSection: EMPTY, answerCount: 0 });
+  const out = buildResponse({ query: parts.query, rcode: parts.rcode, answers: NO_RECORDS, ttl: 0 });
   out.writeUInt16BE(out.readUInt16BE(2) | TC, 2);
   return out;
 }
@@ -219,25 +234,25 @@ export function buildHeaderOnlyError(failure: UnparseableQuery): Buffer {
   return out;
 }
 
-const EMPTY = Buffer.alloc(0);
-
 /** dns-packet's single-record codec, which its type declarations leave out. */
 const answerCodec = (dnsPacket as unknown as {
   answer: { encode: ((a: Answer, buf: Buffer, offset: number) => Buffer) & { bytes: number }; encodingLength(a: Answer): number };
 }).answer;
 
-/** Encodes records uncompressed, back to back, with their TTLs overridden by `ttlFor`. */
-export function encodeRecords(records: readonly Answer[], ttlFor: (record: Answer) => number): Buffer {
-  if (records.length === 0) return EMPTY;
-  const withTtl = records.map((r) => ({ ...r, ttl: ttlFor(r) }) as Answer);
-  const length = withTtl.reduce((sum, r) => sum + answerCodec.encodingLength(r), 0);
-  const out = Buffer.allocUnsafe(length);
+/** Encodes records back to back, uncompressed, noting where each TTL field is. */
+export function encodeRecords(records: readonly Answer[]): EncodedRecords {
+  if (records.length === 0) return NO_RECORDS;
+  const length = records.reduce((sum, r) => sum + answerCodec.encodingLength(r), 0);
+  const bytes = Buffer.alloc(length);
+  const ttlOffsets: number[] = [];
   let offset = 0;
-  for (const record of withTtl) {
-    answerCodec.encode(record, out, offset);
+  for (const record of records) {
+    answerCodec.encode(record, bytes, offset);
+    // Uncompressed owner name, then type (2) and class (2): the TTL follows.
+    ttlOffsets.push((skipName(bytes, offset) as number) + 4);
     offset += answerCodec.encode.bytes;
   }
-  return out;
+  return { bytes, count: records.length, ttlOffsets };
 }
 
 /** A query packet for upstream forwarding (random id chosen by the caller), with EDNS. */

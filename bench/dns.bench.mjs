@@ -1,0 +1,201 @@
+// DNS resolver throughput and latency, side by side with dnsmasq in the same run.
+// - cached: 100 names asked over and over (our cache vs dnsmasq answering the same zone locally);
+// - misses: unique names (our resolver vs a forwarding dnsmasq, both asking the same upstream dnsmasq).
+// Load comes from dnsperf (-c 4, 5 s); p50/p99 from a sequential node client over UDP.
+// Our server writes a real, hash-chained audit record per query: once with fsync (the product
+// default: each answer waits for durability, group commit) and once without (appends after write(2)).
+// Our server runs in its own process (like dnsmasq), so the load generator never shares its event loop.
+// Run `npm run build` first. Usage: node bench/dns.bench.mjs [seconds]
+import { execFile, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { promisify } from 'node:util';
+import { createSocket } from 'node:dgram';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+import { openAuditLog } from '../dist/audit/index.js';
+import { parsePolicy } from '../dist/policy/index.js';
+import { createWorkspaceResolver, startDnsServer } from '../dist/proxy/dns/index.js';
+
+const SECONDS = Number(process.argv[2] ?? 5);
+const serving = process.argv[2] === '--serve';
+const dir = serving ? '' : mkdtempSync(join(tmpdir(), 'microagent-dns-bench-'));
+const children = [];
+
+for (const tool of ['dnsperf', 'dnsmasq']) {
+  if (spawnSync(tool, ['--version']).error) {
+    console.log(`${tool} is not installed (scripts/setup.sh installs it); skipping the DNS benchmark`);
+    process.exit(0);
+  }
+}
+
+function freePort() {
+  const socket = createSocket('udp4');
+  return new Promise((resolve) => socket.bind(0, '127.0.0.1', () => {
+    const { port } = socket.address();
+    socket.close(() => resolve(port));
+  }));
+}
+
+async function startDnsmasq(extra) {
+  const port = await freePort();
+  const child = spawn('dnsmasq', [
+    '--no-daemon', `--port=${port}`, '--listen-address=127.0.0.1', '--bind-interfaces', '--no-hosts',
+    '--conf-file=/dev/null', '--pid-file=', `--user=${userInfo().username}`, '--cache-size=10000', ...extra,
+  ], { stdio: 'ignore' });
+  children.push(child);
+  await waitForAnswer(port);
+  return port;
+}
+
+/** One query over UDP; resolves with the round trip in ms, or rejects after 2 s. */
+function ask(socket, port, name, id) {
+  const q = Buffer.alloc(12 + name.length + 2 + 4);
+  q.writeUInt16BE(id, 0);
+  q.writeUInt16BE(0x0100, 2);
+  q.writeUInt16BE(1, 4);
+  let o = 12;
+  for (const label of name.split('.')) {
+    q[o++] = label.length;
+    o += q.write(label, o, 'latin1');
+  }
+  q[o++] = 0;
+  q.writeUInt16BE(1, o);
+  q.writeUInt16BE(1, o + 2);
+  return new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint();
+    const timer = setTimeout(() => reject(new Error(`no answer from port ${port} for ${name}`)), 2000);
+    socket.once('message', () => {
+      clearTimeout(timer);
+      resolve(Number(process.hrtime.bigint() - started) / 1e6);
+    });
+    socket.send(q, port, '127.0.0.1');
+  });
+}
+
+async function waitForAnswer(port) {
+  const socket = createSocket('udp4');
+  try {
+    for (let i = 0; i < 50; i++) {
+      try {
+        await ask(socket, port, 'warm.bench.test', i);
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    throw new Error(`nothing answers on port ${port}`);
+  } finally {
+    socket.close();
+  }
+}
+
+/** Sequential round trips for names[i % n]: p50 and p99 in ms. */
+async function latency(port, names, count = 4000) {
+  const socket = createSocket('udp4');
+  await new Promise((r) => socket.bind(0, '127.0.0.1', r));
+  const samples = [];
+  for (let i = 0; i < count; i++) samples.push(await ask(socket, port, names[i % names.length], i & 0xffff));
+  socket.close();
+  samples.sort((x, y) => x - y);
+  const at = (q) => samples[Math.min(samples.length - 1, Math.floor(q * samples.length))];
+  return { p50: at(0.5), p99: at(0.99) };
+}
+
+async function dnsperf(port, file) {
+  const args = ['-s', '127.0.0.1', '-p', String(port), '-d', file, '-l', String(SECONDS), '-c', '4', '-t', '2'];
+  const { stdout: out } = await promisify(execFile)('dnsperf', args, { encoding: 'utf8' });
+  const qps = Number(/Queries per second:\s+([\d.]+)/.exec(out)?.[1]);
+  const lost = Number(/Queries lost:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  const avg = Number(/Average Latency \(s\):\s+([\d.]+)/.exec(out)?.[1]) * 1000;
+  const max = Number(/max ([\d.]+)\)/.exec(out)?.[1]) * 1000;
+  return { qps, lost, avg, max };
+}
+
+const ALLOW_BENCH = `
+version: 1
+mode: guarded
+rules:
+  - id: bench
+    action: allow
+    hosts: [".bench.test"]
+`;
+const NO_GUARD = {
+  queriesPerSecond: 1e9, burst: 1e9, distinctNamesPerSecond: 1e9, distinctNamesPerDomainPerSecond: 1e9, maxInflightPerConnection: 1000,
+};
+
+if (serving) await serve(Number(process.argv[3]), process.argv[4] === 'fsync', process.argv[5]);
+
+/** Child-process mode: serve the bench zone through our resolver until killed. */
+async function serve(upstreamPort, fsync, auditPath) {
+  const audit = await openAuditLog({ path: auditPath, workspace: 'bench', fsync });
+  const policy = parsePolicy(ALLOW_BENCH, 'bench.yaml');
+  const resolver = createWorkspaceResolver({ upstreams: [`127.0.0.1:${upstreamPort}`], timeoutMs: 2000, retries: 1, cache: { maxEntries: 50_000 } });
+  const server = await startDnsServer({ policy: () => policy, audit, resolver, listen: { host: '127.0.0.1', port: 0 }, limits: NO_GUARD });
+  process.stdout.write(`${server.addresses.udp.port}\n`);
+  process.on('SIGTERM', () => void server.close().then(() => audit.close()).then(() => process.exit(0)));
+  await new Promise(() => {});
+}
+
+async function startOurs(upstreamPort, fsync) {
+  const auditPath = join(dir, `audit-${fsync ? 'fsync' : 'nofsync'}.jsonl`);
+  const child = spawn(process.execPath, [new URL(import.meta.url).pathname, '--serve', String(upstreamPort), fsync ? 'fsync' : 'nofsync', auditPath], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  children.push(child);
+  const [line] = await once(child.stdout, 'data');
+  return {
+    port: Number(String(line).trim()),
+    async close() {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    },
+  };
+}
+
+const fmt = (n, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
+
+try {
+  const hotNames = Array.from({ length: 100 }, (_, i) => `host${i}.bench.test`);
+  const hotFile = join(dir, 'hot.txt');
+  writeFileSync(hotFile, hotNames.map((n) => `${n} A`).join('\n') + '\n');
+  const missFile = join(dir, 'miss.txt');
+  writeFileSync(missFile, Array.from({ length: 400_000 }, (_, i) => `u${i}-${process.pid}.bench.test A`).join('\n') + '\n');
+
+  // dnsmasq #1 answers the zone itself: the cached-answer peer and everyone's upstream.
+  const zonePort = await startDnsmasq(['--no-resolv', '--address=/bench.test/192.0.2.10']);
+  // dnsmasq #2 forwards to #1: the cache-miss peer.
+  const forwarderPort = await startDnsmasq(['--no-resolv', `--server=127.0.0.1#${zonePort}`, '--dns-forward-max=1000']);
+
+  const rows = [];
+  const peerHot = await dnsperf(zonePort, hotFile);
+  const peerHotLatency = await latency(zonePort, hotNames);
+  const peerMiss = await dnsperf(forwarderPort, missFile);
+
+  for (const fsync of [true, false]) {
+    const ours = await startOurs(zonePort, fsync);
+    await latency(ours.port, hotNames, hotNames.length); // fill the cache
+    const hot = await dnsperf(ours.port, hotFile);
+    const hotLatency = await latency(ours.port, hotNames);
+    const miss = await dnsperf(ours.port, missFile);
+    await ours.close();
+    const label = fsync ? 'audit fsync (default)' : 'audit no fsync';
+    rows.push([`cached, ${label}`, hot, peerHot, hotLatency, peerHotLatency]);
+    rows.push([`miss, ${label}`, miss, peerMiss, null, null]);
+  }
+
+  console.log(`DNS resolver vs dnsmasq, dnsperf -c 4 -l ${SECONDS}, loopback UDP, one audit record per query\n`);
+  console.log('| case | ours qps | dnsmasq qps | ratio | ours avg/max ms | dnsmasq avg/max ms | ours lost | ours p50/p99 ms | dnsmasq p50/p99 ms |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
+  for (const [label, ours, peer, oursLat, peerLat] of rows) {
+    console.log(
+      `| ${label} | ${fmt(ours.qps)} | ${fmt(peer.qps)} | ${fmt(ours.qps / peer.qps, 2)} | ${fmt(ours.avg, 3)}/${fmt(ours.max, 1)} | ` +
+        `${fmt(peer.avg, 3)}/${fmt(peer.max, 1)} | ${ours.lost} | ` +
+        `${oursLat ? `${fmt(oursLat.p50, 3)}/${fmt(oursLat.p99, 3)}` : '-'} | ${peerLat ? `${fmt(peerLat.p50, 3)}/${fmt(peerLat.p99, 3)}` : '-'} |`,
+    );
+  }
+  console.log('\nGoals: cached qps ratio >= 1.0; cached p99 < 1 ms on loopback.');
+} finally {
+  for (const child of children) child.kill('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+}
