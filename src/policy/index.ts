@@ -13,3 +13,4 @@ export { targetInput, type TargetOptions } from './target.js';
 export { watchPolicy, type PolicyWatch, type PolicyWatchHandlers } from './watch.js';
 export { formatIssue, isPolicyInvalidError, type PolicyIssue, type PolicyInvalidError } from './yaml-source.js';
 export { hostPatternText, type HostPattern, type Cidr, type PortRange } from './patterns.js';
+export { openLivePolicy, type LivePolicy, type LivePolicyOptions } from './live.js';
