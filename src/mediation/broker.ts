@@ -9,8 +9,7 @@
  * a listener or a live connection after `sever()`; accept a socket path that is not ours to replace.
  */
 import { randomUUID } from 'node:crypto';
-import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { AuditSink, MediationConnectEvent } from '../audit/record.js';
 import { MicroagentError } from '../errors.js';
@@ -19,7 +18,7 @@ import type { MediationChannel } from './channels.js';
 import { startConnection, step, type ConnectionAction, type ConnectionEvent, type ConnectionState, type Side } from './connection.js';
 import { dialTarget, dialTargetPatiently, probeTarget, RELAY_HIGH_WATER_MARK, type ProbeResult } from './dial.js';
 import { encodeMediationHeader } from './proxy-v2.js';
-import { MAX_UNIX_PATH_BYTES } from './target.js';
+import { closeListener, listenOn, prepareSocketDir } from './listener.js';
 
 const log = childLog('mediation');
 
@@ -263,14 +262,14 @@ export async function startBroker(options: BrokerOptions): Promise<MediationBrok
   try {
     for (const runtime of runtimes.values()) await listenOn(runtime.server, runtime.socketPath);
   } catch (err) {
-    await Promise.all([...runtimes.values()].map((r) => closeListener(r)));
+    await Promise.all([...runtimes.values()].map((r) => closeListener(r.server, r.socketPath)));
     throw err;
   }
 
   const sever = async (): Promise<void> => {
     severed = true;
     await Promise.all([...runtimes.values()].map(async (runtime) => {
-      const closing = closeListener(runtime);
+      const closing = closeListener(runtime.server, runtime.socketPath);
       const relays = [...runtime.live];
       for (const relay of relays) apply(relay, { type: 'sever' });
       await Promise.all([closing, ...relays.map((r) => r.closed)]);
@@ -344,61 +343,6 @@ function countVerdict(runtime: ChannelRuntime, event: MediationConnectEvent): vo
 
 function severedDeny(conn: string, channel: MediationChannel): MediationConnectEvent {
   return { event: 'mediation.connect', verdict: 'deny', reason: 'channel_severed', conn, port: channel.port, target: channel.targetText };
-}
-
-async function prepareSocketDir(dir: string): Promise<void> {
-  // The longest socket name is "4294967295.sock"; past sun_path the listen would fail obscurely.
-  if (Buffer.byteLength(join(dir, '4294967295.sock')) > MAX_UNIX_PATH_BYTES) {
-    throw new MicroagentError('invalid', `mediation socket directory ${dir} is too long for Unix socket paths`, {
-      code: 'mediation.socket_dir',
-      remediation: `use a directory path of at most ${MAX_UNIX_PATH_BYTES - 16} bytes`,
-    });
-  }
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  await chmod(dir, 0o700);
-}
-
-async function listenOn(server: Server, path: string): Promise<void> {
-  const existing = await lstat(path).catch(() => null);
-  if (existing !== null) {
-    if (!existing.isSocket()) {
-      throw new MicroagentError('conflict', `${path} exists and is not a socket; the mediation broker will not replace it`, {
-        code: 'mediation.socket_path',
-        remediation: 'remove the file or choose another --socket-dir',
-      });
-    }
-    if (await isAnswering(path)) {
-      throw new MicroagentError('conflict', `${path} is already served by another process`, {
-        code: 'mediation.socket_in_use',
-        remediation: 'stop the other broker for this workspace, or choose another --socket-dir',
-      });
-    }
-    // A socket left by a broker that died: nothing answers on it, so replacing it is safe.
-    await unlink(path);
-  }
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(path, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-}
-
-function isAnswering(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const probe = connect(path);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => resolve(false));
-  });
-}
-
-async function closeListener(runtime: ChannelRuntime): Promise<void> {
-  if (runtime.server.listening) await new Promise<void>((resolve) => runtime.server.close(() => resolve()));
-  await unlink(runtime.socketPath).catch(() => {});
 }
 
 function unreachable(value: never): never {

@@ -5,12 +5,12 @@
  */
 import { stat } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { openAuditLog, readAuditRecords, verifyAuditLog } from '../../src/audit/index.js';
+import { openAuditLog, verifyAuditLog } from '../../src/audit/index.js';
 import type { AuditRecord, AuditSink, MediationCloseEvent, MediationConnectEvent } from '../../src/audit/record.js';
 import { validateChannels, type ChannelDeclaration } from '../../src/mediation/channels.js';
 import { startBroker, type MediationBroker } from '../../src/mediation/broker.js';
 import { readMediationTlvs } from '../../src/mediation/proxy-v2.js';
-import { collect, eventually, guestConnect, startTarget, tempDir, type TestTarget } from './helpers.js';
+import { collect, eventually, guestConnect, readRecords, startTarget, tempDir, type TestTarget } from './helpers.js';
 
 let dir: { path: string; remove: () => Promise<void> };
 const cleanups: (() => Promise<void>)[] = [];
@@ -51,11 +51,7 @@ async function broker(declarations: ChannelDeclaration[], options: { closedLog?:
   return { broker: b };
 }
 
-async function records(): Promise<AuditRecord[]> {
-  const all: AuditRecord[] = [];
-  for await (const r of readAuditRecords(auditPath())) all.push(r);
-  return all;
-}
+const records = () => readRecords(auditPath());
 const connects = async () => (await records()).filter((e): e is AuditRecord & MediationConnectEvent => e.event === 'mediation.connect');
 const closes = async () => (await records()).filter((e): e is AuditRecord & MediationCloseEvent => e.event === 'mediation.close');
 
@@ -301,6 +297,44 @@ describe('fail closed', () => {
     const requiredDown = await b.mediationReady();
     expect(requiredDown.ready).toBe(false);
     expect(requiredDown.error).toMatch(/^mediation channel 1 -> .*ENOENT|ECONNREFUSED/);
+  });
+});
+
+describe('optional channels and guest aborts', () => {
+  it('failClosed off: the guest waits while the target comes up, then is relayed', async () => {
+    const path = `${dir.path}/late.sock`;
+    const { broker: b } = await broker([{ port: 5, target: path, required: false, failClosed: false, limits: { connectTimeoutMs: 5000 } }]);
+    const guest = await guestConnect(b.socketPathFor(5));
+    const outcome = collect(guest);
+    guest.end('patience');
+    await new Promise((r) => setTimeout(r, 300));
+    const late = await startTarget({ kind: 'unix', dir: dir.path, proxyProtocol: true, behaviour: 'reply-after-eof' });
+    cleanups.push(() => late.close());
+    // The declared path and the late target's path differ; move the late server onto the declared one.
+    await new Promise<void>((resolve) => late.server.close(() => resolve()));
+    await new Promise<void>((resolve) => late.server.listen(path, resolve));
+    expect((await outcome).data.toString()).toBe('PATIENCE');
+  });
+
+  it('failClosed off: still denied target_unreachable once connectTimeoutMs has passed', async () => {
+    const { broker: b } = await broker([{ port: 5, target: `${dir.path}/never.sock`, required: false, failClosed: false, limits: { connectTimeoutMs: 300 } }]);
+    const outcome = await collect(await guestConnect(b.socketPathFor(5)));
+    expect(outcome.data.length).toBe(0);
+    await eventually(async () => (await connects()).length === 2, 'deny record');
+    expect((await connects())[1]).toMatchObject({ verdict: 'deny', reason: 'target_unreachable', error: expect.stringMatching(/ENOENT/) });
+  });
+
+  it('a guest that goes away mid-stream reaches the target as EOF; the close is audited as the guest\'s', async () => {
+    // A Unix socket has no reset: the guest vanishing is a half-close the target must be told about.
+    const t = await target({ kind: 'tcp4', proxyProtocol: true, behaviour: 'reply-after-eof' });
+    const { broker: b } = await broker([{ port: 5, target: t.address }]);
+    const guest = await guestConnect(b.socketPathFor(5));
+    guest.write('half a request');
+    await eventually(() => (b.stats().channels[0]?.bytesUp ?? 0) === 14, 'bytes relayed');
+    guest.destroy();
+    await eventually(async () => (await closes()).length === 1, 'close record');
+    expect((await closes())[0]).toMatchObject({ closed_by: 'guest', bytes_up: 14 });
+    expect(t.sockets[0]?.readableEnded).toBe(true);
   });
 });
 

@@ -7,6 +7,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { readAuditRecords } from '../../src/audit/index.js';
+import type { AuditRecord } from '../../src/audit/record.js';
 import { parseProxyV2, type ProxyV2Parse } from '../../src/mediation/proxy-v2.js';
 
 export async function tempDir(prefix = 'ma-med-'): Promise<{ path: string; remove: () => Promise<void> }> {
@@ -166,4 +168,11 @@ export async function eventually(check: () => boolean | Promise<boolean>, what: 
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/** Every record in a real audit log file, in order. */
+export async function readRecords(path: string): Promise<AuditRecord[]> {
+  const all: AuditRecord[] = [];
+  for await (const r of readAuditRecords(path)) all.push(r);
+  return all;
 }
