@@ -64,37 +64,66 @@ export function parseIpv4(text: string): number | null {
   return parts === 4 ? value : null;
 }
 
-export function parseIpv6(text: string): bigint | null {
-  if (text.length < 2 || text.length > 45) return null;
-  const doubleColon = text.indexOf('::');
-  if (doubleColon !== -1 && text.indexOf('::', doubleColon + 1) !== -1) return null;
-  const head = doubleColon === -1 ? text : text.slice(0, doubleColon);
-  const tail = doubleColon === -1 ? '' : text.slice(doubleColon + 2);
-  const headGroups = head === '' ? [] : head.split(':');
-  const tailGroups = tail === '' ? [] : tail.split(':');
+function hexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 97 && c <= 102) return c - 87;
+  if (c >= 65 && c <= 70) return c - 55;
+  return -1;
+}
+
+/** RFC 4291 text to 16-bit groups: one "::" at most, 1-4 hex digits per group, dotted IPv4 last. */
+function parseIpv6Groups(text: string): number[] | null {
+  const length = text.length;
+  if (length < 2 || length > 45) return null;
   const groups: number[] = [];
-  const all = [...headGroups, ...tailGroups];
-  // A dotted IPv4 tail is only allowed as the textually last group (`::ffff:1.2.3.4`, not `1.2.3.4::`).
-  const v4Allowed = doubleColon === -1 || tailGroups.length > 0;
-  const lastIndex = all.length - 1;
-  const parsedHead: number[] = [];
-  const parsedTail: number[] = [];
-  for (let i = 0; i < all.length; i++) {
-    const group = all[i] as string;
-    const target = i < headGroups.length ? parsedHead : parsedTail;
-    if (i === lastIndex && v4Allowed && group.includes('.')) {
-      const v4 = parseIpv4(group);
-      if (v4 === null) return null;
-      target.push(Math.floor(v4 / 65536), v4 % 65536);
-      continue;
-    }
-    if (!/^[0-9a-fA-F]{1,4}$/.test(group)) return null;
-    target.push(parseInt(group, 16));
+  let gap = -1;
+  let i = 0;
+  if (text.charCodeAt(0) === 58 /* : */) {
+    if (text.charCodeAt(1) !== 58) return null;
+    gap = 0;
+    i = 2;
   }
-  const count = parsedHead.length + parsedTail.length;
-  if (doubleColon === -1 ? count !== 8 : count > 7) return null;
-  groups.push(...parsedHead, ...new Array<number>(8 - count).fill(0), ...parsedTail);
-  return BigInt('0x' + groups.map((g) => g.toString(16).padStart(4, '0')).join(''));
+  while (i < length) {
+    const start = i;
+    let value = 0;
+    let digit: number;
+    while (i < length && i - start < 5 && (digit = hexDigit(text.charCodeAt(i))) !== -1) {
+      value = value * 16 + digit;
+      i++;
+    }
+    if (i < length && text.charCodeAt(i) === 46 /* . */) {
+      // The dotted IPv4 form is only allowed as the textually last part (`::ffff:1.2.3.4`).
+      const v4 = parseIpv4(text.slice(start));
+      if (v4 === null || groups.length > 6) return null;
+      groups.push(Math.floor(v4 / 65536), v4 % 65536);
+      i = length;
+      break;
+    }
+    if (i === start || i - start > 4) return null;
+    groups.push(value);
+    if (i === length) break;
+    if (text.charCodeAt(i) !== 58) return null;
+    i++;
+    if (i < length && text.charCodeAt(i) === 58) {
+      if (gap !== -1) return null;
+      gap = groups.length;
+      i++;
+    } else if (i === length) {
+      return null; // a single trailing ":"
+    }
+  }
+  if (gap === -1) return groups.length === 8 ? groups : null;
+  if (groups.length > 7) return null;
+  groups.splice(gap, 0, ...new Array<number>(8 - groups.length).fill(0));
+  return groups;
+}
+
+export function parseIpv6(text: string): bigint | null {
+  const groups = parseIpv6Groups(text);
+  if (groups === null) return null;
+  let value = 0n;
+  for (let k = 0; k < 8; k += 2) value = (value << 32n) | BigInt((groups[k] as number) * 65536 + (groups[k + 1] as number));
+  return value;
 }
 
 /** Parses a strict literal, brackets allowed around IPv6 (`[::1]`). */
@@ -158,7 +187,8 @@ interface V4Range {
   readonly class: AddressClass;
 }
 interface V6Range {
-  readonly network: bigint;
+  /** The network as four 32-bit words, most significant first. */
+  readonly words: readonly number[];
   readonly bits: number;
   readonly class: AddressClass | Embedding;
 }
@@ -169,7 +199,19 @@ function v4Range(cidr: string, cls: AddressClass): V4Range {
 }
 function v6Range(cidr: string, cls: AddressClass | Embedding): V6Range {
   const [addr, bits] = cidr.split('/') as [string, string];
-  return { network: parseIpv6(addr) as bigint, bits: Number(bits), class: cls };
+  return { words: wordsOf(parseIpv6(addr) as bigint), bits: Number(bits), class: cls };
+}
+
+function wordsOf(v6: bigint): number[] {
+  return [Number(v6 >> 96n), Number((v6 >> 64n) & 0xffffffffn), Number((v6 >> 32n) & 0xffffffffn), Number(v6 & 0xffffffffn)];
+}
+
+function inV6Range(words: readonly number[], range: V6Range): boolean {
+  for (let k = 0, remaining = range.bits; remaining > 0; k++, remaining -= 32) {
+    const shift = remaining >= 32 ? 0 : 32 - remaining;
+    if ((words[k] as number) >>> shift !== (range.words[k] as number) >>> shift) return false;
+  }
+  return true;
 }
 
 // First match wins, so more specific ranges come first.
@@ -219,10 +261,9 @@ const V6_RANGES: readonly V6Range[] = [
 
 function classifyV4(v4: number): AddressClass {
   for (const range of V4_RANGES) {
+    // Every range here is at least a /4, so the shift is always below 32.
     const shift = 32 - range.bits;
-    if (range.bits === 0 || Math.floor(v4 / 2 ** shift) === Math.floor(range.network / 2 ** shift)) {
-      return range.class;
-    }
+    if (v4 >>> shift === range.network >>> shift) return range.class;
   }
   return 'public';
 }
@@ -262,9 +303,9 @@ interface ClassOf {
 
 function classOf(ip: ParsedIp): ClassOf {
   if (ip.family === 4) return { class: classifyV4(ip.v4) };
+  const words = wordsOf(ip.v6);
   for (const range of V6_RANGES) {
-    const shift = BigInt(128 - range.bits);
-    if (ip.v6 >> shift !== range.network >> shift) continue;
+    if (!inV6Range(words, range)) continue;
     if (!EMBEDDINGS.has(range.class)) return { class: range.class as AddressClass };
     const via = range.class as Embedding;
     const inner = embeddedV4(via, ip.v6);

@@ -33,8 +33,15 @@ function isDnsName(name: string): boolean {
 
 /** WHATWG URL hosts ending in a numeric label are IPv4 spellings; we accept only the strict form. */
 function endsInNumericLabel(name: string): boolean {
-  const last = name.slice(name.lastIndexOf('.') + 1);
-  return /^(?:[0-9]+|0x[0-9a-f]*)$/.test(last);
+  let start = name.lastIndexOf('.') + 1;
+  if (name.charCodeAt(start) === 48 && name.charCodeAt(start + 1) === 120) start += 2; // 0x
+  for (let i = start; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (c < 48 || c > 57) {
+      if (start === name.lastIndexOf('.') + 1 || !((c >= 97 && c <= 102) || (c >= 65 && c <= 70))) return false;
+    }
+  }
+  return true;
 }
 
 function needsIdna(name: string): boolean {

@@ -80,7 +80,8 @@ function parseRule(src: YamlSource, node: Node, index: number, seenIds: Map<stri
   const inject = headersEntry === undefined ? [] : parseInject(src, headersEntry);
 
   const where = actionEntry?.value ?? node;
-  if (!entries.has('hosts') && !entries.has('cidrs')) {
+  // Only when nothing else is wrong: a misspelt "host:" already explains the missing destination.
+  if (!entries.has('hosts') && !entries.has('cidrs') && src.issues.length === before) {
     src.report(node, `rule ${id ?? `#${index + 1}`} names no destination`, 'add hosts: [...] and/or cidrs: [...]; use hosts: ["*"] to match every host name');
   }
   if (action === 'inject' && headersEntry === undefined) src.report(where, `inject rule ${id ?? ''} has no headers`, 'add headers: {Authorization: "Bearer ${secret:NAME}"}');

@@ -31,7 +31,8 @@ export function readYaml(text: string, file: string): YamlSource {
   };
   const position = (node: Node | null | undefined): SourcePosition => at(node?.range?.[0] ?? 0);
   for (const error of doc.errors) {
-    issues.push({ ...at(error.pos[0]), problem: `YAML syntax: ${error.message.split('\n')[0]}`, fix: 'correct the YAML syntax at this position' });
+    const fix = error.code === 'DUPLICATE_KEY' ? 'keep one of the repeated keys' : 'correct the YAML syntax at this position';
+    issues.push({ ...at(error.pos[0]), problem: `YAML syntax: ${error.message.split('\n')[0]}`, fix });
   }
   return {
     file,
