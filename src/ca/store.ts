@@ -121,7 +121,7 @@ function conflictError(path: string): MicroagentError {
 async function newCaFiles(workspace: string, validityDays: number, now: number): Promise<{ keyPem: string; certPem: string }> {
   const keys = await generateEcKeyPair(true);
   const cert = await createCaCertificate({ keys, workspace, validityDays, now });
-  return { keyPem: await exportPkcs8Pem(keys.privateKey), certPem: cert.toString('pem') + '\n' };
+  return { keyPem: (await exportPkcs8Pem(keys.privateKey)) + '\n', certPem: cert.toString('pem') + '\n' };
 }
 
 async function prepareDir(dir: string): Promise<void> {
