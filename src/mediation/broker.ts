@@ -105,6 +105,7 @@ interface Relay {
 }
 
 export async function startBroker(options: BrokerOptions): Promise<MediationBroker> {
+  checkIdentity(options);
   await prepareSocketDir(options.socketDir);
   const pendingAudits = new Set<Promise<void>>();
   const runtimes = new Map<number, ChannelRuntime>();
@@ -330,6 +331,20 @@ function pump(from: Socket, to: Socket, count: (bytes: number) => boolean): void
   to.on('drain', () => from.resume());
   from.resume();
 }
+
+/** The workspace name and runtime id go into every PROXY header; refuse at start what could not be sent. */
+function checkIdentity(options: BrokerOptions): void {
+  for (const [field, value] of [['workspace', options.workspace], ['runtimeId', options.runtimeId]] as const) {
+    const bytes = Buffer.byteLength(value);
+    if (bytes === 0 || bytes > MAX_IDENTITY_BYTES) {
+      throw new MicroagentError('invalid', `mediation broker: ${field} must be 1 to ${MAX_IDENTITY_BYTES} bytes, got ${bytes}`, {
+        code: 'mediation.invalid',
+        remediation: `pass the workspace's name and runtime id as they appear in its audit records`,
+      });
+    }
+  }
+}
+const MAX_IDENTITY_BYTES = 1024;
 
 function socketOf(relay: Relay, side: Side): Socket | null {
   return side === 'guest' ? relay.guest : relay.target;

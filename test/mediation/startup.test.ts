@@ -54,6 +54,15 @@ describe('socket directory', () => {
   });
 });
 
+describe('identity', () => {
+  it('refuses an empty workspace name or a runtime id too long for the PROXY header', async () => {
+    const channels = validateChannels([{ port: 9, target: target.address }]);
+    const socketDir = `${dir.path}/s`;
+    await expect(startBroker({ workspace: '', runtimeId: 'rt', channels, socketDir, audit })).rejects.toMatchObject({ kind: 'invalid', message: expect.stringMatching(/workspace must be 1 to 1024 bytes, got 0/) });
+    await expect(startBroker({ workspace: 'w', runtimeId: 'r'.repeat(2000), channels, socketDir, audit })).rejects.toMatchObject({ message: expect.stringMatching(/runtimeId/) });
+  });
+});
+
 describe('socket files', () => {
   it('replaces a stale socket nothing answers on', async () => {
     const sockets = `${dir.path}/s`;
