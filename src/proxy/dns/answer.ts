@@ -10,7 +10,7 @@ import type { Policy } from '../../policy/index.js';
 import type { Reason, Signal } from '../../policy/reasons.js';
 import { childLog } from '../../log.js';
 import type { ExfiltrationGuard } from './guard.js';
-import { admitQuery, filterAnswer, type Admission, type QueryVerdict } from './query-step.js';
+import { admitQuery, filterAnswer, type Admission, type NameDecider, type QueryVerdict } from './query-step.js';
 import type { ResolvedAnswer, UpstreamAnswer, WorkspaceResolver } from './resolver.js';
 import {
   buildHeaderOnlyError,
@@ -33,6 +33,7 @@ export interface AnswerContext {
   readonly audit: AuditSink;
   readonly resolver: WorkspaceResolver;
   readonly guard: ExfiltrationGuard;
+  readonly decideName: NameDecider;
   /** Filtered, encoded answers per cached upstream answer (see prepareAnswer). */
   readonly prepared: WeakMap<UpstreamAnswer, PreparedAnswer>;
 }
@@ -147,7 +148,7 @@ async function answerQuery(ctx: AnswerContext, query: ParsedQuery, transport: Tr
     return durable ? response() : respondEmpty(query, RCODE.REFUSED, transport);
   };
 
-  const admission = admitQuery(policy, ctx.guard, query);
+  const admission = admitQuery(ctx.decideName(policy, query.name), ctx.guard, query);
   if (admission.kind === 'answer_empty') {
     const outcome = { verdict: admission.verdict, rcode: admission.rcode, answers: 0, upstreamMs: null, cached: false };
     return finish(outcome, () => respondEmpty(query, admission.rcode, transport));

@@ -34,7 +34,7 @@ export type GuardTrip = 'label_length' | 'name_length' | 'query_rate' | 'distinc
 
 export interface ExfiltrationGuard {
   /** Counts the query and returns null when it is within limits, or which limit it trips. */
-  admit(name: string, labels: readonly string[]): GuardTrip | null;
+  admit(name: string, longestLabel: number): GuardTrip | null;
 }
 
 /** Second-level labels under country TLDs that act as public suffixes (co.uk, com.au, ...). */
@@ -45,13 +45,14 @@ const SECOND_LEVEL_SUFFIXES = new Set(['co', 'com', 'net', 'org', 'gov', 'ac', '
  * last three under a two-letter TLD with a common second-level suffix. Good enough to group
  * `<payload>.evil.example` under one key, which is all the guard needs.
  */
-export function registeredDomain(labels: readonly string[]): string {
-  const n = labels.length;
-  if (n <= 2) return labels.join('.');
-  const tld = labels[n - 1] as string;
-  const second = labels[n - 2] as string;
-  const take = tld.length === 2 && SECOND_LEVEL_SUFFIXES.has(second) ? 3 : 2;
-  return labels.slice(Math.max(0, n - take)).join('.');
+export function registeredDomain(name: string): string {
+  const lastDot = name.lastIndexOf('.');
+  if (lastDot === -1) return name;
+  const secondDot = name.lastIndexOf('.', lastDot - 1);
+  if (secondDot === -1) return name;
+  const tldIsCountry = name.length - lastDot - 1 === 2;
+  if (!tldIsCountry || !SECOND_LEVEL_SUFFIXES.has(name.slice(secondDot + 1, lastDot))) return name.slice(secondDot + 1);
+  return name.slice(name.lastIndexOf('.', secondDot - 1) + 1);
 }
 
 export function createExfiltrationGuard(limits: ExfiltrationLimits, now: () => number = Date.now): ExfiltrationGuard {
@@ -62,9 +63,9 @@ export function createExfiltrationGuard(limits: ExfiltrationLimits, now: () => n
   let perDomainInWindow = new Map<string, number>();
 
   return {
-    admit(name, labels) {
+    admit(name, longestLabel) {
       if (name.length > limits.maxNameLength) return 'name_length';
-      for (const label of labels) if (label.length > limits.maxLabelLength) return 'label_length';
+      if (longestLabel > limits.maxLabelLength) return 'label_length';
 
       const at = now();
       tokens = Math.min(limits.burst, tokens + ((at - refilledAt) / 1000) * limits.queriesPerSecond);
@@ -79,7 +80,7 @@ export function createExfiltrationGuard(limits: ExfiltrationLimits, now: () => n
       }
       if (namesInWindow.has(name)) return null;
       if (namesInWindow.size >= limits.distinctNamesPerSecond) return 'distinct_names';
-      const domain = registeredDomain(labels);
+      const domain = registeredDomain(name);
       const underDomain = perDomainInWindow.get(domain) ?? 0;
       if (underDomain >= limits.distinctNamesPerDomainPerSecond) return 'distinct_names_domain';
       namesInWindow.add(name);

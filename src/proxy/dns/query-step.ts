@@ -51,9 +51,33 @@ function refused(decision: Decision, reason: Reason, signals: readonly Signal[])
   return { kind: 'answer_empty', rcode: RCODE.REFUSED, verdict: fromDecision(decision, { verdict: 'deny', rule: null, reason, signals }) };
 }
 
-/** Decides on a parsed question before anything leaves the host. */
-export function admitQuery(policy: Policy, guard: ExfiltrationGuard, query: ParsedQuery): Admission {
-  const decision = decide(policy, { protocol: 'dns', host: query.name });
+export type NameDecider = (policy: Policy, name: string) => Decision;
+
+/**
+ * decide() for question names, remembered per policy object: decide is pure, so the answer for a
+ * name only changes when the policy does (a reload makes a new object and empties the memory).
+ * Bounded: past `maxNames` it starts over rather than growing with guest-chosen names.
+ */
+export function createNameDecider(maxNames = 10_000): NameDecider {
+  let remembered: Policy | null = null;
+  const byName = new Map<string, Decision>();
+  return (policy, name) => {
+    if (policy !== remembered) {
+      remembered = policy;
+      byName.clear();
+    }
+    let decision = byName.get(name);
+    if (decision === undefined) {
+      decision = decide(policy, { protocol: 'dns', host: name });
+      if (byName.size >= maxNames) byName.clear();
+      byName.set(name, decision);
+    }
+    return decision;
+  };
+}
+
+/** Decides on a parsed question before anything leaves the host, given the policy's decision on its name. */
+export function admitQuery(decision: Decision, guard: ExfiltrationGuard, query: ParsedQuery): Admission {
   if (decision.mode === 'off') return { kind: 'forward', filter: false, verdict: fromDecision(decision) };
   if (decision.verdict === 'deny') return { kind: 'answer_empty', rcode: RCODE.REFUSED, verdict: fromDecision(decision) };
   // A question whose name is an address literal (`A 10.0.0.1`) has no answer worth forwarding.
@@ -61,7 +85,7 @@ export function admitQuery(policy: Policy, guard: ExfiltrationGuard, query: Pars
     return refused(decision, 'invalid_target', decision.signals);
   }
 
-  const trip = guard.admit(query.name, query.labels);
+  const trip = guard.admit(query.name, query.longestLabel);
   if (trip !== null) return refused(decision, 'rate_limited', [...decision.signals, 'exfiltration_guard']);
 
   // Only a rule naming the resolver lets it through; unlisted-allowed (guarded) is not enough.

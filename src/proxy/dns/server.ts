@@ -14,6 +14,7 @@ import type { Policy } from '../../policy/index.js';
 import { answerMessage, type AnswerContext } from './answer.js';
 import { frame, splitFrames } from './framing.js';
 import { createExfiltrationGuard, DEFAULT_EXFILTRATION_LIMITS, type ExfiltrationLimits } from './guard.js';
+import { createNameDecider } from './query-step.js';
 import type { WorkspaceResolver } from './resolver.js';
 
 const log = childLog('dns');
@@ -69,6 +70,7 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
     audit: options.audit,
     resolver: options.resolver,
     guard: createExfiltrationGuard(limits),
+    decideName: createNameDecider(),
     prepared: new WeakMap(),
   };
   const connections = new Set<Socket>();

@@ -12,6 +12,8 @@ export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP:
 export type RcodeName = keyof typeof RCODE;
 
 const HEADER_LENGTH = 12;
+/** Reused by parseQuery (synchronous, so never shared between two parses). */
+const NAME_SCRATCH = Buffer.alloc(256);
 const QR = 0x8000;
 const OPCODE_MASK = 0x7800;
 const TC = 0x0200;
@@ -30,7 +32,8 @@ export interface ParsedQuery {
   readonly name: string;
   /** False when a label holds bytes no hostname can (dots, spaces, control or 8-bit bytes). */
   readonly nameIsText: boolean;
-  readonly labels: readonly string[];
+  /** Length of the longest label, for the exfiltration guard. */
+  readonly longestLabel: number;
   readonly qtype: number;
   readonly qclass: number;
   readonly recursionDesired: boolean;
@@ -66,9 +69,11 @@ export function parseQuery(buf: Buffer): QueryParse {
   if (qdcount !== 1) return fail('formerr', `${qdcount} questions; exactly one is served`);
   if (ancount !== 0 || nscount !== 0) return fail('formerr', 'a query carries answer or authority records');
 
-  const labels: string[] = [];
+  // One pass over the name: validate, note the longest label, and build the lowercased dotted form
+  // in a scratch buffer, so the hot path makes one string per query instead of one per label.
   let offset = HEADER_LENGTH;
   let nameLength = 0;
+  let longestLabel = 0;
   let nameIsText = true;
   for (;;) {
     const length = buf[offset];
@@ -77,15 +82,18 @@ export function parseQuery(buf: Buffer): QueryParse {
     if (length === 0) break;
     if (length > 63) return fail('formerr', 'compressed or oversized label in the question');
     if (offset + length > buf.length) return fail('formerr', 'question label runs past the packet');
-    nameLength += length + 1;
-    if (nameLength > 254) return fail('formerr', 'question name longer than 255 bytes');
-    for (let i = offset; i < offset + length; i++) {
-      const byte = buf[i] as number;
+    if (nameLength + length + 1 > 255) return fail('formerr', 'question name longer than 255 bytes');
+    if (nameLength > 0) NAME_SCRATCH[nameLength - 1] = 0x2e;
+    for (let i = 0; i < length; i++) {
+      const byte = buf[offset + i] as number;
       if (byte <= 0x20 || byte >= 0x7f || byte === 0x2e) nameIsText = false;
+      NAME_SCRATCH[nameLength + i] = byte >= 0x41 && byte <= 0x5a ? byte | 0x20 : byte;
     }
-    labels.push(buf.toString('latin1', offset, offset + length).toLowerCase());
+    nameLength += length + 1;
+    if (length > longestLabel) longestLabel = length;
     offset += length;
   }
+  const name = nameLength === 0 ? '' : NAME_SCRATCH.toString('latin1', 0, nameLength - 1);
   if (offset + 4 > buf.length) return fail('formerr', 'question type/class missing');
   const qtype = buf.readUInt16BE(offset);
   const qclass = buf.readUInt16BE(offset + 2);
@@ -97,9 +105,9 @@ export function parseQuery(buf: Buffer): QueryParse {
   return {
     kind: 'query',
     id,
-    name: labels.join('.'),
+    name,
     nameIsText,
-    labels,
+    longestLabel,
     qtype,
     qclass,
     recursionDesired: (flags & RD) !== 0,
