@@ -152,8 +152,9 @@ export function step(state: ConnectionState, event: ConnectionEvent): Step {
       const counted = { ...state, bytesUp: event.bytesUp, bytesDown: event.bytesDown, lastCloseAt: event.now };
       const next: ConnectionState =
         event.side === 'guest' ? { ...counted, guestOpen: false } : { ...counted, targetSocket: 'closed' };
-      // A socket gone for good while relaying: whatever the other side still sends has nowhere to go.
-      if (state.phase === 'relaying') return shutDown(next, event.side, null);
+      // A socket gone for good before closing: whatever the other side still sends has nowhere to go,
+      // and a guest gone while its allow record is written must not be dialled for.
+      if (state.phase === 'relaying' || state.phase === 'connecting') return shutDown(next, event.side, null);
       return settle(next, []);
     }
     default:

@@ -98,6 +98,12 @@ describe('connection playbooks', () => {
     expect(actions).toEqual(['audit connect allow (gate)', 'dial', 'destroy guest', 'destroy target', 'destroy target', 'audit close sever']);
   });
 
+  it('a guest gone while its allow record is written is never dialled for', () => {
+    const { actions, state } = play([closedEvent('guest'), { type: 'admitted' }]);
+    expect(actions).toEqual(['audit connect allow (gate)', 'audit close guest']);
+    expect(state.phase).toBe('closed');
+  });
+
   it('the first reason to close wins: a limit then a socket error is closed_by limit', () => {
     const { actions, all } = play([
       { type: 'admitted' },
