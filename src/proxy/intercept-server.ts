@@ -53,7 +53,6 @@ export function createInterceptServer(rt: ProxyRuntime, onClientError: (err: Nod
   server.on('session', (session: ServerHttp2Session) => {
     if (handingOff !== null) flows.set(session, handingOff);
   });
-  server.on('secureConnection', (s) => console.error('SC', s.alpnProtocol));
   const flowOf = (req: ClientRequest): InterceptedFlow | undefined =>
     isHttp2(req) ? flows.get((req as Http2ServerRequest).stream.session as object) : flows.get(req.socket);
 
@@ -85,7 +84,8 @@ export function createInterceptServer(rt: ProxyRuntime, onClientError: (err: Nod
   const handoff: InterceptHandoff = (tlsSocket: TLSSocket, flow: InterceptedFlow) => {
     flows.set(tlsSocket, flow);
     // What tls.Server does for sockets it accepted itself; http2 waits for it before reading frames.
-    (tlsSocket as TLSSocket & { secureConnecting: boolean }).secureConnecting = false;
+    // The HTTP/1.1 fallback reads the server from the socket, as tls.Server would have set it.
+    Object.assign(tlsSocket, { secureConnecting: false, server });
     handingOff = flow;
     try {
       server.emit('secureConnection', tlsSocket);

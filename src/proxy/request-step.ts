@@ -85,6 +85,20 @@ export function pathOf(path: string): string {
   return q < 0 ? path : path.slice(0, q);
 }
 
+/**
+ * Whether an allow-type rule matches the destination by its name (not merely its address): only then
+ * is a DoH-looking request "explicitly allowed". Asked only for DoH-looking requests, so it costs nothing
+ * on the hot path.
+ */
+function ruleNamesHost(ctx: RequestContext, method: string, path: string): boolean {
+  const input =
+    ctx.destination.kind === 'name'
+      ? { protocol: ctx.protocol, host: ctx.destination.host, port: ctx.destination.port, method, path }
+      : { protocol: ctx.protocol, ip: ctx.destination.ip, port: ctx.destination.port, method, path };
+  const byName = decide(ctx.policy, input);
+  return byName.verdict !== 'deny' && byName.reason === 'rule_allow';
+}
+
 const SECRET_REF = /\$\{secret:([A-Za-z_][A-Za-z0-9_]*)\}/g;
 
 export function decideRequest(ctx: RequestContext, facts: RequestFacts): RequestPlan {
@@ -124,7 +138,7 @@ export function decideRequest(ctx: RequestContext, facts: RequestFacts): Request
   if (decision.verdict === 'deny') {
     return { kind: 'deny', record: decisionRecord({ ...base, status: 403 }, decision), answer: answerForDecision(decision, ctx.destination) };
   }
-  if (decision.mode !== 'off' && decision.reason !== 'rule_allow' && isDohRequest(ctx.destination, facts, path)) {
+  if (decision.mode !== 'off' && isDohRequest(ctx.destination, facts, path) && !ruleNamesHost(ctx, facts.method, path)) {
     return refuse('doh_denied', decision.signals);
   }
 

@@ -219,7 +219,12 @@ async function intercept(
     onClose(err.message);
     tlsSocket.destroy();
   });
+  // The HTTP server's sockets allow half-open connections, and HTTP/2 sessions do not notice a peer's
+  // FIN: when the guest is done sending, finish our side so the connection (and its record) closes.
+  tlsSocket.on('end', () => tlsSocket.end());
+  // The raw socket closes with the TLS one; listening on both survives HTTP/2 taking the socket over.
   tlsSocket.on('close', () => onClose());
+  socket.on('close', () => onClose());
   tlsSocket.once('secure', () => {
     handoff(tlsSocket, { conn: tunnel.conn, destination, target: tunnel.target, sni, startedAt: tunnel.startedAt });
   });

@@ -81,6 +81,9 @@ export function originHandler(label: string) {
       if (url === '/upload') {
         res.writeHead(200, { 'content-type': 'text/plain' });
         res.end(String(received));
+      } else if (url.startsWith('/header-present/')) {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end(req.headers[url.slice('/header-present/'.length).toLowerCase()] === undefined ? 'absent' : 'present');
       } else if (url.startsWith('/echo-header/')) {
         const value = req.headers[url.slice('/echo-header/'.length).toLowerCase()];
         res.writeHead(200, { 'content-type': 'text/plain' });
@@ -144,7 +147,7 @@ export interface TestProxy {
   readonly auditPath: string;
   readonly dir: string;
   setPolicy(text: string): void;
-  records(): Promise<AuditRecord[]>;
+  records(until?: (records: AuditRecord[]) => boolean): Promise<AuditRecord[]>;
   close(): Promise<void>;
 }
 
@@ -183,12 +186,14 @@ export async function startTestProxy(
     setPolicy(text: string) {
       policy = parsePolicy(text, join(dir, 'policy.yaml'));
     },
-    async records() {
-      // Appends in the background may still be in flight: wait for the writer to drain them.
-      await new Promise((r) => setTimeout(r, 50));
-      const out: AuditRecord[] = [];
-      for await (const record of readAuditRecords(auditPath)) out.push(record);
-      return out;
+    async records(until?: (records: AuditRecord[]) => boolean) {
+      // Close records are appended when sockets close, after the client saw its answer: poll briefly.
+      for (let attempt = 0; ; attempt++) {
+        await new Promise((r) => setTimeout(r, 50));
+        const out: AuditRecord[] = [];
+        for await (const record of readAuditRecords(auditPath)) out.push(record);
+        if (until === undefined || until(out) || attempt > 60) return out;
+      }
     },
     async close() {
       await proxy.close();
@@ -208,7 +213,7 @@ export async function curl(args: string[]): Promise<{ code: number; status: numb
   const headersFile = join(dir, 'h');
   const bodyFile = join(dir, 'b');
   const result = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-    execFile('curl', ['-sS', '-o', bodyFile, '-D', headersFile, '-w', '%{http_code}', '--max-time', '20', ...args], (err, stdout, stderr) => {
+    execFile('curl', ['-sS', '-o', bodyFile, '-D', headersFile, '-w', '%{http_code} %{http_connect}', '--max-time', '20', ...args], (err, stdout, stderr) => {
       resolve({ code: err === null ? 0 : ((err as { code?: number }).code ?? -1), stdout, stderr });
     });
   });
@@ -219,5 +224,56 @@ export async function curl(args: string[]): Promise<{ code: number; status: numb
       return '';
     }
   };
-  return { code: result.code, status: Number(result.stdout.trim() || 0), body: readOr(bodyFile), headers: readOr(headersFile), stderr: result.stderr };
+  // A refused CONNECT has no HTTP response of its own: its status is the CONNECT's.
+  const [code, connectCode] = result.stdout.trim().split(' ').map(Number);
+  const status = code !== undefined && code > 0 ? code : (connectCode ?? 0);
+  return { code: result.code, status, body: readOr(bodyFile), headers: readOr(headersFile), stderr: result.stderr };
+}
+
+/** Sends raw bytes to the proxy and collects the answer until `done(text)` or the socket closes. */
+export async function rawExchange(port: number, data: string | Buffer, done: (text: string) => boolean = () => false, timeoutMs = 10_000): Promise<string> {
+  const { connect } = await import('node:net');
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    let text = '';
+    const finish = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(text);
+    };
+    const timer = setTimeout(finish, timeoutMs);
+    socket.on('connect', () => socket.write(data));
+    socket.on('data', (chunk: Buffer) => {
+      text += chunk.toString('latin1');
+      if (done(text)) finish();
+    });
+    socket.on('error', finish);
+    socket.on('close', finish);
+  });
+}
+
+/** Opens a CONNECT tunnel; resolves with the socket once a response head arrived (status in `status`). */
+export async function connectTunnel(port: number, authority: string, host: string = authority): Promise<{ socket: import('node:net').Socket; status: number; head: string }> {
+  const { connect } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    let text = '';
+    socket.on('connect', () => socket.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${host}\r\n\r\n`));
+    const onData = (chunk: Buffer) => {
+      text += chunk.toString('latin1');
+      const end = text.indexOf('\r\n\r\n');
+      if (end >= 0) {
+        socket.off('data', onData);
+        resolve({ socket, status: Number(text.slice(9, 12)), head: text.slice(0, end) });
+      }
+    };
+    socket.on('data', onData);
+    socket.once('error', reject);
+  });
+}
+
+/** A header's value from a raw response head (case-insensitive), or undefined. */
+export function headerOf(head: string, name: string): string | undefined {
+  const line = head.split('\r\n').find((l) => l.toLowerCase().startsWith(`${name.toLowerCase()}:`));
+  return line?.slice(name.length + 1).trim();
 }
