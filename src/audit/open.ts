@@ -91,6 +91,13 @@ async function openWriter(
     if (err instanceof MicroagentError) throw err;
     throw openFailed(path, err);
   }
+  if (head.last !== null && head.last.workspace !== options.workspace) {
+    // verify requires one workspace per chain; continuing would make the whole log fail it.
+    throw new MicroagentError('conflict', `audit log ${path} belongs to workspace "${head.last.workspace}", not "${options.workspace}"`, {
+      code: 'audit.workspace_mismatch',
+      remediation: 'Give each workspace its own audit log path.',
+    });
+  }
   let lastSegment = head.lastSegment;
   if (head.damage !== null) {
     const where = describeDamage(head.damage);

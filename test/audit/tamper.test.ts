@@ -3,7 +3,8 @@
  * fail at the right record (file, line, seq), through the API and through the CLI (exit 1).
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import fc from 'fast-check';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { verifyAuditLog } from '../../src/audit/index.js';
@@ -98,6 +99,25 @@ describe('the five tamperings', () => {
     const json = cli(['audit', 'verify', log, '--json']);
     expect(json.code).toBe(1);
     expect(JSON.parse(json.stdout)).toMatchObject({ ok: false, firstBad: { file: log, line: 30, seq: 30 } });
+  });
+});
+
+describe('any single changed byte', () => {
+  it('is named at the line that holds it', async () => {
+    await writeLog({ path: log, checkpoint: { key: randomBytes(32), every: 7 } }, 30);
+    const original = readFileSync(log);
+    await fc.assert(
+      fc.asyncProperty(fc.nat({ max: original.length - 1 }), fc.integer({ min: 1, max: 255 }), async (offset, delta) => {
+        const bytes = Buffer.from(original);
+        bytes[offset] = ((bytes[offset] as number) + delta) % 256;
+        writeFileSync(log, bytes);
+        const line = original.subarray(0, offset).filter((b) => b === 10).length + 1;
+        const r = await verifyAuditLog(log);
+        expect(r.ok).toBe(false);
+        expect(r.firstBad?.line).toBe(line);
+      }),
+      { numRuns: 150 },
+    );
   });
 });
 

@@ -109,12 +109,14 @@ describe('the record contract', () => {
     expect((await verifyAuditLog(log)).ok).toBe(true);
   });
 
-  it('refuses a second writer on the same log in one process', async () => {
+  it('refuses a second writer on the same log in one process, and another workspace\'s chain', async () => {
     const audit = await openAuditLog({ path: log, workspace: 'ws-audit' });
     await expect(openAuditLog({ path: log, workspace: 'ws-audit' })).rejects.toMatchObject({ code: 'audit.already_open' });
     await audit.close();
     const again = await openAuditLog({ path: log, workspace: 'ws-audit' });
+    await again.append(decision(0));
     await again.close();
+    await expect(openAuditLog({ path: log, workspace: 'other' })).rejects.toMatchObject({ code: 'audit.workspace_mismatch' });
   });
 });
 
