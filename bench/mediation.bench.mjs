@@ -4,11 +4,11 @@
 // service), the broker in this one. Goals (docs/mediation.md): >= 80% of direct throughput for large
 // transfers; < 100 µs added p50 per round trip.
 //
-// Usage: npm run build && node bench/mediation.bench.mjs [--mb 512] [--rounds 20000]
+// Usage: npm run build && node bench/mediation.bench.mjs [--mb 512] [--rounds 20000] [--repeats 5]
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -126,7 +126,7 @@ const fmt = (n, d = 1) => n.toFixed(d);
 async function main() {
   const mb = Number(arg('mb', '512'));
   const rounds = Number(arg('rounds', '20000'));
-  const repeats = Number(arg('repeats', '3'));
+  const repeats = Number(arg('repeats', '5'));
   const dir = await mkdtemp(join(tmpdir(), 'ma-med-bench-'));
   const targetPath = join(dir, 'echo.sock');
   const target = spawn(process.execPath, [self, '--role', 'target', '--path', targetPath], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -169,7 +169,9 @@ async function main() {
   process.stdout.write(
     `\nmedian of ${repeats} runs each, ${rounds} round trips of 64 bytes, PROXY v2 on, real audit log (fsync); ` +
       `broker process RSS peak ${fmt(rssPeak / 1024 / 1024)} MiB; ` +
-      `audited connections: ${broker.stats().channels[0].accepted}\n`,
+      `audited connections: ${broker.stats().channels[0].accepted}; ` +
+      `load average ${loadavg().map((l) => fmt(l, 2)).join(' ')} on ${cpus().length} CPUs ` +
+      `(the broker path needs a third busy process, so contention lowers its ratio first)\n`,
   );
 
   await broker.close();
