@@ -163,18 +163,24 @@ function validateLimits(value: unknown, problem: (field: string, what: string) =
     problem('limits', `must be an object, got ${show(value)}`);
     return DEFAULT_LIMITS;
   }
-  const limits: Record<string, number> = { ...DEFAULT_LIMITS };
+  const limits: { -readonly [K in keyof ChannelLimits]: number } = { ...DEFAULT_LIMITS };
   for (const [key, raw] of Object.entries(value as Record<string, unknown>)) {
-    const bounds = (LIMIT_BOUNDS as Record<string, readonly [number, number]>)[key];
-    if (bounds === undefined) {
+    if (!isLimitName(key)) {
       problem(`limits.${key}`, `unknown limit; the limits are ${Object.keys(LIMIT_BOUNDS).join(', ')}`);
-    } else if (typeof raw !== 'number' || !Number.isInteger(raw) || raw < bounds[0] || raw > bounds[1]) {
-      problem(`limits.${key}`, `must be an integer from ${bounds[0]} to ${bounds[1]}, got ${show(raw)}`);
+      continue;
+    }
+    const [min, max] = LIMIT_BOUNDS[key];
+    if (typeof raw !== 'number' || !Number.isInteger(raw) || raw < min || raw > max) {
+      problem(`limits.${key}`, `must be an integer from ${min} to ${max}, got ${show(raw)}`);
     } else {
       limits[key] = raw;
     }
   }
-  return limits as unknown as ChannelLimits;
+  return limits;
+}
+
+function isLimitName(key: string): key is keyof ChannelLimits {
+  return Object.hasOwn(LIMIT_BOUNDS, key);
 }
 
 function isChannelPort(value: unknown): value is number {
