@@ -67,6 +67,16 @@ describe('group commit', () => {
     expect((await records(log)).map((r) => (r as { conn?: string }).conn)).toEqual(Array.from({ length: 500 }, (_, i) => `c${i}`));
   });
 
+  it('close() flushes appends still queued and then refuses new ones', async () => {
+    const audit = await openAuditLog({ path: log, workspace: 'ws-audit', maxPending: 16 });
+    const pending = Array.from({ length: 100 }, (_, i) => audit.append(decision(i)));
+    const closing = audit.close();
+    await expect(audit.append(decision(100))).rejects.toMatchObject({ code: 'audit.closed' });
+    await closing;
+    await Promise.all(pending);
+    expect(await verifyAuditLog(log)).toMatchObject({ ok: true, records: 100 });
+  });
+
   it('ts is RFC 3339 UTC with milliseconds and never goes backwards', async () => {
     await writeLog({ path: log }, 300);
     const all = await records(log);
