@@ -173,29 +173,29 @@ describe('relaying', () => {
 });
 
 describe('limits', () => {
-  it('closes connections past the cap at once and audits limit_exceeded', async () => {
+  it('30 simultaneous connections against a cap of 8: the excess is closed at once and audited', async () => {
     const t = await target({ kind: 'unix', proxyProtocol: true, behaviour: 'echo' });
-    const { broker: b } = await broker([{ port: 5, target: t.address, limits: { maxConnections: 3 } }]);
-    const held = [];
-    for (let i = 0; i < 3; i++) {
-      const g = await guestConnect(b.socketPathFor(5));
+    const { broker: b } = await broker([{ port: 5, target: t.address, limits: { maxConnections: 8 } }]);
+    const guests = await Promise.all(Array.from({ length: 30 }, () => guestConnect(b.socketPathFor(5))));
+    let closedCount = 0;
+    const outcomes = guests.map((g) => {
       const o = collect(g);
+      void o.then(() => closedCount++);
       g.write('ping');
-      held.push({ g, o });
-    }
-    await eventually(() => t.sockets.length === 3, 'three relayed connections');
-    const excess = await Promise.all(Array.from({ length: 5 }, () => guestConnect(b.socketPathFor(5)).then(collect)));
-    for (const e of excess) expect(e.data.length).toBe(0);
-    // The guest is closed first; its deny record follows (closing never waits on the disk).
+      return o;
+    });
+    // The guests do not end: only the cap can have closed the 22 that get nothing.
     const deniedRecords = async () => (await connects()).filter((e) => e.verdict === 'deny');
-    await eventually(async () => (await deniedRecords()).length === 5, 'five deny records');
-    const denied = await deniedRecords();
-    for (const d of denied) expect(d.reason).toBe('limit_exceeded');
-    expect(t.sockets).toHaveLength(3);
-    for (const { g, o } of held) {
-      g.end();
-      expect((await o).data.toString()).toBe('ping');
-    }
+    await eventually(async () => (await deniedRecords()).length === 22, '22 deny records');
+    for (const d of await deniedRecords()) expect(d.reason).toBe('limit_exceeded');
+    await eventually(() => t.sockets.length === 8, 'eight relayed connections');
+    await eventually(() => closedCount === 22, 'the 22 denied guests closed');
+    expect(b.stats().channels[0]).toMatchObject({ live: 8, deniedLimit: 22, accepted: 8 });
+    expect(closedCount).toBe(22);
+    for (const g of guests) if (!g.destroyed) g.end();
+    const all = await Promise.all(outcomes);
+    expect(all.filter((o) => o.data.length === 0)).toHaveLength(22);
+    expect(all.filter((o) => o.data.length > 0).map((o) => o.data.toString())).toEqual(Array(8).fill('ping'));
     // Room again once the held connections are gone.
     await eventually(() => b.stats().channels[0]?.live === 0, 'connections released');
     const again = await guestConnect(b.socketPathFor(5));
