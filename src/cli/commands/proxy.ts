@@ -1,4 +1,110 @@
-/** `microagent proxy ...` commands. */
-import type { Command } from '../command.js';
+/**
+ * `microagent proxy`: run the egress proxy for one workspace in the foreground until interrupted.
+ * Parses arguments, opens the policy (watched), audit log and CA, prints where it listens and where
+ * the CA certificate is, and shuts down cleanly with in-flight audit records flushed. No proxy logic.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { openAuditLog } from '../../audit/index.js';
+import { loadOrCreateCa } from '../../ca/index.js';
+import { MODES, watchPolicy, withMode, type Mode, type Policy } from '../../policy/index.js';
+import { createSystemResolver, startEgressProxy } from '../../proxy/index.js';
+import { parsePort } from '../../proxy/destination.js';
+import { parseCommandArgs, usageError, type Command } from '../command.js';
 
-export const commands: readonly Command[] = [];
+const DEFAULT_LISTEN = '127.0.0.1:8080';
+
+function parseListen(raw: string): { host: string; port: number } {
+  const colon = raw.lastIndexOf(':');
+  const host = colon < 0 ? '127.0.0.1' : raw.slice(0, colon).replace(/^\[(.*)\]$/, '$1') || '127.0.0.1';
+  const portText = colon < 0 ? raw : raw.slice(colon + 1);
+  const port = portText === '0' ? 0 : parsePort(portText);
+  if (port === null) throw usageError(`proxy: --listen wants HOST:PORT, got "${raw}"`, 'e.g. --listen 127.0.0.1:8080 (port 0 picks a free one)');
+  return { host, port };
+}
+
+const proxy: Command = {
+  name: 'proxy',
+  summary: 'Run the TLS-intercepting egress proxy for one workspace in the foreground until interrupted',
+  usage:
+    '--policy FILE [--mode guarded|strict|off] [--listen ADDR:PORT] [--socket PATH] [--ca-dir DIR] [--audit FILE] [--workspace NAME] [--upstream-ca FILE]... [--no-fsync]',
+  async run(args, ctx) {
+    const { values } = parseCommandArgs(
+      proxy,
+      args,
+      {
+        policy: { type: 'string' },
+        mode: { type: 'string' },
+        listen: { type: 'string' },
+        socket: { type: 'string' },
+        'ca-dir': { type: 'string' },
+        audit: { type: 'string' },
+        workspace: { type: 'string', default: 'default' },
+        'upstream-ca': { type: 'string', multiple: true },
+        'no-fsync': { type: 'boolean', default: false },
+      },
+      false,
+    );
+    if (values.policy === undefined) throw usageError('proxy: --policy FILE is required', `usage: microagent proxy ${proxy.usage}`);
+    const mode = values.mode;
+    if (mode !== undefined && !(MODES as readonly string[]).includes(mode)) {
+      throw usageError(`proxy: --mode must be one of ${MODES.join(', ')}, not "${mode}"`, 'e.g. --mode strict');
+    }
+    const listen = parseListen(values.listen ?? DEFAULT_LISTEN);
+    const workspace = values.workspace;
+    const caDir = values['ca-dir'] ?? join(ctx.stateDir, 'proxy-ca');
+    const auditPath = values.audit ?? join(ctx.stateDir, 'proxy-audit.jsonl');
+    const upstreamCa = await Promise.all((values['upstream-ca'] ?? []).map((file) => readFile(file, 'utf8')));
+
+    const policyFile = values.policy;
+    const applyMode = (p: Policy): Policy => (mode === undefined ? p : withMode(p, mode as Mode));
+    const audit = await openAuditLog({ path: auditPath, workspace, fsync: !values['no-fsync'] });
+    let current: Policy | null = null;
+    let watcher: ReturnType<typeof watchPolicy> | null = null;
+    try {
+      watcher = watchPolicy(policyFile, {
+        onReload(policy) {
+          current = applyMode(policy);
+          ctx.out.info(`proxy: policy reloaded (${current.hash})`);
+          void audit.append({ event: 'policy.reload', reason: 'reload_ok', policy_hash: current.hash, file: policyFile }).catch(() => undefined);
+        },
+        onInvalid(error) {
+          ctx.out.warn(`policy ${policyFile} is invalid; keeping the previous one: ${error.message}`);
+          void audit
+            .append({ event: 'policy.reload', reason: 'reload_invalid', policy_hash: current?.hash ?? '', file: policyFile, error: error.message })
+            .catch(() => undefined);
+        },
+      });
+      current = applyMode(watcher.current());
+      // The CA certificate is on disk before we listen, so a guest can be given it at once.
+      const ca = await loadOrCreateCa({ dir: caDir, workspace });
+      const running = await startEgressProxy({
+        policy: () => current as Policy,
+        audit,
+        ca,
+        resolver: createSystemResolver(),
+        listen,
+        ...(values.socket === undefined ? {} : { socketPath: values.socket }),
+        workspace,
+        upstreamCa,
+      });
+      const tcp = running.addresses.tcp;
+      const where = [tcp === null ? null : `http://${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port}`, running.addresses.socket].filter((x) => x !== null);
+      ctx.out.info(`proxy: listening on ${where.join(' and ')}`);
+      ctx.out.info(`proxy: CA certificate ${ca.certPath}`);
+      ctx.out.info(`proxy: mode ${(current as Policy).mode}, policy ${(current as Policy).hash}, audit ${auditPath}; Ctrl-C to stop`);
+      const signal = await ctx.interrupted;
+      await running.close();
+      ca.close();
+      return {
+        result: { stopped_by: signal, listen: tcp, socket: running.addresses.socket, ca_cert: ca.certPath, audit: auditPath, stats: running.stats() },
+        human: `proxy: stopped (${signal}); ${running.stats().requests} requests, ${running.stats().denied} denied`,
+      };
+    } finally {
+      watcher?.close();
+      await audit.close();
+    }
+  },
+};
+
+export const commands: readonly Command[] = [proxy];
