@@ -73,7 +73,6 @@ export class AuditLogWriter implements AuditLog {
   private sinceCheckpoint = 0;
   private queue: Pending[] = [];
   private waiters: Deferred[] = [];
-  private admitted = 0;
   private writing = false;
   private scheduled = false;
   private drained: Deferred[] = [];
@@ -112,15 +111,9 @@ export class AuditLogWriter implements AuditLog {
       );
     }
     // Backpressure: past maxPending queued records, callers wait their turn (FIFO); nothing is dropped.
-    if (this.waiters.length > 0 || this.queue.length + this.admitted >= this.s.maxPending) {
+    if (this.waiters.length > 0 || this.queue.length >= this.s.maxPending) {
       return new Promise<void>((resolve, reject) => {
-        this.waiters.push({
-          resolve: () => {
-            this.admitted--;
-            this.enqueue(event).then(resolve, reject);
-          },
-          reject,
-        });
+        this.waiters.push({ resolve: () => this.enqueue(event).then(resolve, reject), reject });
       });
     }
     return this.enqueue(event);
@@ -235,12 +228,9 @@ export class AuditLogWriter implements AuditLog {
     }
   }
 
+  /** Lets waiting callers in, oldest first; each enqueues synchronously, so the queue stays bounded. */
   private releaseWaiters(): void {
-    let room = this.s.maxPending - this.queue.length - this.admitted;
-    while (room-- > 0 && this.waiters.length > 0) {
-      this.admitted++;
-      (this.waiters.shift() as Deferred).resolve();
-    }
+    while (this.waiters.length > 0 && this.queue.length < this.s.maxPending) (this.waiters.shift() as Deferred).resolve();
   }
 
   /** Seals the active file as the next numbered segment and starts a new one; the chain runs on. */
@@ -284,7 +274,7 @@ export class AuditLogWriter implements AuditLog {
   }
 
   private async shutDown(): Promise<void> {
-    const busy = () => this.waiters.length > 0 || this.admitted > 0 || this.queue.length > 0 || this.writing || this.scheduled;
+    const busy = () => this.waiters.length > 0 || this.queue.length > 0 || this.writing || this.scheduled;
     while (busy() && this.failure === null) await this.whenDrained();
     if (this.s.signer !== null && this.failure === null) {
       this.pushCheckpoint(true);
