@@ -116,11 +116,18 @@ export async function startBroker(options: BrokerOptions): Promise<MediationBrok
     const written = Promise.resolve().then(() => options.audit.append(event));
     const tracked = written.then(
       () => {},
-      () => {},
+      (err: unknown) => {
+        if (!options.audit.healthy) abortAll(`audit log unavailable: ${(err as Error).message}`);
+      },
     );
     pendingAudits.add(tracked);
     void tracked.then(() => pendingAudits.delete(tracked));
     return written;
+  };
+
+  // A failed audit log stays failed, so no live connection could get its close record: fail closed.
+  const abortAll = (error: string): void => {
+    for (const runtime of runtimes.values()) for (const relay of [...runtime.live]) apply(relay, { type: 'abort', error });
   };
 
   const apply = (relay: Relay, event: ConnectionEvent): void => {

@@ -48,6 +48,8 @@ export type ConnectionEvent =
   | { readonly type: 'socket_error'; readonly side: Side; readonly error: string }
   | { readonly type: 'limit'; readonly error: string }
   | { readonly type: 'sever' }
+  /** The broker must stop this connection for a reason of its own (the audit log failed). */
+  | { readonly type: 'abort'; readonly error: string }
   | { readonly type: 'socket_closed'; readonly side: Side; readonly bytesUp: number; readonly bytesDown: number; readonly now: number };
 
 export type ConnectionAction =
@@ -148,6 +150,8 @@ export function step(state: ConnectionState, event: ConnectionEvent): Step {
       return shutDown(state, 'limit', event.error);
     case 'sever':
       return shutDown(state, 'sever', null);
+    case 'abort':
+      return shutDown(state, 'error', event.error);
     case 'socket_closed': {
       const counted = { ...state, bytesUp: event.bytesUp, bytesDown: event.bytesDown, lastCloseAt: event.now };
       const next: ConnectionState =

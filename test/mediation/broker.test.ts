@@ -48,7 +48,7 @@ async function broker(declarations: ChannelDeclaration[], options: { closedLog?:
     audit,
   });
   cleanups.push(() => b.close());
-  return { broker: b };
+  return { broker: b, log };
 }
 
 const records = () => readRecords(auditPath());
@@ -277,6 +277,22 @@ describe('fail closed', () => {
     const outcome = await collect(guest);
     expect(outcome.data.length).toBe(0);
     expect(t.sockets).toHaveLength(0);
+  });
+
+  it('when the audit log fails, live connections are closed too (their close could not be recorded)', async () => {
+    const t = await target({ kind: 'unix', proxyProtocol: true, behaviour: 'echo' });
+    const { broker: b, log } = await broker([{ port: 5, target: t.address }]);
+    const live = await guestConnect(b.socketPathFor(5));
+    const liveOutcome = collect(live);
+    live.write('before');
+    await eventually(() => (b.stats().channels[0]?.bytesDown ?? 0) === 6, 'live relay');
+    await log.close();
+    const late = await collect(await guestConnect(b.socketPathFor(5)));
+    expect(late.data.length).toBe(0);
+    const { data, how } = await liveOutcome;
+    expect(data.toString()).toBe('before');
+    expect(how).toBe('end');
+    expect(t.sockets).toHaveLength(1);
   });
 
   it('reports readiness per channel: a required channel down makes the workspace not ready', async () => {
