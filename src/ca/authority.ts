@@ -17,7 +17,8 @@ import { childLog } from '../log.js';
 import { ExpiringLru } from './lru.js';
 import { parseLeafName, type LeafName } from './names.js';
 import type { CaMaterial } from './store.js';
-import { exportPkcs8Pem, generateEcKeyPair, LEAF_BACKDATE_MS, prepareLeafSigner, type LeafSigner } from './x509.js';
+import { prepareLeafSigner, type LeafSigner } from './leaf.js';
+import { exportPkcs8Pem, generateEcKeyPair, LEAF_BACKDATE_MS } from './x509.js';
 
 const log = childLog('ca');
 const DAY_MS = 86_400_000;
@@ -101,7 +102,7 @@ export class CertificateAuthority {
     }
     const leafKeys = await generateEcKeyPair(true);
     const leafKeyPem = await exportPkcs8Pem(leafKeys.privateKey);
-    const signLeaf = await prepareLeafSigner(material.cert, material.key, leafKeys.publicKey);
+    const signLeaf = await prepareLeafSigner(material.certPem, material.key, leafKeys.publicKey);
     return new CertificateAuthority(material, leafKeyPem, signLeaf, options);
   }
 

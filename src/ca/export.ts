@@ -4,6 +4,8 @@
  * crypto only; its toPkcs12Asn1 cannot carry ECDSA certificates or keys, so the PFX is assembled
  * here from forge's ASN.1 and PBE primitives. It never writes files and never logs the key or password.
  */
+// reflect-metadata must be loaded before @peculiar/x509 evaluates.
+import 'reflect-metadata';
 import { readFile } from 'node:fs/promises';
 import forge from 'node-forge';
 import * as x509 from '@peculiar/x509';

@@ -4,6 +4,8 @@
  * It creates, reads and rotates those files and enforces their modes; it never logs key material,
  * never follows a symlink to the key, and never builds a path from anything but the three fixed names.
  */
+// reflect-metadata must be loaded before @peculiar/x509 evaluates.
+import 'reflect-metadata';
 import { constants } from 'node:fs';
 import { chmod, link, lstat, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';

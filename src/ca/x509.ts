@@ -1,13 +1,11 @@
 /**
  * X.509 building blocks for the workspace CA: key pairs (WebCrypto ECDSA P-256, never pure JS),
- * the self-signed CA certificate, and a leaf signer that precomputes everything a leaf shares so
- * that minting a host costs one ECDSA signature.
- * Pure of file IO and of policy: it signs whatever validated name it is handed.
+ * serials, and the self-signed CA certificate (leaves are in leaf.ts).
+ * Pure of file IO and of policy.
  */
 import 'reflect-metadata';
 import { webcrypto, randomBytes } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
-import type { LeafName } from './names.js';
 
 // @peculiar/x509 defaults to globalThis.crypto; pin Node's implementation so it never depends on
 // whatever a caller may have installed globally.
@@ -82,48 +80,4 @@ export function isCaCertificate(cert: x509.X509Certificate): boolean {
   const bc = cert.getExtension(x509.BasicConstraintsExtension);
   const ku = cert.getExtension(x509.KeyUsagesExtension);
   return bc?.ca === true && ku !== null && (ku.usages & x509.KeyUsageFlags.keyCertSign) !== 0;
-}
-
-export interface LeafValidity {
-  readonly notBefore: Date;
-  readonly notAfter: Date;
-}
-
-/** Signs leaves for one CA with one shared leaf key; the returned function is safe to call concurrently. */
-export type LeafSigner = (name: LeafName, validity: LeafValidity) => Promise<string>;
-
-export async function prepareLeafSigner(
-  caCert: x509.X509Certificate,
-  caKey: EcPrivateKey,
-  leafPublicKey: webcrypto.CryptoKey,
-): Promise<LeafSigner> {
-  const caSki = caCert.getExtension(x509.SubjectKeyIdentifierExtension);
-  // Every leaf shares these: computed once so minting is only SAN + serial + one signature.
-  const shared: x509.Extension[] = [
-    new x509.BasicConstraintsExtension(false, undefined, true),
-    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth], false),
-    await x509.SubjectKeyIdentifierExtension.create(leafPublicKey),
-    caSki === null
-      ? await x509.AuthorityKeyIdentifierExtension.create(caCert.publicKey)
-      : new x509.AuthorityKeyIdentifierExtension(caSki.keyId),
-  ];
-  const publicKey = await x509.PublicKey.create(leafPublicKey);
-  const issuer = caCert.subjectName.toString();
-  return async (name, validity) => {
-    // The CN is capped at 64 characters (RFC 5280 ub-common-name); clients match on the SAN anyway.
-    const subject = name.name.length <= 64 ? [{ CN: [name.name] }] : [{ O: [CA_ORGANIZATION] }];
-    const cert = await x509.X509CertificateGenerator.create({
-      serialNumber: randomSerialHex(),
-      subject,
-      issuer,
-      notBefore: validity.notBefore,
-      notAfter: validity.notAfter,
-      publicKey,
-      signingKey: caKey,
-      signingAlgorithm: SIGNING,
-      extensions: [...shared, new x509.SubjectAlternativeNameExtension([{ type: name.kind, value: name.name }], false)],
-    });
-    return cert.toString('pem');
-  };
 }

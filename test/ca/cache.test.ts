@@ -3,6 +3,8 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createCa, loadCa, parseLeafName } from '../../src/ca/index.js';
+import { ecdsaSignatureToDer, time } from '../../src/ca/der.js';
+import { ipOctets } from '../../src/ca/leaf.js';
 import { rejection, tempDir } from './helpers.js';
 
 const DAY = 86_400_000;
@@ -137,5 +139,30 @@ describe('secureContextFor', () => {
     (await createCa({ dir, workspace: 'w' })).close();
     expect(await rejection(() => loadCa({ dir, cacheSize: 0 }))).toMatchObject({ kind: 'invalid', code: 'ca.invalid_option' });
     expect(await rejection(() => loadCa({ dir, leafValidityDays: 0 }))).toMatchObject({ kind: 'invalid', code: 'ca.invalid_option' });
+  });
+});
+
+describe('leaf encoding details', () => {
+  it.each([
+    ['127.0.0.1', '7f000001'],
+    ['::1', '00000000000000000000000000000001'],
+    ['2001:db8::1', '20010db8000000000000000000000001'],
+    ['::ffff:102:304', '00000000000000000000ffff01020304'],
+    ['fe80::', 'fe800000000000000000000000000000'],
+    ['1:2:3:4:5:6:7:8', '00010002000300040005000600070008'],
+  ])('ipOctets(%j) = %s', (ip, hex) => {
+    expect(ipOctets(ip).toString('hex')).toBe(hex);
+  });
+
+  it('switches from UTCTime to GeneralizedTime in 2050 (RFC 5280 4.1.2.5)', () => {
+    expect(time(new Date('2049-12-31T23:59:59.900Z')).toString('hex')).toBe('170d' + Buffer.from('491231235959Z').toString('hex'));
+    expect(time(new Date('2050-01-01T00:00:00Z')).toString('hex')).toBe('180f' + Buffer.from('20500101000000Z').toString('hex'));
+  });
+
+  it('encodes ECDSA r||s as a DER SEQUENCE of minimal positive INTEGERs', () => {
+    const r = Buffer.alloc(32, 0);
+    r[31] = 5;
+    const s = Buffer.alloc(32, 0xff);
+    expect(ecdsaSignatureToDer(Buffer.concat([r, s])).toString('hex')).toBe('3026' + '020105' + '022100' + 'ff'.repeat(32));
   });
 });

@@ -155,6 +155,26 @@ describe('what openssl reads in the certificates', () => {
     expect(verify).toMatchObject({ code: 0, stdout: `${leafPath}: OK\n` });
   });
 
+  it('a name longer than 64 characters gets an empty subject and a critical SAN, and still verifies', async () => {
+    const long = `${'a'.repeat(60)}.${'b'.repeat(60)}.example.test`;
+    const port = await origin({ SNICallback: ca.sniCallback() });
+    const leafPath = join(dir, '..', 'long.pem');
+    await writeFile(leafPath, await servedLeafPem(port, long));
+    const text = (await run('openssl', ['x509', '-in', leafPath, '-noout', '-text'])).stdout;
+    expect(text).toMatch(/Subject: *\n/);
+    expect(text).toContain(`X509v3 Subject Alternative Name: critical\n                DNS:${long}`);
+    expect(await run('openssl', ['verify', '-CAfile', join(dir, 'ca.pem'), '-purpose', 'sslserver', leafPath])).toMatchObject({ code: 0 });
+    await expect(nodeHandshake(port, long, ca.certPem)).resolves.toMatchObject({ subjectaltname: `DNS:${long}` });
+  });
+
+  it('a leaf never outlives its CA', async () => {
+    const shortLived = await createCa({ dir: join(await tempDir(), 'ca'), workspace: 'short', validityDays: 2 });
+    const port = await origin({ SNICallback: shortLived.sniCallback() });
+    const peer = await nodeHandshake(port, 'api.example.test', shortLived.certPem);
+    expect(Date.parse(peer.valid_to)).toBe(shortLived.notAfter.getTime());
+    shortLived.close();
+  });
+
   it('two leaves for one CA share the leaf key but get distinct serials', async () => {
     const port = await origin({ SNICallback: ca.sniCallback() });
     const a = join(dir, '..', 'a.pem');
