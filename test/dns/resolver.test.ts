@@ -24,9 +24,32 @@ describe('workspace resolver', () => {
     expect(second).toMatchObject({ cached: true, upstreamMs: null });
     expect(upstream.count('web.test')).toBe(1);
     await resolver.query('other.test', 1);
-    const [q1, q2] = upstream.received;
-    expect(q1?.sourcePort).not.toBe(q2?.sourcePort);
-    expect(q1?.transport).toBe('udp');
+    expect(upstream.received.map((q) => q.transport)).toEqual(['udp', 'udp']);
+  });
+
+  it('spreads queries over pooled sockets and moves to new source ports as sockets retire', async () => {
+    const names = Array.from({ length: 30 }, (_, i) => `n${i}.test`);
+    const pooled = createWorkspaceResolver({ upstreams: [upstream.address], timeoutMs: 500, retries: 0 });
+    await Promise.all(names.map((name) => pooled.query(name, 1)));
+    expect(new Set(upstream.received.map((q) => q.sourcePort)).size).toBeGreaterThan(1);
+    pooled.close();
+
+    upstream.received.length = 0;
+    const rotating = createWorkspaceResolver({ upstreams: [upstream.address], timeoutMs: 500, retries: 0, udpPool: { sockets: 1, queriesPerSocket: 2 } });
+    for (const name of ['r1.test', 'r2.test', 'r3.test', 'r4.test']) await rotating.query(name, 1);
+    const ports = upstream.received.map((q) => q.sourcePort);
+    expect(ports[0]).toBe(ports[1]);
+    expect(ports[2]).toBe(ports[3]);
+    expect(ports[2]).not.toBe(ports[0]);
+    rotating.close();
+  });
+
+  it('ignores replies with another id or another question', async () => {
+    upstream.set('spoofed.test', 'A', [a('spoofed.test', '192.0.2.5')]);
+    upstream.behave('spoofed.test', { kind: 'spoof_first', ip: '203.0.113.66' });
+    const resolver = createWorkspaceResolver({ upstreams: [upstream.address], timeoutMs: 500, retries: 0 });
+    const answer = await resolver.query('spoofed.test', 1);
+    expect(answer.upstream.answers.map((r) => (r as { data: string }).data)).toEqual(['192.0.2.5']);
   });
 
   it('retries over TCP when the UDP answer is truncated', async () => {

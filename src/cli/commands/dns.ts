@@ -72,6 +72,7 @@ const dns: Command = {
       ctx.out.info(`dns: mode ${policy().mode}, policy ${policy().hash}, audit ${auditPath}; Ctrl-C to stop`);
       const signal = await ctx.interrupted;
       await server.close();
+      resolver.close();
       return {
         result: { stopped_by: signal, addresses: server.addresses, audit: auditPath },
         human: `dns: stopped (${signal})`,

@@ -11,7 +11,8 @@ import type { HostResolver } from '../resolver.js';
 import { createExpiringCache } from './cache.js';
 import { createAddressMemory, DEFAULT_MEMORY_LIMITS, type AddressMemory } from './memory.js';
 import { systemUpstreams } from './resolvconf.js';
-import { exchangeWithUpstream, parseUpstream, type UpstreamAddress } from './upstream.js';
+import { exchangeWithUpstream, openUpstream, parseUpstream, type Upstream, type UpstreamAddress } from './upstream.js';
+import type { UdpPoolOptions } from './udp-pool.js';
 import { RCODE } from './wire.js';
 
 export interface CacheLimits {
@@ -30,6 +31,8 @@ export interface WorkspaceResolverOptions {
   /** Further attempts after the first, each on the next upstream. */
   readonly retries?: number;
   readonly cache?: Partial<CacheLimits>;
+  /** UDP sockets kept per upstream and queries per socket before a new random port. */
+  readonly udpPool?: UdpPoolOptions;
   /** Injectable clock (ms) for cache and memory expiry in tests. */
   readonly now?: () => number;
 }
@@ -60,6 +63,8 @@ export interface WorkspaceResolver extends HostResolver {
   /** What this workspace was given; the DNS server records into it after filtering answers. */
   readonly memory: AddressMemory;
   readonly upstreams: readonly UpstreamAddress[];
+  /** Closes the sockets kept open to the upstreams (they never keep a process alive on their own). */
+  close(): void;
 }
 
 export const DEFAULT_CACHE_LIMITS: CacheLimits = { minTtl: 1, maxTtl: 3600, maxEntries: 10_000 };
@@ -67,13 +72,14 @@ const NEGATIVE_TTL_WITHOUT_SOA = 30;
 
 
 export function createWorkspaceResolver(options: WorkspaceResolverOptions = {}): WorkspaceResolver {
-  const upstreams = (options.upstreams ?? systemUpstreams()).map(parseUpstream);
-  if (upstreams.length === 0) {
+  const addresses = (options.upstreams ?? systemUpstreams()).map(parseUpstream);
+  if (addresses.length === 0) {
     throw new MicroagentError('invalid', 'the workspace resolver needs at least one upstream resolver', {
       code: 'dns.no_upstream',
       remediation: 'pass --upstream ADDR, or leave it out to use the nameservers in /etc/resolv.conf',
     });
   }
+  const upstreams = addresses.map((address) => openUpstream(address, options.udpPool));
   const timeoutMs = options.timeoutMs ?? 2000;
   const attempts = 1 + (options.retries ?? 1);
   const limits: CacheLimits = { ...DEFAULT_CACHE_LIMITS, ...options.cache };
@@ -87,7 +93,7 @@ export function createWorkspaceResolver(options: WorkspaceResolverOptions = {}):
     const started = performance.now();
     let lastError: unknown;
     for (let attempt = 0; attempt < attempts; attempt++) {
-      const upstream = upstreams[nextUpstream++ % upstreams.length] as UpstreamAddress;
+      const upstream = upstreams[nextUpstream++ % upstreams.length] as Upstream;
       try {
         const { packet } = await exchangeWithUpstream(upstream, name, qtype, timeoutMs);
         const rcode = (packet.flags ?? 0) & 0xf;
@@ -128,7 +134,10 @@ export function createWorkspaceResolver(options: WorkspaceResolverOptions = {}):
     query,
     cached,
     memory,
-    upstreams,
+    upstreams: addresses,
+    close() {
+      for (const upstream of upstreams) upstream.udp.close();
+    },
     namesForAddress: (ip) => memory.namesForAddress(ip),
     async lookup(host) {
       const results = await Promise.allSettled([query(host, 1), query(host, 28)]);

@@ -1,18 +1,18 @@
 /**
- * One exchange with one upstream resolver: a query over UDP from a fresh socket (a kernel-chosen
- * random source port) with a random id, falling back to TCP when the answer comes back truncated.
+ * One exchange with one upstream resolver: a query over UDP from the upstream's socket pool (random
+ * socket, random source port, random id; udp-pool.ts), falling back to TCP when the answer comes back
+ * truncated (a fresh connection and random id per fallback).
  * A reply counts only if it comes from the upstream's address and port and echoes our id and question;
  * anything else is ignored (RFC 5452), so spoofed replies cannot poison the cache.
  * Never decides policy and never caches: that is resolver.ts.
  */
-import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { connect } from 'node:net';
 import { randomInt } from 'node:crypto';
-import { isIPv6 } from 'node:net';
+import { connect, isIPv6 } from 'node:net';
 import dnsPacket, { type DecodedPacket } from 'dns-packet';
 import { MicroagentError } from '../../errors.js';
 import { encodeUpstreamQuery } from './wire.js';
 import { frame, splitFrames } from './framing.js';
+import { createUdpPool, DEFAULT_UDP_POOL, type UdpPool, type UdpPoolOptions } from './udp-pool.js';
 
 export interface UpstreamAddress {
   readonly host: string;
@@ -47,16 +47,21 @@ export function parseUpstream(raw: string): UpstreamAddress {
   return { host: split.host, port };
 }
 
+/** One upstream resolver and the UDP sockets kept open to it. */
+export interface Upstream {
+  readonly address: UpstreamAddress;
+  readonly udp: UdpPool;
+}
+
+export function openUpstream(address: UpstreamAddress, pool: UdpPoolOptions = DEFAULT_UDP_POOL): Upstream {
+  return { address, udp: createUdpPool(address.host, address.port, pool) };
+}
+
 /** Asks one upstream; rejects with a transient MicroagentError on timeout or socket failure. */
-export async function exchangeWithUpstream(
-  upstream: UpstreamAddress,
-  name: string,
-  qtype: number,
-  timeoutMs: number,
-): Promise<UpstreamReply> {
+export async function exchangeWithUpstream(upstream: Upstream, name: string, qtype: number, timeoutMs: number): Promise<UpstreamReply> {
   const udp = await exchangeOverUdp(upstream, name, qtype, timeoutMs);
   if (!udp.flag_tc) return { packet: udp, transport: 'udp' };
-  return { packet: await exchangeOverTcp(upstream, name, qtype, timeoutMs), transport: 'tcp' };
+  return { packet: await exchangeOverTcp(upstream.address, name, qtype, timeoutMs), transport: 'tcp' };
 }
 
 function upstreamFailure(upstream: UpstreamAddress, what: string, cause?: unknown): MicroagentError {
@@ -87,26 +92,17 @@ function lower(byte: number): number {
   return byte >= 0x41 && byte <= 0x5a ? byte | 0x20 : byte;
 }
 
-function exchangeOverUdp(upstream: UpstreamAddress, name: string, qtype: number, timeoutMs: number): Promise<DecodedPacket> {
-  const id = randomInt(0, 65536);
-  const query = encodeUpstreamQuery(id, name, qtype);
-  const socket: UdpSocket = createSocket(isIPv6(upstream.host) ? 'udp6' : 'udp4');
-  return new Promise<DecodedPacket>((resolve, reject) => {
-    const timer = setTimeout(() => finish(upstreamFailure(upstream, `did not answer within ${timeoutMs} ms`)), timeoutMs);
-    const finish = (result: DecodedPacket | Error) => {
-      clearTimeout(timer);
-      socket.close();
-      if (result instanceof Error) reject(result);
-      else resolve(result);
-    };
-    socket.on('error', (err) => finish(upstreamFailure(upstream, `failed: ${err.message}`, err)));
-    // A connected socket only receives datagrams from the upstream's address and port.
-    socket.on('message', (message) => {
-      const packet = isReplyTo(message, query) ? tryDecode(message) : null;
-      if (packet !== null) finish(packet);
-    });
-    socket.connect(upstream.port, upstream.host, () => socket.send(query));
-  });
+async function exchangeOverUdp(upstream: Upstream, name: string, qtype: number, timeoutMs: number): Promise<DecodedPacket> {
+  try {
+    const reply = await upstream.udp.exchange(
+      (id) => encodeUpstreamQuery(id, name, qtype),
+      (candidate, query) => isReplyTo(candidate, query) && tryDecode(candidate) !== null,
+      timeoutMs,
+    );
+    return tryDecode(reply) as DecodedPacket;
+  } catch (err) {
+    throw upstreamFailure(upstream.address, `failed: ${(err as Error).message}`, err);
+  }
 }
 
 function exchangeOverTcp(upstream: UpstreamAddress, name: string, qtype: number, timeoutMs: number): Promise<DecodedPacket> {

@@ -78,6 +78,7 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
     },
     async close() {
       await server.close();
+      resolver.close();
       await audit.close().catch(() => undefined);
       await rm(dir, { recursive: true, force: true });
     },

@@ -12,7 +12,9 @@ export type Behaviour =
   /** Over UDP: TC set and no answers; over TCP: the full answer. */
   | { readonly kind: 'truncate_udp' }
   | { readonly kind: 'silent' }
-  | { readonly kind: 'delay'; readonly ms: number };
+  | { readonly kind: 'delay'; readonly ms: number }
+  /** Over UDP: first a reply with the right id but another question, then one with the wrong id, then the real one. */
+  | { readonly kind: 'spoof_first'; readonly ip: string };
 
 export interface ReceivedQuestion {
   readonly name: string;
@@ -83,8 +85,16 @@ export async function startTestUpstream(): Promise<TestUpstream> {
     } catch {
       return;
     }
+    const behaviour = behaviours.get(query.questions?.[0]?.name.toLowerCase() ?? '');
+    if (behaviour?.kind === 'spoof_first') {
+      const question = query.questions?.[0] as dnsPacket.Question;
+      const forged = (id: number, name: string) =>
+        dnsPacket.encode({ type: 'response', id, flags: 0, questions: [{ ...question, name }], answers: [a(question.name, behaviour.ip)] });
+      udp.send(forged(query.id ?? 0, `x${question.name}`), peer.port, peer.address);
+      udp.send(forged(((query.id ?? 0) + 1) & 0xffff, question.name), peer.port, peer.address);
+    }
     void respond(query, 'udp', peer.port).then((out) => {
-      if (out !== null) udp.send(out, peer.port, peer.address);
+      if (out !== null) setTimeout(() => udp.send(out, peer.port, peer.address), behaviour?.kind === 'spoof_first' ? 20 : 0);
     });
   });
   await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
