@@ -233,7 +233,7 @@ export async function startBroker(options: BrokerOptions): Promise<MediationBrok
     if (severed) {
       // Accepted in the instant before the listener closed: refuse, never relay.
       guest.destroy();
-      void audit(severedDeny(conn, channel)).catch(() => {});
+      audit(severedDeny(conn, channel)).catch((err: unknown) => log.error({ err, conn }, 'mediation audit record not written'));
       return;
     }
     const atCapacity = runtime.live.size >= channel.limits.maxConnections;
