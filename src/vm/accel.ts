@@ -1,0 +1,92 @@
+/**
+ * Chooses the accelerator by a real probe, not by the existence of /dev/kvm: boot the kernel and
+ * initramfs under KVM with `microagent.probe` (the agent powers off at once) and a timeout. The
+ * answer is cached per host boot (boot_id). It never reports KVM unless a guest actually ran.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { childLog } from '../log.js';
+import type { Accelerator } from './backend.js';
+import { requireQemu } from './qemu.js';
+
+const log = childLog('vm.accel');
+
+export interface AccelProbe {
+  readonly accelerator: Accelerator;
+  /** Why KVM was or was not chosen, for `doctor`. */
+  readonly reason: string;
+  readonly cached: boolean;
+}
+
+export interface ProbeOptions {
+  readonly stateDir: string;
+  readonly kernelPath: string;
+  readonly initramfsPath: string;
+  readonly timeoutMs?: number;
+  /** Ignore the cached answer. */
+  readonly fresh?: boolean;
+}
+
+function hostBootId(): string {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+async function bootProbe(options: ProbeOptions): Promise<string | null> {
+  const qemu = requireQemu();
+  const dir = join(options.stateDir, 'probe');
+  mkdirSync(dir, { recursive: true });
+  const serial = join(dir, 'serial.log');
+  rmSync(serial, { force: true });
+  const args = [
+    '-M', 'microvm,x-option-roms=off', '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
+    '-accel', 'kvm', '-cpu', 'host', '-m', '128', '-smp', '1',
+    '-kernel', options.kernelPath, '-initrd', options.initramfsPath,
+    '-append', 'console=ttyS0 earlyprintk=ttyS0 panic=-1 quiet microagent.probe',
+    '-chardev', `file,id=console,path=${serial.replaceAll(',', ',,')}`, '-serial', 'chardev:console',
+  ];
+  const child = spawn(qemu, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
+  const timeoutMs = options.timeoutMs ?? 15_000;
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const code = await new Promise<number | null>((resolve) => {
+    child.once('exit', (c) => resolve(c));
+    child.once('error', () => resolve(null));
+  });
+  clearTimeout(timer);
+  const booted = existsSync(serial) && readFileSync(serial, 'utf8').includes('probe ok');
+  if (code === 0 && booted) return null;
+  if (code === null) return `the KVM probe guest did not power off within ${timeoutMs} ms`;
+  return `the KVM probe guest failed (exit ${code}${booted ? '' : ', no boot'}): ${stderr.trim().split('\n').pop() ?? ''}`;
+}
+
+export async function probeAccelerator(options: ProbeOptions): Promise<AccelProbe> {
+  const cacheFile = join(options.stateDir, 'accel.json');
+  const bootId = hostBootId();
+  if (!options.fresh && existsSync(cacheFile)) {
+    try {
+      const cached = JSON.parse(readFileSync(cacheFile, 'utf8')) as { bootId: string; accelerator: Accelerator; reason: string };
+      if (cached.bootId === bootId) return { accelerator: cached.accelerator, reason: cached.reason, cached: true };
+    } catch {
+      // unreadable cache: probe again
+    }
+  }
+  let result: { accelerator: Accelerator; reason: string };
+  if (!existsSync('/dev/kvm')) {
+    result = { accelerator: 'tcg', reason: '/dev/kvm does not exist' };
+  } else {
+    const failure = await bootProbe(options);
+    result = failure === null
+      ? { accelerator: 'kvm', reason: 'a KVM guest booted and powered off' }
+      : { accelerator: 'tcg', reason: failure };
+  }
+  log.info(result, 'accelerator chosen');
+  mkdirSync(options.stateDir, { recursive: true });
+  writeFileSync(cacheFile, `${JSON.stringify({ bootId, ...result })}\n`);
+  return { ...result, cached: false };
+}

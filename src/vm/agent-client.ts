@@ -1,0 +1,304 @@
+/**
+ * Host-side client of the guest agent: owns the Unix socket QEMU exposes for the virtio-serial
+ * port, multiplexes command streams over it, and hands tunnel frames to the mediation tunnel.
+ * It never interprets guest output and never lets a guest frame for an unknown stream reach a caller.
+ */
+import { connect, type Socket } from 'node:net';
+import { PassThrough } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { MicroagentError } from '../errors.js';
+import { childLog } from '../log.js';
+import {
+  decodeExit,
+  decodeHello,
+  encodeConfig,
+  encodeExec,
+  encodeFrame,
+  GUEST_STREAM_BIT,
+  MSG,
+  splitFrames,
+  type ExecRequest,
+  type ExitStatus,
+  type Frame,
+  type GuestConfig,
+  type Hello,
+} from './protocol.js';
+
+const log = childLog('vm.agent');
+
+export interface ExecHandle {
+  readonly stdout: PassThrough;
+  readonly stderr: PassThrough;
+  /** Resolves when the command ended (EXIT); rejects when the guest refused it or the channel broke. */
+  readonly exit: Promise<ExitStatus>;
+  writeStdin(data: Buffer | string): void;
+  endStdin(): void;
+  signal(signo: number): void;
+}
+
+export interface ExecOutput {
+  readonly status: ExitStatus;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Receives the tunnel frames (T_*) and the end of the channel; see mediation-tunnel.ts. */
+export interface TunnelSink {
+  onFrame(frame: Frame): void;
+  onChannelClosed(): void;
+}
+
+interface Pending {
+  resolve(value: unknown): void;
+  reject(error: Error): void;
+}
+
+interface Session {
+  readonly handle: ExecHandle;
+  readonly stdout: PassThrough;
+  readonly stderr: PassThrough;
+  readonly settle: Pending;
+}
+
+export class AgentClient {
+  private buffered: Buffer = Buffer.alloc(0);
+  private nextStream = 1;
+  private readonly sessions = new Map<number, Session>();
+  private readonly configs = new Map<number, Pending>();
+  private hello: Hello | undefined;
+  private helloWaiters: Array<(h: Hello) => void> = [];
+  private closedError: MicroagentError | undefined;
+  private readonly closeWaiters: Array<() => void> = [];
+  tunnel: TunnelSink | undefined;
+
+  private constructor(private readonly socket: Socket) {
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (err) => log.debug({ err: err.message }, 'agent socket error'));
+    socket.on('close', () =>
+      this.fail(new MicroagentError('transient', 'the guest agent channel closed', {
+        code: 'vm.agent_closed',
+        remediation: 'The microVM stopped or was killed; check its serial log and start it again.',
+      })),
+    );
+  }
+
+  /** Connects to the socket QEMU listens on, retrying while QEMU is still creating it. */
+  static async connect(path: string, timeoutMs = 10_000): Promise<AgentClient> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        const socket = await new Promise<Socket>((resolve, reject) => {
+          const s = connect(path, () => resolve(s));
+          s.once('error', reject);
+        });
+        return new AgentClient(socket);
+      } catch (err) {
+        if (Date.now() > deadline) {
+          throw new MicroagentError('transient', `cannot connect to the guest agent socket ${path}`, {
+            code: 'vm.agent_connect', cause: err,
+            remediation: 'QEMU did not start its agent channel; check the serial log and that QEMU is running.',
+          });
+        }
+        await sleep(50);
+      }
+    }
+  }
+
+  /** Resolves when the agent has booted the guest and serves commands (guestReady + execReady). */
+  async ready(timeoutMs = 60_000): Promise<Hello> {
+    if (this.hello) return this.hello;
+    const got = new Promise<Hello>((resolve) => this.helloWaiters.push(resolve));
+    const deadline = Date.now() + timeoutMs;
+    // HELLO is sent at agent start and again for every PING, so a HELLO written before we connected
+    // is never the only chance.
+    while (!this.hello) {
+      this.checkOpen();
+      if (Date.now() > deadline) {
+        throw new MicroagentError('transient', `the guest agent did not answer within ${timeoutMs} ms`, {
+          code: 'vm.agent_timeout',
+          remediation: 'Read the serial log in the run directory for kernel or agent errors; TCG boots take several seconds on a busy host.',
+        });
+      }
+      this.send(MSG.PING, 0);
+      await Promise.race([got, sleep(250)]);
+    }
+    return this.hello;
+  }
+
+  /** Applies CA, environment, hostname, DNS relay and mediation listeners; resolves on READY. */
+  configure(cfg: GuestConfig): Promise<void> {
+    this.checkOpen();
+    const stream = this.allocateStream();
+    const done = new Promise<void>((resolve, reject) =>
+      this.configs.set(stream, { resolve: () => resolve(), reject }),
+    );
+    this.send(MSG.CONFIG, stream, encodeConfig(cfg));
+    return done;
+  }
+
+  exec(req: ExecRequest): ExecHandle {
+    this.checkOpen();
+    if (req.argv.length === 0) {
+      throw new MicroagentError('invalid', 'exec needs at least one argument (the command)', {
+        remediation: 'Pass argv such as ["sh", "-c", "..."].',
+      });
+    }
+    const stream = this.allocateStream();
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    let settle: Pending = { resolve: () => {}, reject: () => {} };
+    const exit = new Promise<ExitStatus>((resolve, reject) => {
+      settle = { resolve: (v) => resolve(v as ExitStatus), reject };
+    });
+    exit.catch(() => {}); // callers that only read output must not see an unhandled rejection
+    const handle: ExecHandle = {
+      stdout,
+      stderr,
+      exit,
+      writeStdin: (data) => this.send(MSG.STDIN, stream, Buffer.from(data)),
+      endStdin: () => this.send(MSG.STDIN_EOF, stream),
+      signal: (signo) => {
+        const p = Buffer.alloc(4);
+        p.writeUInt32BE(signo);
+        this.send(MSG.SIGNAL, stream, p);
+      },
+    };
+    this.sessions.set(stream, { handle, stdout, stderr, settle });
+    this.send(MSG.EXEC, stream, encodeExec(req));
+    return handle;
+  }
+
+  /** Runs a command to completion and collects its output (for short commands). */
+  async run(req: ExecRequest, stdin?: Buffer | string): Promise<ExecOutput> {
+    const handle = this.exec(stdin === undefined ? req : { ...req, stdin: true });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    handle.stdout.on('data', (c: Buffer) => out.push(c));
+    handle.stderr.on('data', (c: Buffer) => err.push(c));
+    if (stdin !== undefined) {
+      handle.writeStdin(stdin);
+      handle.endStdin();
+    }
+    const status = await handle.exit;
+    return { status, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+  }
+
+  /** Asks the guest to sync, unmount and power off; resolves when the channel closes. */
+  async halt(): Promise<void> {
+    if (this.closedError) return;
+    const closed = new Promise<void>((resolve) => this.closeWaiters.push(resolve));
+    this.send(MSG.HALT, 0);
+    await closed;
+  }
+
+  sendFrame(type: number, stream: number, payload?: Buffer): void {
+    if (!this.closedError) this.send(type, stream, payload);
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  private send(type: number, stream: number, payload?: Buffer): void {
+    this.checkOpen();
+    this.socket.write(encodeFrame(type, stream, payload));
+  }
+
+  private allocateStream(): number {
+    const id = this.nextStream;
+    this.nextStream = this.nextStream >= GUEST_STREAM_BIT - 1 ? 1 : this.nextStream + 1;
+    return id;
+  }
+
+  private checkOpen(): void {
+    if (this.closedError) throw this.closedError;
+  }
+
+  private onData(chunk: Buffer): void {
+    this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
+    const split = splitFrames(this.buffered);
+    if (split.kind === 'error') {
+      log.error({ reason: split.message }, 'guest agent sent a bad frame; closing the channel');
+      this.socket.destroy();
+      return;
+    }
+    this.buffered = Buffer.from(split.rest);
+    for (const frame of split.frames) this.onFrame(frame);
+  }
+
+  private onFrame(frame: Frame): void {
+    if (frame.type >= MSG.T_OPEN && frame.type <= MSG.T_CREDIT) return this.tunnel?.onFrame(frame);
+    switch (frame.type) {
+      case MSG.HELLO: {
+        const hello = decodeHello(frame.payload);
+        if (!hello) return log.warn('malformed HELLO from guest');
+        this.hello = hello;
+        for (const w of this.helloWaiters.splice(0)) w(hello);
+        return;
+      }
+      case MSG.READY: {
+        this.configs.get(frame.stream)?.resolve(undefined);
+        this.configs.delete(frame.stream);
+        return;
+      }
+      case MSG.STDOUT:
+      case MSG.STDERR: {
+        const s = this.sessions.get(frame.stream);
+        (frame.type === MSG.STDOUT ? s?.stdout : s?.stderr)?.write(Buffer.from(frame.payload));
+        return;
+      }
+      case MSG.EXIT: {
+        const s = this.sessions.get(frame.stream);
+        if (!s) return;
+        this.sessions.delete(frame.stream);
+        const status = decodeExit(frame.payload);
+        s.stdout.end();
+        s.stderr.end();
+        if (status) s.settle.resolve(status);
+        else s.settle.reject(new MicroagentError('internal', 'malformed EXIT frame from the guest agent'));
+        return;
+      }
+      case MSG.ERROR:
+        return this.onGuestError(frame.stream, frame.payload.toString('utf8'));
+      case MSG.HALTING:
+        return;
+      default:
+        log.warn({ type: frame.type }, 'unknown frame type from guest agent');
+    }
+  }
+
+  private onGuestError(stream: number, message: string): void {
+    const err = new MicroagentError('invalid', `guest agent: ${message}`, {
+      code: 'vm.agent_refused',
+      remediation: 'The guest agent rejected the request; check the command and its arguments.',
+    });
+    const s = this.sessions.get(stream);
+    const c = this.configs.get(stream);
+    if (s) {
+      this.sessions.delete(stream);
+      s.stdout.end();
+      s.stderr.end();
+      s.settle.reject(err);
+    } else if (c) {
+      this.configs.delete(stream);
+      c.reject(err);
+    } else {
+      log.warn({ stream, message }, 'guest agent error');
+    }
+  }
+
+  private fail(err: MicroagentError): void {
+    if (this.closedError) return;
+    this.closedError = err;
+    for (const s of this.sessions.values()) {
+      s.stdout.end();
+      s.stderr.end();
+      s.settle.reject(err);
+    }
+    this.sessions.clear();
+    for (const c of this.configs.values()) c.reject(err);
+    this.configs.clear();
+    for (const w of this.closeWaiters.splice(0)) w();
+    this.tunnel?.onChannelClosed();
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * The microVM backend contract: what a supervisor asks of a hypervisor (boot a guest from a kernel,
+ * an initramfs and a root disk; pause, resume, stop) independent of QEMU or Firecracker. Types only;
+ * implementations live in qemu.ts (and later firecracker.ts). Nothing here may spawn a process.
+ */
+import type { AgentClient } from './agent-client.js';
+import type { MediationOptions } from './mediation-tunnel.js';
+
+/** Fixed guest addresses of QEMU user networking as microagent lays it out (docs/guest.md). */
+export const GUEST_NET = {
+  guestIp: '10.0.2.15',
+  gateway: '10.0.2.2',
+  /** Where the guest reaches the workspace egress proxy (HTTP CONNECT / plain HTTP). */
+  servicesIp: '10.0.2.100',
+  proxyPort: 3128,
+  dnsPort: 53,
+} as const;
+
+export interface PublishedPort {
+  readonly hostPort: number;
+  readonly guestPort: number;
+  /** Host address to bind; loopback unless the user asked otherwise. */
+  readonly hostAddress?: string;
+}
+
+export type NetworkConfig =
+  /** No network device at all. */
+  | { readonly mode: 'isolated' }
+  /** QEMU user networking with restrict=on: the guest reaches only the proxy and DNS sockets. */
+  | {
+      readonly mode: 'user';
+      readonly proxySocket: string;
+      readonly dnsSocket: string;
+      readonly publish?: readonly PublishedPort[];
+    }
+  /** Egress mediation off: plain user NAT without restrict; only when explicitly asked. */
+  | {
+      readonly mode: 'off';
+      readonly proxySocket?: string;
+      readonly dnsSocket?: string;
+      readonly publish?: readonly PublishedPort[];
+    };
+
+export type Accelerator = 'kvm' | 'tcg';
+
+export interface BootSpec {
+  readonly kernelPath: string;
+  readonly initramfsPath: string;
+  /** ext4 image the guest mounts as / (read-write). */
+  readonly rootfsPath: string;
+  readonly memoryMiB: number;
+  readonly cpus: number;
+  readonly network: NetworkConfig;
+  readonly mediation?: MediationOptions;
+  /** Directory for this VM's sockets and logs (short path: Unix socket paths are limited to 107 bytes). */
+  readonly runDir: string;
+  /** Serial console log; defaults to `<runDir>/serial.log`. */
+  readonly serialLog?: string;
+  readonly accelerator: Accelerator;
+  /** Extra kernel command line words. */
+  readonly kernelArgs?: readonly string[];
+}
+
+export type VmState = 'running' | 'paused' | 'stopped';
+
+export interface VmExit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
+export interface RunningVm {
+  readonly pid: number;
+  readonly accelerator: Accelerator;
+  readonly runDir: string;
+  readonly serialLog: string;
+  /** The guest agent channel; call `agent.ready()` before anything else. */
+  readonly agent: AgentClient;
+  readonly state: VmState;
+  /** Resolves when the hypervisor process ended, for whatever reason. */
+  readonly exited: Promise<VmExit>;
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  /** QEMU's own run state (`running`, `paused`, ...), from QMP query-status. */
+  status(): Promise<string>;
+  /** Asks the guest to shut down cleanly and returns at once; never escalates (watch `exited`). */
+  powerdown(): Promise<void>;
+  /** Clean shutdown through the guest agent (sync, unmount, power off); kills after `timeoutMs`. */
+  halt(timeoutMs?: number): Promise<VmExit>;
+  /** Immediate stop (QMP quit, then SIGKILL). */
+  kill(): Promise<VmExit>;
+}
+
+export interface VmBackend {
+  readonly name: string;
+  boot(spec: BootSpec): Promise<RunningVm>;
+}

@@ -1,0 +1,318 @@
+/*
+ * Command sessions: EXEC starts a process in its own session (process group), with stdout/stderr
+ * streamed to the host and stdin fed from STDIN frames; EXIT is sent once the process is reaped and
+ * its pipes drained. It never blocks: every pipe is non-blocking and stdin is buffered. It never
+ * lets a bad EXEC kill the agent: errors become an ERROR or EXIT frame for that stream.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+#define MAX_SESSIONS 64
+#define MAX_ARGS 1024
+
+struct session {
+  int used;
+  uint32_t stream;
+  pid_t pid;
+  int in_fd, out_fd, err_fd;
+  struct buf in_pending;
+  int in_eof;
+  int64_t deadline;
+  int timed_out;
+  int reaped;
+  int status;
+};
+
+static struct session sessions[MAX_SESSIONS];
+extern char **environ;
+
+static struct session *find(uint32_t stream) {
+  for (int i = 0; i < MAX_SESSIONS; i++)
+    if (sessions[i].used && sessions[i].stream == stream) return &sessions[i];
+  return NULL;
+}
+
+static void close_fd(int *fd) {
+  if (*fd >= 0) close(*fd);
+  *fd = -1;
+}
+
+static char *dup_str(const uint8_t *v, uint32_t len) {
+  char *s = malloc(len + 1);
+  if (!s) abort();
+  memcpy(s, v, len);
+  s[len] = 0;
+  return s;
+}
+
+/* Final environment: defaults, then CONFIG env, then EXEC env; a later KEY= replaces an earlier one. */
+static void env_set(char **env, size_t *n, char *kv) {
+  size_t kl = strcspn(kv, "=");
+  for (size_t i = 0; i < *n; i++)
+    if (strncmp(env[i], kv, kl) == 0 && env[i][kl] == '=') {
+      env[i] = kv;
+      return;
+    }
+  env[(*n)++] = kv;
+}
+
+static void child_exec(char **argv, char **envp, const char *cwd, uid_t uid, gid_t gid, int in, int out,
+                       int err) {
+  sigset_t all;
+  sigemptyset(&all);
+  sigprocmask(SIG_SETMASK, &all, NULL);
+  signal(SIGPIPE, SIG_DFL);
+  setsid();
+  dup2(in, 0);
+  dup2(out, 1);
+  dup2(err, 2);
+  syscall(SYS_close_range, 3, ~0U, 0);
+  if (cwd && chdir(cwd) != 0) {
+    dprintf(2, "microagent: cannot change directory to %s: %s\n", cwd, strerror(errno));
+    _exit(126);
+  }
+  if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
+    dprintf(2, "microagent: cannot switch to uid %u gid %u: %s\n", uid, gid, strerror(errno));
+    _exit(126);
+  }
+  environ = envp; /* execvp searches the PATH of the new environment */
+  execvp(argv[0], argv);
+  int e = errno;
+  if (e == ENOENT)
+    dprintf(2, "microagent: %s: command not found\n", argv[0]);
+  else
+    dprintf(2, "microagent: %s: %s\n", argv[0], strerror(e));
+  _exit(e == ENOENT ? 127 : 126);
+}
+
+void exec_start(uint32_t stream, const uint8_t *payload, size_t len) {
+  if (find(stream)) return send_error(stream, "stream %u is already running", stream);
+  struct session *s = NULL;
+  for (int i = 0; i < MAX_SESSIONS && !s; i++)
+    if (!sessions[i].used) s = &sessions[i];
+  if (!s) return send_error(stream, "too many concurrent commands (max %d)", MAX_SESSIONS);
+
+  char *argv[MAX_ARGS + 1];
+  char *envp[MAX_ARGS + 64];
+  size_t argc = 0, envc = 0;
+  char *cwd = NULL;
+  uint32_t uid = 0, gid = 0, timeout_ms = 0;
+  int want_stdin = 0, bad = 0;
+  static char *defaults[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                             "HOME=/root", "TERM=dumb", "LANG=C.UTF-8"};
+  for (size_t i = 0; i < sizeof defaults / sizeof *defaults; i++) env_set(envp, &envc, defaults[i]);
+  for (size_t i = 0; i < config_env_len; i++) env_set(envp, &envc, config_env[i]);
+
+  struct tlv_iter it = {payload, len};
+  uint8_t key;
+  const uint8_t *v;
+  uint32_t vl;
+  int r;
+  char *owned[MAX_ARGS * 2 + 8];
+  size_t nowned = 0;
+  while ((r = tlv_next(&it, &key, &v, &vl)) == 1 && !bad) {
+    switch (key) {
+      case EX_ARG:
+        if (argc >= MAX_ARGS) { bad = 1; break; }
+        argv[argc++] = owned[nowned++] = dup_str(v, vl);
+        break;
+      case EX_ENV:
+        if (envc >= MAX_ARGS + 60 || !memchr(v, '=', vl)) { bad = 1; break; }
+        env_set(envp, &envc, owned[nowned++] = dup_str(v, vl));
+        break;
+      case EX_CWD: if (!cwd) cwd = owned[nowned++] = dup_str(v, vl); break;
+      case EX_UID: if (vl == 4) uid = be32(v); break;
+      case EX_GID: if (vl == 4) gid = be32(v); break;
+      case EX_TIMEOUT_MS: if (vl == 4) timeout_ms = be32(v); break;
+      case EX_STDIN: want_stdin = vl >= 1 && v[0]; break;
+      default: break; /* unknown keys are ignored: newer hosts may send more */
+    }
+  }
+  argv[argc] = NULL;
+  envp[envc] = NULL;
+  int in_pipe[2] = {-1, -1}, out_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
+  if (r < 0 || bad || argc == 0) {
+    send_error(stream, argc == 0 ? "EXEC without argv" : "malformed EXEC payload");
+    goto done;
+  }
+  if ((want_stdin ? pipe2(in_pipe, O_CLOEXEC) : ((in_pipe[0] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0 ? -1 : 0)) != 0 ||
+      pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
+    send_error(stream, "cannot create pipes: %s", strerror(errno));
+    goto fail;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    send_error(stream, "fork: %s", strerror(errno));
+    goto fail;
+  }
+  if (pid == 0) child_exec(argv, envp, cwd, uid, gid, in_pipe[0], out_pipe[1], err_pipe[1]);
+  memset(s, 0, sizeof *s);
+  s->used = 1;
+  s->stream = stream;
+  s->pid = pid;
+  close(in_pipe[0]);
+  s->in_fd = want_stdin ? in_pipe[1] : -1;
+  close(out_pipe[1]);
+  close(err_pipe[1]);
+  s->out_fd = out_pipe[0];
+  s->err_fd = err_pipe[0];
+  fcntl(s->out_fd, F_SETFL, O_NONBLOCK);
+  fcntl(s->err_fd, F_SETFL, O_NONBLOCK);
+  if (s->in_fd >= 0) fcntl(s->in_fd, F_SETFL, O_NONBLOCK);
+  s->deadline = timeout_ms ? now_ms() + timeout_ms : 0;
+  goto done;
+fail:
+  for (int i = 0; i < 2; i++) {
+    if (in_pipe[i] >= 0) close(in_pipe[i]);
+    if (out_pipe[i] >= 0) close(out_pipe[i]);
+    if (err_pipe[i] >= 0) close(err_pipe[i]);
+  }
+done:
+  for (size_t i = 0; i < nowned; i++) free(owned[i]); /* the child has its own copy after fork */
+}
+
+static void flush_stdin(struct session *s) {
+  while (s->in_fd >= 0 && s->in_pending.len) {
+    ssize_t n = write(s->in_fd, s->in_pending.data, s->in_pending.len);
+    if (n > 0) {
+      buf_consume(&s->in_pending, (size_t)n);
+    } else if (n < 0 && errno == EAGAIN) {
+      return;
+    } else {
+      s->in_pending.len = 0; /* reader gone: drop what it will never read */
+      close_fd(&s->in_fd);
+    }
+  }
+  if (s->in_eof && s->in_pending.len == 0) close_fd(&s->in_fd);
+}
+
+void exec_stdin(uint32_t stream, const uint8_t *data, size_t len, int eof) {
+  struct session *s = find(stream);
+  if (!s || s->in_fd < 0) return; /* stdin of a finished command, or one started without stdin */
+  buf_append(&s->in_pending, data, len);
+  if (eof) s->in_eof = 1;
+  flush_stdin(s);
+}
+
+void exec_signal(uint32_t stream, int signo) {
+  struct session *s = find(stream);
+  if (!s || s->reaped) return;
+  if (signo <= 0 || signo >= 65) return send_error(stream, "invalid signal %d", signo);
+  kill(-s->pid, signo);
+}
+
+/* Reads what a pipe holds now; returns 0 at EOF or error, 1 while it may have more. */
+static int pump(int fd, uint8_t type, uint32_t stream) {
+  uint8_t chunk[32768];
+  ssize_t n = read(fd, chunk, sizeof chunk);
+  if (n > 0) {
+    send_frame(type, stream, chunk, (size_t)n);
+    return 1;
+  }
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return 1;
+  return 0;
+}
+
+static void drain(int fd, uint8_t type, uint32_t stream) {
+  for (;;) {
+    struct pollfd p = {fd, POLLIN, 0};
+    if (fd < 0 || poll(&p, 1, 0) <= 0 || !(p.revents & POLLIN) || !pump(fd, type, stream)) return;
+  }
+}
+
+static void finish(struct session *s) {
+  /* Everything the process wrote before it exited is in the pipes now: drain it, then EXIT. */
+  drain(s->out_fd, MSG_STDOUT, s->stream);
+  drain(s->err_fd, MSG_STDERR, s->stream);
+  struct buf b = {0};
+  if (WIFEXITED(s->status)) tlv_put_u32(&b, EXIT_CODE, (uint32_t)WEXITSTATUS(s->status));
+  if (WIFSIGNALED(s->status)) tlv_put_u32(&b, EXIT_SIGNAL, (uint32_t)WTERMSIG(s->status));
+  if (s->timed_out) {
+    uint8_t one = 1;
+    tlv_put(&b, EXIT_TIMED_OUT, &one, 1);
+  }
+  send_frame(MSG_EXIT, s->stream, b.data, b.len);
+  buf_free(&b);
+  close_fd(&s->in_fd);
+  close_fd(&s->out_fd);
+  close_fd(&s->err_fd);
+  buf_free(&s->in_pending);
+  s->used = 0;
+}
+
+void exec_on_sigchld(void) {
+  int status;
+  pid_t pid;
+  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    for (int i = 0; i < MAX_SESSIONS; i++) {
+      struct session *s = &sessions[i];
+      if (s->used && s->pid == pid) {
+        s->reaped = 1;
+        s->status = status;
+        finish(s);
+      }
+    }
+  }
+}
+
+int exec_poll_fds(struct pollfd *fds, int max, int *tags) {
+  int n = 0;
+  int backpressure = host_out_pending() > OUT_HIGH_WATER;
+  for (int i = 0; i < MAX_SESSIONS && n + 3 <= max; i++) {
+    struct session *s = &sessions[i];
+    if (!s->used) continue;
+    if (s->out_fd >= 0 && !backpressure) { fds[n] = (struct pollfd){s->out_fd, POLLIN, 0}; tags[n++] = TAG(1, i * 4 + 0); }
+    if (s->err_fd >= 0 && !backpressure) { fds[n] = (struct pollfd){s->err_fd, POLLIN, 0}; tags[n++] = TAG(1, i * 4 + 1); }
+    if (s->in_fd >= 0 && s->in_pending.len) { fds[n] = (struct pollfd){s->in_fd, POLLOUT, 0}; tags[n++] = TAG(1, i * 4 + 2); }
+  }
+  return n;
+}
+
+void exec_handle(int tag, short revents) {
+  int idx = TAG_IDX(tag);
+  struct session *s = &sessions[idx / 4];
+  if (!s->used) return;
+  switch (idx % 4) {
+    case 0: if (!pump(s->out_fd, MSG_STDOUT, s->stream)) close_fd(&s->out_fd); break;
+    case 1: if (!pump(s->err_fd, MSG_STDERR, s->stream)) close_fd(&s->err_fd); break;
+    case 2: if (revents & (POLLOUT | POLLERR | POLLHUP)) flush_stdin(s); break;
+    default: break;
+  }
+}
+
+int64_t exec_next_deadline(void) {
+  int64_t next = 0;
+  for (int i = 0; i < MAX_SESSIONS; i++) {
+    struct session *s = &sessions[i];
+    if (s->used && s->deadline && !s->timed_out && (!next || s->deadline < next)) next = s->deadline;
+  }
+  return next;
+}
+
+void exec_check_deadlines(void) {
+  int64_t t = now_ms();
+  for (int i = 0; i < MAX_SESSIONS; i++) {
+    struct session *s = &sessions[i];
+    if (s->used && s->deadline && !s->timed_out && t >= s->deadline) {
+      s->timed_out = 1;
+      kill(-s->pid, SIGKILL);
+    }
+  }
+}
+
+void exec_kill_all(void) {
+  for (int i = 0; i < MAX_SESSIONS; i++)
+    if (sessions[i].used) kill(-sessions[i].pid, SIGKILL);
+}

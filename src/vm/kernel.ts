@@ -1,0 +1,227 @@
+/**
+ * Guest kernels: install one from Debian's linux-image-cloud-amd64 package (through the host's own
+ * apt: `apt-get download`, then `dpkg-deb -x`) or from a path the user gives, keep only vmlinuz and
+ * the modules the guest needs (with their dependencies, decompressed), and record a SHA-256 manifest
+ * that is verified before every boot. It never downloads anything itself and never boots a kernel
+ * whose files do not match the manifest.
+ */
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import {
+  existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { promisify } from 'node:util';
+import { gunzipSync } from 'node:zlib';
+import { MicroagentError } from '../errors.js';
+import { childLog } from '../log.js';
+import { findExecutable } from './host-tools.js';
+import { moduleName, resolveModules } from './modules.js';
+
+const run = promisify(execFile);
+const log = childLog('vm.kernel');
+
+export const KERNEL_META_PACKAGE = 'linux-image-cloud-amd64';
+
+export interface InstalledKernel {
+  readonly version: string;
+  readonly dir: string;
+  readonly vmlinuz: string;
+  /** Module files under `<dir>/modules/`, in load order. */
+  readonly modules: readonly string[];
+  readonly source: string;
+}
+
+interface Manifest {
+  readonly version: string;
+  readonly source: string;
+  readonly installedAt: string;
+  readonly modules: readonly string[];
+  /** Relative path -> sha256 hex. */
+  readonly files: Readonly<Record<string, string>>;
+}
+
+const REINSTALL = 'Run `microagent kernel install` to install the guest kernel again.';
+
+function sha256File(path: string): string {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
+
+async function tool(cmd: string, args: readonly string[], cwd?: string): Promise<string> {
+  if (findExecutable(cmd) === undefined) {
+    throw new MicroagentError('unsupported', `${cmd} is needed to install a kernel package but was not found`, {
+      code: 'vm.tool_missing',
+      remediation: `Install it (${cmd === 'depmod' ? 'kmod' : cmd === 'dpkg-deb' ? 'dpkg' : cmd}) or install with --from a kernel you already have.`,
+    });
+  }
+  try {
+    const { stdout } = await run(cmd, [...args], { cwd, maxBuffer: 16 << 20 });
+    return stdout;
+  } catch (err) {
+    const stderr = ((err as { stderr?: string }).stderr ?? '').trim();
+    throw new MicroagentError('transient', `${cmd} ${args.join(' ')} failed: ${stderr || String(err)}`, {
+      code: 'vm.kernel_install', cause: err,
+      remediation: cmd.startsWith('apt')
+        ? 'Run `apt-get update` so the package lists know the kernel package, or pass --from PATH to a kernel image or .deb.'
+        : 'Check the kernel package or path you gave.',
+    });
+  }
+}
+
+/** Resolves the meta package to the versioned image package (linux-image-<abi>-cloud-amd64). */
+async function downloadKernelPackage(into: string): Promise<string> {
+  const depends = await tool('apt-cache', ['depends', KERNEL_META_PACKAGE]);
+  const pkg = /Depends:\s*(linux-image-[^\s<>]+)/.exec(depends)?.[1];
+  if (pkg === undefined) {
+    throw new MicroagentError('not_found', `apt does not know which kernel ${KERNEL_META_PACKAGE} depends on`, {
+      code: 'vm.kernel_package', remediation: 'Run `apt-get update`, or pass --from PATH.',
+    });
+  }
+  await tool('apt-get', ['download', '-q', pkg], into);
+  const deb = readdirSync(into).find((n) => n.endsWith('.deb'));
+  if (deb === undefined) throw new MicroagentError('transient', `apt-get download ${pkg} produced no .deb`, { remediation: REINSTALL });
+  return join(into, deb);
+}
+
+/** Finds vmlinuz and the modules tree inside an extracted package or a directory the user gave. */
+function locateKernel(root: string): { vmlinuz: string; version: string; modulesDir: string | undefined } {
+  const bootDir = existsSync(join(root, 'boot')) ? join(root, 'boot') : root;
+  const image = readdirSync(bootDir).filter((n) => /^vmlinu[xz]-/.test(n)).sort().pop();
+  if (image === undefined) {
+    throw new MicroagentError('not_found', `no vmlinuz-<version> found in ${bootDir}`, {
+      code: 'vm.kernel_missing', remediation: 'Point --from at a kernel .deb, an extracted package, or a kernel image file.',
+    });
+  }
+  const version = image.replace(/^vmlinu[xz]-/, '');
+  const modulesDir = [join(root, 'lib/modules', version), join(root, 'usr/lib/modules', version)].find((d) => existsSync(d));
+  return { vmlinuz: join(bootDir, image), version, modulesDir };
+}
+
+async function readModule(path: string): Promise<Buffer> {
+  if (path.endsWith('.ko')) return readFileSync(path);
+  if (path.endsWith('.ko.gz')) return gunzipSync(readFileSync(path));
+  const decompressor = path.endsWith('.ko.xz') ? 'xz' : path.endsWith('.ko.zst') ? 'zstd' : undefined;
+  if (decompressor !== undefined) {
+    await tool(decompressor, ['--version']);
+    const { stdout } = await run(decompressor, ['-dc', path], { encoding: 'buffer', maxBuffer: 64 << 20 });
+    return stdout;
+  }
+  throw new MicroagentError('unsupported', `unknown module compression: ${path}`, { remediation: REINSTALL });
+}
+
+async function stageModules(root: string, version: string, modulesDir: string, stage: string): Promise<string[]> {
+  if (!existsSync(join(modulesDir, 'modules.dep'))) {
+    // Debian ships modules.dep unbuilt (postinst runs depmod); build it in the extracted tree.
+    await tool('depmod', ['-b', modulesDir.endsWith(join('usr/lib/modules', version)) ? join(root, 'usr') : root, version]);
+  }
+  const dep = readFileSync(join(modulesDir, 'modules.dep'), 'utf8');
+  const builtinPath = join(modulesDir, 'modules.builtin');
+  const builtin = existsSync(builtinPath) ? readFileSync(builtinPath, 'utf8') : '';
+  const order = resolveModules(dep, builtin);
+  mkdirSync(join(stage, 'modules'));
+  const names: string[] = [];
+  for (const rel of order) {
+    const name = `${moduleName(rel)}.ko`;
+    writeFileSync(join(stage, 'modules', name), await readModule(join(modulesDir, rel)));
+    names.push(name);
+  }
+  return names;
+}
+
+export interface InstallOptions {
+  readonly stateDir: string;
+  /** A kernel .deb, an extracted package/directory with boot/vmlinuz-*, or a bare kernel image. */
+  readonly from?: string;
+}
+
+export async function installKernel(options: InstallOptions): Promise<InstalledKernel> {
+  const work = mkdtempSync(join(tmpdir(), 'microagent-kernel-'));
+  try {
+    let root: string | undefined;
+    let source: string;
+    let bare: string | undefined;
+    if (options.from === undefined) {
+      const deb = await downloadKernelPackage(work);
+      source = `debian:${basename(deb)}`;
+      root = join(work, 'root');
+      await tool('dpkg-deb', ['-x', deb, root]);
+    } else if (!existsSync(options.from)) {
+      throw new MicroagentError('not_found', `kernel source ${options.from} does not exist`, {
+        code: 'vm.kernel_missing', remediation: 'Give --from an existing .deb, directory or kernel image.',
+      });
+    } else if (statSync(options.from).isDirectory()) {
+      root = options.from;
+      source = `dir:${options.from}`;
+    } else if (options.from.endsWith('.deb')) {
+      root = join(work, 'root');
+      source = `deb:${basename(options.from)}`;
+      await tool('dpkg-deb', ['-x', options.from, root]);
+    } else {
+      bare = options.from;
+      source = `image:${options.from}`;
+    }
+    const stage = join(work, 'stage');
+    mkdirSync(stage);
+    let version: string;
+    let modules: string[] = [];
+    if (root !== undefined) {
+      const found = locateKernel(root);
+      version = found.version;
+      writeFileSync(join(stage, 'vmlinuz'), readFileSync(found.vmlinuz));
+      if (found.modulesDir !== undefined) modules = await stageModules(root, version, found.modulesDir, stage);
+    } else {
+      // A bare image must have the virtio drivers built in; its content hash names it.
+      const data = readFileSync(bare as string);
+      version = `custom-${createHash('sha256').update(data).digest('hex').slice(0, 12)}`;
+      writeFileSync(join(stage, 'vmlinuz'), data);
+      mkdirSync(join(stage, 'modules'));
+    }
+    const files: Record<string, string> = { vmlinuz: sha256File(join(stage, 'vmlinuz')) };
+    for (const m of modules) files[`modules/${m}`] = sha256File(join(stage, 'modules', m));
+    const manifest: Manifest = { version, source, installedAt: new Date().toISOString(), modules, files };
+    writeFileSync(join(stage, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+    const kernelsDir = join(options.stateDir, 'kernels');
+    const dest = join(kernelsDir, version);
+    mkdirSync(kernelsDir, { recursive: true });
+    rmSync(dest, { recursive: true, force: true });
+    renameSync(stage, dest);
+    writeFileSync(join(kernelsDir, 'default'), `${version}\n`);
+    log.info({ version, source, modules: modules.length }, 'kernel installed');
+    return loadKernel(options.stateDir, version);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** The installed kernel (the default one unless `version` is given), verified against its manifest. */
+export function loadKernel(stateDir: string, version?: string): InstalledKernel {
+  const kernelsDir = join(stateDir, 'kernels');
+  const defaultFile = join(kernelsDir, 'default');
+  const chosen = version ?? (existsSync(defaultFile) ? readFileSync(defaultFile, 'utf8').trim() : undefined);
+  const dir = chosen === undefined ? undefined : join(kernelsDir, chosen);
+  if (chosen === undefined || dir === undefined || !existsSync(join(dir, 'manifest.json'))) {
+    throw new MicroagentError('not_found', `no guest kernel is installed${chosen ? ` (version ${chosen})` : ''} in ${kernelsDir}`, {
+      code: 'vm.kernel_missing',
+      remediation: 'Run `microagent kernel install` (uses apt) or `microagent kernel install --from PATH`.',
+    });
+  }
+  let manifest: Manifest;
+  try {
+    manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as Manifest;
+  } catch (err) {
+    throw new MicroagentError('invalid', `the kernel manifest in ${dir} is unreadable`, {
+      code: 'vm.kernel_corrupt', cause: err, remediation: REINSTALL,
+    });
+  }
+  for (const [rel, expected] of Object.entries(manifest.files)) {
+    const path = join(dir, rel);
+    const actual = existsSync(path) ? sha256File(path) : 'missing';
+    if (actual !== expected) {
+      throw new MicroagentError('invalid', `kernel file ${path} does not match its manifest (sha256 ${actual.slice(0, 16)}, expected ${expected.slice(0, 16)})`, {
+        code: 'vm.kernel_corrupt', remediation: REINSTALL,
+      });
+    }
+  }
+  return { version: manifest.version, dir, vmlinuz: join(dir, 'vmlinuz'), modules: manifest.modules, source: manifest.source };
+}

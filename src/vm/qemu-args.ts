@@ -1,0 +1,110 @@
+/**
+ * QEMU command line for a microagent microVM (machine `microvm`), as a pure function of the boot
+ * spec and the run directory's socket paths. It never adds a device the spec did not ask for: no
+ * NIC in isolated mode, and restrict=on whenever egress is mediated.
+ */
+import { MicroagentError } from '../errors.js';
+import { GUEST_NET, type BootSpec, type NetworkConfig, type PublishedPort } from './backend.js';
+
+export interface RunPaths {
+  readonly agentSocket: string;
+  readonly qmpSocket: string;
+  readonly serialLog: string;
+}
+
+/** QEMU splits option values on commas; a literal comma is written twice. */
+function optValue(value: string): string {
+  return value.replaceAll(',', ',,');
+}
+
+/** libslirp splits the cmd: string like a shell; quote the path so spaces survive. */
+function shellQuote(value: string): string {
+  return `'${value.replaceAll("'", `'\\''`)}'`;
+}
+
+function forwardToSocket(port: number, socketPath: string): string {
+  return `guestfwd=tcp:${GUEST_NET.servicesIp}:${port}-cmd:socat STDIO UNIX-CONNECT:${shellQuote(socketPath)}`;
+}
+
+function checkPort(p: number, what: string): void {
+  if (!Number.isInteger(p) || p < 1 || p > 65535) {
+    throw new MicroagentError('invalid', `${what} port ${p} is not a TCP port`, {
+      remediation: 'Use -p HOST:GUEST with ports between 1 and 65535.',
+    });
+  }
+}
+
+function hostForward(p: PublishedPort): string {
+  checkPort(p.hostPort, 'host');
+  checkPort(p.guestPort, 'guest');
+  return `hostfwd=tcp:${p.hostAddress ?? '127.0.0.1'}:${p.hostPort}-:${p.guestPort}`;
+}
+
+export function netdevArgs(network: NetworkConfig): string[] {
+  switch (network.mode) {
+    case 'isolated':
+      return [];
+    case 'user':
+    case 'off': {
+      const parts = ['user', 'id=net0', 'ipv6=off'];
+      if (network.mode === 'user') parts.push('restrict=on');
+      if (network.proxySocket !== undefined) parts.push(forwardToSocket(GUEST_NET.proxyPort, network.proxySocket));
+      if (network.dnsSocket !== undefined) parts.push(forwardToSocket(GUEST_NET.dnsPort, network.dnsSocket));
+      for (const p of network.publish ?? []) parts.push(hostForward(p));
+      return ['-netdev', parts.map(optValue).join(','), '-device', 'virtio-net-device,netdev=net0'];
+    }
+    default: {
+      const never: never = network;
+      throw new Error(`unknown network mode ${JSON.stringify(never)}`);
+    }
+  }
+}
+
+/**
+ * Kernel command line. Why each word:
+ * - earlyprintk=ttyS0: the serial log shows boot errors before the 8250 driver takes over.
+ * - panic=-1 + reboot=t: a panic or the agent's halt resets the machine, and QEMU (-no-reboot) exits.
+ * - tsc_early_khz (TCG only): under TCG the guest reads the host TSC; PIT calibration fails on a busy
+ *   host and leaves the guest on jiffies, making boots ten times slower.
+ * - mitigations=off: the guest kernel's own speculation mitigations (PTI) cost heavily under TCG and
+ *   protect nothing on the host side; all guest processes belong to the same workspace.
+ * - pci=off, i8042.*: microvm has neither; probing them only wastes boot time.
+ */
+export function kernelCommandLine(spec: BootSpec, host: HostFacts): string {
+  return [
+    'console=ttyS0', 'earlyprintk=ttyS0', 'quiet', 'panic=-1', 'reboot=t', 'mitigations=off',
+    'tsc=reliable', 'no_timer_check', 'pci=off', 'i8042.noaux', 'i8042.nomux', 'i8042.nopnp', 'i8042.dumbkbd',
+    'rcupdate.rcu_expedited=1',
+    ...(spec.accelerator === 'tcg' && host.tscKhz !== undefined ? [`tsc_early_khz=${host.tscKhz}`] : []),
+    'microagent.root=/dev/vda',
+    ...(spec.kernelArgs ?? []),
+  ].join(' ');
+}
+
+export interface HostFacts {
+  /** Host TSC frequency, which TCG guests see. */
+  readonly tscKhz?: number;
+}
+
+export function buildQemuArgs(spec: BootSpec, paths: RunPaths, host: HostFacts = {}): string[] {
+  return [
+    '-M', 'microvm,x-option-roms=off,rtc=on',
+    '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
+    ...(spec.accelerator === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg,thread=multi', '-cpu', 'max']),
+    '-m', String(spec.memoryMiB),
+    '-smp', String(spec.cpus),
+    '-kernel', spec.kernelPath,
+    '-initrd', spec.initramfsPath,
+    '-append', kernelCommandLine(spec, host),
+    '-chardev', `file,id=console,path=${optValue(paths.serialLog)}`,
+    '-serial', 'chardev:console',
+    '-drive', `id=root,file=${optValue(spec.rootfsPath)},format=raw,if=none`,
+    '-device', 'virtio-blk-device,drive=root',
+    '-device', 'virtio-rng-device',
+    '-chardev', `socket,id=agent,path=${optValue(paths.agentSocket)},server=on,wait=off`,
+    '-device', 'virtio-serial-device',
+    '-device', 'virtserialport,name=microagent.agent,chardev=agent',
+    '-qmp', `unix:${optValue(paths.qmpSocket)},server=on,wait=off`,
+    ...netdevArgs(spec.network),
+  ];
+}

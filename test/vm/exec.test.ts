@@ -1,0 +1,99 @@
+/**
+ * One real QEMU (TCG or KVM by probe) guest in isolated mode, exercised through the agent: exec,
+ * exit codes, command-not-found, stdin, concurrency, CA + environment config, no NIC, pause/resume,
+ * and a clean halt.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bootVm, standardGuestConfig, type RunningVm } from '../../src/vm/index.js';
+import { runDir, testKernel, testRootfs, TEST_STATE_DIR } from './helpers.js';
+
+const CA = '-----BEGIN CERTIFICATE-----\nMIIBtestmicroagentca\n-----END CERTIFICATE-----\n';
+
+describe('microVM guest agent (isolated network)', () => {
+  let vm: RunningVm;
+
+  beforeAll(async () => {
+    await testKernel();
+    vm = await bootVm({ stateDir: TEST_STATE_DIR, rootfsPath: testRootfs(), runDir: runDir(), profile: 'tiny', network: { mode: 'isolated' } });
+    const hello = await vm.agent.ready(240_000);
+    expect(hello.hasNetwork).toBe(false);
+  }, 300_000);
+
+  afterAll(async () => {
+    if (vm && vm.state !== 'stopped') await vm.kill();
+  });
+
+  it('runs a command and streams its stdout', async () => {
+    const out = await vm.agent.run({ argv: ['uname', '-a'] });
+    expect(out.status).toEqual({ kind: 'exited', code: 0, timedOut: false });
+    expect(out.stdout).toContain('Linux');
+  });
+
+  it('reports exit codes, and 127 with a message for a missing command', async () => {
+    expect((await vm.agent.run({ argv: ['sh', '-c', 'exit 7'] })).status).toMatchObject({ kind: 'exited', code: 7 });
+    const missing = await vm.agent.run({ argv: ['no-such-command-here'] });
+    expect(missing.status).toMatchObject({ kind: 'exited', code: 127 });
+    expect(missing.stderr).toContain('no-such-command-here: command not found');
+  });
+
+  it('passes stdin through and separates stderr', async () => {
+    const out = await vm.agent.run({ argv: ['sh', '-c', 'cat; echo oops >&2'] }, 'hello from the host\n');
+    expect(out.stdout).toBe('hello from the host\n');
+    expect(out.stderr).toBe('oops\n');
+  });
+
+  it('multiplexes concurrent commands', async () => {
+    const runs = await Promise.all(
+      [1, 2, 3, 4].map((n) => vm.agent.run({ argv: ['sh', '-c', `sleep 0.$n; echo run-$n; exit $n`] })),
+    );
+    runs.forEach((r, i) => {
+      expect(r.stdout).toBe(`run-${i + 1}\n`);
+      expect(r.status).toMatchObject({ code: i + 1 });
+    });
+  });
+
+  it('kills a command at its timeout and delivers signals', async () => {
+    const timed = await vm.agent.run({ argv: ['sleep', '30'], timeoutMs: 300 });
+    expect(timed.status).toEqual({ kind: 'signaled', signal: 9, timedOut: true });
+    const h = vm.agent.exec({ argv: ['sleep', '30'] });
+    setTimeout(() => h.signal(15), 200);
+    expect(await h.exit).toEqual({ kind: 'signaled', signal: 15, timedOut: false });
+  });
+
+  it('installs the CA and sets the environment for every command', async () => {
+    await vm.agent.configure(standardGuestConfig({ caPem: CA, hostname: 'ws-test', network: { mode: 'isolated' }, env: { EXTRA: 'x y' } }));
+    const bundle = await vm.agent.run({ argv: ['cat', '/etc/ssl/certs/ca-certificates.crt', '/etc/ssl/certs/microagent-ca.pem'] });
+    expect(bundle.stdout.split('MIIBtestmicroagentca').length - 1).toBe(2);
+    const env = await vm.agent.run({ argv: ['env'] });
+    for (const line of ['SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt', 'NODE_EXTRA_CA_CERTS=/etc/ssl/certs/microagent-ca.pem',
+      'REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt', 'CURL_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt', 'EXTRA=x y']) {
+      expect(env.stdout).toContain(line);
+    }
+    expect(env.stdout).not.toContain('HTTP_PROXY'); // isolated: no proxy to point at
+    expect((await vm.agent.run({ argv: ['hostname'] })).stdout).toBe('ws-test\n');
+    // Configuring again does not append the CA twice.
+    await vm.agent.configure(standardGuestConfig({ caPem: CA, network: { mode: 'isolated' } }));
+    const again = await vm.agent.run({ argv: ['cat', '/etc/ssl/certs/ca-certificates.crt'] });
+    expect(again.stdout.split('MIIBtestmicroagentca').length - 1).toBe(1);
+  });
+
+  it('has no network device in isolated mode', async () => {
+    expect((await vm.agent.run({ argv: ['ls', '/sys/class/net'] })).stdout.trim()).toBe('lo');
+  });
+
+  it('pauses and resumes through QMP', async () => {
+    await vm.pause();
+    expect(await vm.status()).toBe('paused');
+    await expect(vm.pause()).rejects.toMatchObject({ kind: 'conflict' });
+    await vm.resume();
+    expect(await vm.status()).toBe('running');
+    expect((await vm.agent.run({ argv: ['echo', 'awake'] })).stdout).toBe('awake\n');
+  });
+
+  it('halts cleanly: the guest powers off and QEMU exits 0', async () => {
+    const exit = await vm.halt(30_000);
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(vm.state).toBe('stopped');
+    await expect(vm.agent.run({ argv: ['true'] })).rejects.toMatchObject({ kind: 'transient' });
+  });
+});

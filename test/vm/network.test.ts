@@ -1,0 +1,132 @@
+/**
+ * One real guest in `user` network mode (restrict=on): it reaches the host proxy socket at
+ * 10.0.2.100:3128 and nothing else, its DNS goes through the agent's relay to a host TCP-DNS socket,
+ * the mediation fallback (guest 127.0.0.1:PORT) tunnels to a host broker socket, and a published
+ * port forwards host loopback into the guest.
+ */
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import dnsPacket from 'dns-packet';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bootVm, standardGuestConfig, type NetworkConfig, type RunningVm } from '../../src/vm/index.js';
+import { runDir, testKernel, testRootfs, TEST_STATE_DIR } from './helpers.js';
+
+function listen(server: Server, path: string): Promise<void> {
+  return new Promise((resolve) => server.listen(path, resolve));
+}
+
+/** A TCP-framed (RFC 7766) DNS responder answering A 192.0.2.7 for every name it is asked. */
+function dnsResponder(seen: string[]): Server {
+  return createServer((socket) => {
+    let buffered = Buffer.alloc(0);
+    socket.on('data', (chunk: Buffer) => {
+      buffered = Buffer.concat([buffered, chunk]);
+      while (buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0)) {
+        const len = buffered.readUInt16BE(0);
+        const query = dnsPacket.decode(buffered.subarray(2, 2 + len));
+        buffered = buffered.subarray(2 + len);
+        const q = query.questions?.[0];
+        if (q) seen.push(`${q.type} ${q.name}`);
+        const answer = dnsPacket.encode({
+          type: 'response', id: query.id, flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE,
+          questions: query.questions ?? [],
+          answers: q && q.type === 'A' ? [{ type: 'A', name: q.name, ttl: 60, data: '192.0.2.7' }] : [],
+        });
+        const head = Buffer.alloc(2);
+        head.writeUInt16BE(answer.length);
+        socket.write(Buffer.concat([head, answer]));
+      }
+    });
+  });
+}
+
+describe('microVM guest in user network mode', () => {
+  let vm: RunningVm;
+  const servers: Server[] = [];
+  const proxyReceived: string[] = [];
+  const dnsSeen: string[] = [];
+  let hostOnlyPort = 0;
+  const publishedPort = 20000 + (process.pid % 20000);
+
+  beforeAll(async () => {
+    await testKernel();
+    const dir = runDir();
+    const proxy = createServer((s: Socket) => s.once('data', (d: Buffer) => {
+      proxyReceived.push(d.toString());
+      s.end('PROXY-OK\n');
+    }));
+    const dns = dnsResponder(dnsSeen);
+    const broker = createServer((s: Socket) => s.once('data', (d: Buffer) => s.end(`echo:${d.toString()}`)));
+    const hostOnly = createServer((s: Socket) => s.end('LEAK\n'));
+    servers.push(proxy, dns, broker, hostOnly);
+    await Promise.all([listen(proxy, join(dir, 'proxy.sock')), listen(dns, join(dir, 'dns.sock')), listen(broker, join(dir, '7000.sock'))]);
+    await new Promise<void>((resolve) => hostOnly.listen(0, '127.0.0.1', resolve));
+    hostOnlyPort = (hostOnly.address() as { port: number }).port;
+    const network: NetworkConfig = {
+      mode: 'user', proxySocket: join(dir, 'proxy.sock'), dnsSocket: join(dir, 'dns.sock'),
+      publish: [{ hostPort: publishedPort, guestPort: 8080 }],
+    };
+    vm = await bootVm({
+      stateDir: TEST_STATE_DIR, rootfsPath: testRootfs(), runDir: join(dir, 'vm'), profile: 'tiny', network,
+      mediation: { ports: [7000], socketDir: dir },
+    });
+    expect((await vm.agent.ready(240_000)).hasNetwork).toBe(true);
+    await vm.agent.configure(standardGuestConfig({ network, mediationPorts: [7000] }));
+  }, 300_000);
+
+  afterAll(async () => {
+    if (vm && vm.state !== 'stopped') await vm.kill();
+    for (const s of servers) s.close();
+  });
+
+  it('configures eth0 with the fixed address and points commands at the proxy', async () => {
+    const ip = await vm.agent.run({ argv: ['ip', 'addr', 'show', 'eth0'] });
+    expect(ip.stdout).toContain('inet 10.0.2.15/24');
+    const env = await vm.agent.run({ argv: ['env'] });
+    expect(env.stdout).toContain('HTTP_PROXY=http://10.0.2.100:3128');
+    expect(env.stdout).toContain('https_proxy=http://10.0.2.100:3128');
+  });
+
+  it('reaches the host proxy socket through 10.0.2.100:3128', async () => {
+    const out = await vm.agent.run({ argv: ['sh', '-c', 'echo CONNECT-probe | nc -w 5 10.0.2.100 3128'] });
+    expect(out.stdout).toBe('PROXY-OK\n');
+    expect(proxyReceived).toContain('CONNECT-probe\n');
+  });
+
+  it('cannot reach the host or anything else directly (restrict=on)', async () => {
+    const host = await vm.agent.run({ argv: ['sh', '-c', `echo x | nc -w 3 10.0.2.2 ${hostOnlyPort}`], timeoutMs: 20_000 });
+    expect(host.stdout).not.toContain('LEAK');
+    const other = await vm.agent.run({ argv: ['sh', '-c', 'echo x | nc -w 3 10.0.2.100 80'], timeoutMs: 20_000 });
+    expect(other.stdout).toBe('');
+  });
+
+  it('relays UDP DNS through the agent to the host TCP resolver socket', async () => {
+    const out = await vm.agent.run({ argv: ['nslookup', '-type=a', 'example.test'], timeoutMs: 30_000 });
+    expect(out.stdout).toContain('192.0.2.7');
+    expect(dnsSeen).toContain('A example.test');
+    expect((await vm.agent.run({ argv: ['cat', '/etc/resolv.conf'] })).stdout).toContain('nameserver 127.0.0.53');
+  });
+
+  it('tunnels the mediation fallback endpoint to the broker socket', async () => {
+    const out = await vm.agent.run({ argv: ['sh', '-c', 'echo hello-broker | nc -w 5 127.0.0.1 7000'] });
+    expect(out.stdout).toBe('echo:hello-broker\n');
+  });
+
+  it('forwards a published host loopback port into the guest', async () => {
+    const server = vm.agent.exec({ argv: ['sh', '-c', 'echo served-from-guest | nc -l -p 8080'] });
+    let text = '';
+    for (let attempt = 0; attempt < 50 && !text; attempt++) {
+      text = await new Promise<string>((resolve) => {
+        const s = connect(publishedPort, '127.0.0.1');
+        let got = '';
+        s.on('data', (d: Buffer) => (got += d.toString()));
+        s.on('close', () => resolve(got));
+        s.on('error', () => resolve(''));
+      });
+      if (!text) await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(text).toBe('served-from-guest\n');
+    server.signal(9);
+    await server.exit.catch(() => undefined);
+  });
+});
