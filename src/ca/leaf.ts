@@ -39,10 +39,12 @@ function subjectDer(caCertPem: string): Buffer {
   return subject.raw;
 }
 
-/** Octets of a canonical IP literal (names.ts only lets canonical IPv4 and compressed IPv6 through). */
+/** Octets of a validated IP literal (names.ts: dotted-quad IPv4 or any IPv6 spelling without zone). */
 export function ipOctets(ip: string): Buffer {
   if (!ip.includes(':')) return Buffer.from(ip.split('.').map(Number));
-  const [head = '', tail] = ip.split('::');
+  // The WHATWG URL parser rewrites any IPv6 spelling (dotted tail included) to plain hex groups.
+  const hexOnly = new URL(`http://[${ip}]/`).hostname.slice(1, -1);
+  const [head = '', tail] = hexOnly.split('::');
   const groups = (part: string) => (part === '' ? [] : part.split(':').map((g) => parseInt(g, 16)));
   const left = groups(head);
   const right = tail === undefined ? [] : groups(tail);

@@ -26,11 +26,6 @@ function invalidName(name: string, why: string): MicroagentError {
   });
 }
 
-/** Canonical text of an IPv6 address (the WHATWG URL parser compresses and lowercases it). */
-function canonicalIpv6(ip: string): string {
-  return new URL(`http://[${ip}]/`).hostname.slice(1, -1);
-}
-
 /** Classifies a name for a leaf's subjectAltName, or throws `invalid` (code ca.invalid_name). */
 export function parseLeafName(name: string): LeafName {
   if (typeof name !== 'string' || name.length === 0) throw invalidName(String(name), 'the name is empty');
@@ -39,8 +34,9 @@ export function parseLeafName(name: string): LeafName {
   if (name.includes(':')) {
     // Zone ids (fe80::1%eth0) name an interface, not a host: no certificate can carry them.
     if (!isIPv6(name) || name.includes('%')) throw invalidName(name, 'not a valid IP literal');
-    const canonical = canonicalIpv6(name);
-    if (canonical !== name) throw invalidName(name, `IPv6 literal not in canonical form (expected ${canonical})`);
+    // Spellings of one address differ (RFC 5952 writes ::ffff:1.2.3.4, WHATWG ::ffff:102:304); the
+    // SAN carries octets either way, so only the caller's lowercase normalisation is required.
+    if (name !== name.toLowerCase()) throw invalidName(name, 'IPv6 literal not lowercased (normalise it first)');
     return { kind: 'ip', name };
   }
   if (name.includes('*')) throw invalidName(name, 'wildcards are never minted');

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { createCa, loadCa, parseLeafName } from '../../src/ca/index.js';
 import { ecdsaSignatureToDer, time } from '../../src/ca/der.js';
 import { ipOctets } from '../../src/ca/leaf.js';
+import { normalizeHost, parseIpLiteral } from '../../src/policy/index.js';
 import { rejection, tempDir } from './helpers.js';
 
 const DAY = 86_400_000;
@@ -106,7 +107,6 @@ describe('secureContextFor', () => {
     ['1.2.3.04', 'octal-looking IPv4'],
     ['[::1]', 'bracketed IPv6'],
     ['fe80::1%eth0', 'zone id'],
-    ['0:0:0:0:0:0:0:1', 'uncompressed IPv6'],
     ['::FFFF:1.2.3.4', 'uppercase IPv6'],
   ])('rejects %j (%s) with invalid/ca.invalid_name and mints nothing', async (name) => {
     expect(() => parseLeafName(name)).toThrow(expect.objectContaining({ kind: 'invalid', code: 'ca.invalid_name' }));
@@ -123,6 +123,8 @@ describe('secureContextFor', () => {
     ['::1', 'ip'],
     ['2001:db8::1', 'ip'],
     ['::ffff:102:304', 'ip'],
+    ['::ffff:1.2.3.4', 'ip'],
+    ['0:0:0:0:0:0:0:1', 'ip'],
   ])('accepts %j as %s', (name, kind) => {
     expect(parseLeafName(name)).toEqual({ kind, name });
   });
@@ -148,6 +150,9 @@ describe('leaf encoding details', () => {
     ['::1', '00000000000000000000000000000001'],
     ['2001:db8::1', '20010db8000000000000000000000001'],
     ['::ffff:102:304', '00000000000000000000ffff01020304'],
+    ['::ffff:1.2.3.4', '00000000000000000000ffff01020304'],
+    ['64:ff9b::1.2.3.4', '0064ff9b000000000000000001020304'],
+    ['0:0:0:0:0:0:0:1', '00000000000000000000000000000001'],
     ['fe80::', 'fe800000000000000000000000000000'],
     ['1:2:3:4:5:6:7:8', '00010002000300040005000600070008'],
   ])('ipOctets(%j) = %s', (ip, hex) => {
@@ -164,5 +169,24 @@ describe('leaf encoding details', () => {
     r[31] = 5;
     const s = Buffer.alloc(32, 0xff);
     expect(ecdsaSignatureToDer(Buffer.concat([r, s])).toString('hex')).toBe('3026' + '020105' + '022100' + 'ff'.repeat(32));
+  });
+});
+
+describe('agreement with the policy normalisers the proxy uses', () => {
+  it.each([
+    'API.Example.TEST.', 'bücher.example', 'xn--bcher-kva.example', 'localhost', 'a-b.c_d.test', 'LOCALHOST',
+  ])('normalizeHost(%j) is mintable', (raw) => {
+    const host = normalizeHost(raw);
+    expect(host).not.toBeNull();
+    expect(parseLeafName(host as string)).toEqual({ kind: 'dns', name: host });
+  });
+
+  it.each([
+    '127.0.0.1', '10.0.2.2', '::1', '[::1]', '2001:DB8::1', '::ffff:1.2.3.4', '2001:db8:0:0:1:0:0:1', '64:ff9b::1.2.3.4', '::', 'fe80::1:0:0:0',
+  ])('parseIpLiteral(%j) is mintable with the same octets', (raw) => {
+    const ip = parseIpLiteral(raw);
+    expect(ip).not.toBeNull();
+    expect(parseLeafName(ip as string)).toEqual({ kind: 'ip', name: ip });
+    expect(ipOctets(ip as string).length).toBe(ip?.includes(':') ? 16 : 4);
   });
 });
