@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { pino } from 'pino';
-import { openAuditLog } from '../dist/audit/index.js';
+import { openAuditLog, verifyAuditLog } from '../dist/audit/index.js';
 
 const TOTAL = Number(process.argv[2] ?? 100_000);
 const dir = mkdtempSync(join(tmpdir(), 'audit-bench-'));
@@ -56,7 +56,7 @@ async function auditRun({ fsync, appenders, total = TOTAL, checkpoint }) {
   const seconds = (performance.now() - start) / 1000;
   await log.close();
   const sorted = Array.from(latencies).sort((a, b) => a - b);
-  return { rate: total / seconds, seconds, p50: percentile(sorted, 50), p99: percentile(sorted, 99) };
+  return { rate: total / seconds, seconds, p50: percentile(sorted, 50), p99: percentile(sorted, 99), path };
 }
 
 /** pino to a file (sonic-boom, async, no fsync): the fastest a general-purpose JSON logger goes. */
@@ -111,4 +111,8 @@ for (const [name, r] of rows) {
 }
 const durable = Math.max(...rows.filter(([n]) => n.includes('fsync group')).map(([, r]) => r.rate));
 console.log(`\nbest of ${ROUNDS} interleaved rounds per row. goal >= 50,000 durable records/s: ${durable >= 50_000 ? 'met' : 'NOT met'} (best ${fmt(durable)})`);
+const verifyStart = performance.now();
+const verified = await verifyAuditLog(best.get(CONFIGS[3][0]).path);
+const verifySeconds = (performance.now() - verifyStart) / 1000;
+console.log(`audit verify: ${fmt(verified.records / verifySeconds)} records/s (${fmt(verified.records)} records, ok=${verified.ok})`);
 rmSync(dir, { recursive: true, force: true });

@@ -89,6 +89,18 @@ describe('the five tamperings', () => {
     expect(r.firstBad?.problem).toMatch(/torn/);
   });
 
+  it('a re-hashed chain is still checked for time order and one workspace', async () => {
+    const lines = readLines(log);
+    const early = parse(lines[6] as string).ts.replace(/^\d{4}/, '2001');
+    lines[6] = (lines[6] as string).replace(/"ts":"[^"]+"/, `"ts":"${early}"`);
+    writeLines(log, rechain(lines, 6));
+    expect((await verifyAuditLog(log)).firstBad).toMatchObject({ line: 7, seq: 7, problem: expect.stringMatching(/^ts 2001-.* is earlier than/) });
+    const other = readLines(log);
+    other[6] = (lines[6] as string).replace('"ts":"2001', '"ts":"2999').replace('"workspace":"ws-audit"', '"workspace":"elsewhere"');
+    writeLines(log, rechain(other, 6));
+    expect((await verifyAuditLog(log)).firstBad).toMatchObject({ line: 7, problem: 'workspace "elsewhere" differs from "ws-audit"' });
+  });
+
   it('the CLI exits 1 and names the file and line', async () => {
     const lines = readLines(log);
     lines[29] = (lines[29] as string).replace('"port":443', '"port":8443');
