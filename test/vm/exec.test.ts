@@ -44,7 +44,7 @@ describe('microVM guest agent (isolated network)', () => {
 
   it('multiplexes concurrent commands', async () => {
     const runs = await Promise.all(
-      [1, 2, 3, 4].map((n) => vm.agent.run({ argv: ['sh', '-c', `sleep 0.$n; echo run-$n; exit $n`] })),
+      [1, 2, 3, 4].map((n) => vm.agent.run({ argv: ['sh', '-c', `sleep 0.${n}; echo run-${n}; exit ${n}`] })),
     );
     runs.forEach((r, i) => {
       expect(r.stdout).toBe(`run-${i + 1}\n`);
