@@ -7,7 +7,7 @@
 // reflect-metadata must be loaded before @peculiar/x509 evaluates.
 import 'reflect-metadata';
 import { constants } from 'node:fs';
-import { chmod, link, lstat, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { chmod, link, lstat, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
@@ -188,7 +188,8 @@ function invalid(code: string, message: string, remediation: string, cause?: unk
 }
 
 async function checkDir(dir: string): Promise<void> {
-  const st = await lstat(dir).catch((err: unknown) => {
+  // stat, not lstat: a symlinked CA directory is fine as long as the directory it names is safe.
+  const st = await stat(dir).catch((err: unknown) => {
     if (isErrno(err, 'ENOENT')) throw notFound(dir, 'the directory');
     throw err;
   });
@@ -238,7 +239,7 @@ export async function readCa(dir: string): Promise<CaMaterial> {
   await checkDir(dir);
   const certPath = join(dir, CA_CERT_FILE);
   const keyPath = join(dir, CA_KEY_FILE);
-  const certPem = await readFile(certPath, 'utf8').catch((err: unknown) => {
+  const certFile = await readFile(certPath, 'utf8').catch((err: unknown) => {
     if (isErrno(err, 'ENOENT')) throw notFound(dir, CA_CERT_FILE);
     throw err;
   });
@@ -247,7 +248,7 @@ export async function readCa(dir: string): Promise<CaMaterial> {
   let cert: x509.X509Certificate;
   let keyDer: Buffer;
   try {
-    cert = new x509.X509Certificate(certPem);
+    cert = new x509.X509Certificate(certFile);
     keyDer = Buffer.from(x509.PemConverter.decodeFirst(keyPem));
   } catch (err) {
     throw invalid('ca.unreadable', `cannot parse the CA files in ${dir}: ${(err as Error).message}`, broken, err);
@@ -263,5 +264,7 @@ export async function readCa(dir: string): Promise<CaMaterial> {
   }
   if (!matches) throw invalid('ca.key_mismatch', `CA key ${keyPath} does not belong to ${certPath}`, broken);
   const key = await importEcPrivateKey(keyDer);
+  // Re-encoded from the parsed certificate, so whatever else the file holds never reaches a guest.
+  const certPem = cert.toString('pem') + '\n';
   return { dir, certPath, keyPath, certPem, cert, key, workspace };
 }

@@ -205,3 +205,18 @@ describe('rotateCa', () => {
     rotated.close();
   });
 });
+
+describe('loadCa, tolerated variations', () => {
+  it('follows a symlinked CA directory and exposes only the certificate from a file with extra text', async () => {
+    const base = await tempDir();
+    const dir = join(base, 'real');
+    const created = await createCa({ dir, workspace: 'a' });
+    await writeFile(join(dir, 'ca.pem'), `comment before\n${created.certPem}trailing junk\n`);
+    await symlink(dir, join(base, 'link'));
+    const loaded = await loadCa({ dir: join(base, 'link') });
+    expect(loaded.certPem).toBe(created.certPem);
+    expect(loaded.fingerprint256).toBe(created.fingerprint256);
+    created.close();
+    loaded.close();
+  });
+});
