@@ -1,6 +1,7 @@
 // DNS resolver throughput and latency, side by side with dnsmasq in the same run.
 // - cached: 100 names asked over and over (our cache vs dnsmasq answering the same zone locally);
-// - misses: unique names (our resolver vs a forwarding dnsmasq, both asking the same upstream dnsmasq).
+// - misses: unique names (our resolver vs a forwarding dnsmasq, both asking the same upstream dnsmasq;
+//   each name is asked once, so neither cache helps).
 // Load comes from dnsperf (-c 4, 5 s); p50/p99 from a sequential node client over UDP.
 // Our server writes a real, hash-chained audit record per query: once with fsync (the product
 // default: each answer waits for durability, group commit) and once without (appends after write(2)).
@@ -15,7 +16,7 @@ import { promisify } from 'node:util';
 import { createSocket } from 'node:dgram';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { tmpdir, userInfo } from 'node:os';
+import { loadavg, tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { openAuditLog } from '../dist/audit/index.js';
 import { parsePolicy } from '../dist/policy/index.js';
@@ -180,33 +181,36 @@ try {
   const hotNames = Array.from({ length: 100 }, (_, i) => `host${i}.bench.test`);
   const hotFile = join(dir, 'hot.txt');
   writeFileSync(hotFile, hotNames.map((n) => `${n} A`).join('\n') + '\n');
-  const missFile = join(dir, 'miss.txt');
-  writeFileSync(missFile, Array.from({ length: 400_000 }, (_, i) => `u${i}-${process.pid}.bench.test A`).join('\n') + '\n');
+  // Every miss run gets names no one has asked before, so neither dnsmasq's cache nor ours helps.
+  const missFile = (tag) => {
+    const file = join(dir, `miss-${tag}.txt`);
+    writeFileSync(file, Array.from({ length: 300_000 }, (_, i) => `${tag}-${i}.bench.test A`).join('\n') + '\n');
+    return file;
+  };
 
   // dnsmasq #1 answers the zone itself: the cached-answer peer and everyone's upstream.
   const zonePort = await startDnsmasq(['--no-resolv', '--address=/bench.test/192.0.2.10']);
   // dnsmasq #2 forwards to #1: the cache-miss peer.
   const forwarderPort = await startDnsmasq(['--no-resolv', `--server=127.0.0.1#${zonePort}`, '--dns-forward-max=1000']);
 
+  // The machine is shared and noisy: each of our runs is paired with a dnsmasq run right before it.
   const rows = [];
-  const peerHot = await dnsperf(zonePort, hotFile);
-  const peerHotLatency = await latency(zonePort, hotNames);
-  const peerMiss = await dnsperf(forwarderPort, missFile);
-
   const labels = { fsync: 'audit fsync (default)', nofsync: 'audit no fsync', none: 'no audit (reference)' };
   for (const auditMode of ['fsync', 'nofsync', 'none']) {
     const ours = await startOurs(zonePort, auditMode);
     await latency(ours.port, hotNames, hotNames.length); // fill the cache
+    const peerHot = await dnsperf(zonePort, hotFile);
     const hot = await dnsperf(ours.port, hotFile);
+    const peerHotLatency = await latency(zonePort, hotNames);
     const hotLatency = await latency(ours.port, hotNames);
-    const miss = await dnsperf(ours.port, missFile);
+    const peerMiss = await dnsperf(forwarderPort, missFile(`peer-${auditMode}`));
+    const miss = await dnsperf(ours.port, missFile(`ours-${auditMode}`));
     await ours.close();
-    const label = labels[auditMode];
-    rows.push([`cached, ${label}`, hot, peerHot, hotLatency, peerHotLatency]);
-    rows.push([`miss, ${label}`, miss, peerMiss, null, null]);
+    rows.push([`cached, ${labels[auditMode]}`, hot, peerHot, hotLatency, peerHotLatency]);
+    rows.push([`miss, ${labels[auditMode]}`, miss, peerMiss, null, null]);
   }
 
-  console.log(`DNS resolver vs dnsmasq, dnsperf -c 4 -l ${SECONDS}, loopback UDP, one audit record per query\n`);
+  console.log(`DNS resolver vs dnsmasq, dnsperf -c 4 -l ${SECONDS}, loopback UDP, one audit record per query (load average ${loadavg()[0].toFixed(1)} at the end)\n`);
   console.log('| case | ours qps | dnsmasq qps | ratio | ours avg/max ms | dnsmasq avg/max ms | ours lost | ours p50/p99 ms | dnsmasq p50/p99 ms |');
   console.log('|---|---|---|---|---|---|---|---|---|');
   for (const [label, ours, peer, oursLat, peerLat] of rows) {
