@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
+import { connect } from 'node:net';
 import { userInfo } from 'node:os';
 import { addressesOf, dig, queryUdp, rcodeOf } from './helpers/client.js';
 import { GUARDED_POLICY, startHarness, type Harness } from './helpers/harness.js';
@@ -52,6 +53,23 @@ describe('exfiltration guard', () => {
     const replies = await Promise.all(Array.from({ length: 8 }, () => queryUdp(h.port, 'web.test', 'A')));
     expect(replies.filter((r) => rcodeOf(r) === 'NOERROR')).toHaveLength(5);
     expect(replies.filter((r) => rcodeOf(r) === 'REFUSED')).toHaveLength(3);
+  });
+});
+
+describe('stream limits', () => {
+  it('closes a TCP connection that stays idle past the timeout', async () => {
+    const upstream = await withUpstream();
+    const h = await withHarness({ policy: GUARDED_POLICY, upstreams: [upstream.address], limits: { tcpIdleTimeoutMs: 300 } });
+    const socket = connect({ host: '127.0.0.1', port: h.port });
+    const closed = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 3000);
+      socket.once('close', () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+    socket.destroy();
+    expect(closed).toBe(true);
   });
 });
 

@@ -250,6 +250,8 @@ describe('proxy integration', () => {
     expect(h.resolver.namesForAddress('2001:db8::95')).toEqual([]); // AAAA not asked by the guest yet
     expect(await h.resolver.lookup('proxy.allowed.test')).toEqual(['192.0.2.95', '2001:db8::95']);
     expect(upstream.count('proxy.allowed.test', 'A')).toBe(1);
+    await queryUdp(h.port, 'proxy.allowed.test', 'AAAA');
+    expect(h.resolver.namesForAddress('2001:DB8:0:0::95')).toEqual(['proxy.allowed.test']);
   });
 
   it('the audit chain the server wrote verifies', async () => {

@@ -15,7 +15,9 @@ import type { ResolvedAnswer, UpstreamAnswer, WorkspaceResolver } from './resolv
 import {
   buildHeaderOnlyError,
   buildResponse,
+  CLASSIC_UDP_PAYLOAD,
   encodeRecords,
+  MAX_STREAM_MESSAGE,
   NO_RECORDS,
   parseQuery,
   qtypeName,
@@ -103,7 +105,7 @@ function deniedVerdict(policy: Policy, reason: Reason, signals: readonly Signal[
 
 /**
  * The response to one message, or null when nothing could be parsed (the datagram is dropped).
- * `maxUdpLength` is set for UDP only: the client's advertised payload size caps the response.
+ * Over UDP the client's advertised payload size caps the response; over a stream, the 2-byte length.
  */
 export async function answerMessage(ctx: AnswerContext, message: Buffer, transport: Transport): Promise<Buffer | null> {
   const parsed = parseQuery(message);
@@ -133,11 +135,12 @@ export async function answerMessage(ctx: AnswerContext, message: Buffer, transpo
 }
 
 function respondEmpty(query: ParsedQuery, rcode: number, transport: Transport): Buffer {
-  return buildResponse({ query, rcode, answers: NO_RECORDS, ttl: 0, ...udpCap(query, transport) });
+  return buildResponse({ query, rcode, answers: NO_RECORDS, ttl: 0, ...sizeCap(query, transport) });
 }
 
-function udpCap(query: ParsedQuery, transport: Transport): { maxLength?: number } {
-  return transport === 'udp' ? { maxLength: query.ednsPayload ?? 512 } : {};
+/** Longer responses go out empty with TC (answers are re-encoded uncompressed, so they can grow). */
+function sizeCap(query: ParsedQuery, transport: Transport): { maxLength: number } {
+  return { maxLength: transport === 'udp' ? (query.ednsPayload ?? CLASSIC_UDP_PAYLOAD) : MAX_STREAM_MESSAGE };
 }
 
 async function answerQuery(ctx: AnswerContext, query: ParsedQuery, transport: Transport): Promise<Buffer> {
@@ -180,7 +183,7 @@ async function answerQuery(ctx: AnswerContext, query: ParsedQuery, transport: Tr
     cached: resolved.cached,
   };
   return finish(outcome, () =>
-    buildResponse({ query, rcode, answers: prepared.answers, authority: prepared.authority, ttl: resolved.ttl, ...udpCap(query, transport) }),
+    buildResponse({ query, rcode, answers: prepared.answers, authority: prepared.authority, ttl: resolved.ttl, ...sizeCap(query, transport) }),
   );
 }
 

@@ -7,6 +7,7 @@
  */
 import type { Answer } from 'dns-packet';
 import { MicroagentError } from '../../errors.js';
+import { parseIpLiteral } from '../../policy/index.js';
 import type { HostResolver } from '../resolver.js';
 import { createExpiringCache } from './cache.js';
 import { createAddressMemory, DEFAULT_MEMORY_LIMITS, type AddressMemory } from './memory.js';
@@ -138,7 +139,8 @@ export function createWorkspaceResolver(options: WorkspaceResolverOptions = {}):
     close() {
       for (const upstream of upstreams) upstream.udp.close();
     },
-    namesForAddress: (ip) => memory.namesForAddress(ip),
+    // Answers are remembered under canonical addresses; callers may spell one differently.
+    namesForAddress: (ip) => memory.namesForAddress(parseIpLiteral(ip) ?? ip),
     async lookup(host) {
       const results = await Promise.allSettled([query(host, 1), query(host, 28)]);
       const addresses: string[] = [];

@@ -139,9 +139,11 @@ function listenFailure(host: string, port: number, cause: unknown): MicroagentEr
 function bindUdp(host: string, port: number, ctx: AnswerContext): Promise<UdpSocket> {
   const socket = createSocket(isIPv6(host) ? 'udp6' : 'udp4');
   socket.on('message', (message, peer) => {
-    void answerMessage(ctx, message, 'udp').then((response) => {
-      if (response !== null) socket.send(response, peer.port, peer.address);
-    });
+    answerMessage(ctx, message, 'udp')
+      .then((response) => {
+        if (response !== null) socket.send(response, peer.port, peer.address);
+      })
+      .catch((err: unknown) => log.warn({ err }, 'DNS UDP answer not sent (socket closing?)'));
   });
   return new Promise((resolve, reject) => {
     socket.once('error', (err) => reject(listenFailure(host, port, err)));
@@ -168,14 +170,19 @@ function streamServer(ctx: AnswerContext, limits: DnsServerLimits, connections: 
       for (const message of split.messages) {
         inflight++;
         if (inflight >= limits.maxInflightPerConnection) socket.pause();
-        void answerMessage(ctx, message, 'tcp').then((response) => {
-          inflight--;
-          if (socket.destroyed) return;
-          // Nothing parseable on a stream means we lost framing: close rather than guess (RFC 7766 6.2.3).
-          if (response === null) return void socket.destroy();
-          if (inflight < limits.maxInflightPerConnection) socket.resume();
-          socket.write(frame(response));
-        });
+        answerMessage(ctx, message, 'tcp')
+          .then((response) => {
+            inflight--;
+            if (socket.destroyed) return;
+            // Nothing parseable on a stream means we lost framing: close rather than guess (RFC 7766 6.2.3).
+            if (response === null) return void socket.destroy();
+            if (inflight < limits.maxInflightPerConnection) socket.resume();
+            socket.write(frame(response));
+          })
+          .catch((err: unknown) => {
+            log.warn({ err }, 'DNS stream answer not sent; closing the connection');
+            socket.destroy();
+          });
       }
     });
   });

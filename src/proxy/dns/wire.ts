@@ -22,6 +22,8 @@ const RA = 0x0080;
 const TYPE_OPT = 41;
 /** RFC 1035 section 4.2.1: the UDP ceiling without EDNS. */
 export const CLASSIC_UDP_PAYLOAD = 512;
+/** A stream message's length must fit its 2-byte prefix. */
+export const MAX_STREAM_MESSAGE = 65535;
 /** What we advertise and honour at most (the DNS flag day 2020 value, avoids IP fragmentation). */
 export const MAX_UDP_PAYLOAD = 1232;
 
