@@ -14,8 +14,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 #   dnsutils ............... dig, for DNS resolver tests
 #   docker-registry ........ a real OCI registry on loopback for pull tests
 #   dnsmasq-base dnsperf ... the DNS benchmark peer and load generator
+#   socat .................. QEMU guestfwd: one process per guest connection to a workspace socket
 PKGS=(qemu-system-x86 e2fsprogs gcc libc6-dev cpio kmod zstd busybox-static curl ca-certificates
-      dnsutils docker-registry dnsmasq-base dnsperf)
+      dnsutils docker-registry dnsmasq-base dnsperf socat)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

@@ -1,0 +1,96 @@
+/**
+ * Kernel install from Debian's linux-image-cloud-amd64 through the CLI (real apt-get download into
+ * a fresh state directory), manifest verification, and the typed errors for a missing kernel, a
+ * tampered kernel and a host without QEMU; `doctor` on this host (real KVM probe).
+ */
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { appendFileSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { bootVm, loadKernel, qemuBackend } from '../../src/vm/index.js';
+import { runDir, TEST_STATE_DIR, testKernel } from './helpers.js';
+
+const run = promisify(execFile);
+const CLI = join(import.meta.dirname, '../../dist/cli/main.js');
+
+async function cli(args: string[], env: NodeJS.ProcessEnv = process.env) {
+  try {
+    const { stdout } = await run(process.execPath, [CLI, ...args], { env, maxBuffer: 8 << 20 });
+    return { code: 0, stdout };
+  } catch (err) {
+    const e = err as { code: number; stdout: string };
+    return { code: e.code, stdout: e.stdout };
+  }
+}
+
+describe('guest kernel install', () => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'ma-kernel-'));
+  let installed: { version: string; dir: string; modules: string[] };
+
+  beforeAll(async () => {
+    const r = await cli(['--json', 'kernel', 'install', '--state-dir', stateDir]);
+    expect(r.code).toBe(0);
+    installed = JSON.parse(r.stdout) as typeof installed;
+  }, 180_000);
+
+  it('installs vmlinuz and the guest modules with a SHA-256 manifest', () => {
+    expect(installed.version).toMatch(/-cloud-amd64$/);
+    for (const m of ['virtio_mmio.ko', 'virtio_blk.ko', 'virtio_console.ko', 'virtio_net.ko']) expect(installed.modules).toContain(m);
+    // Dependencies load before their users.
+    expect(installed.modules.indexOf('virtio_ring.ko')).toBeLessThan(installed.modules.indexOf('virtio_mmio.ko'));
+    const manifest = JSON.parse(readFileSync(join(installed.dir, 'manifest.json'), 'utf8')) as { files: Record<string, string> };
+    for (const [rel, sha] of Object.entries(manifest.files)) {
+      expect(createHash('sha256').update(readFileSync(join(installed.dir, rel))).digest('hex')).toBe(sha);
+    }
+    expect(loadKernel(stateDir).version).toBe(installed.version);
+  });
+
+  it('refuses a kernel whose files no longer match the manifest, naming the fix', async () => {
+    appendFileSync(join(installed.dir, 'modules', 'virtio_blk.ko'), 'tampered');
+    expect(() => loadKernel(stateDir)).toThrow(expect.objectContaining({ kind: 'invalid', code: 'vm.kernel_corrupt' }));
+    const r = await cli(['--mode=ax', 'kernel', 'show', '--state-dir', stateDir]);
+    expect(r.code).not.toBe(0);
+    const doc = JSON.parse(r.stdout) as { ok: boolean; error: { kind: string; remediation: string } };
+    expect(doc.ok).toBe(false);
+    expect(doc.error.kind).toBe('invalid');
+    expect(doc.error.remediation).toContain('kernel install');
+  });
+});
+
+describe('typed errors before any boot', () => {
+  it('a missing kernel is not_found with the install command as the fix', async () => {
+    const empty = mkdtempSync(join(tmpdir(), 'ma-nokernel-'));
+    await expect(bootVm({ stateDir: empty, rootfsPath: '/nonexistent', runDir: runDir(), network: { mode: 'isolated' } }))
+      .rejects.toMatchObject({ kind: 'not_found', code: 'vm.kernel_missing', remediation: expect.stringContaining('microagent kernel install') });
+  });
+
+  it('a host without QEMU on PATH is unsupported, and doctor names the package', async () => {
+    const kernel = await testKernel();
+    const saved = process.env['PATH'];
+    process.env['PATH'] = '/nonexistent';
+    try {
+      await expect(qemuBackend.boot({
+        kernelPath: kernel.vmlinuz, initramfsPath: '/nonexistent', rootfsPath: '/nonexistent', memoryMiB: 128, cpus: 1,
+        network: { mode: 'isolated' }, runDir: runDir(), accelerator: 'tcg',
+      })).rejects.toMatchObject({ kind: 'unsupported', code: 'vm.qemu_missing' });
+    } finally {
+      process.env['PATH'] = saved;
+    }
+    const r = await cli(['--json', 'doctor', '--state-dir', TEST_STATE_DIR], { ...process.env, PATH: '/nonexistent' });
+    expect(r.code).toBe(1);
+    const report = JSON.parse(r.stdout) as { ok: boolean; checks: Array<{ name: string; ok: boolean; remediation?: string }> };
+    expect(report.checks.find((c) => c.name === 'qemu')).toMatchObject({ ok: false, remediation: 'apt-get install qemu-system-x86' });
+  });
+
+  it('doctor passes on this host and reports the accelerator from a real probe', async () => {
+    await testKernel();
+    const r = await cli(['--json', 'doctor', '--state-dir', TEST_STATE_DIR]);
+    const report = JSON.parse(r.stdout) as { ok: boolean; checks: Array<{ name: string; ok: boolean; detail: string }> };
+    expect(report.checks.filter((c) => !c.ok)).toEqual([]);
+    expect(r.code).toBe(0);
+    expect(report.checks.find((c) => c.name === 'kvm')?.detail).toMatch(/^(KVM usable|using TCG)/);
+  }, 120_000);
+});

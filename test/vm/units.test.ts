@@ -1,0 +1,115 @@
+/**
+ * Pure parts of the microVM layer, no guest needed: the frame splitter (any cut of a valid stream
+ * splits to the same frames), the cpio writer (checked by the real cpio tool), module resolution
+ * from modules.dep, and the QEMU command line per network mode.
+ */
+import { execFileSync } from 'node:child_process';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { encodeCpio, initramfsEntries } from '../../src/vm/initramfs.js';
+import { resolveModules } from '../../src/vm/modules.js';
+import { encodeFrame, FRAME_MAX_PAYLOAD, splitFrames, type Frame } from '../../src/vm/protocol.js';
+import { buildQemuArgs, netdevArgs } from '../../src/vm/qemu-args.js';
+import type { BootSpec } from '../../src/vm/backend.js';
+
+describe('frame splitting', () => {
+  it('gives the same frames for every way of cutting the byte stream', () => {
+    const frame = fc.record({ type: fc.integer({ min: 0, max: 255 }), stream: fc.nat(), payload: fc.uint8Array({ maxLength: 64 }) });
+    fc.assert(
+      fc.property(fc.array(frame, { maxLength: 6 }), fc.array(fc.nat(), { maxLength: 5 }), (frames, cuts) => {
+        const wire = Buffer.concat(frames.map((f) => encodeFrame(f.type, f.stream, Buffer.from(f.payload))));
+        const points = [...new Set(cuts.map((c) => (wire.length ? c % wire.length : 0)))].sort((a, b) => a - b);
+        const got: Frame[] = [];
+        let pending = Buffer.alloc(0);
+        let last = 0;
+        for (const p of [...points, wire.length]) {
+          pending = Buffer.concat([pending, wire.subarray(last, p)]);
+          last = p;
+          const split = splitFrames(pending);
+          if (split.kind !== 'frames') throw new Error(split.message);
+          got.push(...split.frames);
+          pending = Buffer.from(split.rest);
+        }
+        expect(pending.length).toBe(0);
+        expect(got.map((f) => [f.type, f.stream, Buffer.from(f.payload).toString('hex')])).toEqual(
+          frames.map((f) => [f.type, f.stream, Buffer.from(f.payload).toString('hex')]),
+        );
+      }),
+    );
+  });
+
+  it('rejects a length over the limit instead of waiting for it', () => {
+    const head = Buffer.alloc(9);
+    head.writeUInt32BE(FRAME_MAX_PAYLOAD + 1, 0);
+    expect(splitFrames(head)).toMatchObject({ kind: 'error' });
+  });
+});
+
+describe('initramfs cpio', () => {
+  it('is read back by the cpio tool with modes, device node and contents', () => {
+    const archive = encodeCpio(initramfsEntries(Buffer.from('#!agent'), [{ name: 'virtio_blk.ko', data: Buffer.from('ko') }]));
+    const listing = execFileSync('cpio', ['-itv', '--quiet'], { input: archive }).toString();
+    expect(listing).toMatch(/^-rwxr-xr-x .* init$/m);
+    expect(listing).toMatch(/^crw------- .* 5, +1 .* dev\/console$/m);
+    expect(listing).toMatch(/lib\/modules\/virtio_blk\.ko$/m);
+    const list = execFileSync('cpio', ['-i', '--quiet', '--to-stdout', 'etc/modules.list'], { input: archive }).toString();
+    expect(list).toBe('virtio_blk.ko\n');
+  });
+});
+
+describe('module resolution', () => {
+  const dep = [
+    'kernel/drivers/virtio/virtio_ring.ko:',
+    'kernel/drivers/virtio/virtio.ko: kernel/drivers/virtio/virtio_ring.ko',
+    'kernel/drivers/virtio/virtio_mmio.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko',
+    'kernel/drivers/block/virtio_blk.ko.xz: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko',
+    'kernel/drivers/char/virtio_console.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko',
+    'kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko',
+    'kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko kernel/fs/mbcache.ko',
+    'kernel/fs/jbd2/jbd2.ko:',
+    'kernel/fs/mbcache.ko:',
+  ].join('\n');
+
+  it('orders dependencies first, skips built-ins, and takes optional drivers that exist', () => {
+    const order = resolveModules(dep, 'kernel/fs/ext4/ext4.ko\n');
+    expect(order).toEqual([
+      'kernel/drivers/virtio/virtio_ring.ko', 'kernel/drivers/virtio/virtio.ko', 'kernel/drivers/virtio/virtio_mmio.ko',
+      'kernel/drivers/block/virtio_blk.ko.xz', 'kernel/drivers/char/virtio_console.ko', 'kernel/drivers/char/hw_random/virtio-rng.ko',
+    ]);
+    expect(resolveModules(dep, '')).toContain('kernel/fs/jbd2/jbd2.ko');
+  });
+
+  it('refuses a kernel without a required driver', () => {
+    expect(() => resolveModules('kernel/drivers/virtio/virtio.ko:', '')).toThrow(expect.objectContaining({ code: 'vm.kernel_unsuitable' }));
+  });
+});
+
+describe('QEMU command line', () => {
+  const spec: BootSpec = {
+    kernelPath: '/k/vmlinuz', initramfsPath: '/k/initrd', rootfsPath: '/r/root,1.img', memoryMiB: 256, cpus: 1,
+    network: { mode: 'isolated' }, runDir: '/run/x', accelerator: 'tcg',
+  };
+  const paths = { agentSocket: '/run/x/agent.sock', qmpSocket: '/run/x/qmp.sock', serialLog: '/run/x/serial.log' };
+
+  it('has no network device in isolated mode and escapes commas in paths', () => {
+    const args = buildQemuArgs(spec, paths, { tscKhz: 2_000_000 });
+    expect(args.join(' ')).not.toContain('netdev');
+    expect(args).toContain('id=root,file=/r/root,,1.img,format=raw,if=none');
+    expect(args[args.indexOf('-append') + 1]).toContain('tsc_early_khz=2000000');
+    expect(args).toContain('tcg,thread=multi');
+  });
+
+  it('restricts user networking to the forwarded proxy and DNS sockets', () => {
+    const [flag, netdev] = netdevArgs({ mode: 'user', proxySocket: '/s/proxy.sock', dnsSocket: "/s/it's dns.sock", publish: [{ hostPort: 8080, guestPort: 80 }] });
+    expect(flag).toBe('-netdev');
+    expect(netdev).toContain('restrict=on');
+    expect(netdev).toContain("guestfwd=tcp:10.0.2.100:3128-cmd:socat STDIO UNIX-CONNECT:'/s/proxy.sock'");
+    expect(netdev).toContain(`guestfwd=tcp:10.0.2.100:53-cmd:socat STDIO UNIX-CONNECT:'/s/it'\\''s dns.sock'`);
+    expect(netdev).toContain('hostfwd=tcp:127.0.0.1:8080-:80');
+  });
+
+  it('leaves restrict off only in egress-off mode', () => {
+    expect(netdevArgs({ mode: 'off' })[1]).not.toContain('restrict');
+    expect(() => netdevArgs({ mode: 'off', publish: [{ hostPort: 0, guestPort: 80 }] })).toThrow(expect.objectContaining({ kind: 'invalid' }));
+  });
+});
