@@ -13,6 +13,7 @@ import { checkpointSigner, type CheckpointAlgorithm } from './checkpoint.js';
 import { encodeWorkspacePrefix, GENESIS_HASH } from './encode.js';
 import { describeDamage, findChainHead, lineAt } from './head.js';
 import type { RecoveryEvent } from './record.js';
+import { lockAuditLog } from './lock.js';
 import { segmentPath } from './segments.js';
 import { AuditLogWriter, syncDirectory, type AuditLog } from './writer.js';
 
@@ -46,19 +47,10 @@ export interface AuditLogOptions {
 
 const DEFAULTS = { rotateBytes: 64 * 1024 * 1024, maxPending: 8192, checkpointEvery: 1000 };
 
-/** One writer per log per process; a second would fork the chain. Other processes: see docs/audit.md. */
-const openLogs = new Set<string>();
-
 export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> {
   const path = resolve(options.path);
   if (options.workspace === '') {
     throw new MicroagentError('invalid', 'audit log needs a workspace name', { code: 'audit.invalid_options' });
-  }
-  if (openLogs.has(path)) {
-    throw new MicroagentError('conflict', `audit log ${path} is already open in this process`, {
-      code: 'audit.already_open',
-      remediation: 'Share the AuditLog returned by the first openAuditLog call.',
-    });
   }
   const signer = options.checkpoint === undefined ? null : checkpointSigner(options.checkpoint.key, options.checkpoint.keyId);
   if (signer !== null && options.checkpoint?.algorithm !== undefined && options.checkpoint.algorithm !== signer.algorithm) {
@@ -67,11 +59,18 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
       remediation: 'Leave algorithm out to take it from the key.',
     });
   }
-  openLogs.add(path);
+  let release: () => Promise<void>;
   try {
-    return await openWriter(path, options, signer);
+    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+    release = await lockAuditLog(path);
   } catch (err) {
-    openLogs.delete(path);
+    if (err instanceof MicroagentError) throw err;
+    throw openFailed(path, err);
+  }
+  try {
+    return await openWriter(path, options, signer, release);
+  } catch (err) {
+    await release();
     throw err;
   }
 }
@@ -80,12 +79,12 @@ async function openWriter(
   path: string,
   options: AuditLogOptions,
   signer: ReturnType<typeof checkpointSigner> | null,
+  release: () => Promise<void>,
 ): Promise<AuditLogWriter> {
   const dir = dirname(path);
   let recovery: RecoveryEvent | null = null;
   let head;
   try {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
     head = await findChainHead(path);
   } catch (err) {
     if (err instanceof MicroagentError) throw err;
@@ -146,9 +145,16 @@ async function openWriter(
     maxPending: positive(options.maxPending, DEFAULTS.maxPending, 'maxPending'),
     signer,
     checkpointEvery: positive(options.checkpoint?.every, DEFAULTS.checkpointEvery, 'checkpoint.every'),
-    onClosed: () => openLogs.delete(path),
+    onClosed: release,
   });
-  if (recovery !== null) await writer.appendInternal(recovery);
+  if (recovery !== null) {
+    try {
+      await writer.appendInternal(recovery);
+    } catch (err) {
+      await writer.close();
+      throw err;
+    }
+  }
   log.info({ path, seq: writer.head.seq }, 'audit log opened');
   return writer;
 }

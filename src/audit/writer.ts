@@ -43,7 +43,8 @@ export interface WriterSettings {
   readonly maxPending: number;
   readonly signer: CheckpointSigner | null;
   readonly checkpointEvery: number;
-  readonly onClosed: () => void;
+  /** Releases the log's lock once the file is closed. */
+  readonly onClosed: () => Promise<void>;
 }
 
 interface Deferred {

@@ -6,11 +6,13 @@
 import { randomBytes } from 'node:crypto';
 import { appendFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { open as openFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { openAuditLog, readAuditRecords, verifyAuditLog, type AuditRecord } from '../../src/audit/index.js';
 import { MicroagentError } from '../../src/errors.js';
-import { cli, decision, parse, readLines, tempDir, writeLog } from './helpers.js';
+import { CLI, cli, decision, parse, readLines, tempDir, until, writeLog } from './helpers.js';
 
 let dir: ReturnType<typeof tempDir>;
 let log: string;
@@ -121,7 +123,10 @@ describe('the record contract', () => {
 
   it('refuses a second writer on the same log in one process, and another workspace\'s chain', async () => {
     const audit = await openAuditLog({ path: log, workspace: 'ws-audit' });
-    await expect(openAuditLog({ path: log, workspace: 'ws-audit' })).rejects.toMatchObject({ code: 'audit.already_open' });
+    await expect(openAuditLog({ path: log, workspace: 'ws-audit' })).rejects.toMatchObject({
+      code: 'audit.locked',
+      message: expect.stringContaining('already open in this process'),
+    });
     await audit.close();
     const again = await openAuditLog({ path: log, workspace: 'ws-audit' });
     await again.append(decision(0));
@@ -130,11 +135,42 @@ describe('the record contract', () => {
   });
 });
 
+describe('one writer across processes', () => {
+  it('a live writer in another process holds the log; its lock is taken over once that process is gone', async () => {
+    const script = `import { openAuditLog } from ${JSON.stringify(pathToFileURL(join(CLI, '../../audit/index.js')).href)};
+      const log = await openAuditLog({ path: ${JSON.stringify(log)}, workspace: 'ws-audit' });
+      await log.append({ event: 'lifecycle.start', state: 'running' });
+      process.stdout.write('open\\n'); setInterval(() => {}, 1000);`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise((resolve) => child.on('exit', resolve));
+    try {
+      await until(() => out.includes('open'), 'the other writer');
+      await expect(openAuditLog({ path: log, workspace: 'ws-audit' })).rejects.toMatchObject({
+        kind: 'conflict',
+        code: 'audit.locked',
+        message: expect.stringContaining(`being written by process ${child.pid}`),
+      });
+    } finally {
+      child.kill('SIGKILL');
+      await exited;
+    }
+    // The killed writer never closed: its lock is stale and its record is there to continue from.
+    const audit = await openAuditLog({ path: log, workspace: 'ws-audit' });
+    await audit.append(decision(1));
+    await audit.close();
+    expect(await verifyAuditLog(log)).toMatchObject({ ok: true, records: 2 });
+    expect(readdirSync(dir.path).sort()).toEqual(['audit.jsonl']);
+  });
+});
+
 describe('rotation and reopening', () => {
   it('rotation seals numbered segments and the chain runs across them', async () => {
     await writeLog({ path: log, rotateBytes: 8 * 1024 }, 400);
     const files = readdirSync(dir.path).sort();
     expect(files.length).toBeGreaterThan(5);
+    expect(files.some((f) => f.includes('lock'))).toBe(false);
     expect(files[0]).toBe('audit.jsonl');
     expect(files[1]).toBe('audit.jsonl.000001');
     const first = readLines(join(dir.path, 'audit.jsonl.000002'))[0] as string;
