@@ -235,6 +235,15 @@ describe('malformed input', () => {
     expect(addressesOf(await queryUdp(h.port, 'alive.allowed.test', 'A'))).toEqual(['192.0.2.90']);
   });
 
+  it('refuses other classes and zone transfers without forwarding', async () => {
+    upstream.set('web.test', 'A', [a('web.test', '192.0.2.10', 300)]);
+    expect((await dig(h.port, 'web.test', 'TXT', ['-c', 'CH'])).status).toBe('REFUSED');
+    expect(await h.lastRecord('web.test', 'TXT')).toMatchObject({ verdict: 'deny', reason: 'bad_request', rcode: 'REFUSED' });
+    const axfr = await queryStream({ host: '127.0.0.1', port: h.port }, [encodeQuery('web.test', 'AXFR', 5)]);
+    expect(rcodeOf(axfr[0] as dnsPacket.DecodedPacket)).toBe('REFUSED');
+    expect(upstream.count('web.test', 'AXFR')).toBe(0);
+  });
+
   it('closes a TCP connection whose framing carries nothing parseable', async () => {
     await expect(queryStream({ host: '127.0.0.1', port: h.port }, [Buffer.from([1, 2, 3])], 2000)).rejects.toThrow(/connection closed after 0/);
     expect(addressesOf(await queryUdp(h.port, 'web.test', 'A'))).toEqual(['192.0.2.10']);

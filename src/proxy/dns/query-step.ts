@@ -18,6 +18,9 @@ const TYPE_A = 1;
 const TYPE_AAAA = 28;
 const TYPE_SVCB = 64;
 const TYPE_HTTPS = 65;
+const TYPE_IXFR = 251;
+const TYPE_AXFR = 252;
+const CLASS_IN = 1;
 
 /** The decision fields every dns.query audit record carries. */
 export interface QueryVerdict {
@@ -83,6 +86,11 @@ export function admitQuery(decision: Decision, guard: ExfiltrationGuard, query: 
   // A question whose name is an address literal (`A 10.0.0.1`) has no answer worth forwarding.
   if (!query.nameIsText || parseIpLiteral(query.name) !== null) {
     return refused(decision, 'invalid_target', decision.signals);
+  }
+  // Only Internet-class lookups are forwarded (upstream questions are always class IN), and never
+  // zone transfers, whose multi-message answers the forwarder does not relay.
+  if (query.qclass !== CLASS_IN || query.qtype === TYPE_AXFR || query.qtype === TYPE_IXFR) {
+    return refused(decision, 'bad_request', decision.signals);
   }
 
   const trip = guard.admit(query.name, query.longestLabel);

@@ -9,7 +9,6 @@
 import dnsPacket, { type Answer } from 'dns-packet';
 
 export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
-export type RcodeName = keyof typeof RCODE;
 
 const HEADER_LENGTH = 12;
 /** Reused by parseQuery (synchronous, so never shared between two parses). */
@@ -196,7 +195,7 @@ export function buildResponse(parts: ResponseParts): Buffer {
     HEADER_LENGTH + query.questionBytes.length + answers.bytes.length + authority.bytes.length + (withOpt ? OPT_RECORD.length : 0);
   if (parts.maxLength !== undefined && length > parts.maxLength) return buildTruncated(parts);
   const out = Buffer.allocUnsafe(length);
-  writeHeader(out, query, parts.rcode, 0, answers.count, authority.count, withOpt ? 1 : 0);
+  writeHeader(out, query, parts.rcode, answers.count, authority.count, withOpt ? 1 : 0);
   let offset = HEADER_LENGTH;
   offset += query.questionBytes.copy(out, offset);
   offset = copyRecords(out, offset, answers, parts.ttl);
@@ -222,13 +221,12 @@ function writeHeader(
   out: Buffer,
   query: Pick<ParsedQuery, 'id' | 'recursionDesired'>,
   rcode: number,
-  extraFlags: number,
   ancount: number,
   nscount: number,
   arcount: number,
 ): void {
   out.writeUInt16BE(query.id, 0);
-  out.writeUInt16BE(QR | (query.recursionDesired ? RD : 0) | RA | extraFlags | (rcode & 0xf), 2);
+  out.writeUInt16BE(QR | (query.recursionDesired ? RD : 0) | RA | (rcode & 0xf), 2);
   out.writeUInt16BE(1, 4);
   out.writeUInt16BE(ancount, 6);
   out.writeUInt16BE(nscount, 8);
