@@ -53,16 +53,22 @@ async function bootProbe(options: ProbeOptions): Promise<string | null> {
   let stderr = '';
   child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
   const timeoutMs = options.timeoutMs ?? 15_000;
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  const code = await new Promise<number | null>((resolve) => {
-    child.once('exit', (c) => resolve(c));
-    child.once('error', () => resolve(null));
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, timeoutMs);
+  const exit = await new Promise<{ code: number | null; signal: string | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+    child.once('error', (err) => resolve({ code: null, signal: err.message }));
   });
   clearTimeout(timer);
   const booted = existsSync(serial) && readFileSync(serial, 'utf8').includes('probe ok');
-  if (code === 0 && booted) return null;
-  if (code === null) return `the KVM probe guest did not power off within ${timeoutMs} ms`;
-  return `the KVM probe guest failed (exit ${code}${booted ? '' : ', no boot'}): ${stderr.trim().split('\n').pop() ?? ''}`;
+  if (exit.code === 0 && booted) return null;
+  if (timedOut) return `the KVM probe guest did not power off within ${timeoutMs} ms`;
+  const how = exit.code !== null ? `exit ${exit.code}` : `signal ${exit.signal}`;
+  const lines = stderr.trim().split('\n').filter(Boolean);
+  return `QEMU with KVM failed (${how}${booted ? '' : ', guest never booted'}): ${lines.slice(0, 2).join('; ')}`;
 }
 
 export async function probeAccelerator(options: ProbeOptions): Promise<AccelProbe> {
