@@ -162,6 +162,16 @@ describe('microagent ca rotate', () => {
     expect(result['fingerprint_sha256']).not.toBe(new X509Certificate(before).fingerprint256);
   });
 
+  it('rotating an empty directory with --workspace creates a CA and claims no previous certificate', async () => {
+    const dir = join(await tempDir(), 'ca');
+    const r = await cli(['--json', 'ca', 'rotate', '--dir', dir, '--workspace', 'fresh']);
+    expect(r.code).toBe(0);
+    const result = JSON.parse(r.stdout) as Record<string, string>;
+    expect(result).toMatchObject({ workspace: 'fresh' });
+    expect(result).not.toHaveProperty('previous_cert_path');
+    expect(existsSync(join(dir, 'ca.prev.pem'))).toBe(false);
+  });
+
   it('rotating where there is no CA: exit 1 naming --workspace', async () => {
     const r = await cli(['ca', 'rotate', '--dir', join(await tempDir(), 'none')]);
     expect(r.code).toBe(1);

@@ -3,10 +3,12 @@
  * Argument parsing and rendering only; it never prints key material except into an --out file
  * the user asked for with --include-key.
  */
+import { existsSync } from 'node:fs';
 import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   CA_EXPORT_FORMATS,
+  CA_PREVIOUS_CERT_FILE,
   createCa,
   exportCa,
   loadCa,
@@ -161,9 +163,11 @@ const rotate: Command = {
     });
     ca.close();
     const result = describe(ca);
+    const previous = join(ca.dir, CA_PREVIOUS_CERT_FILE);
+    if (!existsSync(previous)) return { result, human: render('rotated CA', result) + '\n\nthere was no previous certificate; guests must trust this one' };
     return {
-      result: { ...result, previous_cert_path: join(ca.dir, 'ca.prev.pem') },
-      human: render('rotated CA', result) + `\n\nthe previous certificate is kept in ${join(ca.dir, 'ca.prev.pem')}; guests must trust the new one`,
+      result: { ...result, previous_cert_path: previous },
+      human: render('rotated CA', result) + `\n\nthe previous certificate is kept in ${previous}; guests must trust the new one`,
     };
   },
 };
