@@ -111,18 +111,25 @@ export class AuditLogWriter implements AuditLog {
         }),
       );
     }
+    // Encoded now, so a caller changing the event object afterwards cannot change the record.
+    let body: string;
+    try {
+      body = encodeBody(event);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     // Backpressure: past maxPending queued records, callers wait their turn (FIFO); nothing is dropped.
     if (this.waiters.length > 0 || this.queue.length >= this.s.maxPending) {
       return new Promise<void>((resolve, reject) => {
-        this.waiters.push({ resolve: () => this.enqueue(event).then(resolve, reject), reject });
+        this.waiters.push({ resolve: () => this.enqueue(body).then(resolve, reject), reject });
       });
     }
-    return this.enqueue(event);
+    return this.enqueue(body);
   }
 
   /** Appends an event the writer itself produces (the recovery record at open). */
   appendInternal(event: AuditEvent): Promise<void> {
-    return this.enqueue(event);
+    return this.enqueue(encodeBody(event));
   }
 
   close(): Promise<void> {
@@ -130,22 +137,8 @@ export class AuditLogWriter implements AuditLog {
     return this.closing;
   }
 
-  private enqueue(event: AuditEvent): Promise<void> {
+  private enqueue(body: string): Promise<void> {
     if (this.failure !== null) return Promise.reject(this.failure);
-    let body: string;
-    try {
-      body = encodeEventBody(event);
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    if (body.length > MAX_RECORD_BYTES) {
-      return Promise.reject(
-        new MicroagentError('invalid', `audit record of ${body.length} bytes exceeds ${MAX_RECORD_BYTES}`, {
-          code: 'audit.invalid_record',
-          remediation: 'Shorten the free-text fields (error, path, detail) of the event.',
-        }),
-      );
-    }
     return new Promise<void>((resolve, reject) => {
       this.push(body, { resolve, reject });
       if (this.s.signer !== null && ++this.sinceCheckpoint >= this.s.checkpointEvery) this.pushCheckpoint(false);
@@ -288,6 +281,18 @@ export class AuditLogWriter implements AuditLog {
     });
     log.info({ path: this.path, seq: this.seq, failed: this.failure !== null }, 'audit log closed');
   }
+}
+
+/** The event's fields in canonical form; throws `audit.invalid_record` for a malformed or oversized event. */
+function encodeBody(event: AuditEvent): string {
+  const body = encodeEventBody(event);
+  if (body.length > MAX_RECORD_BYTES) {
+    throw new MicroagentError('invalid', `audit record of ${body.length} bytes exceeds ${MAX_RECORD_BYTES}`, {
+      code: 'audit.invalid_record',
+      remediation: 'Shorten the free-text fields (error, path, detail) of the event.',
+    });
+  }
+  return body;
 }
 
 function unlinkedError(path: string): NodeJS.ErrnoException {

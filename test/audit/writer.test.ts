@@ -64,7 +64,13 @@ describe('group commit', () => {
 
   it('backpressure makes callers wait instead of dropping (maxPending 4, 500 appends)', async () => {
     const audit = await openAuditLog({ path: log, workspace: 'ws-audit', maxPending: 4, fsync: false });
-    await Promise.all(Array.from({ length: 500 }, (_, i) => audit.append(decision(i))));
+    const pending = Array.from({ length: 500 }, (_, i) => {
+      const event = { ...decision(i) };
+      const appended = audit.append(event);
+      event.conn = 'changed-after-append'; // a waiting record was encoded when append() was called
+      return appended;
+    });
+    await Promise.all(pending);
     await audit.close();
     expect((await records(log)).map((r) => (r as { conn?: string }).conn)).toEqual(Array.from({ length: 500 }, (_, i) => `c${i}`));
   });
