@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bootVm, standardGuestConfig, type RunningVm } from '../../src/vm/index.js';
+import { FRAME_MAX_PAYLOAD, MSG } from '../../src/vm/protocol.js';
 import { runDir, testKernel, testRootfs, TEST_STATE_DIR } from './helpers.js';
 
 const CA = '-----BEGIN CERTIFICATE-----\nMIIBtestmicroagentca\n-----END CERTIFICATE-----\n';
@@ -75,6 +76,15 @@ describe('microVM guest agent (isolated network)', () => {
     await vm.agent.configure(standardGuestConfig({ caPem: CA, network: { mode: 'isolated' } }));
     const again = await vm.agent.run({ argv: ['cat', '/etc/ssl/certs/ca-certificates.crt'] });
     expect(again.stdout.split('MIIBtestmicroagentca').length - 1).toBe(1);
+  });
+
+  it('survives bad frames: unknown type, malformed EXEC, oversized frame', async () => {
+    vm.agent.sendFrame(0x77, 0, Buffer.from('junk'));
+    vm.agent.sendFrame(MSG.EXEC, 4242, Buffer.from([1, 0xff, 0xff, 0xff, 0xff])); // TLV length past the end
+    vm.agent.sendFrame(MSG.EXEC, 4243, Buffer.alloc(FRAME_MAX_PAYLOAD + 10)); // skipped, not parsed
+    vm.agent.sendFrame(MSG.SIGNAL, 4244, Buffer.from([1])); // wrong payload size
+    const out = await vm.agent.run({ argv: ['echo', 'still-serving'] });
+    expect(out.stdout).toBe('still-serving\n');
   });
 
   it('has no network device in isolated mode', async () => {

@@ -87,10 +87,10 @@ describe('microVM guest in user network mode', () => {
     expect(env.stdout).toContain('https_proxy=http://10.0.2.100:3128');
   });
 
-  it('reaches the host proxy socket through 10.0.2.100:3128', async () => {
-    const out = await vm.agent.run({ argv: ['sh', '-c', 'echo CONNECT-probe | nc -w 5 10.0.2.100 3128'] });
-    expect(out.stdout).toBe('PROXY-OK\n');
-    expect(proxyReceived).toContain('CONNECT-probe\n');
+  it('reaches the host proxy socket through 10.0.2.100:3128, one forward per connection', async () => {
+    const out = await vm.agent.run({ argv: ['sh', '-c', 'echo CONNECT-1 | nc -w 5 10.0.2.100 3128; echo CONNECT-2 | nc -w 5 10.0.2.100 3128'] });
+    expect(out.stdout).toBe('PROXY-OK\nPROXY-OK\n');
+    expect(proxyReceived).toEqual(['CONNECT-1\n', 'CONNECT-2\n']);
   });
 
   it('cannot reach the host or anything else directly (restrict=on)', async () => {
@@ -129,4 +129,22 @@ describe('microVM guest in user network mode', () => {
     server.signal(9);
     await server.exit.catch(() => undefined);
   });
+});
+
+describe('microVM guest in egress-off mode (plain NAT, no restrict)', () => {
+  it('can reach a host loopback service that user mode blocks', async () => {
+    await testKernel();
+    const hostOnly = createServer((s: Socket) => s.end('REACHABLE\n'));
+    await new Promise<void>((resolve) => hostOnly.listen(0, '127.0.0.1', resolve));
+    const port = (hostOnly.address() as { port: number }).port;
+    const vm = await bootVm({ stateDir: TEST_STATE_DIR, rootfsPath: testRootfs(), runDir: runDir(), profile: 'tiny', network: { mode: 'off' } });
+    try {
+      await vm.agent.ready(240_000);
+      const out = await vm.agent.run({ argv: ['sh', '-c', `echo x | nc -w 5 10.0.2.2 ${port}`], timeoutMs: 30_000 });
+      expect(out.stdout).toBe('REACHABLE\n');
+    } finally {
+      await vm.kill();
+      hostOnly.close();
+    }
+  }, 300_000);
 });
