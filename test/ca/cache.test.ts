@@ -1,6 +1,7 @@
 // Minting and caching of secure contexts: one mint per name under concurrency, a bounded LRU,
 // expiry before the leaf does, leaves clamped to the CA, name validation, and close().
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { createCa, loadCa, parseLeafName } from '../../src/ca/index.js';
 import { ecdsaSignatureToDer, time } from '../../src/ca/der.js';
@@ -64,6 +65,10 @@ describe('secureContextFor', () => {
     const err = await rejection(() => ca.secureContextFor('api.example.test'));
     expect(err).toMatchObject({ kind: 'invalid', code: 'ca.expired' });
     expect(err.remediation).toContain('microagent ca rotate');
+    // Concurrent waiters share the failure; nothing failed is cached or left in flight.
+    const all = await Promise.allSettled([1, 2, 3].map(() => ca.secureContextFor('other.example.test')));
+    expect(all.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected']);
+    expect(ca.stats()).toMatchObject({ minted: 0, cacheSize: 0, inFlight: 0, coalesced: 2 });
     ca.close();
   });
 
@@ -73,17 +78,6 @@ describe('secureContextFor', () => {
     ca.close();
     expect(await rejection(() => ca.secureContextFor('a.test'))).toMatchObject({ kind: 'invalid', code: 'ca.closed' });
     expect(ca.stats().cacheSize).toBe(0);
-  });
-
-  it('gives each CA instance its own leaf key, generated at load', async () => {
-    const dir = join(await tempDir(), 'ca');
-    const a = await createCa({ dir, workspace: 'w' });
-    const b = await loadCa({ dir });
-    // Contexts are opaque; the served key is checked in tls.test.ts. Here: separate caches.
-    await a.secureContextFor('x.test');
-    expect(b.stats().cacheSize).toBe(0);
-    a.close();
-    b.close();
   });
 
   it.each([
@@ -141,6 +135,33 @@ describe('secureContextFor', () => {
     (await createCa({ dir, workspace: 'w' })).close();
     expect(await rejection(() => loadCa({ dir, cacheSize: 0 }))).toMatchObject({ kind: 'invalid', code: 'ca.invalid_option' });
     expect(await rejection(() => loadCa({ dir, leafValidityDays: 0 }))).toMatchObject({ kind: 'invalid', code: 'ca.invalid_option' });
+  });
+});
+
+describe('parseLeafName on arbitrary input', () => {
+  const hostish = fc.stringMatching(/^[a-zA-Z0-9_.*:%\[\]\/ -]{0,80}$/);
+  it('either accepts a strict LDH name or IP literal, or throws invalid/ca.invalid_name; nothing else', () => {
+    fc.assert(
+      fc.property(fc.oneof(hostish, fc.string({ maxLength: 300 }), fc.domain(), fc.ipV4(), fc.ipV6()), (raw) => {
+        let parsed: ReturnType<typeof parseLeafName>;
+        try {
+          parsed = parseLeafName(raw);
+        } catch (err) {
+          expect(err).toMatchObject({ kind: 'invalid', code: 'ca.invalid_name' });
+          return;
+        }
+        expect(parsed.name).toBe(raw);
+        if (parsed.kind === 'dns') expect(raw).toMatch(/^[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?$/);
+        else expect(ipOctets(raw).length).toBe(raw.includes(':') ? 16 : 4);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('accepts every lowercased domain and IP fast-check generates', () => {
+    fc.assert(fc.property(fc.domain(), (d) => { expect(parseLeafName(d.toLowerCase()).kind).toBe('dns'); }), { numRuns: 500 });
+    fc.assert(fc.property(fc.ipV4(), (ip) => { expect(parseLeafName(ip).kind).toBe('ip'); }), { numRuns: 500 });
+    fc.assert(fc.property(fc.ipV6(), (ip) => { expect(parseLeafName(ip.toLowerCase()).kind).toBe('ip'); }), { numRuns: 500 });
   });
 });
 

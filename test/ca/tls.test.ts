@@ -4,7 +4,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checkServerIdentity, connect, type PeerCertificate } from 'node:tls';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createCa, type CertificateAuthority } from '../../src/ca/index.js';
+import { createCa, loadCa, type CertificateAuthority } from '../../src/ca/index.js';
 import { run, startTlsOrigin, tempDir, type TlsOrigin } from './helpers.js';
 
 let ca: CertificateAuthority;
@@ -173,6 +173,20 @@ describe('what openssl reads in the certificates', () => {
     const peer = await nodeHandshake(port, 'api.example.test', shortLived.certPem);
     expect(Date.parse(peer.valid_to)).toBe(shortLived.notAfter.getTime());
     shortLived.close();
+  });
+
+  it('each CA instance has its own leaf key, distinct from the CA key', async () => {
+    const second = await loadCa({ dir });
+    const portA = await origin({ SNICallback: ca.sniCallback() });
+    const portB = await origin({ SNICallback: second.sniCallback() });
+    const a = join(dir, '..', 'a.pem');
+    const b = join(dir, '..', 'b.pem');
+    await writeFile(a, await servedLeafPem(portA, 'same.example.test'));
+    await writeFile(b, await servedLeafPem(portB, 'same.example.test'));
+    const pub = async (p: string) => (await run('openssl', ['x509', '-in', p, '-noout', '-pubkey'])).stdout;
+    expect(await pub(a)).toMatch(/BEGIN PUBLIC KEY/);
+    expect(await pub(a)).not.toBe(await pub(b));
+    second.close();
   });
 
   it('two leaves for one CA share the leaf key but get distinct serials', async () => {
