@@ -121,8 +121,9 @@ export async function answerMessage(ctx: AnswerContext, message: Buffer, transpo
         upstreamMs: null,
         cached: false,
       };
-      const durable = await record(ctx, auditEvent('', '', transport, outcome));
-      return buildHeaderOnlyError(durable ? parsed : { ...parsed, kind: 'formerr' });
+      // Nothing is forwarded and the error is itself a refusal, so it goes out even if the record failed.
+      await record(ctx, auditEvent('', '', transport, outcome));
+      return buildHeaderOnlyError(parsed);
     }
     case 'query':
       try {
