@@ -3,6 +3,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checkServerIdentity, connect, type PeerCertificate } from 'node:tls';
+import { Agent, request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createCa, loadCa, type CertificateAuthority } from '../../src/ca/index.js';
 import { run, startTlsOrigin, tempDir, type TlsOrigin } from './helpers.js';
@@ -71,6 +72,20 @@ describe('leaf certificates in real handshakes', () => {
     const port = await origin({ SNICallback: ca.sniCallback() });
     const r = await run('curl', ['-sS', '--cacert', caPath, '--resolve', `api.example.test:${port}:127.0.0.1`, `https://api.example.test:${port}/`]);
     expect(r).toMatchObject({ code: 0, stdout: 'origin ok' });
+  });
+
+  it('undici fetches through a DNS leaf, trusting only the CA', async () => {
+    const port = await origin({ SNICallback: ca.sniCallback() });
+    const toLoopback = (_host: string, opts: { all?: boolean }, cb: (...args: unknown[]) => void) =>
+      opts.all === true ? cb(null, [{ address: '127.0.0.1', family: 4 }]) : cb(null, '127.0.0.1', 4);
+    const agent = new Agent({ connect: { ca: ca.certPem, lookup: toLoopback as never } });
+    try {
+      const res = await request(`https://api.example.test:${port}/`, { dispatcher: agent });
+      expect(res.statusCode).toBe(200);
+      expect(await res.body.text()).toBe('origin ok');
+    } finally {
+      await agent.close();
+    }
   });
 
   it('curl fails verification without the CA (the leaf is not trusted by accident)', async () => {
