@@ -6,3 +6,4 @@ export * from './policy/index.js';
 export * from './audit/index.js';
 export * from './ca/index.js';
 export * from './mediation/index.js';
+export * from './proxy/dns/index.js';

@@ -1,5 +1,5 @@
 /** Public API of the workspace DNS resolver (docs/dns.md). */
-export { startDnsServer, DEFAULT_SERVER_LIMITS } from './server.js';
+export { startDnsServer, DEFAULT_DNS_SERVER_LIMITS } from './server.js';
 export type { DnsServer, DnsServerAddresses, DnsServerLimits, DnsServerOptions } from './server.js';
 export { createWorkspaceResolver, DEFAULT_CACHE_LIMITS } from './resolver.js';
 export type { CacheLimits, ResolvedAnswer, UpstreamAnswer, WorkspaceResolver, WorkspaceResolverOptions } from './resolver.js';

@@ -27,7 +27,7 @@ export interface DnsServerLimits extends ExfiltrationLimits {
   readonly maxInflightPerConnection: number;
 }
 
-export const DEFAULT_SERVER_LIMITS: DnsServerLimits = {
+export const DEFAULT_DNS_SERVER_LIMITS: DnsServerLimits = {
   ...DEFAULT_EXFILTRATION_LIMITS,
   tcpIdleTimeoutMs: 10_000,
   maxTcpConnections: 128,
@@ -64,7 +64,7 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
       remediation: 'pass listen: {host: "127.0.0.1", port: 0} or socketPath',
     });
   }
-  const limits: DnsServerLimits = { ...DEFAULT_SERVER_LIMITS, ...options.limits };
+  const limits: DnsServerLimits = { ...DEFAULT_DNS_SERVER_LIMITS, ...options.limits };
   const ctx: AnswerContext = {
     policy: options.policy,
     audit: options.audit,
