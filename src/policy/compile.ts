@@ -188,17 +188,21 @@ export function hostCandidates(matcher: Matcher, name: string, out: number[]): v
   const exact = matcher.exact.get(name);
   if (exact !== undefined) addAll(out, exact, BY_EXACT);
   addAll(out, matcher.anyHost, BY_HOST);
-  const labels = name.split('.');
-  const count = labels.length;
+  let labels: string[] | null = null;
   let node: TrieNode | undefined = matcher.trie;
-  for (let depth = 0; node !== undefined; depth++) {
-    if (depth > 0) addAll(out, depth < count ? node.below : node.self, BY_HOST);
+  // Walk labels right to left without splitting: most names leave the trie after a label or two.
+  for (let end = name.length; node !== undefined; ) {
+    const atName = end === -1;
+    if (node !== matcher.trie) addAll(out, atName ? node.self : node.below, BY_HOST);
     if (node.globs.size > 0) {
-      const globs = node.globs.get(count);
+      labels ??= name.split('.');
+      const globs = node.globs.get(labels.length);
       if (globs !== undefined) for (const glob of globs) if (globMatches(glob, labels)) out.push(glob.rule * 4 + BY_HOST);
     }
-    if (depth === count) break;
-    node = node.children.get(labels[count - 1 - depth] as string);
+    if (atName) break;
+    const dot = name.lastIndexOf('.', end - 1);
+    node = node.children.get(name.slice(dot + 1, end));
+    end = dot;
   }
 }
 

@@ -49,8 +49,46 @@ function needsIdna(name: string): boolean {
   return name.startsWith('xn--') || name.includes('.xn--');
 }
 
+/**
+ * One pass over a plain ASCII name: the common case on the request path. Returns the normalised name,
+ * null if it is certainly invalid, or undefined when the full path (IDNA, odd forms) must decide.
+ */
+function fastName(raw: string): string | null | undefined {
+  let length = raw.length;
+  if (length > 0 && raw.charCodeAt(length - 1) === 46) length--;
+  if (length === 0 || length > 253) return null;
+  let upper = false;
+  let labelStart = 0;
+  let lastLabelNumeric = true;
+  for (let i = 0; i <= length; i++) {
+    const c = i === length ? 46 : raw.charCodeAt(i);
+    if (c === 46) {
+      const labelLength = i - labelStart;
+      if (labelLength === 0 || labelLength > 63) return null;
+      if (raw.charCodeAt(labelStart) === 45 || raw.charCodeAt(i - 1) === 45) return null;
+      // Punycode labels need IDNA validation.
+      if (labelLength > 3 && raw.charCodeAt(labelStart + 2) === 45 && raw.charCodeAt(labelStart + 3) === 45) return undefined;
+      labelStart = i + 1;
+      if (i < length) lastLabelNumeric = true;
+    } else if ((c >= 97 && c <= 122) || c === 45 || c === 95) {
+      lastLabelNumeric = false;
+    } else if (c >= 65 && c <= 90) {
+      upper = true;
+      lastLabelNumeric = false;
+    } else if (c < 48 || c > 57) {
+      return undefined;
+    }
+  }
+  // Hex spellings (0x7f) end in letters, so they fall through to the full check below.
+  if (lastLabelNumeric) return null;
+  const name = length === raw.length ? raw : raw.slice(0, length);
+  return upper ? name.toLowerCase() : name;
+}
+
 /** Normalises a host name that is not an IP literal; null when it is not a valid DNS name. */
 export function normalizeName(raw: string): string | null {
+  const fast = fastName(raw);
+  if (fast !== undefined && (fast === null || !endsInNumericLabel(fast))) return fast;
   let name = raw.toLowerCase();
   if (name.endsWith('.')) name = name.slice(0, -1);
   if (needsIdna(name)) {
