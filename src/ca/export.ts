@@ -6,10 +6,11 @@
  */
 // reflect-metadata must be loaded before @peculiar/x509 evaluates.
 import 'reflect-metadata';
-import { readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import forge from 'node-forge';
 import * as x509 from '@peculiar/x509';
 import { MicroagentError } from '../errors.js';
+import { readKeyPem } from './store.js';
 
 export type CaExportFormat = 'pem' | 'der' | 'p12';
 export const CA_EXPORT_FORMATS: readonly CaExportFormat[] = ['pem', 'der', 'p12'];
@@ -50,7 +51,8 @@ function bagAttributes(localKeyId: string, friendlyName: string): forge.asn1.Asn
 }
 
 async function readKeyDer(ca: ExportableCa): Promise<string> {
-  const pem = await readFile(ca.keyPath, 'utf8');
+  // The same checks as loading: no symlink, owner-only mode, even though the CA was loaded before.
+  const pem = await readKeyPem(dirname(ca.keyPath), ca.keyPath);
   return Buffer.from(x509.PemConverter.decodeFirst(pem)).toString('binary');
 }
 

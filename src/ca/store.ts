@@ -204,7 +204,7 @@ async function checkDir(dir: string): Promise<void> {
 }
 
 /** Reads the key without following symlinks and refuses it unless only its owner can read it. */
-async function readKeyPem(dir: string, keyPath: string): Promise<string> {
+export async function readKeyPem(dir: string, keyPath: string): Promise<string> {
   const fh = await open(keyPath, constants.O_RDONLY | constants.O_NOFOLLOW).catch((err: unknown) => {
     if (isErrno(err, 'ENOENT')) throw notFound(dir, CA_KEY_FILE);
     if (isErrno(err, 'ELOOP')) throw invalid('ca.key_symlink', `CA key ${keyPath} is a symlink`, 'replace it with the key file itself, mode 0600');

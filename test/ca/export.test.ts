@@ -1,7 +1,7 @@
 // exportCa round trips: PEM and DER back to the same certificate; PKCS#12 read back by node-forge,
 // by `openssl pkcs12` and by Node's own PFX loader, with and without the key.
 import { X509Certificate } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import forge from 'node-forge';
@@ -104,5 +104,14 @@ describe('exportCa', () => {
   it('refuses includeKey for pem and der', async () => {
     expect(await rejection(() => exportCa(ca, 'pem', { includeKey: true }))).toMatchObject({ kind: 'invalid', code: 'ca.export_key_format' });
     expect(await rejection(() => exportCa(ca, 'der', { includeKey: true }))).toMatchObject({ kind: 'invalid', code: 'ca.export_key_format' });
+  });
+});
+
+describe('exportCa with includeKey re-checks the key file', () => {
+  it('refuses when the key became world-readable after loading', async () => {
+    await chmod(join(dir, 'ca.key.pem'), 0o644);
+    expect(await rejection(() => exportCa(ca, 'p12', { password: 'pw', includeKey: true }))).toMatchObject({ kind: 'invalid', code: 'ca.key_permissions' });
+    // The certificate alone is public and still exports.
+    expect((await exportCa(ca, 'p12', { password: 'pw' })).length).toBeGreaterThan(0);
   });
 });
