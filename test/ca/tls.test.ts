@@ -1,6 +1,8 @@
 // Leaf certificates verified the way clients will verify them: real TLS handshakes from Node and
 // curl against the CA certificate only, and openssl's reading of the CA and leaf extensions.
 import { writeFile } from 'node:fs/promises';
+import { connect as http2Connect, createSecureServer } from 'node:http2';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { checkServerIdentity, connect, type PeerCertificate } from 'node:tls';
 import { Agent, request } from 'undici';
@@ -85,6 +87,29 @@ describe('leaf certificates in real handshakes', () => {
       expect(await res.body.text()).toBe('origin ok');
     } finally {
       await agent.close();
+    }
+  });
+
+  it('an http2 secure server negotiates h2 with contexts from sniCallback', async () => {
+    const server = createSecureServer({ SNICallback: ca.sniCallback(), allowHTTP1: true }, (req, res) => res.end(`h2 ok ${req.httpVersion}`));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    const session = http2Connect(`https://127.0.0.1:${port}`, { ca: ca.certPem, servername: 'api.example.test' });
+    try {
+      const body = await new Promise<string>((resolve, reject) => {
+        const stream = session.request({ ':path': '/', ':authority': `api.example.test:${port}` });
+        let text = '';
+        stream.setEncoding('utf8');
+        stream.on('data', (chunk: string) => (text += chunk));
+        stream.on('end', () => resolve(text));
+        stream.on('error', reject);
+        session.on('error', reject);
+      });
+      expect(body).toBe('h2 ok 2.0');
+      expect(session.alpnProtocol).toBe('h2');
+    } finally {
+      session.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
     }
   });
 
