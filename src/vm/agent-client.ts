@@ -191,6 +191,11 @@ export class AgentClient {
     await closed;
   }
 
+  /** The graceful stop signal: the guest sends SIGTERM to every process and powers off once none is left. */
+  requestStop(): void {
+    if (!this.closedError) this.send(MSG.STOP, 0);
+  }
+
   sendFrame(type: number, stream: number, payload?: Buffer): void {
     if (!this.closedError) this.send(type, stream, payload);
   }

@@ -86,6 +86,8 @@ export interface RunningVm {
   powerdown(): Promise<void>;
   /** Clean shutdown through the guest agent (sync, unmount, power off); kills after `timeoutMs`. */
   halt(timeoutMs?: number): Promise<VmExit>;
+  /** The graceful stop signal (`stop`): asks the guest to end its processes and power off; never escalates. */
+  requestStop(): void;
   /** Immediate stop (QMP quit, then SIGKILL). */
   kill(): Promise<VmExit>;
 }

@@ -21,6 +21,7 @@ export const MSG = {
   SIGNAL: 0x05,
   HALT: 0x06,
   PING: 0x07,
+  STOP: 0x08,
   HELLO: 0x81,
   READY: 0x82,
   STDOUT: 0x83,

@@ -137,6 +137,11 @@ class QemuVm implements RunningVm {
     }
   }
 
+  requestStop(): void {
+    nextVmState(this.state, 'halt');
+    this.agent.requestStop();
+  }
+
   async kill(): Promise<VmExit> {
     if (this.state === 'stopped') return this.exited;
     nextVmState(this.state, 'kill');

@@ -27,6 +27,7 @@ enum {
   MSG_SIGNAL = 0x05,
   MSG_HALT = 0x06,
   MSG_PING = 0x07,
+  MSG_STOP = 0x08, /* graceful: SIGTERM everything, power off once no process is left; never escalates */
   /* Guest -> host */
   MSG_HELLO = 0x81,
   MSG_READY = 0x82,

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -29,6 +30,8 @@ static struct buf host_in, host_out;
 static size_t discard_left;
 static int64_t port_quiet_until;
 static int has_net;
+/* Set by STOP: power off as soon as every process has exited (they got SIGTERM). */
+static int stopping;
 char **config_env;
 size_t config_env_len;
 
@@ -189,6 +192,10 @@ static void dispatch(uint8_t type, uint32_t stream, const uint8_t *p, size_t len
       else send_error(stream, "SIGNAL payload must be 4 bytes");
       break;
     case MSG_HALT: halt_now(); break;
+    case MSG_STOP:
+      stopping = 1;
+      kill(-1, SIGTERM);
+      break;
     case MSG_T_OPENED:
     case MSG_T_DATA:
     case MSG_T_EOF:
@@ -290,6 +297,11 @@ static void serve(int sfd) {
     exec_check_deadlines();
     dns_check_deadlines();
     flush_host();
+    if (stopping) {
+      siginfo_t info;
+      /* WNOWAIT: look without reaping, so exec sessions still collect their children's status. */
+      if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD) halt_now();
+    }
   }
 }
 

@@ -12,6 +12,8 @@ export interface ExecOptions {
   readonly argv: readonly string[];
   readonly env?: readonly string[];
   readonly cwd?: string;
+  readonly uid?: number;
+  readonly gid?: number;
   readonly timeoutMs?: number;
   readonly stdin?: NodeJS.ReadableStream;
   readonly onStdout: (data: Buffer) => void;
@@ -97,6 +99,8 @@ export class ControlClient {
         argv: options.argv,
         env: options.env ?? [],
         ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+        ...(options.uid === undefined ? {} : { uid: options.uid }),
+        ...(options.gid === undefined ? {} : { gid: options.gid }),
         ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
         stdin: options.stdin !== undefined,
       },

@@ -15,9 +15,10 @@ export type ControlRequest =
       readonly argv: readonly string[];
       readonly env: readonly string[];
       readonly cwd?: string;
+      readonly uid?: number;
+      readonly gid?: number;
       readonly timeoutMs?: number;
       readonly stdin: boolean;
-      readonly tty?: boolean;
     }
   | { readonly id: number; readonly op: 'stdin'; readonly exec: number; readonly data: string }
   | { readonly id: number; readonly op: 'stdin_eof'; readonly exec: number };

@@ -26,7 +26,9 @@ export function validateWorkspaceName(name: string): string {
 export interface WorkspaceConfig {
   readonly image: string;
   readonly imageDigest: string;
-  readonly command: readonly string[];
+  /** What `run` executes and what every `exec` inherits: the image's Env, WorkingDir and User. */
+  readonly run: { readonly argv: readonly string[]; readonly env: readonly string[]; readonly cwd: string; readonly uid: number; readonly gid: number };
+  /** `-e KEY=VAL` given at create, added to every command. */
   readonly env: readonly string[];
   readonly network: 'user' | 'isolated';
   readonly egress: 'guarded' | 'strict' | 'off';

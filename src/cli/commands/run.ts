@@ -1,0 +1,115 @@
+/** `microagent run` and `microagent create`: the flags that describe a workspace, parsed into CreateOptions. */
+import { MODES, type Mode } from '../../policy/index.js';
+import type { ImageProgressEvent } from '../../vm/rootfs/index.js';
+import { parseCpus, parseMemory, parseProfile } from '../../vm/workspace/options.js';
+import { runInWorkspace } from '../../vm/workspace/run.js';
+import { createWorkspace, type CreateOptions } from '../../vm/workspace/service.js';
+import { parseCommandArgs, usageError, type Command, type CliContext } from '../command.js';
+
+const WORKSPACE_FLAGS = {
+  env: { type: 'string', short: 'e', multiple: true },
+  egress: { type: 'string' },
+  policy: { type: 'string' },
+  network: { type: 'string' },
+  publish: { type: 'string', short: 'p', multiple: true },
+  mediation: { type: 'string', multiple: true },
+  'mediation-optional': { type: 'boolean' },
+  profile: { type: 'string' },
+  memory: { type: 'string' },
+  cpus: { type: 'string' },
+} as const;
+
+const FLAG_USAGE =
+  '[-e KEY=VAL]... [--egress guarded|strict|off] [--policy FILE] [--network user|isolated] [-p [HOST_IP:]HOST_PORT:GUEST_PORT]... [--mediation PORT=TARGET]... [--mediation-optional] [--profile tiny|small|medium|large] [--memory SIZE] [--cpus N]';
+
+type FlagValues = { [K in keyof typeof WORKSPACE_FLAGS]?: (typeof WORKSPACE_FLAGS)[K] extends { multiple: true } ? string[] : (typeof WORKSPACE_FLAGS)[K] extends { type: 'boolean' } ? boolean : string };
+
+function progressPrinter(ctx: CliContext): ((e: ImageProgressEvent) => void) | undefined {
+  if (ctx.out.mode !== 'ux' || !process.stderr.isTTY) return undefined;
+  return (e) => process.stderr.write(`\r\x1b[K${JSON.stringify(e).slice(0, process.stderr.columns ?? 100)}`);
+}
+
+function createOptions(values: FlagValues, image: string | undefined, command: string[], ctx: CliContext): CreateOptions {
+  if (values.egress !== undefined && !(MODES as readonly string[]).includes(values.egress)) {
+    throw usageError(`--egress must be one of ${MODES.join(', ')}, not "${values.egress}"`, 'e.g. --egress strict');
+  }
+  if (values.network !== undefined && values.network !== 'user' && values.network !== 'isolated') {
+    throw usageError(`--network must be user or isolated, not "${values.network}"`, 'e.g. --network isolated');
+  }
+  for (const e of values.env ?? []) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(e)) throw usageError(`-e "${e}" is not KEY=VALUE`, 'e.g. -e DEBUG=1');
+  }
+  const onProgress = progressPrinter(ctx);
+  return {
+    ...(image === undefined ? {} : { image }),
+    command,
+    env: values.env ?? [],
+    ...(values.network === undefined ? {} : { network: values.network as 'user' | 'isolated' }),
+    ...(values.egress === undefined ? {} : { egress: values.egress as Mode }),
+    ...(values.policy === undefined ? {} : { policyFile: values.policy }),
+    publish: values.publish ?? [],
+    mediation: values.mediation ?? [],
+    mediationOptional: values['mediation-optional'] === true,
+    ...(values.profile === undefined ? {} : { profile: parseProfile(values.profile) }),
+    ...(values.memory === undefined ? {} : { memoryMiB: parseMemory(values.memory) }),
+    ...(values.cpus === undefined ? {} : { cpus: parseCpus(values.cpus) }),
+    ...(onProgress === undefined ? {} : { onProgress }),
+  };
+}
+
+/** `[IMAGE] [--] [CMD...]`: before `--` at most the image; without `--`, the first word is the image. */
+function splitImageAndCommand(name: string, positionals: readonly string[], dashDash: number): { image?: string; command: string[] } {
+  const before = dashDash < 0 ? positionals.slice(0, 1) : positionals.slice(0, dashDash);
+  const command = dashDash < 0 ? positionals.slice(1) : positionals.slice(dashDash);
+  if (before.length > 1) throw usageError(`${name}: expected at most one IMAGE before "--", got ${before.join(' ')}`, `usage: microagent ${name} [IMAGE] [--] [CMD...]`);
+  return before[0] === undefined ? { command } : { image: before[0], command };
+}
+
+const run: Command = {
+  name: 'run',
+  summary: 'Run one command in a throwaway microVM workspace with all egress mediated; exits with its exit code',
+  usage: `[IMAGE] [--] [CMD...] ${FLAG_USAGE} [--timeout SECONDS]`,
+  async run(args, ctx) {
+    const dash = args.indexOf('--');
+    const flags = dash < 0 ? args : args.slice(0, dash);
+    const { values, positionals } = parseCommandArgs(run, flags, { ...WORKSPACE_FLAGS, timeout: { type: 'string' } });
+    const all = dash < 0 ? positionals : [...positionals, ...args.slice(dash + 1)];
+    const { image, command } = splitImageAndCommand('run', all, dash < 0 ? -1 : positionals.length);
+    const timeout = values.timeout === undefined ? undefined : Number(values.timeout);
+    if (timeout !== undefined && !(timeout > 0)) throw usageError(`--timeout "${values.timeout}" is not a positive number of seconds`, 'e.g. --timeout 60');
+    const stream = ctx.out.mode === 'ux';
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    const result = await runInWorkspace(ctx.stateDir, {
+      ...createOptions(values, image, command, ctx),
+      ...(timeout === undefined ? {} : { timeoutMs: timeout * 1000 }),
+      onStdout: (d) => (stream ? process.stdout.write(d) : out.push(d)),
+      onStderr: (d) => (stream ? process.stderr.write(d) : err.push(d)),
+    });
+    const exitCode = result.exitCode ?? 1;
+    return {
+      result: { ...result, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') },
+      human: '',
+      exitCode,
+    };
+  },
+};
+
+const create: Command = {
+  name: 'create',
+  summary: 'Create a persistent workspace (root filesystem built from the image) in state "prepared"',
+  usage: `NAME [--image IMAGE] [--] [CMD...] ${FLAG_USAGE}`,
+  async run(args, ctx) {
+    const dash = args.indexOf('--');
+    const flags = dash < 0 ? args : args.slice(0, dash);
+    const { values, positionals } = parseCommandArgs(create, flags, { ...WORKSPACE_FLAGS, image: { type: 'string' } });
+    const [name, ...rest] = positionals;
+    if (name === undefined) throw usageError('create: NAME is required', `usage: microagent create ${create.usage}`);
+    if (rest.length > 0) throw usageError(`create: unexpected ${rest.join(' ')}`, 'put the command after "--"');
+    const command = dash < 0 ? [] : args.slice(dash + 1);
+    const manifest = await createWorkspace(ctx.stateDir, name, createOptions(values, values.image, command, ctx));
+    return { result: manifest, human: `created ${name} (${manifest.id}) from ${manifest.config.image}: prepared` };
+  },
+};
+
+export const commands: readonly Command[] = [run, create];

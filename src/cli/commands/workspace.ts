@@ -1,0 +1,284 @@
+/** Workspace verbs: start, exec, halt, pause, resume, stop, kill, quarantine, delete, status, list, events, logs, egress, connect, wait, gc. */
+import { createReadStream } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { MicroagentError } from '../../errors.js';
+import { readEvents, readManifest, workspacePaths, type LifecycleEventRecord } from '../../vm/workspace/store.js';
+import {
+  deleteWorkspace,
+  execInWorkspace,
+  gcWorkspaces,
+  listWorkspaces,
+  signalWorkspace,
+  startWorkspace,
+  workspaceStatus,
+  type WorkspaceStatus,
+} from '../../vm/workspace/service.js';
+import { parseCommandArgs, usageError, type CliContext, type Command } from '../command.js';
+import { table } from '../output.js';
+import { commands as auditCommands } from './audit.js';
+
+function oneName(command: Command, positionals: readonly string[]): string {
+  const [name, ...rest] = positionals;
+  if (name === undefined || rest.length > 0) throw usageError(`${command.name}: expected one workspace NAME`, `usage: microagent ${command.name} ${command.usage}`);
+  return name;
+}
+
+function statusText(s: WorkspaceStatus): string {
+  const lines = [
+    `${s.name}  ${s.state}  (id ${s.id})`,
+    `  image      ${s.image}`,
+    `  network    ${s.network}, egress ${s.egress}, policy ${s.policyHash ?? 'unreadable'}`,
+    `  resources  ${s.memoryMiB} MiB, ${s.cpus} vCPU`,
+  ];
+  if (s.runtime !== null) lines.push(`  runtime    ${s.runtime.runtimeId}, ${s.runtime.backend}/${s.runtime.accelerator}, VM pid ${s.runtime.vmPid ?? '-'}, supervisor pid ${s.runtime.supervisorPid}${s.supervisorAlive ? '' : ' (dead: run "microagent gc")'}`);
+  if (s.readiness !== null && typeof s.readiness === 'object') {
+    for (const [k, v] of Object.entries(s.readiness as Record<string, { ready: boolean; error?: string; detail?: string }>)) {
+      lines.push(`  ${k.padEnd(15)}${v.ready ? 'ready' : 'not ready'}${v.error ? `: ${v.error}` : v.detail ? ` (${v.detail})` : ''}`);
+    }
+  }
+  lines.push(`  audit      ${s.paths.audit}`);
+  return lines.join('\n');
+}
+
+/** halt, pause, resume, stop, kill, quarantine: one shape, the supervisor does the work. */
+function verbCommand(verb: 'halt' | 'pause' | 'resume' | 'stop' | 'kill' | 'quarantine', summary: string): Command {
+  const command: Command = {
+    name: verb,
+    summary,
+    usage: 'NAME',
+    async run(args, ctx) {
+      const { positionals } = parseCommandArgs(command, args, {});
+      const status = await signalWorkspace(ctx.stateDir, oneName(command, positionals), verb);
+      return { result: status, human: `${status.name}: ${status.state}` };
+    },
+  };
+  return command;
+}
+
+const start: Command = {
+  name: 'start',
+  summary: 'Boot a prepared, halted or stopped workspace; returns when it is running',
+  usage: 'NAME [--wait]',
+  async run(args, ctx) {
+    const { positionals } = parseCommandArgs(start, args, { wait: { type: 'boolean' } });
+    const status = await startWorkspace(ctx.stateDir, oneName(start, positionals));
+    return { result: status, human: statusText(status) };
+  },
+};
+
+async function execCommand(command: Command, args: readonly string[], ctx: CliContext, interactive: boolean) {
+  const dash = args.indexOf('--');
+  const flags = dash < 0 ? args : args.slice(0, dash);
+  const { values, positionals } = parseCommandArgs(command, flags, {
+    env: { type: 'string', short: 'e', multiple: true },
+    cwd: { type: 'string' },
+    timeout: { type: 'string' },
+    interactive: { type: 'boolean', short: 'i' },
+  });
+  const name = positionals[0];
+  const argv = interactive ? ['/bin/sh', '-i'] : [...positionals.slice(1), ...(dash < 0 ? [] : args.slice(dash + 1))];
+  if (name === undefined || argv.length === 0) throw usageError(`${command.name}: expected NAME and a command`, `usage: microagent ${command.name} ${command.usage}`);
+  const timeout = values.timeout === undefined ? undefined : Number(values.timeout);
+  if (timeout !== undefined && !(timeout > 0)) throw usageError(`--timeout "${values.timeout}" is not a positive number of seconds`, 'e.g. --timeout 30');
+  const stream = ctx.out.mode === 'ux';
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  const result = await execInWorkspace(ctx.stateDir, name, {
+    argv,
+    env: values.env ?? [],
+    ...(values.cwd === undefined ? {} : { cwd: values.cwd }),
+    ...(timeout === undefined ? {} : { timeoutMs: timeout * 1000 }),
+    ...(interactive || values.interactive === true ? { stdin: process.stdin } : {}),
+    onStdout: (d) => (stream ? process.stdout.write(d) : out.push(d)),
+    onStderr: (d) => (stream ? process.stderr.write(d) : err.push(d)),
+  });
+  if (interactive || values.interactive === true) process.stdin.destroy();
+  return {
+    result: { ...result, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') },
+    human: '',
+    exitCode: result.code ?? 1,
+  };
+}
+
+const exec: Command = {
+  name: 'exec',
+  summary: "Run a command in a running workspace; exits with the command's exit code",
+  usage: 'NAME [-e KEY=VAL]... [--cwd DIR] [--timeout SECONDS] [-i] -- CMD...',
+  run: (args, ctx) => execCommand(exec, args, ctx, false),
+};
+
+const connect: Command = {
+  name: 'connect',
+  summary: 'Interactive shell in a running workspace over the guest agent',
+  usage: 'NAME',
+  run: (args, ctx) => execCommand(connect, args, ctx, true),
+};
+
+const del: Command = {
+  name: 'delete',
+  summary: 'Remove a workspace and its state (refused while its VM runs)',
+  usage: 'NAME',
+  async run(args, ctx) {
+    const { positionals } = parseCommandArgs(del, args, {});
+    const name = oneName(del, positionals);
+    await deleteWorkspace(ctx.stateDir, name);
+    return { result: { deleted: name }, human: `deleted ${name}` };
+  },
+};
+
+const status: Command = {
+  name: 'status',
+  summary: 'State, backend, PID, resources, network and egress mode, policy hash and readiness of a workspace',
+  usage: 'NAME',
+  async run(args, ctx) {
+    const { positionals } = parseCommandArgs(status, args, {});
+    const s = await workspaceStatus(ctx.stateDir, oneName(status, positionals));
+    return { result: s, human: statusText(s), exitCode: 0 };
+  },
+};
+
+function listCommand(name: 'list' | 'ps'): Command {
+  const command: Command = {
+    name,
+    summary: 'List workspaces',
+    usage: '',
+    async run(args, ctx) {
+      parseCommandArgs(command, args, {}, false);
+      const all = await listWorkspaces(ctx.stateDir);
+      const rows = all.map((s) => [s.name, s.state, s.egress, s.network, s.runtime?.vmPid?.toString() ?? '-', s.image]);
+      return { result: all, human: all.length === 0 ? 'no workspaces' : table(['NAME', 'STATE', 'EGRESS', 'NETWORK', 'PID', 'IMAGE'], rows) };
+    },
+  };
+  return command;
+}
+
+function eventLine(e: LifecycleEventRecord): string {
+  return `${e.ts}  ${e.verb.padEnd(10)} ${(e.from ?? '-').padEnd(11)} -> ${e.state}${e.detail ? `  ${e.detail}` : ''}`;
+}
+
+/** Prints a file's new lines until interrupted (events, serial console). */
+async function follow(path: string, from: number, ctx: CliContext, onText: (text: string) => void): Promise<void> {
+  let offset = from;
+  let stopped = false;
+  void ctx.interrupted.then(() => (stopped = true));
+  while (!stopped) {
+    const size = await stat(path).then((s) => s.size, () => offset);
+    if (size > offset) {
+      const chunks: Buffer[] = [];
+      for await (const c of createReadStream(path, { start: offset, end: size - 1 })) chunks.push(c as Buffer);
+      offset = size;
+      onText(Buffer.concat(chunks).toString('utf8'));
+    }
+    await sleep(200);
+  }
+}
+
+const events: Command = {
+  name: 'events',
+  summary: "A workspace's lifecycle history",
+  usage: 'NAME [-f]',
+  async run(args, ctx) {
+    const { values, positionals } = parseCommandArgs(events, args, { follow: { type: 'boolean', short: 'f' } });
+    const name = oneName(events, positionals);
+    await readManifest(ctx.stateDir, name);
+    const list = await readEvents(ctx.stateDir, name);
+    if (values.follow !== true) return { result: list, human: list.map(eventLine).join('\n') };
+    for (const e of list) ctx.out.stream(ctx.out.mode === 'json' ? JSON.stringify(e) : eventLine(e));
+    const path = workspacePaths(ctx.stateDir, name).events;
+    await follow(path, (await stat(path)).size, ctx, (text) => {
+      for (const line of text.split('\n').filter((l) => l !== '')) {
+        ctx.out.stream(ctx.out.mode === 'json' ? line : eventLine(JSON.parse(line) as LifecycleEventRecord));
+      }
+    });
+    return { result: null, human: '' };
+  },
+};
+
+const logs: Command = {
+  name: 'logs',
+  summary: "A workspace's serial console",
+  usage: 'NAME [-f]',
+  async run(args, ctx) {
+    const { values, positionals } = parseCommandArgs(logs, args, { follow: { type: 'boolean', short: 'f' } });
+    const name = oneName(logs, positionals);
+    await readManifest(ctx.stateDir, name);
+    const path = workspacePaths(ctx.stateDir, name).serialLog;
+    const text = await readFile(path, 'utf8').catch(() => '');
+    if (values.follow !== true) return { result: { path, log: text }, human: text };
+    process.stdout.write(text);
+    await follow(path, Buffer.byteLength(text), ctx, (t) => process.stdout.write(t));
+    return { result: null, human: '' };
+  },
+};
+
+const egress: Command = {
+  name: 'egress',
+  summary: "A workspace's audit log through the audit query (or tail with -f): --verdict, --host, --rule, --event, --since, --until",
+  usage: 'NAME [-f] [--verdict V] [--host GLOB] [--rule ID] [--event E] [--since T] [--until T]',
+  async run(args, ctx) {
+    const name = args.find((a) => !a.startsWith('-'));
+    if (name === undefined) throw usageError('egress: expected a workspace NAME', `usage: microagent egress ${egress.usage}`);
+    await readManifest(ctx.stateDir, name);
+    const path = workspacePaths(ctx.stateDir, name).audit;
+    const rest = args.filter((a) => a !== name);
+    const followIt = rest.includes('-f') || rest.includes('--follow');
+    const delegate = auditCommands.find((c) => c.name === (followIt ? 'audit tail' : 'audit query'));
+    if (delegate === undefined) throw new MicroagentError('internal', 'audit query command missing');
+    return delegate.run([path, ...rest], ctx);
+  },
+};
+
+const wait: Command = {
+  name: 'wait',
+  summary: 'Wait until a workspace is running (exit 1 if it fails or stops first)',
+  usage: 'NAME [--timeout SECONDS]',
+  async run(args, ctx) {
+    const { values, positionals } = parseCommandArgs(wait, args, { timeout: { type: 'string', default: '120' } });
+    const name = oneName(wait, positionals);
+    const deadline = Date.now() + Number(values.timeout) * 1000;
+    for (;;) {
+      const s = await workspaceStatus(ctx.stateDir, name);
+      if (s.state === 'running') return { result: s, human: `${name}: running` };
+      if (s.state !== 'starting' && s.state !== 'prepared') {
+        throw new MicroagentError('conflict', `workspace "${name}" is ${s.state}, not running`, { remediation: `start it with "microagent start ${name}"` });
+      }
+      if (Date.now() > deadline) {
+        throw new MicroagentError('transient', `workspace "${name}" was not running within ${values.timeout} s`, { remediation: 'wait longer, or check "microagent logs NAME"' });
+      }
+      await sleep(200);
+    }
+  },
+};
+
+const gc: Command = {
+  name: 'gc',
+  summary: 'Reconcile workspaces whose supervisor or VM died',
+  usage: '',
+  async run(args, ctx) {
+    parseCommandArgs(gc, args, {}, false);
+    const repaired = await gcWorkspaces(ctx.stateDir);
+    return { result: repaired, human: repaired.length === 0 ? 'nothing to repair' : repaired.map((r) => `${r.name}: ${r.repaired}`).join('\n') };
+  },
+};
+
+export const commands: readonly Command[] = [
+  start,
+  exec,
+  connect,
+  verbCommand('halt', 'Clean, disk-preserving shutdown through the guest agent'),
+  verbCommand('pause', 'Freeze the vCPUs; memory and disk kept'),
+  verbCommand('resume', 'Thaw a paused workspace'),
+  verbCommand('stop', 'Graceful shutdown signal; marked failed if the VM has not exited after 5 s (never escalates)'),
+  verbCommand('kill', 'Hard termination of the VM'),
+  verbCommand('quarantine', 'Sever the host-side network and mediation; disk and history kept, the VM may keep running'),
+  del,
+  status,
+  listCommand('list'),
+  listCommand('ps'),
+  events,
+  logs,
+  egress,
+  wait,
+  gc,
+];

@@ -1,0 +1,106 @@
+/**
+ * One workspace's egress mediator, host side: audit log, live policy, CA, resolver, egress proxy, DNS
+ * server, mediation broker and published-port forwarders, started in that order (the audit log first,
+ * so nothing can decide before it can record) and severed together by quarantine. Knows nothing of QEMU:
+ * it exposes Unix sockets and loopback ports for the VM layer to point the guest at.
+ */
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { openAuditLog, type AuditLog } from '../../audit/index.js';
+import { loadOrCreateCa, type CertificateAuthority } from '../../ca/index.js';
+import { MicroagentError } from '../../errors.js';
+import { parseChannelDeclarations, startBroker, type MediationBroker, type MediationReadiness } from '../../mediation/index.js';
+import { openLivePolicy, type LivePolicy } from '../../policy/index.js';
+import { startEgressProxy, type EgressProxy } from '../../proxy/index.js';
+import { createWorkspaceResolver, startDnsServer, type DnsServer } from '../../proxy/dns/index.js';
+import type { WorkspaceManifest, WorkspacePaths } from '../workspace/store.js';
+import { startPublishedPorts, type PublishedPorts } from './published-ports.js';
+
+export interface MediatorSockets {
+  readonly proxySocket: string;
+  readonly dnsSocket: string;
+  readonly mediationDir: string;
+}
+
+export interface Mediator {
+  readonly audit: AuditLog;
+  readonly ca: CertificateAuthority;
+  readonly policy: LivePolicy;
+  readonly sockets: MediatorSockets;
+  readonly mediationPorts: readonly number[];
+  /** Loopback ports QEMU should hostfwd to, one per published port, in manifest order. */
+  readonly publishedBackends: readonly { hostPort: number; guestPort: number }[];
+  mediationReady(): Promise<MediationReadiness | null>;
+  /** Quarantine: closes proxy, resolver, published ports and every mediation channel at once. */
+  sever(): Promise<void>;
+  readonly severed: boolean;
+  close(): Promise<void>;
+}
+
+export async function startMediator(
+  manifest: WorkspaceManifest,
+  paths: WorkspacePaths,
+  runDir: string,
+  runtimeId: string,
+): Promise<Mediator> {
+  const { config } = manifest;
+  const sockets: MediatorSockets = {
+    proxySocket: join(runDir, 'proxy.sock'),
+    dnsSocket: join(runDir, 'dns.sock'),
+    mediationDir: join(runDir, 'mediation'),
+  };
+  await mkdir(sockets.mediationDir, { recursive: true, mode: 0o700 });
+  const audit = await openAuditLog({ path: paths.audit, workspace: manifest.name, workspaceId: manifest.id, runtimeId });
+  const opened: { close(): Promise<void> | void }[] = [];
+  try {
+    const policy = openLivePolicy(paths.policy, { mode: config.egress, audit });
+    opened.push(policy);
+    const ca = await loadOrCreateCa({ dir: paths.ca, workspace: manifest.name });
+    const resolver = createWorkspaceResolver({});
+    let proxy: EgressProxy | null = null;
+    let dns: DnsServer | null = null;
+    if (config.network === 'user' && config.egress !== 'off') {
+      proxy = await startEgressProxy({ policy: policy.current, audit, ca, resolver, socketPath: sockets.proxySocket, workspace: manifest.name });
+      opened.push(proxy);
+      dns = await startDnsServer({ policy: policy.current, audit, resolver, socketPath: sockets.dnsSocket });
+      opened.push(dns);
+    }
+    const channels = parseChannelDeclarations(
+      config.mediation.map((m) => `${m.port}=${m.target}`),
+    ).map((c, i) => ({ ...c, required: config.mediation[i]?.required ?? true, failClosed: config.mediation[i]?.failClosed ?? true }));
+    let broker: MediationBroker | null = null;
+    if (channels.length > 0) {
+      broker = await startBroker({ workspace: manifest.name, runtimeId, channels, socketDir: sockets.mediationDir, audit });
+      opened.push(broker);
+    }
+    const published: PublishedPorts = await startPublishedPorts(config.publish, audit);
+    opened.push(published);
+
+    let severed = false;
+    return {
+      audit,
+      ca,
+      policy,
+      sockets,
+      mediationPorts: channels.map((c) => c.port),
+      publishedBackends: published.backends,
+      mediationReady: async () => (broker === null ? null : broker.mediationReady()),
+      get severed() {
+        return severed;
+      },
+      async sever() {
+        severed = true;
+        await Promise.all([proxy?.close(), dns?.close(), broker?.sever(), published.close()]);
+      },
+      async close() {
+        for (const r of opened.reverse()) await r.close();
+        await ca.close();
+        await audit.close();
+      },
+    };
+  } catch (err) {
+    for (const r of opened.reverse()) await Promise.resolve(r.close()).catch(() => undefined);
+    await audit.close().catch(() => undefined);
+    throw err instanceof MicroagentError ? err : new MicroagentError('internal', `could not start the mediator: ${(err as Error).message}`, { cause: err });
+  }
+}

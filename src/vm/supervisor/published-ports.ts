@@ -1,0 +1,73 @@
+/**
+ * Published guest ports (`-p HOST_IP:HOST_PORT:GUEST_PORT`). The supervisor, not QEMU, owns the
+ * user-facing listener so every inbound connection is audited (`inbound.connect`) and quarantine can
+ * close it; each accepted connection is piped to a loopback port that QEMU forwards into the guest.
+ */
+import { randomUUID } from 'node:crypto';
+import { createConnection, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { AuditSink } from '../../audit/record.js';
+import { MicroagentError } from '../../errors.js';
+
+export interface PublishedPorts {
+  /** For QEMU: hostfwd from 127.0.0.1:hostPort (an internal port) to guestPort. */
+  readonly backends: readonly { hostPort: number; guestPort: number }[];
+  close(): Promise<void>;
+}
+
+async function freeLoopbackPort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address() as AddressInfo;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  return port;
+}
+
+export async function startPublishedPorts(
+  publish: readonly { hostIp: string; hostPort: number; guestPort: number }[],
+  audit: AuditSink,
+): Promise<PublishedPorts> {
+  const servers: Server[] = [];
+  const live = new Set<Socket>();
+  const backends: { hostPort: number; guestPort: number }[] = [];
+  for (const p of publish) {
+    const backendPort = await freeLoopbackPort();
+    backends.push({ hostPort: backendPort, guestPort: p.guestPort });
+    const server = createServer((client) => {
+      live.add(client);
+      client.once('close', () => live.delete(client));
+      const conn = randomUUID();
+      const peer = `${client.remoteAddress ?? '?'}:${client.remotePort ?? 0}`;
+      client.on('error', () => client.destroy());
+      audit
+        .append({ event: 'inbound.connect', conn, host_port: p.hostPort, guest_port: p.guestPort, peer, verdict: 'allow', reason: null })
+        .then(() => {
+          const upstream = createConnection({ host: '127.0.0.1', port: backendPort });
+          upstream.on('error', () => client.destroy());
+          client.once('close', () => upstream.destroy());
+          client.pipe(upstream).pipe(client);
+        })
+        // Not recorded, not forwarded: fail closed.
+        .catch(() => client.destroy());
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(
+          new MicroagentError('conflict', `cannot publish ${p.hostIp}:${p.hostPort}: ${err.code ?? err.message}`, {
+            code: 'publish.bind',
+            remediation: 'choose a free host port with -p HOST_PORT:GUEST_PORT',
+          }),
+        ),
+      );
+      server.listen(p.hostPort, p.hostIp, resolve);
+    });
+    servers.push(server);
+  }
+  return {
+    backends,
+    close: async () => {
+      const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+      for (const socket of live) socket.destroy();
+      await closed;
+    },
+  };
+}

@@ -1,0 +1,258 @@
+/**
+ * A workspace's supervisor: starts its mediator, boots its VM with the guest's only ways out pointed at
+ * that mediator, records every state change (events.json and the audit log), and serves the control
+ * socket until the VM exits. Outlives the CLI call that started it. If it dies, the sockets the guest's
+ * forwards lead to are gone, so the guest's egress fails closed.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdir, rm } from 'node:fs/promises';
+import { constants } from 'node:os';
+import { join } from 'node:path';
+import type { Server } from 'node:net';
+import { asMicroagentError, MicroagentError } from '../../errors.js';
+import { childLog } from '../../log.js';
+import { bootVm, standardGuestConfig, type NetworkConfig, type RunningVm } from '../index.js';
+import type { ExitStatus } from '../protocol.js';
+import { transition, type Verb, type WorkspaceState } from '../workspace/lifecycle.js';
+import {
+  readManifest,
+  recordState,
+  workspacePaths,
+  writeRuntime,
+  type WorkspaceManifest,
+  type WorkspacePaths,
+} from '../workspace/store.js';
+import { startControlServer, type ControlConnection } from './control-server.js';
+import type { ControlRequest } from './protocol.js';
+import { startMediator, type Mediator } from './mediator.js';
+import { emptyReadiness, observe, type Readiness } from './readiness.js';
+
+const log = childLog('supervisor');
+
+/** How long `stop` waits for the guest to power off before marking the workspace failed. */
+export const STOP_GRACE_MS = 5_000;
+
+/** Unix socket paths are limited to 107 bytes: fall back to a short private directory when needed. */
+function runDirFor(paths: WorkspacePaths, id: string): string {
+  const preferred = join(paths.dir, 'run');
+  return preferred.length <= 60 ? preferred : join('/tmp', `microagent-${id.slice(0, 12)}`);
+}
+
+function exitOf(status: ExitStatus): { code: number | null; signal: string | null } {
+  if (status.kind === 'exited') return { code: status.code, signal: null };
+  const name = Object.entries(constants.signals).find(([, n]) => n === status.signal)?.[0] ?? String(status.signal);
+  return { code: 128 + status.signal, signal: name };
+}
+
+class Supervisor {
+  private state: WorkspaceState = 'starting';
+  private vm: RunningVm | null = null;
+  private control: Server | null = null;
+  private readonly readiness: Readiness = emptyReadiness();
+  /** Set by halt/stop/kill so the VM's exit is recorded as what was asked for. */
+  private exitAs: { verb: Verb; state: WorkspaceState } | null = null;
+
+  constructor(
+    private readonly stateDir: string,
+    private readonly manifest: WorkspaceManifest,
+    private readonly paths: WorkspacePaths,
+    private readonly runtimeId: string,
+    private readonly runDir: string,
+    private readonly mediator: Mediator,
+  ) {}
+
+  private async record(verb: string, state: WorkspaceState, detail?: string): Promise<void> {
+    this.state = state;
+    await recordState(this.stateDir, this.manifest.name, verb, state, this.runtimeId, detail);
+    await this.mediator.audit
+      .append({ event: `lifecycle.${state}`, state, ...(detail === undefined ? {} : { detail }) })
+      .catch((err: unknown) => log.error({ err }, 'lifecycle record not written to the audit log'));
+  }
+
+  async boot(): Promise<void> {
+    const { config } = this.manifest;
+    const m = this.mediator;
+    if (config.egress === 'off') {
+      await m.audit.append({ event: 'lifecycle.egress_off', state: 'starting', detail: 'egress mediation is off: plain NAT, nothing checked' });
+    }
+    const ready = await m.mediationReady();
+    this.readiness.mediationReady = observe(ready === null || ready.ready, ready === null ? 'no channels declared' : undefined, ready?.error);
+    if (ready !== null && !ready.ready) {
+      throw new MicroagentError('transient', `a required mediation channel is not ready: ${ready.error ?? 'unreachable'}`, {
+        code: 'mediation.not_ready',
+        remediation: 'start the channel target first, or declare it with --mediation-optional',
+      });
+    }
+    const publish = m.publishedBackends.map((b) => ({ hostPort: b.hostPort, guestPort: b.guestPort, hostAddress: '127.0.0.1' }));
+    const network: NetworkConfig =
+      config.network === 'isolated'
+        ? { mode: 'isolated' }
+        : config.egress === 'off'
+          ? { mode: 'off', publish }
+          : { mode: 'user', proxySocket: m.sockets.proxySocket, dnsSocket: m.sockets.dnsSocket, publish };
+    const vm = await bootVm({
+      stateDir: this.stateDir,
+      rootfsPath: this.paths.disk,
+      runDir: this.runDir,
+      memoryMiB: config.memoryMiB,
+      cpus: config.cpus,
+      network,
+      serialLog: this.paths.serialLog,
+      ...(m.mediationPorts.length > 0 ? { mediation: { ports: m.mediationPorts, socketDir: m.sockets.mediationDir } } : {}),
+    });
+    this.vm = vm;
+    await writeRuntime(this.stateDir, this.manifest.name, {
+      runtimeId: this.runtimeId,
+      supervisorPid: process.pid,
+      vmPid: vm.pid,
+      controlSocket: join(this.runDir, 'control.sock'),
+      startedAt: new Date().toISOString(),
+      backend: 'qemu-microvm',
+      accelerator: vm.accelerator,
+    });
+    void vm.exited.then(() => this.onVmExit());
+    const hello = await vm.agent.ready();
+    this.readiness.guestReady = observe(true, `kernel ${hello.kernel}`);
+    await vm.agent.configure(
+      standardGuestConfig({ caPem: m.ca.certPem, hostname: this.manifest.name, network, mediationPorts: m.mediationPorts }),
+    );
+    this.readiness.execReady = observe(true);
+    const shell = await vm.agent.run({ argv: ['/bin/sh', '-c', 'true'], timeoutMs: 30_000 }).catch((err: Error) => err);
+    const shellOk = !(shell instanceof Error) && shell.status.kind === 'exited' && shell.status.code === 0;
+    this.readiness.shellReady = observe(shellOk, undefined, shellOk ? undefined : 'the image has no working /bin/sh');
+    this.readiness.resultReady = observe(!(shell instanceof Error), undefined, shell instanceof Error ? shell.message : undefined);
+    this.control = await startControlServer(join(this.runDir, 'control.sock'), (req, conn) => this.handle(req, conn));
+    await this.record('start', 'running', `${vm.accelerator}, pid ${vm.pid}`);
+  }
+
+  private async onVmExit(): Promise<void> {
+    const exit = this.exitAs ?? { verb: 'exit', state: this.state === 'stopping' ? 'stopped' : 'failed' };
+    const detail = this.exitAs === null ? 'the VM exited on its own' : undefined;
+    try {
+      await this.record(exit.verb, exit.state, detail);
+    } finally {
+      await this.shutdown();
+    }
+  }
+
+  async shutdown(): Promise<void> {
+    this.control?.close();
+    await writeRuntime(this.stateDir, this.manifest.name, null).catch(() => undefined);
+    await this.mediator.close().catch((err: unknown) => log.error({ err }, 'mediator close failed'));
+    await rm(this.runDir, { recursive: true, force: true }).catch(() => undefined);
+    process.exit(0);
+  }
+
+  private requireVm(): RunningVm {
+    if (this.vm === null) throw new MicroagentError('transient', 'the VM is not up yet', { remediation: 'wait for start to finish' });
+    return this.vm;
+  }
+
+  private async handle(req: ControlRequest, conn: ControlConnection): Promise<unknown> {
+    const name = this.manifest.name;
+    switch (req.op) {
+      case 'status':
+        return { state: this.state, runtimeId: this.runtimeId, pid: this.vm?.pid ?? null, accelerator: this.vm?.accelerator ?? null, readiness: this.readiness, severed: this.mediator.severed };
+      case 'exec': {
+        transition(name, this.state, 'exec');
+        const handle = this.requireVm().agent.exec({
+          argv: req.argv,
+          env: Object.fromEntries(req.env.map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)])),
+          ...(req.cwd === undefined ? {} : { cwd: req.cwd }),
+          ...(req.uid === undefined ? {} : { uid: req.uid }),
+          ...(req.gid === undefined ? {} : { gid: req.gid }),
+          ...(req.timeoutMs === undefined ? {} : { timeoutMs: req.timeoutMs }),
+          stdin: req.stdin,
+        });
+        this.execs.set(req.id, handle);
+        handle.stdout.on('data', (d: Buffer) => conn.send({ id: req.id, stream: 'stdout', data: d.toString('base64') }));
+        handle.stderr.on('data', (d: Buffer) => conn.send({ id: req.id, stream: 'stderr', data: d.toString('base64') }));
+        // The caller hung up: its command must not linger in the guest.
+        void conn.closed.then(() => handle.signal(constants.signals.SIGKILL));
+        try {
+          const status = await handle.exit;
+          const exit = exitOf(status);
+          conn.send({ id: req.id, exit });
+          this.readiness.resultReady = observe(true);
+          return { ...exit, timedOut: status.timedOut };
+        } finally {
+          this.execs.delete(req.id);
+        }
+      }
+      case 'stdin':
+        this.execs.get(req.exec)?.writeStdin(Buffer.from(req.data, 'base64'));
+        return null;
+      case 'stdin_eof':
+        this.execs.get(req.exec)?.endStdin();
+        return null;
+      case 'pause':
+        transition(name, this.state, 'pause');
+        await this.requireVm().pause();
+        await this.record('pause', 'paused');
+        return { state: this.state };
+      case 'resume':
+        transition(name, this.state, 'resume');
+        await this.requireVm().resume();
+        await this.record('resume', 'running');
+        return { state: this.state };
+      case 'quarantine':
+        transition(name, this.state, 'quarantine');
+        await this.mediator.sever();
+        await this.record('quarantine', 'quarantined', 'proxy, resolver, published ports and mediation severed; the VM keeps running');
+        return { state: this.state };
+      case 'halt': {
+        const next = transition(name, this.state, 'halt');
+        this.exitAs = { verb: 'halt', state: next };
+        await this.requireVm().halt();
+        return { state: next };
+      }
+      case 'kill': {
+        const next = transition(name, this.state, 'kill');
+        this.exitAs = { verb: 'kill', state: next };
+        await this.requireVm().kill();
+        return { state: next };
+      }
+      case 'stop': {
+        transition(name, this.state, 'stop');
+        const vm = this.requireVm();
+        this.exitAs = { verb: 'stop', state: 'stopped' };
+        await this.record('stop', 'stopping');
+        if (vm.state === 'paused') await vm.resume();
+        vm.requestStop();
+        const exited = await Promise.race([vm.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), STOP_GRACE_MS))]);
+        if (exited) return { state: 'stopped' };
+        this.exitAs = null;
+        await this.record('stop', 'failed', `the VM did not exit within ${STOP_GRACE_MS / 1000} s of the stop signal`);
+        throw new MicroagentError('transient', `workspace "${name}" did not stop within ${STOP_GRACE_MS / 1000} s; it is marked failed`, {
+          code: 'lifecycle.stop_timeout',
+          remediation: 'kill it with "microagent kill NAME" (stop never escalates by itself)',
+        });
+      }
+    }
+  }
+
+  private readonly execs = new Map<number, ReturnType<RunningVm['agent']['exec']>>();
+}
+
+/** Entry for the supervisor process: runs until the VM exits. */
+export async function superviseWorkspace(stateDir: string, name: string): Promise<void> {
+  const manifest = await readManifest(stateDir, name);
+  const paths = workspacePaths(stateDir, name);
+  const runtimeId = randomUUID();
+  const runDir = runDirFor(paths, manifest.id);
+  await mkdir(runDir, { recursive: true, mode: 0o700 });
+  let mediator: Mediator | null = null;
+  try {
+    mediator = await startMediator(manifest, paths, runDir, runtimeId);
+    const supervisor = new Supervisor(stateDir, manifest, paths, runtimeId, runDir, mediator);
+    process.once('SIGTERM', () => void supervisor.shutdown());
+    await supervisor.boot();
+  } catch (err) {
+    const e = asMicroagentError(err);
+    log.error({ err: e }, 'workspace start failed');
+    await recordState(stateDir, name, 'start', 'failed', runtimeId, `${e.message}${e.remediation ? ` (fix: ${e.remediation})` : ''}`);
+    await mediator?.close().catch(() => undefined);
+    await writeRuntime(stateDir, name, null).catch(() => undefined);
+    process.exit(1);
+  }
+}

@@ -1,0 +1,315 @@
+/**
+ * Workspace verbs as library calls: create, start, exec, halt, pause, resume, stop, kill, quarantine,
+ * delete, status, list, gc. Each takes the workspace lock, checks the lifecycle table, and then either
+ * acts on the state directory or asks the workspace's supervisor over its control socket.
+ */
+import { randomUUID } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { copyFile, open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { MicroagentError } from '../../errors.js';
+import { parseChannelDeclarations } from '../../mediation/index.js';
+import { loadPolicy, type Mode } from '../../policy/index.js';
+import { DEFAULT_POLICY_FILE, PACKAGE_ROOT } from '../../paths.js';
+import { ensureDefaultImage, imageRunSpec, prepareWorkspaceDisk, resolveImage, type ProgressListener } from '../rootfs/index.js';
+import { ControlClient, type ExecOptions, type ExecResult } from '../supervisor/control-client.js';
+import { transition, VM_STATES, type Verb, type WorkspaceState } from './lifecycle.js';
+import { processAlive, withWorkspaceLock } from './lock.js';
+import { PROFILES, parsePublish, type Profile } from './options.js';
+import {
+  createWorkspaceDir,
+  listWorkspaceNames,
+  readManifest,
+  readRuntime,
+  recordState,
+  removeWorkspaceDir,
+  workspacePaths,
+  writeManifest,
+  writeRuntime,
+  type RuntimeRecord,
+  type WorkspaceConfig,
+  type WorkspaceManifest,
+} from './store.js';
+
+export interface CreateOptions {
+  readonly image?: string;
+  readonly command?: readonly string[];
+  readonly env?: readonly string[];
+  readonly network?: 'user' | 'isolated';
+  readonly egress?: Mode;
+  readonly policyFile?: string;
+  readonly publish?: readonly string[];
+  readonly mediation?: readonly string[];
+  readonly mediationOptional?: boolean;
+  readonly profile?: Profile;
+  readonly memoryMiB?: number;
+  readonly cpus?: number;
+  readonly onProgress?: ProgressListener;
+}
+
+/** Builds the root filesystem (cached base + private copy) and records the workspace as `prepared`. */
+export async function createWorkspace(stateDir: string, name: string, options: CreateOptions = {}): Promise<WorkspaceManifest> {
+  const policyFile = options.policyFile ?? DEFAULT_POLICY_FILE;
+  const policy = await loadPolicy(policyFile);
+  const egress = options.egress ?? policy.mode;
+  if (egress === 'off' && options.egress !== 'off') {
+    throw new MicroagentError('invalid', `the policy ${policyFile} turns egress mediation off`, {
+      code: 'egress.off_implicit',
+      remediation: 'egress off means plain, unchecked NAT: ask for it explicitly with --egress off',
+    });
+  }
+  const publish = (options.publish ?? []).map(parsePublish);
+  const channels = parseChannelDeclarations(options.mediation ?? []);
+  const size = PROFILES[options.profile ?? 'small'];
+  const paths = await createWorkspaceDir(stateDir, name);
+  try {
+    const progress = options.onProgress === undefined ? {} : { onProgress: options.onProgress };
+    const image = options.image === undefined ? await ensureDefaultImage(stateDir, progress) : await resolveImage(options.image, { stateDir, ...progress });
+    await prepareWorkspaceDisk(image.rootfsPath, paths.disk);
+    await copyFile(policyFile, paths.policy);
+    const config: WorkspaceConfig = {
+      image: image.reference,
+      imageDigest: image.digest,
+      run: runSpecOrShell(image.config, options.command ?? []),
+      env: options.env ?? [],
+      network: options.network ?? 'user',
+      egress,
+      policySource: policyFile,
+      publish,
+      mediation: channels.map((c) => ({
+        port: c.port,
+        target: c.targetText,
+        required: options.mediationOptional !== true,
+        failClosed: options.mediationOptional !== true,
+      })),
+      memoryMiB: options.memoryMiB ?? size.memoryMiB,
+      cpus: options.cpus ?? size.cpus,
+    };
+    const manifest: WorkspaceManifest = { name, id: randomUUID(), createdAt: new Date().toISOString(), state: 'prepared', config };
+    await writeManifest(stateDir, manifest);
+    await recordState(stateDir, name, 'create', 'prepared', null, `image ${image.reference} (${image.digest})${image.cached ? ', cached' : ''}`);
+    return { ...manifest };
+  } catch (err) {
+    await removeWorkspaceDir(stateDir, name);
+    throw err;
+  }
+}
+
+/** The image's run spec; an image with neither Entrypoint nor Cmd gets a shell, for exec-only use. */
+function runSpecOrShell(config: Parameters<typeof imageRunSpec>[0], command: readonly string[]) {
+  try {
+    return imageRunSpec(config, command);
+  } catch (err) {
+    if ((err as MicroagentError).code !== 'image.no_command') throw err;
+    return { ...imageRunSpec(config, ['/bin/sh']), argv: [] };
+  }
+}
+
+const SUPERVISOR_MAIN = join(PACKAGE_ROOT, 'dist', 'vm', 'supervisor', 'main.js');
+
+/** Spawns the workspace's supervisor and waits until the workspace is running (or failed). */
+export async function startWorkspace(stateDir: string, name: string, timeoutMs = 180_000): Promise<WorkspaceStatus> {
+  const paths = workspacePaths(stateDir, name);
+  await withWorkspaceLock(paths.lock, name, async () => {
+    const manifest = await readManifest(stateDir, name);
+    transition(name, manifest.state, 'start');
+    await recordState(stateDir, name, 'start', 'starting', null);
+    const logFile = await open(paths.supervisorLog, 'a', 0o600);
+    const child = spawn(process.execPath, [SUPERVISOR_MAIN, stateDir, name], {
+      detached: true,
+      stdio: ['ignore', logFile.fd, logFile.fd],
+    });
+    child.unref();
+    await logFile.close();
+  });
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const manifest = await readManifest(stateDir, name);
+    if (manifest.state === 'running') return workspaceStatus(stateDir, name);
+    if (manifest.state !== 'starting') {
+      const detail = (await lastDetail(stateDir, name)) ?? `see ${paths.supervisorLog}`;
+      throw new MicroagentError('transient', `workspace "${name}" failed to start: ${detail}`, {
+        code: 'lifecycle.start_failed',
+        remediation: `see ${paths.supervisorLog} and ${paths.serialLog}; "microagent doctor" checks the host`,
+      });
+    }
+    if (Date.now() > deadline) {
+      throw new MicroagentError('transient', `workspace "${name}" did not become ready within ${timeoutMs / 1000} s`, {
+        code: 'lifecycle.start_timeout',
+        remediation: `see ${paths.serialLog}; kill it with "microagent kill ${name}"`,
+      });
+    }
+    await sleep(100);
+  }
+}
+
+async function lastDetail(stateDir: string, name: string): Promise<string | undefined> {
+  const { readEvents } = await import('./store.js');
+  return (await readEvents(stateDir, name)).at(-1)?.detail;
+}
+
+async function control(stateDir: string, name: string): Promise<{ client: ControlClient; runtime: RuntimeRecord }> {
+  const runtime = await readRuntime(stateDir, name);
+  if (runtime === null || !processAlive(runtime.supervisorPid)) {
+    throw new MicroagentError('conflict', `workspace "${name}" has no running supervisor`, {
+      code: 'workspace.not_running',
+      remediation: 'start it with "microagent start NAME"; "microagent gc" repairs a workspace whose processes died',
+    });
+  }
+  return { client: await ControlClient.connect(runtime.controlSocket, name), runtime };
+}
+
+/** A verb the supervisor performs (halt, pause, resume, stop, kill, quarantine). */
+export async function signalWorkspace(stateDir: string, name: string, verb: Exclude<Verb, 'start' | 'delete' | 'exec'>): Promise<WorkspaceStatus> {
+  const paths = workspacePaths(stateDir, name);
+  await withWorkspaceLock(paths.lock, name, async () => {
+    const manifest = await readManifest(stateDir, name);
+    transition(name, manifest.state, verb);
+    if (verb === 'kill' && (await killWithoutSupervisor(stateDir, name))) return;
+    const { client } = await control(stateDir, name);
+    try {
+      await client.request(verb);
+    } finally {
+      client.close();
+    }
+    if (verb === 'halt' || verb === 'kill' || verb === 'stop') await waitForSupervisorExit(stateDir, name);
+  });
+  return workspaceStatus(stateDir, name);
+}
+
+/** Kill when the supervisor is already gone: the VM process is killed directly. */
+async function killWithoutSupervisor(stateDir: string, name: string): Promise<boolean> {
+  const runtime = await readRuntime(stateDir, name);
+  if (runtime !== null && processAlive(runtime.supervisorPid)) return false;
+  if (runtime?.vmPid != null && processAlive(runtime.vmPid)) process.kill(runtime.vmPid, 'SIGKILL');
+  await writeRuntime(stateDir, name, null);
+  await recordState(stateDir, name, 'kill', 'stopped', runtime?.runtimeId ?? null, 'supervisor was gone; VM process killed directly');
+  return true;
+}
+
+async function waitForSupervisorExit(stateDir: string, name: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const runtime = await readRuntime(stateDir, name);
+    if (runtime === null || !processAlive(runtime.supervisorPid)) return;
+    await sleep(50);
+  }
+}
+
+export async function execInWorkspace(stateDir: string, name: string, options: ExecOptions): Promise<ExecResult> {
+  const manifest = await readManifest(stateDir, name);
+  transition(name, manifest.state, 'exec');
+  const { client } = await control(stateDir, name);
+  try {
+    const { run, env } = manifest.config;
+    return await client.exec({
+      cwd: run.cwd,
+      uid: run.uid,
+      gid: run.gid,
+      ...options,
+      env: [...run.env, ...env, ...(options.env ?? [])],
+    });
+  } finally {
+    client.close();
+  }
+}
+
+/** Removes the workspace; refused while a VM process may still run. */
+export async function deleteWorkspace(stateDir: string, name: string): Promise<void> {
+  const paths = workspacePaths(stateDir, name);
+  await withWorkspaceLock(paths.lock, name, async () => {
+    const manifest = await readManifest(stateDir, name);
+    transition(name, manifest.state, 'delete');
+    const runtime = await readRuntime(stateDir, name);
+    if (runtime !== null && (processAlive(runtime.supervisorPid) || (runtime.vmPid !== null && processAlive(runtime.vmPid)))) {
+      throw new MicroagentError('conflict', `workspace "${name}" still has a running VM process`, {
+        code: 'lifecycle.refused',
+        remediation: 'stop, halt or kill it first',
+      });
+    }
+  });
+  await removeWorkspaceDir(stateDir, name);
+}
+
+export interface WorkspaceStatus {
+  readonly name: string;
+  readonly id: string;
+  readonly state: WorkspaceState;
+  readonly image: string;
+  readonly network: string;
+  readonly egress: string;
+  readonly policyHash: string | null;
+  readonly memoryMiB: number;
+  readonly cpus: number;
+  readonly runtime: RuntimeRecord | null;
+  readonly supervisorAlive: boolean;
+  readonly readiness: unknown;
+  readonly paths: { readonly audit: string; readonly serialLog: string; readonly events: string };
+}
+
+export async function workspaceStatus(stateDir: string, name: string): Promise<WorkspaceStatus> {
+  const manifest = await readManifest(stateDir, name);
+  const paths = workspacePaths(stateDir, name);
+  const runtime = await readRuntime(stateDir, name);
+  const alive = runtime !== null && processAlive(runtime.supervisorPid);
+  let readiness: unknown = null;
+  let state = manifest.state;
+  if (alive) {
+    try {
+      const { client } = await control(stateDir, name);
+      const live = (await client.request('status')) as { readiness: unknown };
+      client.close();
+      readiness = live.readiness;
+    } catch {
+      readiness = null;
+    }
+  } else if (VM_STATES.has(state)) {
+    // The record says a VM runs but its supervisor is gone: report the truth; gc repairs it.
+    state = 'failed';
+  }
+  const policyHash = await loadPolicy(paths.policy).then((p) => p.hash, () => null);
+  return {
+    name,
+    id: manifest.id,
+    state,
+    image: manifest.config.image,
+    network: manifest.config.network,
+    egress: manifest.config.egress,
+    policyHash,
+    memoryMiB: manifest.config.memoryMiB,
+    cpus: manifest.config.cpus,
+    runtime,
+    supervisorAlive: alive,
+    readiness,
+    paths: { audit: paths.audit, serialLog: paths.serialLog, events: paths.events },
+  };
+}
+
+export async function listWorkspaces(stateDir: string): Promise<WorkspaceStatus[]> {
+  const names = await listWorkspaceNames(stateDir);
+  return Promise.all(names.map((n) => workspaceStatus(stateDir, n)));
+}
+
+/** Reconciles workspaces whose supervisor died: kills an orphaned VM and records `failed`. */
+export async function gcWorkspaces(stateDir: string): Promise<{ name: string; repaired: string }[]> {
+  const repaired: { name: string; repaired: string }[] = [];
+  for (const name of await listWorkspaceNames(stateDir)) {
+    const paths = workspacePaths(stateDir, name);
+    await withWorkspaceLock(paths.lock, name, async () => {
+      const manifest = await readManifest(stateDir, name);
+      const runtime = await readRuntime(stateDir, name);
+      if (runtime !== null && processAlive(runtime.supervisorPid)) return;
+      if (!VM_STATES.has(manifest.state) && runtime === null) return;
+      let detail = 'supervisor gone';
+      if (runtime?.vmPid != null && processAlive(runtime.vmPid)) {
+        process.kill(runtime.vmPid, 'SIGKILL');
+        detail += '; orphaned VM process killed';
+      }
+      await writeRuntime(stateDir, name, null);
+      await recordState(stateDir, name, 'gc', 'failed', runtime?.runtimeId ?? null, detail);
+      repaired.push({ name, repaired: detail });
+    });
+  }
+  return repaired;
+}
