@@ -80,7 +80,8 @@ function sameIp(a: ParsedIp, b: ParsedIp): boolean {
 }
 
 export function decide(policy: Policy, input: DecisionInput): Decision {
-  const protocolBit = PROTOCOL_BITS[input.protocol] as number | undefined;
+  // Callers from plain JavaScript can pass anything; only own keys of the table are protocols.
+  const protocolBit = Object.hasOwn(PROTOCOL_BITS, input.protocol) ? PROTOCOL_BITS[input.protocol] : undefined;
   if (protocolBit === undefined) return invalidTarget(policy);
   const port = input.port ?? DEFAULT_PORT[input.protocol];
   if (policy.mode === 'off') {

@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { isMap, type Node, type Pair } from 'yaml';
 import { MicroagentError } from '../errors.js';
 import { parseTestCases } from './cases.js';
-import { parseCidr, parseHostPattern, parsePort, type Checked } from './patterns.js';
+import { ok, parseCidr, parseHostPattern, parsePort, type Checked } from './patterns.js';
 import { buildPolicy, type Policy, type PolicyRule, type PolicySource } from './policy.js';
 import { parseHeaderName, parseHeaderTemplate, parseMethod, parsePathGlob } from './request.js';
 import { MODES, type Action, type HeaderInjection, type Protocol } from './types.js';
@@ -67,11 +67,15 @@ function parseRule(src: YamlSource, node: Node, index: number, seenIds: Map<stri
     else seenIds.set(id, index);
   }
   const action = actionEntry?.value ? oneOf(src, actionEntry.value, 'action', ACTIONS) : null;
-  const description = entries.get('description')?.value;
+  const descriptionNode = entries.get('description')?.value;
+  const description = descriptionNode ? scalarString(src, descriptionNode, 'description', 'write the description as text') : null;
   const hosts = listOf(src, entries.get('hosts'), 'hosts', 'remove "hosts" or list at least one name', stringItem(src, 'host', parseHostPattern));
   const cidrs = listOf(src, entries.get('cidrs'), 'cidrs', 'remove "cidrs" or list at least one network', stringItem(src, 'cidr', parseCidr));
   const ports = listOf(src, entries.get('ports'), 'ports', 'remove "ports" to match every port', (n) => parsePort(scalarValue(n)));
-  const protocols = listOf(src, entries.get('protocols'), 'protocols', 'remove "protocols" to match every protocol', (n) => oneOf(src, n, 'protocol', PROTOCOLS) === null ? null : { ok: true, value: scalarValue(n) as Protocol });
+  const protocols = listOf(src, entries.get('protocols'), 'protocols', 'remove "protocols" to match every protocol', (n) => {
+    const protocol = oneOf(src, n, 'protocol', PROTOCOLS);
+    return protocol === null ? null : ok(protocol);
+  });
   const methods = listOf(src, entries.get('methods'), 'methods', 'remove "methods" to match every method', stringItem(src, 'method', parseMethod));
   const paths = listOf(src, entries.get('paths'), 'paths', 'remove "paths" to match every path', stringItem(src, 'path', parsePathGlob));
   const tlsEntry = entries.get('tls');
@@ -97,7 +101,7 @@ function parseRule(src: YamlSource, node: Node, index: number, seenIds: Map<stri
     id,
     index,
     action,
-    description: typeof scalarValue(description as Node) === 'string' ? (scalarValue(description as Node) as string) : null,
+    description,
     hosts,
     cidrs,
     ports,

@@ -8,16 +8,14 @@
 import type { HeaderInjection } from './types.js';
 import { bad, ok, type Checked } from './patterns.js';
 
-export function parseMethod(raw: string): Checked<string> {
-  const method = raw.trim().toUpperCase();
-  return /^[A-Z][A-Z0-9_-]*$/.test(method)
-    ? ok(method)
-    : bad(`"${raw}" is not an HTTP method`, 'write a method name such as GET or POST');
-}
-
 export function normalizeMethod(raw: string): string | null {
   const method = raw.toUpperCase();
   return /^[A-Z][A-Z0-9_-]*$/.test(method) ? method : null;
+}
+
+export function parseMethod(raw: string): Checked<string> {
+  const method = normalizeMethod(raw.trim());
+  return method !== null ? ok(method) : bad(`"${raw}" is not an HTTP method`, 'write a method name such as GET or POST');
 }
 
 export interface PathGlob {
