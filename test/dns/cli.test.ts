@@ -89,7 +89,7 @@ describe('microagent dns', () => {
     let stderr = '';
     proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const code = await new Promise((resolve) => proc.once('exit', resolve));
-    expect(code).toBe(2);
+    expect(code, stderr).toBe(2);
     expect(stderr).toContain('--policy FILE is required');
   });
 });

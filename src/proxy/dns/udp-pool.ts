@@ -22,17 +22,18 @@ export const DEFAULT_UDP_POOL: UdpPoolOptions = { sockets: 8, queriesPerSocket: 
 
 export interface UdpPool {
   /**
-   * Sends `buildQuery(id)` and resolves with the first reply `accepts` (id already matched), or
-   * rejects on timeout or socket error.
+   * Sends `buildQuery(id)` and resolves with the first reply (with that id) that `parse` turns into
+   * a value rather than null; rejects on timeout or socket error.
    */
-  exchange(buildQuery: (id: number) => Buffer, accepts: (reply: Buffer, query: Buffer) => boolean, timeoutMs: number): Promise<Buffer>;
+  exchange<T>(buildQuery: (id: number) => Buffer, parse: (reply: Buffer, query: Buffer) => T | null, timeoutMs: number): Promise<T>;
   close(): void;
 }
 
 interface InFlight {
   readonly query: Buffer;
-  readonly accepts: (reply: Buffer, query: Buffer) => boolean;
-  readonly settle: (result: Buffer | Error) => void;
+  /** Settles with the reply if `parse` accepts it; otherwise keeps waiting (a stray or forged reply). */
+  readonly offer: (reply: Buffer) => void;
+  readonly fail: (err: Error) => void;
 }
 
 interface PooledSocket {
@@ -56,13 +57,12 @@ export function createUdpPool(host: string, port: number, options: UdpPoolOption
     socket.unref();
     socket.on('message', (reply) => {
       if (reply.length < 2) return;
-      const entry = pooled.inFlight.get(reply.readUInt16BE(0));
-      if (entry !== undefined && entry.accepts(reply, entry.query)) entry.settle(reply);
+      pooled.inFlight.get(reply.readUInt16BE(0))?.offer(reply);
     });
     socket.on('error', (err) => {
       // ICMP port unreachable and friends: fail what is waiting here, and stop using the socket.
       retire(pooled);
-      for (const entry of [...pooled.inFlight.values()]) entry.settle(err);
+      for (const entry of [...pooled.inFlight.values()]) entry.fail(err);
     });
     return pooled;
   };
@@ -92,28 +92,40 @@ export function createUdpPool(host: string, port: number, options: UdpPoolOption
   };
 
   return {
-    async exchange(buildQuery, accepts, timeoutMs) {
+    async exchange<T>(buildQuery: (id: number) => Buffer, parse: (reply: Buffer, query: Buffer) => T | null, timeoutMs: number) {
       const pooled = pick();
       let id = randomInt(0, 65536);
       while (pooled.inFlight.has(id)) id = randomInt(0, 65536);
       const query = buildQuery(id);
-      let settle: (result: Buffer | Error) => void = () => undefined;
-      const reply = new Promise<Buffer>((resolve, reject) => {
-        const timer = setTimeout(() => settle(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
-        settle = (result) => {
-          if (pooled.inFlight.get(id)?.settle !== settle) return;
+      let fail: (err: Error) => void = () => undefined;
+      const reply = new Promise<T>((resolve, reject) => {
+        const timer = setTimeout(() => fail(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+        const finish = () => {
           clearTimeout(timer);
           pooled.inFlight.delete(id);
           closeIfIdle(pooled);
-          if (result instanceof Error) reject(result);
-          else resolve(result);
         };
-        pooled.inFlight.set(id, { query, accepts, settle });
+        const entry: InFlight = {
+          query,
+          offer(candidate) {
+            const value = parse(candidate, query);
+            if (value === null) return;
+            finish();
+            resolve(value);
+          },
+          fail(err) {
+            if (pooled.inFlight.get(id) !== entry) return;
+            finish();
+            reject(err);
+          },
+        };
+        fail = entry.fail;
+        pooled.inFlight.set(id, entry);
       });
       // Retired only now that this query is registered, so the socket stays open until it settles.
       if (pooled.used >= options.queriesPerSocket) retire(pooled);
       await pooled.ready;
-      if (!pooled.closed && pooled.inFlight.has(id)) pooled.socket.send(query, (err) => err && settle(err));
+      if (!pooled.closed && pooled.inFlight.has(id)) pooled.socket.send(query, (err) => err && fail(err));
       return reply;
     },
     close() {

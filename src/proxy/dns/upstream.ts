@@ -94,12 +94,11 @@ function lower(byte: number): number {
 
 async function exchangeOverUdp(upstream: Upstream, name: string, qtype: number, timeoutMs: number): Promise<DecodedPacket> {
   try {
-    const reply = await upstream.udp.exchange(
+    return await upstream.udp.exchange(
       (id) => encodeUpstreamQuery(id, name, qtype),
-      (candidate, query) => isReplyTo(candidate, query) && tryDecode(candidate) !== null,
+      (candidate, query) => (isReplyTo(candidate, query) ? tryDecode(candidate) : null),
       timeoutMs,
     );
-    return tryDecode(reply) as DecodedPacket;
   } catch (err) {
     throw upstreamFailure(upstream.address, `failed: ${(err as Error).message}`, err);
   }
