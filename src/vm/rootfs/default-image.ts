@@ -6,7 +6,7 @@
  */
 import { execFile } from 'node:child_process';
 import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rename, rm, symlink, writeFile, chmod } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { MicroagentError } from '../../errors.js';
@@ -47,16 +47,39 @@ async function packageList(): Promise<string[]> {
   return [...new Set(['busybox-static', 'ca-certificates', ...closure])].sort();
 }
 
+interface PlannedDeb {
+  readonly file: string;
+  readonly sha256: string;
+}
+
+/** The exact .deb files (and their SHA256) apt would fetch now; from the local package lists, no network. */
+async function planDebs(packages: readonly string[]): Promise<PlannedDeb[]> {
+  const { stdout } = await execFileP('apt-get', ['download', '--print-uris', ...packages], { cwd: '/', maxBuffer: 16 << 20 });
+  return stdout.split('\n').filter(Boolean).map((line) => {
+    const [, file, , hash] = line.split(' ');
+    if (file === undefined || hash === undefined || !hash.startsWith('SHA256:')) throw setupError(`unexpected apt-get output: ${line}`);
+    return { file, sha256: hash.slice('SHA256:'.length) };
+  });
+}
+
+async function fileSha256(path: string): Promise<string | null> {
+  const data = await readFile(path).catch(() => null);
+  return data === null ? null : sha256Digest(data).slice('sha256:'.length);
+}
+
+/** Downloads the packages not already in debDir (verified against apt's SHA256) and returns their paths. */
 async function ensureDebs(debDir: string): Promise<string[]> {
   await mkdir(debDir, { recursive: true });
-  let packages: string[];
+  let planned: PlannedDeb[];
   try {
-    packages = await packageList();
+    planned = await planDebs(await packageList());
   } catch (err) {
-    throw setupError('apt-cache is unavailable or knows no curl package (run apt-get update)', err);
+    throw setupError('apt cannot list busybox-static, curl and its libraries (run apt-get update)', err);
   }
-  const present = await readdir(debDir);
-  const missing = packages.filter((p) => !present.some((f) => f.startsWith(`${p}_`) && f.endsWith('.deb')));
+  const missing: string[] = [];
+  for (const deb of planned) {
+    if ((await fileSha256(join(debDir, deb.file))) !== deb.sha256) missing.push(deb.file.split('_')[0] as string);
+  }
   if (missing.length > 0) {
     try {
       await execFileP('apt-get', ['-q', '-o', 'APT::Sandbox::User=root', 'download', ...missing], { cwd: debDir, maxBuffer: 16 << 20 });
@@ -64,8 +87,10 @@ async function ensureDebs(debDir: string): Promise<string[]> {
       throw setupError(`apt-get download ${missing.join(' ')} failed`, err);
     }
   }
-  const debs = (await readdir(debDir)).filter((f) => f.endsWith('.deb') && packages.some((p) => f.startsWith(`${p}_`)));
-  return debs.sort().map((f) => join(debDir, f));
+  for (const deb of planned) {
+    if ((await fileSha256(join(debDir, deb.file))) !== deb.sha256) throw setupError(`${deb.file} does not match the SHA256 apt lists for it`);
+  }
+  return planned.map((deb) => join(debDir, deb.file)).sort();
 }
 
 async function assembleRoot(root: string, debs: readonly string[]): Promise<void> {
@@ -126,6 +151,7 @@ async function writeBlob(layoutDir: string, data: Buffer): Promise<string> {
 /** Builds the default image's OCI layout at layoutDir (replaced atomically); debs are cached in debDir. */
 export async function buildDefaultImageLayout(layoutDir: string, debDir: string): Promise<{ manifestDigest: string; layerBytes: number }> {
   const debs = await ensureDebs(debDir);
+  await mkdir(dirname(layoutDir), { recursive: true });
   const work = await mkdtemp(`${layoutDir}.build-`);
   try {
     const root = join(work, 'root');
@@ -177,7 +203,6 @@ export function defaultLayoutDir(stateDir: string): string {
 export async function ensureDefaultImage(stateDir: string, opts: { onProgress?: ProgressListener } = {}): Promise<ResolvedImage> {
   const layoutDir = defaultLayoutDir(stateDir);
   if (!(await lstat(join(layoutDir, 'index.json')).then(() => true, () => false))) {
-    await mkdir(join(stateDir, 'images'), { recursive: true });
     await buildDefaultImageLayout(layoutDir, join(stateDir, 'images', 'default-debs'));
   }
   return resolveImage({ kind: 'layout', path: layoutDir, tag: 'latest' }, { stateDir, ...(opts.onProgress === undefined ? {} : { onProgress: opts.onProgress }) });
