@@ -4,6 +4,7 @@
  * defeat the policy (`*`, `*.com`, `0.0.0.0/0`). Coverage is checked conservatively: a warning is only
  * given when the covering rule provably matches everything the covered one does.
  */
+import { addressCandidates, hostCandidates } from './compile.js';
 import { maskIp, type Cidr, type HostPattern, type PortRange } from './patterns.js';
 import type { Policy, PolicyRule } from './policy.js';
 import type { SourcePosition } from './types.js';
@@ -96,25 +97,65 @@ function neverMatches(rule: PolicyRule): string | null {
   return null;
 }
 
+// A label no pattern names, standing in for "any name here" when probing the matcher.
+const PROBE = 'microagent-lint-probe';
+
+/**
+ * Rules that might cover `rule`, from the compiled matcher instead of a scan of every rule: a rule
+ * covering `rule` must match a name (or address) that `rule` matches, so probing one is enough to
+ * find every candidate. covers() then decides.
+ */
+function coverCandidates(policy: Policy, rule: PolicyRule): PolicyRule[] {
+  const out: number[] = [];
+  const host = rule.hosts?.[0];
+  const cidr = rule.cidrs?.[0];
+  if (host !== undefined) {
+    switch (host.kind) {
+      case 'any':
+        out.push(...policy.matcher.anyHost.map((i) => i * 4));
+        break;
+      case 'exact':
+        hostCandidates(policy.matcher, host.name, out);
+        break;
+      case 'subdomains':
+      case 'apex':
+        hostCandidates(policy.matcher, `${PROBE}.${host.suffix}`, out);
+        break;
+      case 'glob':
+        hostCandidates(policy.matcher, host.labels.map((l) => l ?? PROBE).join('.'), out);
+        break;
+      default: {
+        const unreachable: never = host;
+        return unreachable;
+      }
+    }
+  } else if (cidr !== undefined) {
+    addressCandidates(policy.matcher, cidr.ip, out);
+  }
+  const indices = [...new Set(out.map((c) => c >>> 2))].sort((a, b) => a - b);
+  return indices.map((i) => policy.rules[i] as PolicyRule).filter((other) => other !== rule && covers(other, rule));
+}
+
 export function lintPolicy(policy: Policy): LintWarning[] {
   const warnings: LintWarning[] = [];
   const warn = (rule: PolicyRule, kind: LintKind, message: string) =>
     warnings.push({ ...rule.position, rule: rule.id, kind, message: `rule ${rule.id} ${message}` });
-  policy.rules.forEach((rule, i) => {
+  for (const rule of policy.rules) {
     const never = neverMatches(rule);
     if (never !== null) warn(rule, 'never_matches', `can never match: ${never}`);
-    if (rule.action === 'deny') return;
+    if (rule.action === 'deny') continue;
     const broad = isBroad(rule);
     if (broad !== null) warn(rule, 'broad_allow', `${broad}; list the hosts the agent needs instead`);
-    const deny = policy.rules.find((other) => other.action === 'deny' && other.methods === null && other.paths === null && covers(other, rule));
+    const covering = coverCandidates(policy, rule);
+    const deny = covering.find((other) => other.action === 'deny' && other.methods === null && other.paths === null);
     if (deny !== undefined) {
       warn(rule, 'shadowed_by_deny', `is shadowed by deny rule ${deny.id} (line ${deny.position.line}): a matching deny always wins, so it can never allow`);
-      return;
+      continue;
     }
-    const earlier = policy.rules.slice(0, i).find((other) => other.action !== 'deny' && covers(other, rule));
+    const earlier = covering.find((other) => other.action !== 'deny' && other.index < rule.index);
     if (earlier !== undefined) {
       warn(rule, 'never_decides', `never decides: rule ${earlier.id} (line ${earlier.position.line}) matches everything it does and comes first`);
     }
-  });
+  }
   return warnings;
 }
