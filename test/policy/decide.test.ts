@@ -346,3 +346,71 @@ describe('ports and protocols', () => {
     expect(decide(ported, { protocol: 'tcp', host: 'git.example' }).reason).toBe('invalid_target');
   });
 });
+
+describe('DNS questions', () => {
+  const dns = parsePolicy(
+    policyText(
+      'guarded',
+      `
+  - id: block-name
+    action: deny
+    hosts: [blocked.example]
+  - id: block-port
+    action: deny
+    hosts: [mail.example]
+    ports: [25]
+  - id: block-https-only
+    action: deny
+    hosts: [web.example]
+    protocols: [https]
+  - id: block-dns
+    action: deny
+    hosts: [tunnel.example]
+    protocols: [dns]
+  - id: lab
+    action: allow
+    hosts: [db.lab.example]
+    ports: [5432]
+`,
+    ),
+    'dns.yaml',
+  );
+  const q = (host: string, ip?: string): DecisionInput => (ip === undefined ? { protocol: 'dns', host } : { protocol: 'dns', host, ip });
+
+  it.each([
+    ['blocked.example', 'deny', 'block-name', 'rule_deny'],
+    ['tunnel.example', 'deny', 'block-dns', 'rule_deny'],
+    ['mail.example', 'allow', null, 'unlisted'], // a port-specific deny leaves the name resolvable
+    ['web.example', 'allow', null, 'unlisted'], // so does a deny limited to https
+    ['db.lab.example', 'allow', 'lab', 'rule_allow'], // an allow's ports do not stop the name resolving
+  ])('%s -> %s by %s (%s)', (host, verdict, rule, reason) => {
+    expect(decide(dns, q(host))).toMatchObject({ verdict, rule, reason, tls: false, requestCheck: false });
+  });
+
+  it('an answer pointing at an internal address is allowed only for a rule naming the exact host', () => {
+    expect(decide(dns, q('db.lab.example', '10.1.1.1'))).toMatchObject({ verdict: 'allow', rule: 'lab', signals: ['internal_address'] });
+    expect(decide(dns, q('other.example', '10.1.1.1'))).toMatchObject({ verdict: 'deny', reason: 'internal_address' });
+    expect(decide(dns, q('other.example', '::ffff:10.1.1.1'))).toMatchObject({ verdict: 'deny', reason: 'internal_address' });
+  });
+
+  it('the same deny applies to connections on the port it names, and only there', () => {
+    expect(decide(dns, { protocol: 'tcp', host: 'mail.example', port: 25 })).toMatchObject({ verdict: 'deny', rule: 'block-port' });
+    expect(decide(dns, { protocol: 'tcp', host: 'mail.example', port: 587 })).toMatchObject({ verdict: 'allow', reason: 'unlisted' });
+  });
+});
+
+describe('inputs from untrusted callers fail closed', () => {
+  it.each([
+    [{ protocol: 'https', port: 443 }],
+    [{ protocol: 'https', host: '', port: 443 }],
+    [{ protocol: 'https', host: 'a.example', ip: '127.1', port: 443 }],
+    [{ protocol: 'https', ip: '10.0.0.1 ', port: 443 }],
+    [{ protocol: 'gopher', host: 'a.example', port: 70 }],
+    [{ protocol: 'constructor', host: 'a.example', port: 70 }],
+    [{ protocol: 'https', host: 'a.example', port: '443' }],
+    [{ protocol: 'https', host: 'a.example', port: 443, method: 'GET', path: 'relative' }],
+    [{ protocol: 'https', host: 'a.example', port: 443, method: 'GET', path: '/a\u0000b' }],
+  ] as unknown as [DecisionInput][])('%j -> invalid_target', (input) => {
+    expect(decide(precedence, input)).toMatchObject({ verdict: 'deny', reason: 'invalid_target', rule: null });
+  });
+});
