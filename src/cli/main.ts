@@ -17,12 +17,14 @@ const MODULES: Record<string, () => Promise<{ commands: readonly Command[] }>> =
   proxy: () => import('./commands/proxy.js'),
   dns: () => import('./commands/dns.js'),
   mediation: () => import('./commands/mediation.js'),
-  kernel: () => import('./commands/vm.js'),
-  doctor: () => import('./commands/vm.js'),
+  vm: () => import('./commands/vm.js'),
+  run: () => import('./commands/run.js'),
+  workspace: () => import('./commands/workspace.js'),
 };
 
 /** Words registered by modules that own several top-level verbs (the VM lifecycle). */
 const ALIASES: Record<string, string> = Object.fromEntries([
+  ...['kernel', 'doctor'].map((v) => [v, 'vm']),
   ...['create'].map((v) => [v, 'run']),
   ...['start', 'exec', 'connect', 'halt', 'pause', 'resume', 'stop', 'kill', 'quarantine', 'delete', 'status', 'list', 'ps', 'events', 'logs', 'egress', 'wait', 'gc'].map((v) => [v, 'workspace']),
 ]);
