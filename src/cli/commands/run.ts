@@ -17,10 +17,12 @@ const WORKSPACE_FLAGS = {
   profile: { type: 'string' },
   memory: { type: 'string' },
   cpus: { type: 'string' },
+  'dns-upstream': { type: 'string', multiple: true },
+  'upstream-ca': { type: 'string', multiple: true },
 } as const;
 
 const FLAG_USAGE =
-  '[-e KEY=VAL]... [--egress guarded|strict|off] [--policy FILE] [--network user|isolated] [-p [HOST_IP:]HOST_PORT:GUEST_PORT]... [--mediation PORT=TARGET]... [--mediation-optional] [--profile tiny|small|medium|large] [--memory SIZE] [--cpus N]';
+  '[-e KEY=VAL]... [--egress guarded|strict|off] [--policy FILE] [--network user|isolated] [-p [HOST_IP:]HOST_PORT:GUEST_PORT]... [--mediation PORT=TARGET]... [--mediation-optional] [--profile tiny|small|medium|large] [--memory SIZE] [--cpus N] [--dns-upstream HOST:PORT]... [--upstream-ca FILE]...';
 
 type FlagValues = { [K in keyof typeof WORKSPACE_FLAGS]?: (typeof WORKSPACE_FLAGS)[K] extends { multiple: true } ? string[] : (typeof WORKSPACE_FLAGS)[K] extends { type: 'boolean' } ? boolean : string };
 
@@ -53,6 +55,8 @@ function createOptions(values: FlagValues, image: string | undefined, command: s
     ...(values.profile === undefined ? {} : { profile: parseProfile(values.profile) }),
     ...(values.memory === undefined ? {} : { memoryMiB: parseMemory(values.memory) }),
     ...(values.cpus === undefined ? {} : { cpus: parseCpus(values.cpus) }),
+    dnsUpstreams: values['dns-upstream'] ?? [],
+    upstreamCaFiles: values['upstream-ca'] ?? [],
     ...(onProgress === undefined ? {} : { onProgress }),
   };
 }

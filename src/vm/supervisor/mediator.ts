@@ -56,11 +56,19 @@ export async function startMediator(
     const policy = openLivePolicy(paths.policy, { mode: config.egress, audit });
     opened.push(policy);
     const ca = await loadOrCreateCa({ dir: paths.ca, workspace: manifest.name });
-    const resolver = createWorkspaceResolver({});
+    const resolver = createWorkspaceResolver(config.dnsUpstreams.length > 0 ? { upstreams: config.dnsUpstreams } : {});
     let proxy: EgressProxy | null = null;
     let dns: DnsServer | null = null;
     if (config.network === 'user' && config.egress !== 'off') {
-      proxy = await startEgressProxy({ policy: policy.current, audit, ca, resolver, socketPath: sockets.proxySocket, workspace: manifest.name });
+      proxy = await startEgressProxy({
+        policy: policy.current,
+        audit,
+        ca,
+        resolver,
+        socketPath: sockets.proxySocket,
+        workspace: manifest.name,
+        upstreamCa: config.upstreamCa,
+      });
       opened.push(proxy);
       dns = await startDnsServer({ policy: policy.current, audit, resolver, socketPath: sockets.dnsSocket });
       opened.push(dns);

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { copyFile, open } from 'node:fs/promises';
+import { copyFile, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MicroagentError } from '../../errors.js';
@@ -45,6 +45,9 @@ export interface CreateOptions {
   readonly profile?: Profile;
   readonly memoryMiB?: number;
   readonly cpus?: number;
+  readonly dnsUpstreams?: readonly string[];
+  /** Paths of extra CA certificates (PEM) trusted for upstream TLS. */
+  readonly upstreamCaFiles?: readonly string[];
   readonly onProgress?: ProgressListener;
 }
 
@@ -85,6 +88,8 @@ export async function createWorkspace(stateDir: string, name: string, options: C
       })),
       memoryMiB: options.memoryMiB ?? size.memoryMiB,
       cpus: options.cpus ?? size.cpus,
+      dnsUpstreams: options.dnsUpstreams ?? [],
+      upstreamCa: await Promise.all((options.upstreamCaFiles ?? []).map(readCaFile)),
     };
     const manifest: WorkspaceManifest = { name, id: randomUUID(), createdAt: new Date().toISOString(), state: 'prepared', config };
     await writeManifest(stateDir, manifest);
@@ -104,6 +109,19 @@ function runSpecOrShell(config: Parameters<typeof imageRunSpec>[0], command: rea
     if ((err as MicroagentError).code !== 'image.no_command') throw err;
     return { ...imageRunSpec(config, ['/bin/sh']), argv: [] };
   }
+}
+
+async function readCaFile(path: string): Promise<string> {
+  const text = await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    throw new MicroagentError('not_found', `cannot read the upstream CA file ${path}: ${err.code ?? err.message}`, {
+      code: 'workspace.upstream_ca',
+      remediation: 'pass a readable PEM file with --upstream-ca FILE',
+    });
+  });
+  if (!text.includes('-----BEGIN CERTIFICATE-----')) {
+    throw new MicroagentError('invalid', `${path} holds no PEM certificate`, { code: 'workspace.upstream_ca', remediation: 'pass a PEM file (-----BEGIN CERTIFICATE-----)' });
+  }
+  return text;
 }
 
 const SUPERVISOR_MAIN = join(PACKAGE_ROOT, 'dist', 'vm', 'supervisor', 'main.js');

@@ -38,6 +38,10 @@ export interface WorkspaceConfig {
   readonly mediation: readonly { port: number; target: string; required: boolean; failClosed: boolean }[];
   readonly memoryMiB: number;
   readonly cpus: number;
+  /** Resolvers the workspace DNS forwards to (`host:port`); empty: the host's /etc/resolv.conf. */
+  readonly dnsUpstreams: readonly string[];
+  /** Extra CA certificates (PEM text) the proxy trusts for upstream TLS, besides the system roots. */
+  readonly upstreamCa: readonly string[];
 }
 
 export interface WorkspaceManifest {
