@@ -6,7 +6,8 @@
  * in file order; then the mode default. It must never resolve names, read secrets or throw on input:
  * anything it cannot parse strictly is denied as invalid_target.
  */
-import { isInternalParsed, parseIp, type ParsedIp } from './address.js';
+import { parseIp, type ParsedIp } from './address.js';
+import { isInternalParsed } from './classify.js';
 import { addressCandidates, BY_CIDR, BY_EXACT, hostCandidates, portMatches, PROTOCOL_BITS, type CompiledRule } from './compile.js';
 import { analyzeHost, isLocalhostName } from './host.js';
 import type { Policy } from './policy.js';

@@ -1,7 +1,8 @@
 /** Public API of the policy engine: load, decide, explain, lint, test and watch policies. */
 export * from './types.js';
 export * from './reasons.js';
-export { parseIpLiteral, classifyAddress, isInternalAddress, type AddressClass, type AddressClassification, type Embedding } from './address.js';
+export { parseIpLiteral } from './address.js';
+export { classifyAddress, isInternalAddress, type AddressClass, type AddressClassification, type Embedding } from './classify.js';
 export { normalizeHost } from './host.js';
 export { parsePolicy, loadPolicy } from './load.js';
 export { withMode, type Policy, type PolicyRule, type PolicyTestCase } from './policy.js';
