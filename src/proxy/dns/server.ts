@@ -27,6 +27,8 @@ export interface DnsServerLimits extends ExfiltrationLimits {
   readonly maxInflightPerConnection: number;
 }
 
+const UDP_RECEIVE_BUFFER = 4 * 1024 * 1024;
+
 export const DEFAULT_DNS_SERVER_LIMITS: DnsServerLimits = {
   ...DEFAULT_EXFILTRATION_LIMITS,
   tcpIdleTimeoutMs: 10_000,
@@ -149,6 +151,13 @@ function bindUdp(host: string, port: number, ctx: AnswerContext): Promise<UdpSoc
     socket.once('error', (err) => reject(listenFailure(host, port, err)));
     socket.bind(port, host, () => {
       socket.removeAllListeners('error');
+      // Bursts arrive while answers wait for the audit log's fsync; a deeper queue drops fewer of them.
+      // Best effort: the kernel caps it at net.core.rmem_max.
+      try {
+        socket.setRecvBufferSize(UDP_RECEIVE_BUFFER);
+      } catch (err) {
+        log.debug({ err }, 'could not enlarge the DNS UDP receive buffer');
+      }
       socket.on('error', (err) => log.warn({ err }, 'DNS UDP socket error'));
       resolve(socket);
     });
