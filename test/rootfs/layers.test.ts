@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -103,6 +104,17 @@ describe('layer application', () => {
     // Device nodes are skipped (the guest's devtmpfs provides them).
     expect(ext4Stat(img.rootfsPath, '/dev/null')).toBeNull();
     expect(ext4Stat(img.rootfsPath, '/')).toMatchObject({ uid: 0, gid: 0 });
+  });
+
+  it('reads zstd-compressed, uncompressed and empty layers', async () => {
+    const plain = makeLayer([file('plain', 'p')], false);
+    const zstdTar = makeLayer([file('zstd', 'z')], false).tar;
+    const zstdBlob = execFileSync('zstd', ['-q', '-c'], { input: zstdTar });
+    const zstd = { ...makeLayer([file('zstd', 'z')], false), blob: zstdBlob, digest: sha256Digest(zstdBlob), mediaType: 'application/vnd.oci.image.layer.v1.tar+zstd' };
+    const empty = { tar: Buffer.alloc(0), blob: Buffer.alloc(0), digest: sha256Digest(''), diffId: sha256Digest(''), mediaType: 'application/vnd.oci.image.layer.v1.tar' };
+    const img = await build(makeImage({ layers: [plain, zstd, empty] }));
+    expect(ext4Cat(img.rootfsPath, '/plain')).toBe('p');
+    expect(ext4Cat(img.rootfsPath, '/zstd')).toBe('z');
   });
 
   it('resolves absolute symlinks inside the image root, never on the host', async () => {

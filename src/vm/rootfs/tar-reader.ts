@@ -228,8 +228,10 @@ export async function* readTar(source: AsyncIterable<Buffer>): AsyncGenerator<Ta
   let pax = new Map<string, string>();
   let longName: string | undefined;
   let longLink: string | undefined;
-  for (;;) {
+  for (let first = true; ; first = false) {
     const block = await reader.exact(BLOCK);
+    // An empty stream is an empty archive (some tools write empty layers that way).
+    if (block === null && first) return;
     if (block === null) throw corrupt('unexpected end of stream (no end-of-archive marker)');
     const parsed = parseTarBlock(block);
     if (parsed.kind === 'zero') {
