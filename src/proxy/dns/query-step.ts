@@ -2,7 +2,7 @@
  * What the workspace resolver does with one question, as pure steps over data: `admitQuery` decides
  * before anything is forwarded (policy, DoH names, HTTPS/SVCB, exfiltration guard), `filterAnswer`
  * decides on every address an upstream returned (internal addresses, rebinding) and strips HTTPS/SVCB
- * records. The server (server.ts) performs the resulting actions on sockets.
+ * records. answer.ts runs them per message and server.ts moves the bytes.
  * Invariant: a name the policy does not allow in the current mode is never forwarded upstream.
  */
 import type { Answer } from 'dns-packet';
