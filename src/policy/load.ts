@@ -156,7 +156,10 @@ function parseSource(text: string, file: string): PolicySource {
   if (top !== null) {
     const version = top.get('version');
     if (version === undefined) src.report(src.root, 'the policy has no version', 'add "version: 1" as the first line');
-    else if (version.value && scalarValue(version.value) !== 1) src.report(version.value, `unsupported policy version ${String(scalarValue(version.value))}`, 'write version: 1');
+    else if (version.value && scalarValue(version.value) !== 1) {
+      const value = scalarValue(version.value);
+      src.report(version.value, typeof value === 'string' ? `version must be the number 1, not the string "${value}"` : `unsupported policy version ${String(value)}`, 'write version: 1 (no quotes)');
+    }
     const modeEntry = top.get('mode');
     if (modeEntry?.value) mode = oneOf(src, modeEntry.value, 'mode', MODES) ?? mode;
     const reportEntry = top.get('report_only');

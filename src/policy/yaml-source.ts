@@ -31,6 +31,10 @@ export function readYaml(text: string, file: string): YamlSource {
   };
   const position = (node: Node | null | undefined): SourcePosition => at(node?.range?.[0] ?? 0);
   for (const error of doc.errors) {
+    if (error.code === 'MULTIPLE_DOCS') {
+      issues.push({ ...at(error.pos[0]), problem: 'the file holds more than one YAML document', fix: 'keep one policy per file: remove the "---" line and what follows' });
+      continue;
+    }
     const fix = error.code === 'DUPLICATE_KEY' ? 'keep one of the repeated keys' : 'correct the YAML syntax at this position';
     issues.push({ ...at(error.pos[0]), problem: `YAML syntax: ${error.message.split('\n')[0]}`, fix });
   }

@@ -47,6 +47,8 @@ const broken: [string, number, number, RegExp, RegExp][] = [
   ['bad-path.yaml', 6, 13, /path "repos\/\*\*" does not start with "\/"/, /"\/repos\/\*\*"/],
   ['bad-test-case.yaml', 8, 13, /expect must be one of allow, deny, would_deny/, /expect: allow/],
   ['empty-file.yaml', 1, 1, /the policy file is empty/, /version: 1/],
+  ['multiple-documents.yaml', 4, 1, /more than one YAML document/, /remove the "---" line/],
+  ['version-string.yaml', 1, 10, /version must be the number 1, not the string "1"/, /no quotes/],
 ];
 
 describe('broken policies name file, line, column and a fix', () => {
