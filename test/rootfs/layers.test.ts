@@ -1,5 +1,5 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -135,6 +135,7 @@ describe('path guards', () => {
     ['absolute path', [file('/tmp/escaped', 'x')], 'is absolute'],
     ['symlink climbing out, then written through', [{ path: 'evil', type: 'symlink', linkname: '../../../../../../tmp' }, file('evil/escaped', 'x')], 'climbs above the image root'],
     ['hardlink to an outside path', [{ path: 'h', type: 'hardlink', linkname: '../../../etc/passwd' }], 'contains ".."'],
+    ['a symlink loop', [{ path: 'a', type: 'symlink', linkname: 'b' }, { path: 'b', type: 'symlink', linkname: 'a' }, file('a/x', 'x')], 'too many symlinks'],
     ['hardlink through an escaping symlink', [{ path: 'up', type: 'symlink', linkname: '../..' }, { path: 'h', type: 'hardlink', linkname: 'up/etc/passwd' }], 'climbs above the image root'],
   ] as const)('rejects %s with a typed error naming the layer', async (_name, entries, detail) => {
     const layer = makeLayer(entries);
@@ -212,6 +213,15 @@ describe('cache, workspace disks and run spec', () => {
     expect((await stat(again.rootfsPath)).mtimeMs).toBe(built.mtimeMs);
     expect(events).toEqual(['resolve', 'cached', 'done']);
     expect(JSON.parse(await readFile(join(a.rootfsPath, '..', 'config.json'), 'utf8')).digest).toBe(image.manifestDigest);
+  });
+
+  it('breaks the build lock of a dead process', async () => {
+    const image = makeImage({ layers: [makeLayer([file('stale', 'lock')])] });
+    const dead = spawnSync('true').pid as number;
+    await mkdir(join(stateDir, 'images', '.locks'), { recursive: true });
+    await writeFile(join(stateDir, 'images', '.locks', `${image.manifestDigest.slice(7)}.lock`), String(dead));
+    const img = await build(image);
+    expect(ext4Cat(img.rootfsPath, '/stale')).toBe('lock');
   });
 
   it('gives each workspace a private copy and never writes to the cached base', async () => {
