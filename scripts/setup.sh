@@ -15,8 +15,16 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 #   docker-registry ........ a real OCI registry on loopback for pull tests
 #   dnsmasq-base dnsperf ... the DNS benchmark peer and load generator
 #   socat .................. QEMU guestfwd: one process per guest connection to a workspace socket
-PKGS=(qemu-system-x86 e2fsprogs gcc libc6-dev cpio kmod zstd busybox-static curl ca-certificates
-      dnsutils docker-registry dnsmasq-base dnsperf socat)
+#   openssl xz-utils ....... test certificates and CA checks; compressed kernel modules
+PKGS=(qemu-system-x86 e2fsprogs gcc libc6-dev make cpio kmod zstd xz-utils busybox-static curl ca-certificates
+      openssl dnsutils docker-registry dnsmasq-base dnsperf socat)
+
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "[setup] microagent needs Node.js >= 20 with npm (found: $(node --version 2>/dev/null || echo none))." >&2
+  echo "[setup] fix: install Node.js 20 or later from your usual source, then re-run this script." >&2
+  exit 1
+fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -47,6 +55,16 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund --loglevel=error
 fi
 npm run --silent build
-# The default OCI image (busybox + curl) for offline quick starts; a failure is reported by its tests.
-./scripts/build-default-image.sh || echo "[setup] warning: the default image was not built (see above)" >&2
-echo "[setup] ok" >&2
+
+# `microagent` on PATH: a link to this checkout's build.
+if [ "$(readlink -f "$(command -v microagent 2>/dev/null || echo none)")" != "$(readlink -f dist/cli/main.js)" ]; then
+  $SUDO npm link --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
+# The guest kernel (Debian's linux-image-cloud-amd64, through apt: no download of our own) and the
+# default OCI image (busybox + curl from Debian packages), into the default state directory, so the
+# first `microagent run` works offline.
+if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then $SUDO apt-get update -q; fi
+node dist/cli/main.js kernel show >/dev/null 2>&1 || node dist/cli/main.js kernel install
+./scripts/build-default-image.sh
+echo "[setup] ok: try \"microagent run -- uname -a\"" >&2

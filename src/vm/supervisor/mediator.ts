@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { openAuditLog, type AuditLog } from '../../audit/index.js';
 import { loadOrCreateCa, type CertificateAuthority } from '../../ca/index.js';
 import { MicroagentError } from '../../errors.js';
-import { parseChannelDeclarations, startBroker, type MediationBroker, type MediationReadiness } from '../../mediation/index.js';
+import { startBroker, validateChannels, type MediationBroker, type MediationReadiness } from '../../mediation/index.js';
 import { openLivePolicy, type LivePolicy } from '../../policy/index.js';
 import { startEgressProxy, type EgressProxy } from '../../proxy/index.js';
 import { createWorkspaceResolver, startDnsServer, type DnsServer } from '../../proxy/dns/index.js';
@@ -73,9 +73,7 @@ export async function startMediator(
       dns = await startDnsServer({ policy: policy.current, audit, resolver, socketPath: sockets.dnsSocket });
       opened.push(dns);
     }
-    const channels = parseChannelDeclarations(
-      config.mediation.map((m) => `${m.port}=${m.target}`),
-    ).map((c, i) => ({ ...c, required: config.mediation[i]?.required ?? true, failClosed: config.mediation[i]?.failClosed ?? true }));
+    const channels = validateChannels(config.mediation);
     let broker: MediationBroker | null = null;
     if (channels.length > 0) {
       broker = await startBroker({ workspace: manifest.name, runtimeId, channels, socketDir: sockets.mediationDir, audit });
