@@ -6,6 +6,7 @@ import { resolveImage } from '../../src/vm/rootfs/index.js';
 import { sha256Digest } from '../../src/vm/rootfs/digest.js';
 import type { ImageProgressEvent } from '../../src/vm/rootfs/progress.js';
 import { dir, ext4Cat, file, makeImage, makeLayer } from './helpers/image.js';
+import { startTokenServer } from './helpers/token-server.js';
 import { blobDataPath, pushImage, pushManifest, startAuthFront, startRegistry, type RunningRegistry } from './helpers/registry.js';
 
 let work: string;
@@ -94,6 +95,24 @@ describe('registry pulls (real docker-registry on loopback)', () => {
       expect(front.leakedAuthorization).toEqual([]);
     } finally {
       await front.close();
+    }
+  });
+
+  it('pulls from a docker-registry in token-auth mode, through its real WWW-Authenticate challenge', async () => {
+    const dir = await mkdtemp(join(work, 'token-'));
+    const tokens = await startTokenServer(dir, 'test-registry', 'test-issuer');
+    const secured = await startRegistry(dir, { storage: registry.storage, token: { realm: tokens.realm, service: 'test-registry', issuer: 'test-issuer', rootCertBundle: tokens.certPath } });
+    try {
+      const anonymous = await fetch(`http://${secured.host}/v2/test/app/manifests/1`);
+      expect(anonymous.status).toBe(401);
+      const img = await resolveImage(`${secured.host}/test/app:1`, { stateDir: join(dir, 'state') });
+      expect(img.digest).toBe(app.manifestDigest);
+      expect(ext4Cat(img.rootfsPath, '/srv/app')).toBe('v2');
+      expect(tokens.requests.length).toBeGreaterThan(0);
+      expect(tokens.requests.every((r) => r.service === 'test-registry' && r.scope === 'repository:test/app:pull')).toBe(true);
+    } finally {
+      await secured.close();
+      await tokens.close();
     }
   });
 

@@ -25,15 +25,25 @@ export interface RunningRegistry {
   close(): Promise<void>;
 }
 
-export async function startRegistry(dir: string): Promise<RunningRegistry> {
+export interface RegistryAuthConfig {
+  readonly realm: string;
+  readonly service: string;
+  readonly issuer: string;
+  readonly rootCertBundle: string;
+}
+
+/** Starts docker-registry in dir (storage in dir/storage unless given); with `token`, it requires bearer tokens. */
+export async function startRegistry(dir: string, opts: { storage?: string; token?: RegistryAuthConfig } = {}): Promise<RunningRegistry> {
   const port = await freePort();
-  const storage = join(dir, 'storage');
-  const config = join(dir, 'config.yml');
+  const storage = opts.storage ?? join(dir, 'storage');
+  const config = join(dir, `config-${port}.yml`);
+  const token = opts.token;
   await writeFile(config, [
     'version: 0.1',
     'log: {level: error, accesslog: {disabled: true}}',
     `storage: {filesystem: {rootdirectory: ${storage}}, delete: {enabled: true}}`,
     `http: {addr: "127.0.0.1:${port}"}`,
+    ...(token === undefined ? [] : [`auth: {token: {realm: "${token.realm}", service: ${token.service}, issuer: ${token.issuer}, rootcertbundle: ${token.rootCertBundle}}}`]),
     '',
   ].join('\n'));
   const child: ChildProcess = spawn('docker-registry', ['serve', config], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -41,7 +51,7 @@ export async function startRegistry(dir: string): Promise<RunningRegistry> {
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const host = `127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
-    const ok = await fetch(`http://${host}/v2/`).then((r) => r.ok, () => false);
+    const ok = await fetch(`http://${host}/v2/`).then((r) => r.ok || r.status === 401, () => false);
     if (ok) break;
     if (i > 100 || child.exitCode !== null) throw new Error(`docker-registry did not start: ${stderr}`);
     await sleep(100);
