@@ -240,6 +240,11 @@ describe('cache, workspace disks and run spec', () => {
     await writeFile(disk, Buffer.alloc(4096, 0xff), { flag: 'r+' });
     expect((await head(img.rootfsPath)).equals(before)).toBe(true);
     await expect(prepareWorkspaceDisk(img.rootfsPath, disk)).rejects.toMatchObject({ kind: 'conflict' });
+    const grown = join(work, 'ws-grown.ext4');
+    expect(await prepareWorkspaceDisk(img.rootfsPath, grown, { sizeBytes: 1 << 30 })).toEqual({ sizeBytes: 1 << 30 });
+    const blocks = /Block count:\s+(\d+)/.exec(execFileSync('dumpe2fs', ['-h', grown], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }))?.[1];
+    expect(Number(blocks) * 4096).toBe(1 << 30);
+    expect(ext4Cat(grown, '/f')).toBe('base');
   });
 
   it('parses Env/Entrypoint/Cmd/WorkingDir/User and resolves the user from the image', async () => {

@@ -4,7 +4,7 @@
  * only ever read here, never opened for writing.
  */
 import { spawn } from 'node:child_process';
-import { lstat, open, readdir, rename, rm } from 'node:fs/promises';
+import { lstat, open, readdir, rename, rm, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MicroagentError } from '../../errors.js';
 
@@ -78,11 +78,16 @@ export async function buildExt4(staging: string, imagePath: string, opts: Ext4Si
   return { sizeBytes, contentBytes: usage.bytes };
 }
 
+export interface WorkspaceDiskOptions {
+  /** Grow the copy (file and filesystem, with resize2fs) to this size; never shrinks. */
+  readonly sizeBytes?: number;
+}
+
 /**
  * A private, writable copy of a cached base image for one workspace: reflinked where the filesystem
- * allows it, sparse otherwise, written under a temporary name and renamed into place.
+ * allows it, sparse otherwise, optionally grown, written under a temporary name and renamed into place.
  */
-export async function prepareWorkspaceDisk(base: string, dest: string): Promise<void> {
+export async function prepareWorkspaceDisk(base: string, dest: string, opts: WorkspaceDiskOptions = {}): Promise<{ sizeBytes: number }> {
   const exists = await lstat(dest).then(() => true, () => false);
   if (exists) {
     throw new MicroagentError('conflict', `workspace disk ${dest} already exists`, {
@@ -93,7 +98,14 @@ export async function prepareWorkspaceDisk(base: string, dest: string): Promise<
   const partial = `${dest}.partial-${process.pid}`;
   try {
     await run('cp', ['--reflink=auto', '--sparse=always', '--', base, partial]);
+    let sizeBytes = (await lstat(partial)).size;
+    if (opts.sizeBytes !== undefined && opts.sizeBytes > sizeBytes) {
+      sizeBytes = Math.ceil(opts.sizeBytes / MiB) * MiB;
+      await truncate(partial, sizeBytes);
+      await run('resize2fs', ['-f', partial]);
+    }
     await rename(partial, dest);
+    return { sizeBytes };
   } catch (err) {
     await rm(partial, { force: true });
     throw err;

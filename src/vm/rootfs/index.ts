@@ -9,7 +9,7 @@
  */
 export { parseImageReference, formatImageReference, type ImageReference } from './reference.js';
 export { resolveImage, type ResolveImageOptions, type ResolvedImage } from './resolve.js';
-export { prepareWorkspaceDisk } from './ext4.js';
+export { prepareWorkspaceDisk, type WorkspaceDiskOptions } from './ext4.js';
 export { imageRunSpec, type ImageConfig, type RunSpec } from './image-config.js';
 export type { ImageProgressEvent, ProgressListener } from './progress.js';
 export type { RegistryCredentials } from './registry-auth.js';
