@@ -10,5 +10,7 @@ export default defineConfig({
     hookTimeout: 60_000,
     fileParallelism: true,
     maxWorkers: 2,
+    // Kernel install and default image for test/e2e, once per run (a no-op when no e2e file is selected).
+    globalSetup: ['test/e2e/global-setup.ts'],
   },
 });

@@ -1,0 +1,152 @@
+/**
+ * `microagent run` end to end with real QEMU guests (TCG here), through the CLI: the guest's command,
+ * its exit code, HTTPS through the workspace proxy to a local origin (decrypted, the guest trusting the
+ * workspace CA), a direct connection that bypasses the proxy, DNS through the filtering resolver,
+ * a mediation round trip, and the audit records of all of it. Each `run` boots one VM, so each test
+ * packs several checks into one guest command.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { queryAuditLog } from '../../src/audit/index.js';
+import {
+  cliJson,
+  cli,
+  expectNoStackTrace,
+  makeOriginCa,
+  startDnsUpstream,
+  startMediationTarget,
+  startOrigin,
+  tempDir,
+  VM_TIMEOUT,
+  writePolicy,
+  type DnsUpstream,
+  type MediationTarget,
+  type Origin,
+  type TestCa,
+} from './helpers.js';
+
+interface RunJson {
+  exitCode: number | null;
+  stdout: string;
+  stderr: string;
+  audit: string;
+  workspace: string;
+  timings: { firstOutputMs: number | null; totalMs: number };
+}
+
+/** Splits `== NAME` sections of a guest script's output. */
+function sections(stdout: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  let current = '';
+  for (const line of stdout.split('\n')) {
+    const m = /^== (\S+)$/.exec(line);
+    if (m !== null) current = m[1] as string;
+    else out[current] = `${out[current] ?? ''}${line}\n`;
+  }
+  return out;
+}
+
+describe.sequential('microagent run', () => {
+  it('passes the guest command through: uname, exit code, output', { timeout: VM_TIMEOUT }, async () => {
+    const r = await cli(['run', '--profile', 'tiny', '--', 'sh', '-c', 'uname -a; echo to-stderr >&2; exit 7']);
+    expect(r.stdout).toMatch(/^Linux run-[0-9a-f]{8} \S+ .* x86_64/m);
+    expect(r.stderr).toContain('to-stderr');
+    expect(r.code).toBe(7);
+  });
+
+  it('a command the guest cannot find exits 127 with a clear message', { timeout: VM_TIMEOUT }, async () => {
+    const r = await cli(['run', '--profile', 'tiny', '--', 'no-such-command-e2e', '--flag']);
+    expect(r.code).toBe(127);
+    expect(r.stderr).toContain('no-such-command-e2e: command not found');
+    expectNoStackTrace(r);
+  });
+
+  describe.sequential('with a local origin, DNS upstream and mediation target', () => {
+    let dir: string;
+    let ca: TestCa;
+    let origin: Origin;
+    let dns: DnsUpstream;
+    let target: MediationTarget;
+    let policy: string;
+
+    beforeAll(async () => {
+      dir = tempDir('run');
+      ca = makeOriginCa(dir, ['origin.test', 'denied.test']);
+      origin = await startOrigin(ca);
+      dns = await startDnsUpstream(['origin.test', 'denied.test']);
+      target = await startMediationTarget();
+      policy = writePolicy(dir, ['origin.test'], ['denied.test']);
+    });
+    afterAll(async () => {
+      await origin?.close();
+      await dns?.close();
+      await target?.close();
+    });
+
+    it('HTTPS to an allowed origin is decrypted and answered; denied, direct and refused-DNS traffic fails; mediation reaches the host', { timeout: VM_TIMEOUT }, async () => {
+      const p = origin.port;
+      const script = [
+        `echo '== allowed'; curl -sS --max-time 60 https://origin.test:${p}/hello; echo "rc=$?"`,
+        `echo '== denied'; curl -sS --max-time 60 -D - -o /dev/null https://denied.test:${p}/; echo "rc=$?"`,
+        `echo '== direct'; curl -sS --noproxy '*' --max-time 10 https://origin.test:${p}/direct; echo "rc=$?"`,
+        `echo '== direct-host'; curl -sS --noproxy '*' --max-time 10 -k https://10.0.2.2:${p}/direct; echo "rc=$?"`,
+        `echo '== ns-allowed'; nslookup -type=A origin.test; echo "rc=$?"`,
+        `echo '== ns-denied'; nslookup -type=A denied.test; echo "rc=$?"`,
+        `echo '== mediation'; echo ping-e2e | nc 127.0.0.1 7000; echo "rc=$?"`,
+        `echo '== env'; echo "$HTTPS_PROXY"`,
+      ].join('\n');
+      const r = await cliJson<RunJson>([
+        'run', '--profile', 'tiny', '--policy', policy, '--dns-upstream', dns.address, '--upstream-ca', ca.caFile,
+        '--mediation', `7000=${target.address}`, '--', 'sh', '-c', script,
+      ]);
+      expect(r.code, r.stderr).toBe(0);
+      const s = sections(r.json.stdout);
+
+      expect(s['allowed']).toContain(`hello from origin.test /hello`);
+      expect(s['allowed']).toContain('rc=0');
+      expect(origin.requests).toContain('origin.test /hello');
+
+      expect(s['denied']).toMatch(/^HTTP\/\S+ 403/m);
+      expect(s['denied']).toMatch(/^x-microagent-reason: \S+/im);
+      expect(origin.requests.some((q) => q.startsWith('denied.test'))).toBe(false);
+
+      expect(s['direct']).not.toContain('hello from');
+      expect(s['direct']).not.toContain('rc=0');
+      expect(s['direct-host']).not.toContain('hello from');
+      expect(s['direct-host']).not.toContain('rc=0');
+      expect(origin.requests.some((q) => q.endsWith('/direct'))).toBe(false);
+
+      expect(s['ns-allowed']).toMatch(/Address:?\s+127\.0\.0\.1/);
+      expect(s['ns-allowed']).toContain('rc=0');
+      expect(s['ns-denied']).not.toMatch(/Address:?\s+127\.0\.0\.1/);
+      expect(s['ns-denied']).not.toContain('rc=0');
+
+      expect(s['mediation']).toContain('pong:ping-e2e');
+      expect(target.headers).toHaveLength(1);
+      expect(target.headers[0]).toMatchObject({ command: 'proxy', tlvs: { workspace: r.json.workspace, port: 7000 } });
+
+      expect(s['env']).toContain('http://10.0.2.100:3128');
+
+      const records = (await queryAuditLog(r.json.audit)) as unknown as Record<string, unknown>[];
+      const egress = records.filter((x) => x['event'] === 'egress.decision');
+      const allowed = egress.find((x) => x['host'] === 'origin.test' && x['verdict'] === 'allow' && x['path'] === '/hello');
+      expect(allowed, JSON.stringify(egress)).toMatchObject({ decrypted: true, rule: 'e2e-origin', port: p });
+      const denied = egress.find((x) => x['host'] === 'denied.test');
+      expect(denied, JSON.stringify(egress)).toMatchObject({ verdict: 'deny', rule: 'e2e-denied' });
+      const dnsRecords = records.filter((x) => x['event'] === 'dns.query');
+      expect(dnsRecords.find((x) => x['name'] === 'origin.test' && x['verdict'] === 'allow')).toBeDefined();
+      expect(dnsRecords.find((x) => x['name'] === 'denied.test' && x['verdict'] === 'deny')).toMatchObject({ rule: 'e2e-denied' });
+      expect(records.find((x) => x['event'] === 'mediation.connect' && x['port'] === 7000)).toMatchObject({ verdict: 'allow' });
+    });
+
+    it('--network isolated has no NIC and still mediates', { timeout: VM_TIMEOUT }, async () => {
+      const script = `echo '== net'; ls /sys/class/net; echo '== mediation'; echo iso | nc 127.0.0.1 7000`;
+      const before = target.headers.length;
+      const r = await cliJson<RunJson>(['run', '--profile', 'tiny', '--network', 'isolated', '--mediation', `7000=${target.address}`, '--', 'sh', '-c', script]);
+      expect(r.code, r.stderr).toBe(0);
+      const s = sections(r.json.stdout);
+      expect(s['net']?.trim().split(/\s+/)).toEqual(['lo']);
+      expect(s['mediation']).toContain('pong:iso');
+      expect(target.headers.slice(before)).toMatchObject([{ command: 'proxy', tlvs: { workspace: r.json.workspace, port: 7000 } }]);
+    });
+  });
+});
