@@ -64,7 +64,7 @@ fi
 # The guest kernel (Debian's linux-image-cloud-amd64, through apt: no download of our own) and the
 # default OCI image (busybox + curl from Debian packages), into the default state directory, so the
 # first `microagent run` works offline.
-if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then $SUDO apt-get update -q; fi
+if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then $SUDO apt-get update -q; fi
 node dist/cli/main.js kernel show >/dev/null 2>&1 || node dist/cli/main.js kernel install
 ./scripts/build-default-image.sh
 echo "[setup] ok: try \"microagent run -- uname -a\"" >&2
