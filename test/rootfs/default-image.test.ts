@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildDefaultImageLayout, ensureDefaultImage, imageRunSpec } from '../../src/vm/rootfs/index.js';
+import { buildDefaultImageLayout, ensureDefaultImage, imageRunSpec, isDefaultImageReference } from '../../src/vm/rootfs/index.js';
 import { ext4Stat } from './helpers/image.js';
 
 // Packages are cached where scripts/setup.sh put them, so this test does not download them again.
@@ -54,6 +54,8 @@ describe('default image', () => {
       server.close();
     }
 
+    expect(['microagent/default', 'microagent/default:latest'].every(isDefaultImageReference)).toBe(true);
+    expect(isDefaultImageReference('microagent/default:2')).toBe(false);
     const again = await ensureDefaultImage(stateDir);
     expect(again).toMatchObject({ digest: image.digest, cached: true });
   }, 300_000);

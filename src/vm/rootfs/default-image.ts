@@ -195,6 +195,14 @@ export async function buildDefaultImageLayout(layoutDir: string, debDir: string)
   }
 }
 
+/**
+ * True for references naming the default image (`microagent/default[:latest]`), which lives in the
+ * state directory, not on Docker Hub: callers resolve those with ensureDefaultImage.
+ */
+export function isDefaultImageReference(raw: string): boolean {
+  return ['microagent/default', DEFAULT_IMAGE_NAME, `docker.io/${DEFAULT_IMAGE_NAME}`].includes(raw);
+}
+
 export function defaultLayoutDir(stateDir: string): string {
   return join(stateDir, 'images', 'default-layout');
 }

@@ -5,7 +5,8 @@
  *   await prepareWorkspaceDisk(image.rootfsPath, `${workspaceDir}/rootfs.ext4`);
  *   const spec = imageRunSpec(image.config, argsAfterDoubleDash);   // argv, env, cwd, uid, gid
  *
- * `ensureDefaultImage(stateDir)` gives the offline default image (busybox + curl).
+ * `ensureDefaultImage(stateDir)` gives the offline default image (busybox + curl); references for which
+ * `isDefaultImageReference(ref)` is true (`microagent/default[:latest]`) mean that image.
  */
 export { parseImageReference, formatImageReference, type ImageReference } from './reference.js';
 export { resolveImage, type ResolveImageOptions, type ResolvedImage } from './resolve.js';
@@ -13,4 +14,4 @@ export { prepareWorkspaceDisk, type WorkspaceDiskOptions } from './ext4.js';
 export { imageRunSpec, type ImageConfig, type RunSpec } from './image-config.js';
 export type { ImageProgressEvent, ProgressListener } from './progress.js';
 export type { RegistryCredentials } from './registry-auth.js';
-export { ensureDefaultImage, buildDefaultImageLayout, DEFAULT_IMAGE_NAME } from './default-image.js';
+export { ensureDefaultImage, buildDefaultImageLayout, isDefaultImageReference, defaultLayoutDir, DEFAULT_IMAGE_NAME } from './default-image.js';

@@ -73,6 +73,7 @@ export async function resolveImage(reference: string | ImageReference, opts: Res
   if (ref.kind === 'registry' && ref.digest !== undefined) {
     const hit = await readCachedImage(opts.stateDir, ref.digest);
     if (hit !== null) {
+      opts.onProgress?.({ kind: 'cached', digest: hit.digest });
       opts.onProgress?.({ kind: 'done', digest: hit.digest, cached: true });
       return resolved(hit, true, text);
     }
