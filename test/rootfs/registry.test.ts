@@ -78,6 +78,18 @@ describe('registry pulls (real docker-registry on loopback)', () => {
     expect((err as Error).message).toContain(sha256Digest(evil));
   });
 
+  it('rejects a manifest tampered with in the registry storage, by tag and by digest', async () => {
+    const victim = makeImage({ layers: [makeLayer([file('m', 'manifest')])], config: { Cmd: ['/m'] } });
+    await pushImage(registry.host, 'test/tamper-manifest', '1', victim);
+    const path = blobDataPath(registry.storage, victim.manifestDigest);
+    const original = await readFile(path, 'utf8');
+    await writeFile(path, original.replace('tar+gzip', 'tar+zstd'));
+    const byTag = await resolveImage(`${registry.host}/test/tamper-manifest:1`, { stateDir }).catch((e: unknown) => e);
+    expect(byTag).toMatchObject({ kind: 'invalid', code: 'image.digest_mismatch', message: expect.stringContaining(victim.manifestDigest) });
+    const byDigest = await resolveImage(`${registry.host}/test/tamper-manifest@${victim.manifestDigest}`, { stateDir }).catch((e: unknown) => e);
+    expect(byDigest).toMatchObject({ kind: 'invalid', code: 'image.digest_mismatch', message: expect.stringContaining(victim.manifestDigest) });
+  });
+
   it('answers unknown tags with not_found and a dead registry with transient', async () => {
     await expect(resolveImage(`${registry.host}/test/app:nope`, { stateDir })).rejects.toMatchObject({ kind: 'not_found', code: 'registry.not_found' });
     await expect(resolveImage('127.0.0.1:1/test/app:1', { stateDir })).rejects.toMatchObject({ kind: 'transient', code: 'registry.unreachable' });
