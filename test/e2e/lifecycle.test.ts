@@ -1,0 +1,263 @@
+/**
+ * The persistent workspace lifecycle through the CLI with one real QEMU guest (TCG here): create,
+ * start, exec, halt and start again (the disk persists), pause (exec refused) and resume, stop, a stop
+ * that times out (failed, never escalated) and kill, quarantine (egress and mediation cut, the VM still
+ * running, start refused), and gc after the supervisor is SIGKILLed. Also status/list/events/logs/egress
+ * and the --mode=ax envelope of a refusal. The tests share one workspace and run in order.
+ */
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  cli,
+  cliJson,
+  CLI,
+  E2E_STATE_DIR,
+  expectNoStackTrace,
+  makeOriginCa,
+  startDnsUpstream,
+  startMediationTarget,
+  startOrigin,
+  tempDir,
+  VM_TIMEOUT,
+  writePolicy,
+  type DnsUpstream,
+  type MediationTarget,
+  type Origin,
+  type TestCa,
+} from './helpers.js';
+
+interface Status {
+  state: string;
+  supervisorAlive: boolean;
+  runtime: { vmPid: number | null; supervisorPid: number } | null;
+  readiness: Record<string, { ready: boolean }> | null;
+  paths: { audit: string };
+}
+
+interface AxError {
+  ok: false;
+  error: { kind: string; message: string; remediation?: string };
+}
+
+function alive(pid: number | null | undefined): boolean {
+  if (pid == null) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitDead(pid: number, ms = 20_000): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (!alive(pid)) return true;
+    await sleep(100);
+  }
+  return false;
+}
+
+const NAME = `e2e-life-${process.pid}`;
+
+describe.sequential('workspace lifecycle through the CLI', () => {
+  let dir: string;
+  let ca: TestCa;
+  let origin: Origin;
+  let dns: DnsUpstream;
+  let target: MediationTarget;
+  let vmPid: number;
+
+  const status = async () => (await cliJson<Status>(['status', NAME])).json;
+  const exec = (...argv: string[]) => cli(['exec', NAME, '--', ...argv]);
+  const ax = async (args: string[]) => {
+    const r = await cli(['--mode=ax', ...args]);
+    expectNoStackTrace(r);
+    return { code: r.code, doc: JSON.parse(r.stdout) as AxError | { ok: true; result: unknown } };
+  };
+
+  beforeAll(async () => {
+    dir = tempDir('life');
+    ca = makeOriginCa(dir, ['origin.test']);
+    origin = await startOrigin(ca);
+    dns = await startDnsUpstream(['origin.test']);
+    target = await startMediationTarget();
+    const policy = writePolicy(dir, ['origin.test'], ['denied.test']);
+    const r = await cliJson<{ state: string; config: { memoryMiB: number } }>([
+      'create', NAME, '--profile', 'tiny', '--policy', policy, '--dns-upstream', dns.address, '--upstream-ca', ca.caFile, '--mediation', `7000=${target.address}`,
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.json).toMatchObject({ state: 'prepared', config: { memoryMiB: 128 } });
+  }, VM_TIMEOUT);
+
+  afterAll(async () => {
+    await cli(['kill', NAME]);
+    await cli(['gc']);
+    await cli(['delete', NAME]);
+    await origin?.close();
+    await dns?.close();
+    await target?.close();
+  }, VM_TIMEOUT);
+
+  it('start, exec, and a file written before halt is still there after the next start', { timeout: VM_TIMEOUT }, async () => {
+    const started = await cliJson<Status>(['start', NAME]);
+    expect(started.code, started.stderr).toBe(0);
+    expect(started.json.state).toBe('running');
+    vmPid = started.json.runtime?.vmPid as number;
+    expect(alive(vmPid)).toBe(true);
+    expect(Object.values(started.json.readiness ?? {}).every((s) => s.ready)).toBe(true);
+
+    const write = await exec('sh', '-c', 'echo persisted-across-halt > /root/marker && sync && hostname');
+    expect(write.code, write.stderr).toBe(0);
+    expect(write.stdout.trim()).toBe(NAME);
+    const curl = await exec('curl', '-sS', '--max-time', '60', `https://origin.test:${origin.port}/before`);
+    expect(curl.stdout).toContain('hello from origin.test /before');
+
+    const refusedDelete = await ax(['delete', NAME]);
+    expect(refusedDelete.code).not.toBe(0);
+    expect(refusedDelete.doc).toMatchObject({ ok: false, error: { kind: 'conflict' } });
+
+    const halted = await cliJson<Status>(['halt', NAME]);
+    expect(halted.code, halted.stderr).toBe(0);
+    expect(halted.json.state).toBe('halted');
+    expect(await waitDead(vmPid)).toBe(true);
+
+    const again = await cliJson<Status>(['start', NAME]);
+    expect(again.json.state).toBe('running');
+    vmPid = again.json.runtime?.vmPid as number;
+    const read = await exec('cat', '/root/marker');
+    expect(read.stdout).toBe('persisted-across-halt\n');
+  });
+
+  it('pause refuses exec, resume restores it', { timeout: VM_TIMEOUT }, async () => {
+    expect((await cliJson<Status>(['pause', NAME])).json.state).toBe('paused');
+    expect((await status()).state).toBe('paused');
+    const refused = await ax(['exec', NAME, '--', 'true']);
+    expect(refused.code).toBe(1);
+    expect(refused.doc).toMatchObject({ ok: false, error: { kind: 'conflict', message: expect.stringContaining('paused') } });
+    expect((refused.doc as AxError).error.remediation).toContain('resume');
+    expect((await cliJson<Status>(['resume', NAME])).json.state).toBe('running');
+    const r = await exec('echo', 'after-resume');
+    expect(r.stdout).toBe('after-resume\n');
+  });
+
+  it('stop powers the guest off through the agent', { timeout: VM_TIMEOUT }, async () => {
+    const stopped = await cliJson<Status>(['stop', NAME]);
+    expect(stopped.code, stopped.stderr).toBe(0);
+    expect(stopped.json.state).toBe('stopped');
+    expect(await waitDead(vmPid)).toBe(true);
+  });
+
+  it('a guest process that ignores SIGTERM makes stop time out: failed, VM not killed; kill ends it', { timeout: VM_TIMEOUT }, async () => {
+    const started = await cliJson<Status>(['start', NAME]);
+    expect(started.json.state).toBe('running');
+    vmPid = started.json.runtime?.vmPid as number;
+    const trap = await exec('sh', '-c', "trap '' TERM; setsid sh -c \"trap '' TERM; sleep 1000\" </dev/null >/dev/null 2>&1 &");
+    expect(trap.code, trap.stderr).toBe(0);
+
+    const r = await cli(['stop', NAME]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/did not stop within 5 s/);
+    expect(r.stderr).toMatch(/kill/);
+    expectNoStackTrace(r);
+    const s = await status();
+    expect(s.state).toBe('failed');
+    expect(alive(vmPid)).toBe(true);
+
+    const killed = await cliJson<Status>(['kill', NAME]);
+    expect(killed.json.state).toBe('stopped');
+    expect(await waitDead(vmPid)).toBe(true);
+  });
+
+  it('quarantine cuts egress and mediation, keeps the VM running, and refuses start', { timeout: VM_TIMEOUT }, async () => {
+    const started = await cliJson<Status>(['start', NAME]);
+    vmPid = started.json.runtime?.vmPid as number;
+    // A command started before quarantine probes egress and mediation once told to (a line on stdin):
+    // exec itself is refused in a quarantined workspace.
+    const probeScript = [
+      'read go',
+      `curl -sS --max-time 20 https://origin.test:${origin.port}/quarantined; echo "curl-rc=$?"`,
+      `echo q | nc -w 10 127.0.0.1 7000; echo "nc-done"`,
+    ].join('; ');
+    const probe = spawn(process.execPath, [CLI, '--state-dir', E2E_STATE_DIR, 'exec', NAME, '-i', '--', 'sh', '-c', probeScript], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let probeOut = '';
+    probe.stdout.on('data', (d: Buffer) => (probeOut += d.toString()));
+    probe.stderr.on('data', (d: Buffer) => (probeOut += d.toString()));
+    const probeExit = new Promise<number | null>((r) => probe.on('close', r));
+    const beforeQuarantine = target.headers.length;
+    await sleep(2000);
+
+    const q = await cliJson<Status>(['quarantine', NAME]);
+    expect(q.code, q.stderr).toBe(0);
+    expect(q.json.state).toBe('quarantined');
+    probe.stdin.end('go\n');
+    expect(await probeExit).toBe(0);
+    expect(probeOut).toMatch(/curl-rc=[1-9]/);
+    expect(probeOut).not.toContain('hello from');
+    expect(probeOut).not.toContain('pong');
+    expect(probeOut).toContain('nc-done');
+    expect(origin.requests).not.toContain('origin.test /quarantined');
+    expect(target.headers.length).toBe(beforeQuarantine);
+
+    const s = await status();
+    expect(s.state).toBe('quarantined');
+    expect(s.supervisorAlive).toBe(true);
+    expect(s.runtime?.vmPid).toBe(vmPid);
+    expect(alive(vmPid)).toBe(true);
+
+    const refused = await ax(['start', NAME]);
+    expect(refused.doc).toMatchObject({ ok: false, error: { kind: 'conflict' } });
+    expect((refused.doc as AxError).error.remediation).toMatch(/halt, stop or kill/);
+    const execRefused = await ax(['exec', NAME, '--', 'true']);
+    expect(execRefused.doc).toMatchObject({ ok: false, error: { kind: 'conflict' } });
+
+    expect((await cliJson<Status>(['kill', NAME])).json.state).toBe('stopped');
+    expect(await waitDead(vmPid)).toBe(true);
+  });
+
+  it('gc repairs a workspace whose supervisor was SIGKILLed and kills the orphaned VM', { timeout: VM_TIMEOUT }, async () => {
+    await cliJson<Status>(['start', NAME]);
+    const runtime = JSON.parse(readFileSync(join(E2E_STATE_DIR, 'workspaces', NAME, 'runtime.json'), 'utf8')) as { supervisorPid: number; vmPid: number };
+    process.kill(runtime.supervisorPid, 'SIGKILL');
+    expect(await waitDead(runtime.supervisorPid)).toBe(true);
+    expect(alive(runtime.vmPid)).toBe(true);
+
+    const s = await status();
+    expect(s.state).toBe('failed');
+    expect(s.supervisorAlive).toBe(false);
+    const listed = await cliJson<Status[]>(['list']);
+    expect(listed.json.find((w) => (w as unknown as { name: string }).name === NAME)?.state).toBe('failed');
+
+    const gc = await cliJson<{ name: string; repaired: string }[]>(['gc']);
+    expect(gc.json).toContainEqual({ name: NAME, repaired: expect.stringContaining('orphaned VM process killed') });
+    expect(await waitDead(runtime.vmPid)).toBe(true);
+    expect((await status()).state).toBe('failed');
+  });
+
+  it('events, logs and egress show the history; delete removes the workspace', { timeout: VM_TIMEOUT }, async () => {
+    const events = await cliJson<{ verb: string; state: string }[]>(['events', NAME]);
+    const trail = events.json.map((e) => `${e.verb}:${e.state}`);
+    for (const step of ['create:prepared', 'start:running', 'halt:halted', 'pause:paused', 'resume:running', 'stop:stopped', 'stop:failed', 'kill:stopped', 'quarantine:quarantined', 'gc:failed']) {
+      expect(trail).toContain(step);
+    }
+    const human = await cli(['events', NAME]);
+    expect(human.stdout).toMatch(/quarantine\s+running\s+-> quarantined/);
+
+    const logs = await cliJson<{ log: string }>(['logs', NAME]);
+    expect(logs.json.log).toMatch(/Linux version/);
+
+    const egress = await cliJson<Record<string, unknown>[]>(['egress', NAME, '--host', 'origin.test', '--event', 'egress.decision']);
+    expect(egress.code, egress.stderr).toBe(0);
+    expect(egress.json.some((r) => r['path'] === '/before' && r['verdict'] === 'allow' && r['decrypted'] === true)).toBe(true);
+    const lifecycle = await cliJson<Record<string, unknown>[]>(['egress', NAME, '--event', 'lifecycle.*']);
+    expect(lifecycle.json.map((r) => r['event'])).toEqual(expect.arrayContaining(['lifecycle.running', 'lifecycle.halted', 'lifecycle.quarantined']));
+
+    const deleted = await cli(['delete', NAME]);
+    expect(deleted.code, deleted.stderr).toBe(0);
+    const gone = await ax(['status', NAME]);
+    expect(gone.doc).toMatchObject({ ok: false, error: { kind: 'not_found' } });
+  });
+});
