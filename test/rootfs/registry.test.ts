@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -88,6 +89,26 @@ describe('registry pulls (real docker-registry on loopback)', () => {
     expect(byTag).toMatchObject({ kind: 'invalid', code: 'image.digest_mismatch', message: expect.stringContaining(victim.manifestDigest) });
     const byDigest = await resolveImage(`${registry.host}/test/tamper-manifest@${victim.manifestDigest}`, { stateDir }).catch((e: unknown) => e);
     expect(byDigest).toMatchObject({ kind: 'invalid', code: 'image.digest_mismatch', message: expect.stringContaining(victim.manifestDigest) });
+  });
+
+  it('pulls over HTTPS with an extra CA, and does not accept an untrusted certificate', async () => {
+    const dir = await mkdtemp(join(work, 'tls-'));
+    const sh = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+    sh('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=microagent test CA', '-days', '1', '-keyout', 'ca.key', '-out', 'ca.pem');
+    sh('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', 'leaf.key', '-out', 'leaf.csr');
+    await writeFile(join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
+    sh('x509', '-req', '-in', 'leaf.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '1', '-extfile', 'san.ext', '-out', 'leaf.pem');
+    const tls = await startRegistry(dir, { storage: registry.storage, tls: { certificate: join(dir, 'leaf.pem'), key: join(dir, 'leaf.key') } });
+    try {
+      const ca = await readFile(join(dir, 'ca.pem'), 'utf8');
+      const img = await resolveImage(`${tls.host}/test/app:1`, { stateDir: join(dir, 'state'), caCertificates: [ca] });
+      expect(img.digest).toBe(app.manifestDigest);
+      expect(ext4Cat(img.rootfsPath, '/srv/app')).toBe('v2');
+      // Untrusted: HTTPS fails, the loopback fallback to plain HTTP meets a TLS port, and the pull fails.
+      await expect(resolveImage(`${tls.host}/test/app:1`, { stateDir: join(dir, 'state2') })).rejects.toMatchObject({ code: 'registry.http_error' });
+    } finally {
+      await tls.close();
+    }
   });
 
   it('answers unknown tags with not_found and a dead registry with transient', async () => {

@@ -5,6 +5,7 @@
  * of an HTTPS registry.
  */
 import { MicroagentError } from '../../errors.js';
+import { httpGet, type HttpResponse } from './registry-http.js';
 
 export interface RegistryCredentials {
   readonly username: string;
@@ -55,6 +56,7 @@ export async function fetchBearerToken(
   challenge: Extract<Challenge, { scheme: 'bearer' }>,
   scope: string,
   credentials: RegistryCredentials | undefined,
+  extraCa: readonly string[],
 ): Promise<string> {
   let realm: URL;
   try {
@@ -70,9 +72,9 @@ export async function fetchBearerToken(
     if (registryIsHttps && realm.protocol !== 'https:') throw unauthorized(registry, 'it asks for credentials over plain HTTP');
     headers['authorization'] = basicHeader(credentials);
   }
-  let res: Response;
+  let res: HttpResponse;
   try {
-    res = await fetch(realm, { headers, redirect: 'error' });
+    res = await httpGet(realm, headers, extraCa);
   } catch (err) {
     throw new MicroagentError('transient', `token service of registry ${registry} (${realm.host}) is unreachable`, {
       code: 'registry.unreachable',
@@ -80,15 +82,19 @@ export async function fetchBearerToken(
       cause: err,
     });
   }
-  if (res.status === 401 || res.status === 403) throw unauthorized(registry, `token service answered ${res.status}`);
-  if (!res.ok) throw new MicroagentError('transient', `token service of registry ${registry} answered ${res.status}`, { code: 'registry.token_failed' });
-  const text = await res.text();
-  if (text.length > 1 << 20) throw unauthorized(registry, 'token response is too large');
+  if (res.status === 401 || res.status === 403) {
+    res.discard();
+    throw unauthorized(registry, `token service answered ${res.status}`);
+  }
+  if (res.status !== 200) {
+    res.discard();
+    throw new MicroagentError('transient', `token service of registry ${registry} answered ${res.status}`, { code: 'registry.token_failed' });
+  }
   let body: { token?: unknown; access_token?: unknown };
   try {
-    body = JSON.parse(text) as typeof body;
+    body = JSON.parse(await res.text(1 << 20)) as typeof body;
   } catch {
-    throw unauthorized(registry, 'token response is not JSON');
+    throw unauthorized(registry, 'token response is not JSON (or too large)');
   }
   const token = typeof body.token === 'string' ? body.token : body.access_token;
   if (typeof token !== 'string' || token === '') throw unauthorized(registry, 'token response has no token');

@@ -1,6 +1,6 @@
 /**
  * Image source: a registry speaking the OCI distribution API (GET /v2/, manifests by tag or digest, blobs),
- * over HTTPS, or plain HTTP for loopback and configured insecure registries. Auth follows the server's
+ * over HTTPS, falling back to plain HTTP only for loopback and configured insecure registries. Auth follows the server's
  * WWW-Authenticate challenge (bearer token or basic). Redirects are followed by hand so credentials never
  * travel to another origin. Every manifest and blob is verified against its digest; sizes are capped.
  */
@@ -10,14 +10,17 @@ import { checkDigest, readVerified, sha256Digest, verifyBlob } from './digest.js
 import { MANIFEST_ACCEPT, MANIFEST_CAP, type Descriptor } from './oci.js';
 import { DEFAULT_REGISTRY, type ImageReference } from './reference.js';
 import { basicHeader, fetchBearerToken, parseChallenge, type RegistryCredentials } from './registry-auth.js';
+import { httpGet, type HttpResponse } from './registry-http.js';
 import type { ImageSource } from './source.js';
 
 const log = childLog('rootfs');
 const MAX_REDIRECTS = 5;
 
 export interface RegistryOptions {
-  /** Registries (host[:port]) reached over plain HTTP. Loopback hosts always are. */
+  /** Registries (host[:port]) that may be reached over plain HTTP when HTTPS fails. Loopback hosts always may. */
   readonly insecureRegistries?: readonly string[];
+  /** Extra CA certificates (PEM) trusted for registries and their token services, beside the system roots. */
+  readonly caCertificates?: readonly string[];
   /** Credentials per registry host[:port] as written in references (e.g. "docker.io", "localhost:5000"). */
   readonly auth?: Readonly<Record<string, RegistryCredentials>>;
 }
@@ -30,8 +33,8 @@ function isLoopback(registry: string): boolean {
 }
 
 function unreachable(registry: string, err: unknown): MicroagentError {
-  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-  return new MicroagentError('transient', `registry ${registry} is unreachable: ${cause?.code ?? cause?.message ?? (err as Error).message}`, {
+  const detail = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+  return new MicroagentError('transient', `registry ${registry} is unreachable: ${detail}`, {
     code: 'registry.unreachable',
     remediation: 'Check the registry address and that it is running; for a plain-HTTP registry add it to the insecure registries.',
     cause: err,
@@ -57,37 +60,33 @@ function statusError(registry: string, what: string, status: number): Microagent
   });
 }
 
-async function* bodyChunks(res: Response): AsyncGenerator<Buffer> {
-  if (res.body === null) return;
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    yield Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-  }
-}
-
-/** Opens a registry reference: pings /v2/ and learns how to authenticate. */
+/** Opens a registry reference: pings /v2/ (HTTPS; plain HTTP only as a fallback where allowed) and learns how to authenticate. */
 export async function openRegistry(ref: RegistryRef, opts: RegistryOptions): Promise<ImageSource> {
   const { registry, repository } = ref;
-  const plainHttp = isLoopback(registry) || (opts.insecureRegistries ?? []).includes(registry);
-  const base = `${plainHttp ? 'http' : 'https'}://${registry === DEFAULT_REGISTRY ? 'registry-1.docker.io' : registry}`;
+  const httpAllowed = isLoopback(registry) || (opts.insecureRegistries ?? []).includes(registry);
+  const host = registry === DEFAULT_REGISTRY ? 'registry-1.docker.io' : registry;
+  const extraCa = opts.caCertificates ?? [];
   const credentials = opts.auth?.[registry];
   const scope = `repository:${repository}:pull`;
   const description = `registry image ${registry}/${repository}${ref.tag === undefined ? '' : `:${ref.tag}`}${ref.digest === undefined ? '' : `@${ref.digest}`}`;
+  let base = `https://${host}`;
   let authorization: string | undefined;
 
-  async function send(url: URL, accept: string): Promise<Response> {
+  async function send(url: URL, accept: string): Promise<HttpResponse> {
     let target = url;
     for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
       const headers: Record<string, string> = { accept };
+      // Credentials only ever go to the registry's own origin, never to a redirect target elsewhere.
       if (authorization !== undefined && target.origin === new URL(base).origin) headers['authorization'] = authorization;
-      let res: Response;
+      let res: HttpResponse;
       try {
-        res = await fetch(target, { headers, redirect: 'manual' });
+        res = await httpGet(target, headers, extraCa);
       } catch (err) {
         throw unreachable(registry, err);
       }
-      const location = res.headers.get('location');
+      const location = res.header('location');
       if (res.status >= 300 && res.status < 400 && location !== null) {
-        await res.body?.cancel();
+        res.discard();
         target = new URL(location, target);
         if (target.protocol !== 'https:' && target.protocol !== 'http:') throw statusError(registry, 'a redirect to a non-HTTP URL', res.status);
         continue;
@@ -97,54 +96,64 @@ export async function openRegistry(ref: RegistryRef, opts: RegistryOptions): Pro
     throw new MicroagentError('invalid', `registry ${registry} redirected more than ${MAX_REDIRECTS} times`, { code: 'registry.redirect_loop' });
   }
 
-  async function authenticate(res: Response): Promise<boolean> {
-    const challenge = parseChallenge(res.headers.get('www-authenticate'));
-    await res.body?.cancel();
+  async function authenticate(res: HttpResponse): Promise<boolean> {
+    const challenge = parseChallenge(res.header('www-authenticate'));
+    res.discard();
     if (challenge === null) return false;
     if (challenge.scheme === 'basic') {
       if (credentials === undefined) return false;
       authorization = basicHeader(credentials);
       return true;
     }
-    authorization = `Bearer ${await fetchBearerToken(registry, !plainHttp, challenge, scope, credentials)}`;
+    authorization = `Bearer ${await fetchBearerToken(registry, base.startsWith('https:'), challenge, scope, credentials, extraCa)}`;
     return true;
   }
 
   /** GET with auth: on a 401, answer the challenge once and retry. */
-  async function get(path: string, accept: string, what: string): Promise<Response> {
+  async function get(path: string, accept: string, what: string): Promise<HttpResponse> {
     const url = new URL(`${base}/v2/${path}`);
     let res = await send(url, accept);
     if (res.status === 401 && (await authenticate(res))) res = await send(url, accept);
-    if (!res.ok) {
-      await res.body?.cancel();
+    if (res.status !== 200) {
+      res.discard();
       throw statusError(registry, what, res.status);
     }
     return res;
   }
 
-  const ping = await send(new URL(`${base}/v2/`), 'application/json');
+  let ping: HttpResponse;
+  try {
+    ping = await send(new URL(`${base}/v2/`), 'application/json');
+  } catch (err) {
+    // Like Docker: loopback and listed insecure registries may speak plain HTTP when HTTPS fails.
+    if (!httpAllowed) throw err;
+    base = `http://${host}`;
+    ping = await send(new URL(`${base}/v2/`), 'application/json');
+  }
   if (ping.status === 401) await authenticate(ping);
-  else if (!ping.ok) throw statusError(registry, 'the /v2/ API (is it an OCI registry?)', ping.status);
-  else await ping.body?.cancel();
-  log.debug({ registry, repository, plainHttp, authenticated: authorization !== undefined }, 'registry opened');
+  else if (ping.status !== 200) {
+    ping.discard();
+    throw statusError(registry, 'the /v2/ API (is it an OCI registry?)', ping.status);
+  } else ping.discard();
+  log.debug({ registry, repository, scheme: base.slice(0, base.indexOf(':')), authenticated: authorization !== undefined }, 'registry opened');
 
   async function fetchManifest(reference: string, expectedDigest: string | undefined): Promise<{ bytes: Buffer; digest: string; mediaType: string | undefined }> {
     const res = await get(`${repository}/manifests/${reference}`, MANIFEST_ACCEPT, `manifest ${repository}:${reference}`);
-    const length = Number(res.headers.get('content-length') ?? '0');
+    const length = Number(res.header('content-length') ?? '0');
     if (length > MANIFEST_CAP) throw new MicroagentError('invalid', `registry ${registry}: manifest ${reference} is ${length} bytes, over the limit`, { code: 'image.manifest_invalid' });
     const bytes =
       expectedDigest === undefined
-        ? await readCapped(bodyChunks(res), MANIFEST_CAP, `${description}: manifest`)
-        : await readVerified(bodyChunks(res), { digest: expectedDigest, size: undefined }, `${description}: manifest`, MANIFEST_CAP);
+        ? await readCapped(res.body, MANIFEST_CAP, `${description}: manifest`)
+        : await readVerified(res.body, { digest: expectedDigest, size: undefined }, `${description}: manifest`, MANIFEST_CAP);
     const digest = sha256Digest(bytes);
-    const announced = res.headers.get('docker-content-digest');
+    const announced = res.header('docker-content-digest');
     if (expectedDigest === undefined && announced !== null && announced.startsWith('sha256:') && checkDigest(announced, description) !== digest) {
       throw new MicroagentError('invalid', `${description}: manifest hashes to ${digest} but the registry announced ${announced}`, {
         code: 'image.digest_mismatch',
         remediation: 'The registry or something between it and you altered the manifest; pull again or pull by digest.',
       });
     }
-    return { bytes, digest, mediaType: res.headers.get('content-type')?.split(';')[0]?.trim() };
+    return { bytes, digest, mediaType: res.header('content-type')?.split(';')[0]?.trim() };
   }
 
   return {
@@ -161,12 +170,12 @@ export async function openRegistry(ref: RegistryRef, opts: RegistryOptions): Pro
     blob: (descriptor, what, cap) => {
       async function* stream(): AsyncGenerator<Buffer> {
         const res = await get(`${repository}/blobs/${descriptor.digest}`, '*/*', `${what} ${descriptor.digest}`);
-        const length = Number(res.headers.get('content-length') ?? '0');
+        const length = Number(res.header('content-length') ?? '0');
         if (length > cap) {
-          await res.body?.cancel();
+          res.discard();
           throw new MicroagentError('invalid', `${description}: ${what} ${descriptor.digest} is ${length} bytes, over the ${cap}-byte limit`, { code: 'image.blob_too_large' });
         }
-        yield* bodyChunks(res);
+        yield* res.body;
       }
       return verifyBlob(stream(), descriptor, `${description}: ${what}`, cap);
     },

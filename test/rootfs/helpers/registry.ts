@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BuiltImage } from './image.js';
@@ -33,7 +33,7 @@ export interface RegistryAuthConfig {
 }
 
 /** Starts docker-registry in dir (storage in dir/storage unless given); with `token`, it requires bearer tokens. */
-export async function startRegistry(dir: string, opts: { storage?: string; token?: RegistryAuthConfig } = {}): Promise<RunningRegistry> {
+export async function startRegistry(dir: string, opts: { storage?: string; token?: RegistryAuthConfig; tls?: { certificate: string; key: string } } = {}): Promise<RunningRegistry> {
   const port = await freePort();
   const storage = opts.storage ?? join(dir, 'storage');
   const config = join(dir, `config-${port}.yml`);
@@ -42,7 +42,7 @@ export async function startRegistry(dir: string, opts: { storage?: string; token
     'version: 0.1',
     'log: {level: error, accesslog: {disabled: true}}',
     `storage: {filesystem: {rootdirectory: ${storage}}, delete: {enabled: true}}`,
-    `http: {addr: "127.0.0.1:${port}"}`,
+    `http: {addr: "127.0.0.1:${port}"${opts.tls === undefined ? '' : `, tls: {certificate: ${opts.tls.certificate}, key: ${opts.tls.key}}`}}`,
     ...(token === undefined ? [] : [`auth: {token: {realm: "${token.realm}", service: ${token.service}, issuer: ${token.issuer}, rootcertbundle: ${token.rootCertBundle}}}`]),
     '',
   ].join('\n'));
@@ -51,7 +51,10 @@ export async function startRegistry(dir: string, opts: { storage?: string; token
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const host = `127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
-    const ok = await fetch(`http://${host}/v2/`).then((r) => r.ok || r.status === 401, () => false);
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, '127.0.0.1', () => resolve(socket.end() !== undefined));
+      socket.on('error', () => resolve(false));
+    });
     if (ok) break;
     if (i > 100 || child.exitCode !== null) throw new Error(`docker-registry did not start: ${stderr}`);
     await sleep(100);
