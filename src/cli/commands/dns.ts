@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { openAuditLog } from '../../audit/index.js';
 import { MicroagentError } from '../../errors.js';
-import { MODES, watchPolicy, withMode, type Mode, type Policy } from '../../policy/index.js';
+import { MODES, openLivePolicy, type Mode } from '../../policy/index.js';
 import { createWorkspaceResolver, startDnsServer, type DnsServerAddresses } from '../../proxy/dns/index.js';
 import { splitHostPort } from '../../proxy/dns/upstream.js';
 import { parseCommandArgs, usageError, type Command } from '../command.js';
@@ -40,24 +40,13 @@ const dns: Command = {
     const auditPath = values.audit ?? join(ctx.stateDir, 'workspaces', workspace, 'dns-audit.jsonl');
     const audit = await openAuditLog({ path: auditPath, workspace });
 
-    const policyFile = values.policy;
-    const applyMode = (p: Policy): Policy => (mode === undefined ? p : withMode(p, mode as Mode));
-    let current: Policy | null = null;
-    const watcher = await watchPolicy(policyFile, {
-      onReload(policy) {
-        current = applyMode(policy);
-        ctx.out.info(`policy reloaded (${current.hash})`);
-        void audit.append({ event: 'policy.reload', reason: 'reload_ok', policy_hash: current.hash, file: policyFile }).catch(() => undefined);
-      },
-      onInvalid(error) {
-        ctx.out.warn(`policy ${policyFile} is invalid; keeping the previous one: ${error.message}`);
-        void audit
-          .append({ event: 'policy.reload', reason: 'reload_invalid', policy_hash: current?.hash ?? '', file: policyFile, error: error.message })
-          .catch(() => undefined);
-      },
+    const live = openLivePolicy(values.policy, {
+      ...(mode === undefined ? {} : { mode: mode as Mode }),
+      audit,
+      onReload: (p) => ctx.out.info(`policy reloaded (${p.hash})`),
+      onInvalid: (error) => ctx.out.warn(`policy ${values.policy} is invalid; keeping the previous one: ${error.message}`),
     });
-    current = applyMode(watcher.current());
-    const policy = (): Policy => current as Policy;
+    const policy = live.current;
 
     try {
       const resolver = createWorkspaceResolver(values.upstream === undefined ? {} : { upstreams: values.upstream });
@@ -78,7 +67,7 @@ const dns: Command = {
         human: `dns: stopped (${signal})`,
       };
     } finally {
-      watcher.close();
+      live.close();
       await audit.close();
     }
   },
