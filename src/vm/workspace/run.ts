@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { summarizeAuditLog, type AuditSummary } from '../../audit/index.js';
 import { MicroagentError } from '../../errors.js';
 import { readManifest, workspacePaths } from './store.js';
@@ -37,6 +38,7 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
     firstOutput ??= performance.now();
   };
   let exit: { code: number | null; signal: string | null } = { code: null, signal: null };
+  let failure: unknown = null;
   try {
     await startWorkspace(stateDir, name);
     started = performance.now();
@@ -60,14 +62,18 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
         options.onStderr(d);
       },
     });
+  } catch (err) {
+    failure = err;
   } finally {
     const manifest = await readManifest(stateDir, name);
     if (manifest.state !== 'prepared' && manifest.state !== 'stopped' && manifest.state !== 'failed') {
       await signalWorkspace(stateDir, name, 'kill').catch(() => undefined);
     }
   }
-  const audit = await keepAuditLog(stateDir, name);
-  await deleteWorkspace(stateDir, name);
+  // A failed run is thrown away like a successful one; its logs move next to its audit log.
+  const kept = await keepRunFiles(stateDir, name, failure === null ? [] : ['supervisor.log', 'serial.log']);
+  await deleteWhenSupervisorGone(stateDir, name);
+  if (failure !== null) throw pointAt(failure, workspacePaths(stateDir, name).dir, kept);
   return {
     workspace: name,
     exitCode: exit.code,
@@ -78,18 +84,41 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
       firstOutputMs: firstOutput === null ? null : Math.round(firstOutput - t0),
       totalMs: Math.round(performance.now() - t0),
     },
-    audit,
-    auditSummary: await summarizeAuditLog(audit),
+    audit: join(kept, 'audit.jsonl'),
+    auditSummary: await summarizeAuditLog(join(kept, 'audit.jsonl')),
   };
 }
 
-/** Moves every segment of the workspace's audit log to `<stateDir>/runs/NAME/`. */
-async function keepAuditLog(stateDir: string, name: string): Promise<string> {
+/** Moves every segment of the workspace's audit log (and `extra` files) to `<stateDir>/runs/NAME/`. */
+async function keepRunFiles(stateDir: string, name: string, extra: readonly string[]): Promise<string> {
   const paths = workspacePaths(stateDir, name);
   const dest = join(stateDir, 'runs', name);
   await mkdir(dest, { recursive: true, mode: 0o700 });
   for (const f of await readdir(paths.dir)) {
-    if (f.startsWith('audit.jsonl')) await rename(join(paths.dir, f), join(dest, f));
+    if (f.startsWith('audit.jsonl') || extra.includes(f)) await rename(join(paths.dir, f), join(dest, f));
   }
-  return join(dest, 'audit.jsonl');
+  return dest;
+}
+
+/** A supervisor that failed to start may still be closing its mediator: delete is refused until it exits. */
+async function deleteWhenSupervisorGone(stateDir: string, name: string): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await deleteWorkspace(stateDir, name);
+    } catch (err) {
+      if ((err as MicroagentError).kind !== 'conflict' || attempt >= 100) throw err;
+      await sleep(100);
+    }
+  }
+}
+
+/** The error of a failed run, its remediation pointing at the kept logs instead of the deleted workspace. */
+function pointAt(err: unknown, workspaceDir: string, kept: string): unknown {
+  if (!(err instanceof MicroagentError) || !err.remediation.includes(workspaceDir)) return err;
+  return new MicroagentError(err.kind, err.message, {
+    remediation: err.remediation.replaceAll(workspaceDir, kept),
+    code: err.code,
+    retryable: err.retryable,
+    cause: err,
+  });
 }
