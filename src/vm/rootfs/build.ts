@@ -7,6 +7,7 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MicroagentError } from '../../errors.js';
+import { childLog } from '../../log.js';
 import { applyLayer, finishStaging, newStagingState } from './apply-layer.js';
 import { decompressLayer } from './decompress.js';
 import { digestHex, readVerified, verifyBlob } from './digest.js';
@@ -18,6 +19,7 @@ import type { ProgressListener } from './progress.js';
 import type { ImageSource, SelectedManifest } from './source.js';
 import { readTar } from './tar-reader.js';
 
+const log = childLog('rootfs');
 const CONFIG_CAP = 8 << 20;
 
 export interface BuildLimits extends Ext4SizeOptions {
@@ -76,6 +78,7 @@ export interface BuildRequest {
 /** Builds and commits the cache entry; returns the resolved config. Caller holds the build lock. */
 export async function buildImage(req: BuildRequest): Promise<{ config: ImageConfig; sizeBytes: number }> {
   const { source, selected, onProgress } = req;
+  const started = Date.now();
   const work = await makeWorkDir(req.stateDir, digestHex(selected.digest).slice(0, 16));
   try {
     const configBytes = await readVerified(source.blob(selected.manifest.config, 'config', CONFIG_CAP), selected.manifest.config, `${source.description}: config`, CONFIG_CAP);
@@ -117,6 +120,7 @@ export async function buildImage(req: BuildRequest): Promise<{ config: ImageConf
     const record: CacheRecord = { schema: 1, digest: selected.digest, reference: req.reference, config, sizeBytes, builtAt: new Date().toISOString() };
     await writeFile(join(out, RECORD_FILE), JSON.stringify(record, null, 2) + '\n', { mode: 0o644 });
     await commitCacheEntry(req.stateDir, selected.digest, out);
+    log.info({ digest: selected.digest, layers: layers.length, entries: state.entries, skippedDevices: state.skippedDevices, sizeBytes, ms: Date.now() - started }, 'image built');
     return { config, sizeBytes };
   } finally {
     await rm(work, { recursive: true, force: true });
