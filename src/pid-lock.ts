@@ -1,0 +1,75 @@
+/**
+ * Cross-process lock files holding the owner's pid, shared by the audit writer (one writer per log), the
+ * workspace lock (one CLI call per workspace) and the image cache (one build per digest). Taken
+ * atomically (written under a temporary name, then hard-linked into place, which fails if it exists);
+ * a lock whose process is gone is taken over, so a crash never wedges anything. Never removes a lock
+ * held by a live process.
+ */
+import { link, readFile, unlink, writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { MicroagentError } from './errors.js';
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists but belongs to someone else; only ESRCH means gone.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function holderOf(lockPath: string): Promise<number | null> {
+  const text = await readFile(lockPath, 'utf8').catch(() => null);
+  const pid = text === null ? NaN : Number(text.trim());
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : null;
+}
+
+export type LockAttempt = { readonly release: () => Promise<void> } | { readonly holder: number };
+
+/** One attempt: the lock and its release, or the live pid holding it. */
+export async function takePidLock(lockPath: string): Promise<LockAttempt> {
+  const temp = `${lockPath}.${process.pid}.tmp`;
+  await writeFile(temp, `${process.pid}\n`, { mode: 0o600 });
+  try {
+    for (;;) {
+      try {
+        await link(temp, lockPath);
+        return {
+          release: async () => {
+            if ((await holderOf(lockPath)) === process.pid) await unlink(lockPath).catch(() => undefined);
+          },
+        };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const holder = await holderOf(lockPath);
+      if (holder !== null && processAlive(holder)) return { holder };
+      await unlink(lockPath).catch(() => undefined); // left by a process that is gone
+    }
+  } finally {
+    await unlink(temp).catch(() => undefined);
+  }
+}
+
+/** Runs `fn` holding the lock, waiting up to `timeoutMs` for a live holder; `busy` makes the timeout error. */
+export async function withPidLock<T>(
+  lockPath: string,
+  timeoutMs: number,
+  busy: (holder: number) => MicroagentError,
+  fn: () => Promise<T>,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const attempt = await takePidLock(lockPath);
+    if ('release' in attempt) {
+      try {
+        return await fn();
+      } finally {
+        await attempt.release();
+      }
+    }
+    if (Date.now() > deadline) throw busy(attempt.holder);
+    await sleep(50);
+  }
+}
