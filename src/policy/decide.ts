@@ -80,41 +80,49 @@ function sameIp(a: ParsedIp, b: ParsedIp): boolean {
   return a.family === 4 ? b.family === 4 && a.v4 === b.v4 : b.family === 6 && a.v6 === b.v6;
 }
 
-export function decide(policy: Policy, input: DecisionInput): Decision {
-  // Callers from plain JavaScript can pass anything; only own keys of the table are protocols.
-  const protocolBit = Object.hasOwn(PROTOCOL_BITS, input.protocol) ? PROTOCOL_BITS[input.protocol] : undefined;
-  if (protocolBit === undefined) return invalidTarget(policy);
-  const port = input.port ?? DEFAULT_PORT[input.protocol];
-  if (policy.mode === 'off') {
-    return decision(policy, 'allow', 'passthrough', null, 'mediation_off', MEDIATION_OFF, NONE, false, port === 443);
-  }
+/** The input, strictly parsed and normalised once; null when any part of it is invalid. */
+interface Target {
+  readonly name: string | null;
+  readonly ip: ParsedIp | null;
+  readonly port: number;
+  readonly method: string | null;
+  readonly path: string | null;
+}
+
+function parseTarget(input: DecisionInput, port: number | undefined): Target | null {
   let name: string | null = null;
   let ip: ParsedIp | null = null;
   if (input.host !== undefined) {
     const host = analyzeHost(input.host);
-    if (host === null) return invalidTarget(policy);
+    if (host === null) return null;
     if (host.kind === 'name') name = host.name;
     else ip = host.ip;
   }
   if (input.ip !== undefined) {
     const dialled = parseIp(input.ip);
     // A literal host and a different dialled address is a confused caller; never guess which one counts.
-    if (dialled === null || (ip !== null && !sameIp(ip, dialled))) return invalidTarget(policy);
+    if (dialled === null || (ip !== null && !sameIp(ip, dialled))) return null;
     ip = dialled;
   }
-  if ((name === null && ip === null) || port === undefined || !Number.isInteger(port) || port < 1 || port > 65535) {
-    return invalidTarget(policy);
+  if ((name === null && ip === null) || port === undefined || !Number.isInteger(port) || port < 1 || port > 65535) return null;
+  if (input.method === undefined && input.path === undefined) return { name, ip, port, method: null, path: null };
+  if (input.method === undefined || input.path === undefined || (input.protocol !== 'http' && input.protocol !== 'https')) return null;
+  const method = normalizeMethod(input.method);
+  const path = normalizePath(input.path);
+  return method === null || path === null ? null : { name, ip, port, method, path };
+}
+
+export function decide(policy: Policy, input: DecisionInput): Decision {
+  // Callers from plain JavaScript can pass anything; only own keys of the table are protocols.
+  const protocolBit = Object.hasOwn(PROTOCOL_BITS, input.protocol) ? PROTOCOL_BITS[input.protocol] : undefined;
+  if (protocolBit === undefined) return invalidTarget(policy);
+  const defaultedPort = input.port ?? DEFAULT_PORT[input.protocol];
+  if (policy.mode === 'off') {
+    return decision(policy, 'allow', 'passthrough', null, 'mediation_off', MEDIATION_OFF, NONE, false, defaultedPort === 443);
   }
-  let method: string | null = null;
-  let path: string | null = null;
-  if (input.method !== undefined || input.path !== undefined) {
-    if (input.method === undefined || input.path === undefined || (input.protocol !== 'http' && input.protocol !== 'https')) {
-      return invalidTarget(policy);
-    }
-    method = normalizeMethod(input.method);
-    path = normalizePath(input.path);
-    if (method === null || path === null) return invalidTarget(policy);
-  }
+  const target = parseTarget(input, defaultedPort);
+  if (target === null) return invalidTarget(policy);
+  const { name, ip, port, method, path } = target;
 
   const matcher = policy.matcher;
   const candidates: number[] = [];
@@ -150,7 +158,7 @@ export function decide(policy: Policy, input: DecisionInput): Decision {
   if (deny !== null) return decision(policy, 'deny', 'deny', deny, 'rule_deny', NONE, matched, false, tls);
   const internal = (name !== null && isLocalhostName(name)) || (ip !== null && isInternalParsed(ip));
   if (internal) {
-        if (explicitAllow === null) return decision(policy, 'deny', 'deny', null, 'internal_address', INTERNAL, matched, false, tls);
+    if (explicitAllow === null) return decision(policy, 'deny', 'deny', null, 'internal_address', INTERNAL, matched, false, tls);
     return decision(policy, 'allow', explicitAllow.action, explicitAllow, 'rule_allow', INTERNAL, matched, requestCheck, tls);
   }
   if (allow !== null) return decision(policy, 'allow', allow.action, allow, 'rule_allow', NONE, matched, requestCheck, tls);
