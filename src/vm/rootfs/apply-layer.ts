@@ -35,7 +35,8 @@ const canChown = process.getuid?.() === 0;
 
 async function lstatOrNull(path: string) {
   return lstat(path).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return null;
+    // ENOTDIR: a parent was replaced by a file since the path was recorded; the path is gone too.
+    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return null;
     throw err;
   });
 }
