@@ -93,12 +93,14 @@ function parseTarget(input: DecisionInput, port: number | undefined): Target | n
   let name: string | null = null;
   let ip: ParsedIp | null = null;
   if (input.host !== undefined) {
+    if (typeof input.host !== 'string') return null;
     const host = analyzeHost(input.host);
     if (host === null) return null;
     if (host.kind === 'name') name = host.name;
     else ip = host.ip;
   }
   if (input.ip !== undefined) {
+    if (typeof input.ip !== 'string') return null;
     const dialled = parseIp(input.ip);
     // A literal host and a different dialled address is a confused caller; never guess which one counts.
     if (dialled === null || (ip !== null && !sameIp(ip, dialled))) return null;
@@ -106,7 +108,7 @@ function parseTarget(input: DecisionInput, port: number | undefined): Target | n
   }
   if ((name === null && ip === null) || port === undefined || !Number.isInteger(port) || port < 1 || port > 65535) return null;
   if (input.method === undefined && input.path === undefined) return { name, ip, port, method: null, path: null };
-  if (input.method === undefined || input.path === undefined || (input.protocol !== 'http' && input.protocol !== 'https')) return null;
+  if (typeof input.method !== 'string' || typeof input.path !== 'string' || (input.protocol !== 'http' && input.protocol !== 'https')) return null;
   const method = normalizeMethod(input.method);
   const path = normalizePath(input.path);
   return method === null || path === null ? null : { name, ip, port, method, path };

@@ -410,6 +410,10 @@ describe('inputs from untrusted callers fail closed', () => {
     [{ protocol: 'https', host: 'a.example', port: '443' }],
     [{ protocol: 'https', host: 'a.example', port: 443, method: 'GET', path: 'relative' }],
     [{ protocol: 'https', host: 'a.example', port: 443, method: 'GET', path: '/a\u0000b' }],
+    [{ protocol: 'https', host: 42, port: 443 }],
+    [{ protocol: 'https', host: 'a.example', ip: ['8.8.8.8'], port: 443 }],
+    [{ protocol: 'https', host: 'a.example', port: 443, method: null, path: '/' }],
+    [{ protocol: 'https', host: 'a.example', port: 443, method: 'GET', path: { toString: () => '/' } }],
   ] as unknown as [DecisionInput][])('%j -> invalid_target', (input) => {
     expect(decide(precedence, input)).toMatchObject({ verdict: 'deny', reason: 'invalid_target', rule: null });
   });
