@@ -1,7 +1,7 @@
 /**
  * Image source: a registry speaking the OCI distribution API (GET /v2/, manifests by tag or digest, blobs),
- * over HTTPS, falling back to plain HTTP only for loopback and configured insecure registries. Auth follows the server's
- * WWW-Authenticate challenge (bearer token or basic). Redirects are followed by hand so credentials never
+ * over HTTPS, falling back to plain HTTP only for loopback and configured insecure registries. Auth
+ * follows the server's WWW-Authenticate challenge (bearer token or basic). Redirects are followed by hand so credentials never
  * travel to another origin. Every manifest and blob is verified against its digest; sizes are capped.
  */
 import { MicroagentError } from '../../errors.js';
@@ -140,7 +140,10 @@ export async function openRegistry(ref: RegistryRef, opts: RegistryOptions): Pro
   async function fetchManifest(reference: string, expectedDigest: string | undefined): Promise<{ bytes: Buffer; digest: string; mediaType: string | undefined }> {
     const res = await get(`${repository}/manifests/${reference}`, MANIFEST_ACCEPT, `manifest ${repository}:${reference}`);
     const length = Number(res.header('content-length') ?? '0');
-    if (length > MANIFEST_CAP) throw new MicroagentError('invalid', `registry ${registry}: manifest ${reference} is ${length} bytes, over the limit`, { code: 'image.manifest_invalid' });
+    if (length > MANIFEST_CAP) {
+      res.discard();
+      throw new MicroagentError('invalid', `registry ${registry}: manifest ${reference} is ${length} bytes, over the limit`, { code: 'image.manifest_invalid' });
+    }
     const bytes =
       expectedDigest === undefined
         ? await readCapped(res.body, MANIFEST_CAP, `${description}: manifest`)
