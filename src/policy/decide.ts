@@ -116,7 +116,7 @@ function parseTarget(input: DecisionInput, port: number | undefined): Target | n
 
 export function decide(policy: Policy, input: DecisionInput): Decision {
   // Callers from plain JavaScript can pass anything; only own keys of the table are protocols.
-  const protocolBit = Object.hasOwn(PROTOCOL_BITS, input.protocol) ? PROTOCOL_BITS[input.protocol] : undefined;
+  const protocolBit = typeof input.protocol === 'string' && Object.hasOwn(PROTOCOL_BITS, input.protocol) ? PROTOCOL_BITS[input.protocol] : undefined;
   if (protocolBit === undefined) return invalidTarget(policy);
   const defaultedPort = input.port ?? DEFAULT_PORT[input.protocol];
   if (policy.mode === 'off') {

@@ -60,6 +60,19 @@ const wildcardPolicy = parsePolicy(
   'p.yaml',
 );
 
+describe('decide never throws', () => {
+  it('whatever a JavaScript caller passes, the answer is a decision', () => {
+    const field = fc.oneof(fc.anything(), fc.string(), fc.constantFrom('https', 'dns', 'GET', '/', 'a.example', '127.1', '::1', 443));
+    fc.assert(
+      fc.property(fc.record({ protocol: field, host: field, ip: field, port: field, method: field, path: field }, { requiredKeys: [] }), (input) => {
+        const d = decide(wildcardPolicy, input as unknown as DecisionInput);
+        expect(['allow', 'deny', 'would_deny']).toContain(d.verdict);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
 describe('decisions are spelling-blind', () => {
   it('a host decides like its upper-case, trailing-dot variants', () => {
     fc.assert(
