@@ -57,6 +57,11 @@ export interface BootSpec {
   /** Serial console log; defaults to `<runDir>/serial.log`. */
   readonly serialLog?: string;
   readonly accelerator: Accelerator;
+  /**
+   * Guest CID for a vhost-vsock device (hosts with /dev/vhost-vsock only). Adds the device; the
+   * host-side vsock bridge is not implemented yet, the mediation tunnel is (docs/guest.md).
+   */
+  readonly vsockCid?: number;
   /** Extra kernel command line words. */
   readonly kernelArgs?: readonly string[];
 }

@@ -40,6 +40,16 @@ function hostForward(p: PublishedPort): string {
   return `hostfwd=tcp:${p.hostAddress ?? '127.0.0.1'}:${p.hostPort}-:${p.guestPort}`;
 }
 
+/** CIDs 0-2 are reserved (hypervisor, local, host). */
+function vsockCid(cid: number): number {
+  if (!Number.isInteger(cid) || cid < 3 || cid > 0xffff_fffe) {
+    throw new MicroagentError('invalid', `vsock guest CID ${cid} is out of range`, {
+      remediation: 'Use a CID of 3 or more, unique among the running guests.',
+    });
+  }
+  return cid;
+}
+
 export function netdevArgs(network: NetworkConfig): string[] {
   switch (network.mode) {
     case 'isolated':
@@ -106,5 +116,6 @@ export function buildQemuArgs(spec: BootSpec, paths: RunPaths, host: HostFacts =
     '-device', 'virtserialport,name=microagent.agent,chardev=agent',
     '-qmp', `unix:${optValue(paths.qmpSocket)},server=on,wait=off`,
     ...netdevArgs(spec.network),
+    ...(spec.vsockCid !== undefined ? ['-device', `vhost-vsock-device,guest-cid=${vsockCid(spec.vsockCid)}`] : []),
   ];
 }

@@ -37,6 +37,14 @@ describe('microVM guest agent (isolated network)', () => {
     expect(missing.stderr).toContain('no-such-command-here: command not found');
   });
 
+  it('runs as the requested uid/gid in the requested directory', async () => {
+    const out = await vm.agent.run({ argv: ['sh', '-c', 'id -u; id -g; pwd'], uid: 1000, gid: 1001, cwd: '/tmp' });
+    expect(out.stdout).toBe('1000\n1001\n/tmp\n');
+    const bad = await vm.agent.run({ argv: ['true'], cwd: '/does/not/exist' });
+    expect(bad.status).toMatchObject({ code: 126 });
+    expect(bad.stderr).toContain('cannot change directory to /does/not/exist');
+  });
+
   it('passes stdin through and separates stderr', async () => {
     const out = await vm.agent.run({ argv: ['sh', '-c', 'cat; echo oops >&2'] }, 'hello from the host\n');
     expect(out.stdout).toBe('hello from the host\n');

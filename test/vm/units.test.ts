@@ -108,6 +108,12 @@ describe('QEMU command line', () => {
     expect(netdev).toContain('hostfwd=tcp:127.0.0.1:8080-:80');
   });
 
+  it('adds a vhost-vsock device only when a valid CID is given', () => {
+    expect(buildQemuArgs(spec, paths).join(' ')).not.toContain('vsock');
+    expect(buildQemuArgs({ ...spec, vsockCid: 7 }, paths)).toContain('vhost-vsock-device,guest-cid=7');
+    expect(() => buildQemuArgs({ ...spec, vsockCid: 2 }, paths)).toThrow(expect.objectContaining({ kind: 'invalid' }));
+  });
+
   it('leaves restrict off only in egress-off mode', () => {
     expect(netdevArgs({ mode: 'off' })[1]).not.toContain('restrict');
     expect(() => netdevArgs({ mode: 'off', publish: [{ hostPort: 0, guestPort: 80 }] })).toThrow(expect.objectContaining({ kind: 'invalid' }));
