@@ -1,68 +1,160 @@
-// microVM boot and exec latency (TCG or KVM, whatever the probe picks), measured side by side with
-// peers in the same run: the bare kernel boot (initramfs agent in probe mode: resets at once, no
-// modules, no root disk) as the floor for boot-to-ready, and a host `spawn('true')` as the floor
-// for an exec round trip. Run `npm run build` first; reuses the test kernel state directory.
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, symlinkSync } from 'node:fs';
+// Workspace orchestration cost, measured side by side with peers in the same run (TCG or KVM, whatever
+// the accelerator probe picks): `microagent run` to first output and to exit against a bare
+// qemu-system-x86_64 boot of the same kernel, initramfs, root filesystem and QEMU command line
+// (src/vm/qemu-args.ts) timed to the guest agent's HELLO frame; start, exec round trip, pause/resume
+// and halt of a persistent workspace through the CLI against the CLI's own floor (`status`) or a host
+// spawn; and host memory per running workspace (supervisor + QEMU VmRSS) against the bare QEMU.
+// Run `npm run build` first. State: MICROAGENT_BENCH_STATE or the e2e tests' state directory.
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { bootVm, installKernel, loadKernel, prepareBootAssets } from '../dist/vm/index.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { installKernel, loadKernel, prepareBootAssets, probeAccelerator } from '../dist/vm/index.js';
+import { buildQemuArgs } from '../dist/vm/qemu-args.js';
+import { hostFacts, runPaths } from '../dist/vm/qemu.js';
+import { ensureDefaultImage, prepareWorkspaceDisk } from '../dist/vm/rootfs/index.js';
+import { PROFILES } from '../dist/vm/workspace/options.js';
 
-const stateDir = process.env.MICROAGENT_BENCH_STATE ?? join(tmpdir(), 'microagent-vm-test-state');
-const BOOTS = 2;
-const EXECS = 20;
+const stateDir = process.env.MICROAGENT_BENCH_STATE ?? '/tmp/microagent-e2e-state';
+const CLI = new URL('../dist/cli/main.js', import.meta.url).pathname;
+const RUNS = 3;
+const EXECS = 10;
+const PROFILE = 'tiny';
 
+mkdirSync(stateDir, { recursive: true, mode: 0o700 });
 try { loadKernel(stateDir); } catch { await installKernel({ stateDir }); }
 const assets = await prepareBootAssets(stateDir);
-
-function rootfs() {
-  const dir = mkdtempSync(join(tmpdir(), 'ma-bench-root-'));
-  for (const d of ['bin', 'etc', 'proc', 'sys', 'dev', 'tmp', 'run', 'root']) mkdirSync(join(dir, d));
-  copyFileSync('/bin/busybox', join(dir, 'bin/busybox'));
-  for (const a of ['sh', 'true', 'echo']) symlinkSync('busybox', join(dir, 'bin', a));
-  const img = join(mkdtempSync(join(tmpdir(), 'ma-bench-img-')), 'root.img');
-  execFileSync('mke2fs', ['-q', '-F', '-t', 'ext4', '-d', dir, img, '64M']);
-  return img;
-}
-
-function bareBoot() {
-  const start = performance.now();
-  const r = spawnSync('qemu-system-x86_64', [
-    '-M', 'microvm,x-option-roms=off', '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
-    '-accel', 'tcg,thread=multi', '-cpu', 'max', '-m', '256', '-smp', '1',
-    '-kernel', assets.kernel.vmlinuz, '-initrd', assets.initramfsPath,
-    '-append', `console=ttyS0 quiet panic=-1 reboot=t mitigations=off tsc=reliable pci=off microagent.probe`,
-  ], { stdio: 'ignore', timeout: 300_000 });
-  if (r.status !== 0) throw new Error(`bare boot failed: ${r.status}`);
-  return performance.now() - start;
-}
+const image = await ensureDefaultImage(stateDir);
+const { accelerator } = await probeAccelerator({ stateDir, kernelPath: assets.kernel.vmlinuz, initramfsPath: assets.initramfsPath });
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const bare = [], ready = [], execs = [], spawns = [];
-let accelerator = '?';
-for (let i = 0; i < BOOTS; i++) {
-  bare.push(bareBoot());
+const vmRssKiB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
+
+/** Spawns the CLI; resolves with wall times to the first stdout byte and to exit. */
+function timeCli(args) {
   const start = performance.now();
-  const vm = await bootVm({ stateDir, rootfsPath: rootfs(), runDir: mkdtempSync(join(tmpdir(), 'mab-')), profile: 'tiny', network: { mode: 'isolated' } });
-  await vm.agent.ready(300_000);
-  ready.push(performance.now() - start);
-  accelerator = vm.accelerator;
+  let first = null;
+  let stdout = '';
+  let stderr = '';
+  const child = spawn(process.execPath, [CLI, '--state-dir', stateDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.on('data', (d) => { first ??= performance.now() - start; stdout += d; });
+  child.stderr.on('data', (d) => (stderr += d));
+  return new Promise((resolve, reject) => child.on('close', (code) => {
+    if (code !== 0) reject(new Error(`microagent ${args.join(' ')} exited ${code}: ${stderr}`));
+    else resolve({ firstMs: first, totalMs: performance.now() - start, stdout });
+  }));
+}
+
+/** The same VM as a workspace's (isolated network), QEMU alone: wall time to the agent's HELLO frame. */
+async function bareBoot() {
+  const runDir = mkdtempSync(join(tmpdir(), 'mab-'));
+  const rootfsPath = join(runDir, 'root.ext4');
+  await prepareWorkspaceDisk(image.rootfsPath, rootfsPath);
+  const size = PROFILES[PROFILE];
+  const args = buildQemuArgs(
+    { kernelPath: assets.kernel.vmlinuz, initramfsPath: assets.initramfsPath, rootfsPath, memoryMiB: size.memoryMiB, cpus: size.cpus, network: { mode: 'isolated' }, runDir, accelerator },
+    runPaths(runDir),
+    hostFacts(),
+  );
+  const start = performance.now();
+  const qemu = spawn('qemu-system-x86_64', args, { stdio: 'ignore' });
+  const paths = runPaths(runDir);
+  let socket;
+  for (;;) {
+    socket = await new Promise((resolve) => {
+      const s = connect(paths.agentSocket);
+      s.once('connect', () => resolve(s));
+      s.once('error', () => resolve(null));
+    });
+    if (socket !== null) break;
+    await sleep(5);
+  }
+  // Frames: u32 BE payload length, u8 type, u32 BE stream id, payload; HELLO is 0x81.
+  await new Promise((resolve) => {
+    let buf = Buffer.alloc(0);
+    socket.on('data', (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      while (buf.length >= 9) {
+        const len = buf.readUInt32BE(0);
+        if (buf.length < 9 + len) return;
+        if (buf[4] === 0x81) return resolve();
+        buf = buf.subarray(9 + len);
+      }
+    });
+  });
+  const ms = performance.now() - start;
+  const rss = vmRssKiB(qemu.pid);
+  socket.destroy();
+  qemu.kill('SIGKILL');
+  await new Promise((r) => qemu.once('exit', r));
+  rmSync(runDir, { recursive: true, force: true });
+  return { ms, rss };
+}
+
+async function hostSpawn(cmd, args) {
+  const t = performance.now();
+  await new Promise((resolve) => spawn(cmd, args, { stdio: 'ignore' }).once('exit', resolve));
+  return performance.now() - t;
+}
+
+const bare = [], runFirst = [], runTotal = [], bareRss = [];
+for (let i = 0; i < RUNS; i++) {
+  const b = await bareBoot();
+  bare.push(b.ms);
+  bareRss.push(b.rss);
+  const r = await timeCli(['run', '--profile', PROFILE, '--', 'echo', 'hi']);
+  if (r.stdout !== 'hi\n') throw new Error(`run printed ${JSON.stringify(r.stdout)}`);
+  runFirst.push(r.firstMs);
+  runTotal.push(r.totalMs);
+}
+
+const name = `bench-${process.pid}`;
+await timeCli(['create', name, '--profile', PROFILE]);
+const start = [], execCli = [], execLib = [], pause = [], resume = [], status = [], spawns = [];
+let supervisorRss = NaN, qemuRss = NaN, halt = NaN;
+try {
+  start.push((await timeCli(['start', name])).totalMs);
+  const s = JSON.parse((await timeCli(['--json', 'status', name])).stdout);
+  supervisorRss = vmRssKiB(s.runtime.supervisorPid);
+  qemuRss = vmRssKiB(s.runtime.vmPid);
+  const { execInWorkspace } = await import('../dist/vm/workspace/service.js');
   for (let j = 0; j < EXECS; j++) {
     const t = performance.now();
-    await vm.agent.run({ argv: ['true'] });
-    execs.push(performance.now() - t);
+    await execInWorkspace(stateDir, name, { argv: ['true'], onStdout: () => {}, onStderr: () => {} });
+    execLib.push(performance.now() - t);
+    spawns.push(await hostSpawn('true', []));
   }
-  await vm.halt();
+  for (let j = 0; j < 3; j++) {
+    execCli.push((await timeCli(['exec', name, '--', 'true'])).totalMs);
+    status.push((await timeCli(['status', name])).totalMs);
+    pause.push((await timeCli(['pause', name])).totalMs);
+    resume.push((await timeCli(['resume', name])).totalMs);
+  }
+  halt = (await timeCli(['halt', name])).totalMs;
+} finally {
+  await timeCli(['kill', name]).catch(() => undefined);
+  await timeCli(['delete', name]).catch(() => undefined);
 }
-for (let j = 0; j < EXECS; j++) {
-  const t = performance.now();
-  await new Promise((resolve) => spawn('true').once('exit', resolve));
-  spawns.push(performance.now() - t);
-}
-const b = median(bare), r = median(ready), e = median(execs), s = median(spawns);
-console.log(`accelerator: ${accelerator}, ${BOOTS} boots, ${EXECS} execs each\n`);
+
+const row = (what, ours, peer, unit = 'ms') => {
+  const ratio = peer === null ? '-' : `${(ours / peer).toFixed(2)}x`;
+  const fmt = (v) => (v === null ? '-' : unit === 'ms' && v < 100 ? v.toFixed(1) : v.toFixed(0));
+  console.log(`| ${what} | ${fmt(ours)} | ${peer === null ? '-' : fmt(peer)} | ${ratio} |`);
+};
+const b = median(bare), cliFloor = median(status);
+console.log(`accelerator: ${accelerator}, profile ${PROFILE} (${PROFILES[PROFILE].memoryMiB} MiB, ${PROFILES[PROFILE].cpus} vCPU), ${RUNS} runs, medians; load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}\n`);
 console.log('| measure | microagent | peer | ratio |');
 console.log('|---|---|---|---|');
-console.log(`| boot to agent ready vs bare kernel boot+reset (ms, median) | ${r.toFixed(0)} | ${b.toFixed(0)} | ${(r / b).toFixed(2)}x |`);
-console.log(`| exec \`true\` round trip vs host spawn (ms, median) | ${e.toFixed(2)} | ${s.toFixed(2)} | ${(e / s).toFixed(2)}x |`);
+row('`run -- echo hi` to first output vs bare QEMU boot to agent HELLO (ms)', median(runFirst), b);
+row('`run -- echo hi` whole run vs bare QEMU boot to agent HELLO (ms)', median(runTotal), b);
+row('`start` (CLI) to running vs bare QEMU boot to agent HELLO (ms)', median(start), b);
+row('exec `true` round trip, library (control socket) vs host spawn (ms)', median(execLib), median(spawns));
+row('exec `true` round trip, CLI vs CLI `status` (ms)', median(execCli), cliFloor);
+row('`pause` (CLI) vs CLI `status` (ms)', median(pause), cliFloor);
+row('`resume` (CLI) vs CLI `status` (ms)', median(resume), cliFloor);
+row('`halt` (CLI) to VM exit vs CLI `status` (ms)', halt, cliFloor);
+row('supervisor VmRSS (MiB)', supervisorRss / 1024, null, 'MiB');
+row('host memory per running workspace, supervisor + QEMU VmRSS vs bare QEMU (MiB)', (supervisorRss + qemuRss) / 1024, median(bareRss) / 1024, 'MiB');
