@@ -95,7 +95,7 @@ export function parseIpv6(text: string): bigint | null {
 
 /** Parses a strict literal, brackets allowed around IPv6 (`[::1]`). */
 export function parseIp(raw: string): ParsedIp | null {
-  if (raw.length === 0) return null;
+  if (typeof raw !== 'string' || raw.length === 0) return null;
   if (raw.charCodeAt(0) === 91 /* [ */) {
     if (raw.charCodeAt(raw.length - 1) !== 93 /* ] */) return null;
     const v6 = parseIpv6(raw.slice(1, -1));

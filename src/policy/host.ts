@@ -102,7 +102,7 @@ export function normalizeName(raw: string): string | null {
 
 /** Parses a request's host: an IP literal (brackets allowed for IPv6) or a DNS name. */
 export function analyzeHost(raw: string): HostTarget | null {
-  if (raw.length === 0 || raw.length > 300) return null;
+  if (typeof raw !== 'string' || raw.length === 0 || raw.length > 300) return null;
   const first = raw.charCodeAt(0);
   if (first === 91 /* [ */ || raw.includes(':') || (first >= 48 && first <= 57)) {
     const ip = parseIp(raw);
