@@ -40,6 +40,8 @@ function dnsResponder(seen: string[]): Server {
   });
 }
 
+const BULK = 2 * 1024 * 1024;
+
 describe('microVM guest in user network mode', () => {
   let vm: RunningVm;
   const servers: Server[] = [];
@@ -47,6 +49,7 @@ describe('microVM guest in user network mode', () => {
   const dnsSeen: string[] = [];
   let hostOnlyPort = 0;
   const publishedPort = 20000 + (process.pid % 20000);
+  let network: NetworkConfig;
 
   beforeAll(async () => {
     await testKernel();
@@ -57,21 +60,34 @@ describe('microVM guest in user network mode', () => {
     }));
     const dns = dnsResponder(dnsSeen);
     const broker = createServer((s: Socket) => s.once('data', (d: Buffer) => s.end(`echo:${d.toString()}`)));
+    // Bulk brokers: 7001 sends 2 MiB then ends; 7002 counts 2 MiB from the guest and answers.
+    const source = createServer((s: Socket) => s.end(Buffer.alloc(BULK, 0x61)));
+    const sink = createServer((s: Socket) => {
+      let n = 0;
+      s.on('data', (d: Buffer) => {
+        n += d.length;
+        if (n === BULK) s.end(`got ${n}\n`);
+      });
+    });
     const hostOnly = createServer((s: Socket) => s.end('LEAK\n'));
-    servers.push(proxy, dns, broker, hostOnly);
-    await Promise.all([listen(proxy, join(dir, 'proxy.sock')), listen(dns, join(dir, 'dns.sock')), listen(broker, join(dir, '7000.sock'))]);
+    const unlisted = createServer((s: Socket) => s.end('LEAK\n'));
+    servers.push(proxy, dns, broker, source, sink, unlisted, hostOnly);
+    await Promise.all([
+      listen(proxy, join(dir, 'proxy.sock')), listen(dns, join(dir, 'dns.sock')), listen(broker, join(dir, '7000.sock')),
+      listen(source, join(dir, '7001.sock')), listen(sink, join(dir, '7002.sock')), listen(unlisted, join(dir, '7003.sock')),
+    ]);
     await new Promise<void>((resolve) => hostOnly.listen(0, '127.0.0.1', resolve));
     hostOnlyPort = (hostOnly.address() as { port: number }).port;
-    const network: NetworkConfig = {
+    network = {
       mode: 'user', proxySocket: join(dir, 'proxy.sock'), dnsSocket: join(dir, 'dns.sock'),
       publish: [{ hostPort: publishedPort, guestPort: 8080 }],
     };
     vm = await bootVm({
       stateDir: TEST_STATE_DIR, rootfsPath: testRootfs(), runDir: join(dir, 'vm'), profile: 'tiny', network,
-      mediation: { ports: [7000], socketDir: dir },
+      mediation: { ports: [7000, 7001, 7002], socketDir: dir },
     });
     expect((await vm.agent.ready(240_000)).hasNetwork).toBe(true);
-    await vm.agent.configure(standardGuestConfig({ network, mediationPorts: [7000] }));
+    await vm.agent.configure(standardGuestConfig({ network, mediationPorts: [7000, 7001, 7002] }));
   }, 300_000);
 
   afterAll(async () => {
@@ -110,6 +126,20 @@ describe('microVM guest in user network mode', () => {
   it('tunnels the mediation fallback endpoint to the broker socket', async () => {
     const out = await vm.agent.run({ argv: ['sh', '-c', 'echo hello-broker | nc -w 5 127.0.0.1 7000'] });
     expect(out.stdout).toBe('echo:hello-broker\n');
+  });
+
+  it('moves bulk data both ways through the tunnel beyond the credit window', async () => {
+    const down = await vm.agent.run({ argv: ['sh', '-c', 'nc -w 10 127.0.0.1 7001 | wc -c'], timeoutMs: 60_000 });
+    expect(down.stdout.trim()).toBe(String(BULK));
+    const up = await vm.agent.run({ argv: ['sh', '-c', `dd if=/dev/zero bs=65536 count=${BULK / 65536} 2>/dev/null | nc -w 10 127.0.0.1 7002`], timeoutMs: 60_000 });
+    expect(up.stdout).toBe(`got ${BULK}\n`);
+  });
+
+  it('closes a tunnel to a port the host did not configure, even when the guest listens on it', async () => {
+    // The guest side listens on 7003 too, but the host tunnel only knows 7000-7002: it must refuse.
+    await vm.agent.configure(standardGuestConfig({ network, mediationPorts: [7000, 7001, 7002, 7003] }));
+    const out = await vm.agent.run({ argv: ['sh', '-c', 'echo x | nc -w 3 127.0.0.1 7003'], timeoutMs: 20_000 });
+    expect(out.stdout).toBe(''); // the broker listening on 7003.sock would have answered LEAK
   });
 
   it('forwards a published host loopback port into the guest', async () => {
