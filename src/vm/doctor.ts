@@ -98,7 +98,9 @@ export async function runDoctor(options: { stateDir: string; fix?: boolean }): P
   const fixed: string[] = [];
   if (options.fix) {
     const packages = [...new Set(checks.flatMap((c) => (!c.ok && c.aptPackage ? [c.aptPackage] : [])))];
-    if (packages.length > 0 && process.getuid?.() === 0) {
+    if (packages.length > 0 && process.getuid?.() !== 0) {
+      fixed.push(`not root: run \`sudo apt-get install ${packages.join(' ')}\` (or doctor --fix as root)`);
+    } else if (packages.length > 0) {
       await run('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...packages], {
         env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
       });
@@ -108,7 +110,7 @@ export async function runDoctor(options: { stateDir: string; fix?: boolean }): P
       const kernel = await installKernel({ stateDir: options.stateDir });
       fixed.push(`installed kernel ${kernel.version}`);
     }
-    if (fixed.length > 0) checks = await collect(options.stateDir);
+    checks = await collect(options.stateDir);
   }
   return { ok: checks.every((c) => c.ok), checks, fixed };
 }
