@@ -80,6 +80,9 @@ describe('microVM guest agent (isolated network)', () => {
     }
     expect(env.stdout).not.toContain('HTTP_PROXY'); // isolated: no proxy to point at
     expect((await vm.agent.run({ argv: ['hostname'] })).stdout).toBe('ws-test\n');
+    const hosts = (await vm.agent.run({ argv: ['cat', '/etc/hosts'] })).stdout;
+    expect(hosts).toContain('127.0.0.1\tlocalhost');
+    expect(hosts).toContain('127.0.1.1\tws-test');
     // Configuring again does not append the CA twice.
     await vm.agent.configure(standardGuestConfig({ caPem: CA, network: { mode: 'isolated' } }));
     const again = await vm.agent.run({ argv: ['cat', '/etc/ssl/certs/ca-certificates.crt'] });

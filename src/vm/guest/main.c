@@ -124,6 +124,28 @@ static void install_ca(const uint8_t *pem, uint32_t len) {
     logmsg("append to %s: %s", bundle, strerror(errno));
 }
 
+/* localhost and the hostname must resolve locally: otherwise every lookup of them would go to the
+   workspace resolver (and be audited as an unknown name). Existing entries are kept. */
+static void ensure_hosts(const char *hostname) {
+  FILE *f = fopen("/etc/hosts", "re");
+  int has_localhost = 0, has_name = 0;
+  if (f) {
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+      if (line[0] == '#') continue;
+      for (char *tok = strtok(line, " \t\r\n"); tok; tok = strtok(NULL, " \t\r\n")) {
+        if (strcmp(tok, "localhost") == 0) has_localhost = 1;
+        if (strcmp(tok, hostname) == 0) has_name = 1;
+      }
+    }
+    fclose(f);
+  }
+  char add[400];
+  int n = snprintf(add, sizeof add, "%s%s%s%s", has_localhost ? "" : "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
+                   has_name ? "" : "127.0.1.1\t", has_name ? "" : hostname, has_name ? "" : "\n");
+  if (n > 0 && (size_t)n < sizeof add) write_file("/etc/hosts", add, (size_t)n, 1);
+}
+
 static void apply_config(uint32_t stream, const uint8_t *p, size_t len) {
   struct tlv_iter it = {p, len};
   uint8_t key;
@@ -154,6 +176,7 @@ static void apply_config(uint32_t stream, const uint8_t *p, size_t len) {
       case CFG_HOSTNAME:
         if (sethostname(text, tl) != 0) logmsg("sethostname: %s", strerror(errno));
         mkdir("/etc", 0755);
+        ensure_hosts(text);
         text[tl] = '\n';
         write_file("/etc/hostname", text, tl + 1, 0);
         break;
