@@ -5,7 +5,7 @@
  * forwards lead to are gone, so the guest's egress fails closed.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import type { Server } from 'node:net';
@@ -51,6 +51,8 @@ class Supervisor {
   private readonly readiness: Readiness = emptyReadiness();
   /** Set by halt/stop/kill so the VM's exit is recorded as what was asked for. */
   private exitAs: { verb: Verb; state: WorkspaceState } | null = null;
+  /** Set when boot failed: the failure, not the VM's exit, is what gets recorded. */
+  private abandoned = false;
 
   constructor(
     private readonly stateDir: string,
@@ -125,7 +127,14 @@ class Supervisor {
     await this.record('start', 'running', `${vm.accelerator}, pid ${vm.pid}`);
   }
 
+  /** A failed boot must not leave its QEMU running: nothing would ever stop it (gc only sees a dead supervisor). */
+  async abandonBoot(): Promise<void> {
+    this.abandoned = true;
+    await this.vm?.kill().catch((err: unknown) => log.error({ err }, 'could not kill the VM of a failed start'));
+  }
+
   private async onVmExit(): Promise<void> {
+    if (this.abandoned) return;
     const exit = this.exitAs ?? { verb: 'exit', state: this.state === 'stopping' ? 'stopped' : 'failed' };
     const detail = this.exitAs === null ? 'the VM exited on its own' : undefined;
     try {
@@ -242,14 +251,19 @@ export async function superviseWorkspace(stateDir: string, name: string): Promis
   const runDir = runDirFor(paths, manifest.id);
   await mkdir(runDir, { recursive: true, mode: 0o700 });
   let mediator: Mediator | null = null;
+  let supervisor: Supervisor | null = null;
   try {
     mediator = await startMediator(manifest, paths, runDir, runtimeId);
-    const supervisor = new Supervisor(stateDir, manifest, paths, runtimeId, runDir, mediator);
-    process.once('SIGTERM', () => void supervisor.shutdown());
-    await supervisor.boot();
+    const started = new Supervisor(stateDir, manifest, paths, runtimeId, runDir, mediator);
+    supervisor = started;
+    process.once('SIGTERM', () => void started.shutdown());
+    await started.boot();
   } catch (err) {
     const e = asMicroagentError(err);
     log.error({ err: e }, 'workspace start failed');
+    await supervisor?.abandonBoot();
+    // The CLI that waits for the start rethrows this with its kind (a missing kernel is not transient).
+    await writeFile(paths.startError, JSON.stringify({ kind: e.kind, code: e.code, message: e.message, remediation: e.remediation }), { mode: 0o600 }).catch(() => undefined);
     await recordState(stateDir, name, 'start', 'failed', runtimeId, `${e.message}${e.remediation ? ` (fix: ${e.remediation})` : ''}`);
     await mediator?.close().catch(() => undefined);
     await writeRuntime(stateDir, name, null).catch(() => undefined);

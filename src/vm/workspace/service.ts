@@ -5,14 +5,14 @@
  */
 import { randomUUID } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { copyFile, open, readFile } from 'node:fs/promises';
+import { copyFile, open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { MicroagentError } from '../../errors.js';
+import { MicroagentError, type ErrorKind } from '../../errors.js';
 import { parseChannelDeclarations } from '../../mediation/index.js';
 import { loadPolicy, type Mode } from '../../policy/index.js';
 import { DEFAULT_POLICY_FILE, PACKAGE_ROOT } from '../../paths.js';
-import { ensureDefaultImage, imageRunSpec, prepareWorkspaceDisk, resolveImage, type ProgressListener } from '../rootfs/index.js';
+import { ensureDefaultImage, imageRunSpec, isDefaultImageReference, prepareWorkspaceDisk, resolveImage, type ProgressListener } from '../rootfs/index.js';
 import { ControlClient, type ExecOptions, type ExecResult } from '../supervisor/control-client.js';
 import { transition, VM_STATES, type Verb, type WorkspaceState } from './lifecycle.js';
 import { processAlive, withWorkspaceLock } from './lock.js';
@@ -20,6 +20,7 @@ import { PROFILES, parsePublish, type Profile } from './options.js';
 import {
   createWorkspaceDir,
   listWorkspaceNames,
+  readEvents,
   readManifest,
   readRuntime,
   recordState,
@@ -68,7 +69,7 @@ export async function createWorkspace(stateDir: string, name: string, options: C
   const paths = await createWorkspaceDir(stateDir, name);
   try {
     const progress = options.onProgress === undefined ? {} : { onProgress: options.onProgress };
-    const image = options.image === undefined ? await ensureDefaultImage(stateDir, progress) : await resolveImage(options.image, { stateDir, ...progress });
+    const image = options.image === undefined || isDefaultImageReference(options.image) ? await ensureDefaultImage(stateDir, progress) : await resolveImage(options.image, { stateDir, ...progress });
     await prepareWorkspaceDisk(image.rootfsPath, paths.disk);
     await copyFile(policyFile, paths.policy);
     const config: WorkspaceConfig = {
@@ -132,6 +133,7 @@ export async function startWorkspace(stateDir: string, name: string, timeoutMs =
   await withWorkspaceLock(paths.lock, name, async () => {
     const manifest = await readManifest(stateDir, name);
     transition(name, manifest.state, 'start');
+    await rm(paths.startError, { force: true });
     await recordState(stateDir, name, 'start', 'starting', null);
     const logFile = await open(paths.supervisorLog, 'a', 0o600);
     const child = spawn(process.execPath, [SUPERVISOR_MAIN, stateDir, name], {
@@ -145,13 +147,7 @@ export async function startWorkspace(stateDir: string, name: string, timeoutMs =
   for (;;) {
     const manifest = await readManifest(stateDir, name);
     if (manifest.state === 'running') return workspaceStatus(stateDir, name);
-    if (manifest.state !== 'starting') {
-      const detail = (await lastDetail(stateDir, name)) ?? `see ${paths.supervisorLog}`;
-      throw new MicroagentError('transient', `workspace "${name}" failed to start: ${detail}`, {
-        code: 'lifecycle.start_failed',
-        remediation: `see ${paths.supervisorLog} and ${paths.serialLog}; "microagent doctor" checks the host`,
-      });
-    }
+    if (manifest.state !== 'starting') throw await startFailure(stateDir, name);
     if (Date.now() > deadline) {
       throw new MicroagentError('transient', `workspace "${name}" did not become ready within ${timeoutMs / 1000} s`, {
         code: 'lifecycle.start_timeout',
@@ -162,9 +158,29 @@ export async function startWorkspace(stateDir: string, name: string, timeoutMs =
   }
 }
 
-async function lastDetail(stateDir: string, name: string): Promise<string | undefined> {
-  const { readEvents } = await import('./store.js');
-  return (await readEvents(stateDir, name)).at(-1)?.detail;
+/** The supervisor's reason with its own kind (a missing kernel is not_found, not worth retrying), else the last event. */
+async function startFailure(stateDir: string, name: string): Promise<MicroagentError> {
+  const paths = workspacePaths(stateDir, name);
+  const logs = `see ${paths.supervisorLog} and ${paths.serialLog}`;
+  const recorded = await readFile(paths.startError, 'utf8').then((t) => JSON.parse(t) as StartError, () => null);
+  if (recorded !== null) {
+    return new MicroagentError(recorded.kind, `workspace "${name}" failed to start: ${recorded.message}`, {
+      code: recorded.code,
+      remediation: recorded.remediation === '' ? logs : `${recorded.remediation} (${logs})`,
+    });
+  }
+  const detail = (await readEvents(stateDir, name)).at(-1)?.detail ?? `see ${paths.supervisorLog}`;
+  return new MicroagentError('transient', `workspace "${name}" failed to start: ${detail}`, {
+    code: 'lifecycle.start_failed',
+    remediation: `${logs}; "microagent doctor" checks the host`,
+  });
+}
+
+interface StartError {
+  readonly kind: ErrorKind;
+  readonly code: string;
+  readonly message: string;
+  readonly remediation: string;
 }
 
 async function control(stateDir: string, name: string): Promise<{ client: ControlClient; runtime: RuntimeRecord }> {

@@ -91,6 +91,8 @@ export function workspacePaths(stateDir: string, name: string) {
     ca: join(dir, 'ca'),
     lock: join(dir, 'lock'),
     supervisorLog: join(dir, 'supervisor.log'),
+    /** Why the last start failed ({kind, code, message, remediation}), written by the supervisor. */
+    startError: join(dir, 'start-error.json'),
   };
 }
 export type WorkspacePaths = ReturnType<typeof workspacePaths>;
