@@ -20,11 +20,11 @@ export async function testKernel(): Promise<InstalledKernel> {
   }
 }
 
-const APPLETS = ['sh', 'uname', 'cat', 'env', 'ls', 'nc', 'wget', 'nslookup', 'echo', 'sleep', 'hostname', 'sync', 'id', 'pwd', 'true', 'timeout', 'ip', 'ifconfig', 'route', 'dd', 'wc', 'head'];
+const APPLETS = ['sh', 'uname', 'cat', 'env', 'ls', 'nc', 'wget', 'nslookup', 'echo', 'sleep', 'hostname', 'sync', 'id', 'pwd', 'true', 'timeout', 'ip', 'ifconfig', 'route', 'dd', 'wc', 'head', 'nproc'];
 
 /** A 64 MiB ext4 image with busybox-static and its applet links; a fresh copy per call. */
 export function testRootfs(): string {
-  const cached = join(TEST_STATE_DIR, 'test-rootfs-v3.img');
+  const cached = join(TEST_STATE_DIR, 'test-rootfs-v4.img');
   if (!existsSync(cached)) {
     const dir = mkdtempSync(join(tmpdir(), 'ma-rootfs-'));
     for (const d of ['bin', 'etc', 'proc', 'sys', 'dev', 'tmp', 'run', 'root']) mkdirSync(join(dir, d));

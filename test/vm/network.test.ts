@@ -8,7 +8,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import dnsPacket from 'dns-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bootVm, standardGuestConfig, type NetworkConfig, type RunningVm } from '../../src/vm/index.js';
+import { AgentClient, bootVm, standardGuestConfig, type NetworkConfig, type RunningVm } from '../../src/vm/index.js';
 import { runDir, testKernel, testRootfs, TEST_STATE_DIR } from './helpers.js';
 
 function listen(server: Server, path: string): Promise<void> {
@@ -159,19 +159,31 @@ describe('microVM guest in user network mode', () => {
     server.signal(9);
     await server.exit.catch(() => undefined);
   });
+
+  it('serves a new host connection after the previous one went away (supervisor restart)', async () => {
+    vm.agent.close();
+    const again = await AgentClient.connect(join(vm.runDir, 'agent.sock'));
+    try {
+      await again.ready(30_000);
+      expect((await again.run({ argv: ['echo', 'reattached'] })).stdout).toBe('reattached\n');
+    } finally {
+      again.close();
+    }
+  });
 });
 
 describe('microVM guest in egress-off mode (plain NAT, no restrict)', () => {
-  it('can reach a host loopback service that user mode blocks', async () => {
+  it('can reach a host loopback service that user mode blocks (2 vCPUs, medium profile)', async () => {
     await testKernel();
     const hostOnly = createServer((s: Socket) => s.end('REACHABLE\n'));
     await new Promise<void>((resolve) => hostOnly.listen(0, '127.0.0.1', resolve));
     const port = (hostOnly.address() as { port: number }).port;
-    const vm = await bootVm({ stateDir: TEST_STATE_DIR, rootfsPath: testRootfs(), runDir: runDir(), profile: 'tiny', network: { mode: 'off' } });
+    const vm = await bootVm({ stateDir: TEST_STATE_DIR, rootfsPath: testRootfs(), runDir: runDir(), profile: 'medium', network: { mode: 'off' } });
     try {
       await vm.agent.ready(240_000);
       const out = await vm.agent.run({ argv: ['sh', '-c', `echo x | nc -w 5 10.0.2.2 ${port}`], timeoutMs: 30_000 });
       expect(out.stdout).toBe('REACHABLE\n');
+      expect((await vm.agent.run({ argv: ['nproc'] })).stdout).toBe('2\n');
     } finally {
       await vm.kill();
       hostOnly.close();
