@@ -4,10 +4,10 @@
  * cache entry either exists complete or not at all; a lock file per digest serialises concurrent builds.
  * Nothing here ever modifies a committed entry.
  */
-import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { MicroagentError } from '../../errors.js';
+import { withPidLock } from '../../pid-lock.js';
 import { digestHex } from './digest.js';
 import type { ImageConfig } from './image-config.js';
 
@@ -75,16 +75,6 @@ export async function commitCacheEntry(stateDir: string, digest: string, builtDi
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-const LOCK_POLL_MS = 100;
 const LOCK_WAIT_MS = 60 * 60 * 1000;
 
 /** Runs fn while holding the build lock for digest; waits for another holder, breaks stale locks of dead pids. */
@@ -92,32 +82,10 @@ export async function withBuildLock<T>(stateDir: string, digest: string, fn: () 
   const locks = join(imagesDir(stateDir), '.locks');
   await mkdir(locks, { recursive: true, mode: 0o700 });
   const lockPath = join(locks, `${digestHex(digest)}.lock`);
-  const deadline = Date.now() + LOCK_WAIT_MS;
-  for (;;) {
-    try {
-      const handle = await open(lockPath, 'wx', 0o600);
-      await handle.writeFile(String(process.pid));
-      await handle.close();
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    const holder = Number(await readFile(lockPath, 'utf8').catch(() => ''));
-    if (Number.isInteger(holder) && holder > 0 && !isAlive(holder)) {
-      await rm(lockPath, { force: true });
-      continue;
-    }
-    if (Date.now() > deadline) {
-      throw new MicroagentError('transient', `timed out waiting for another build of image ${digest} (lock ${lockPath})`, {
-        code: 'image.lock_timeout',
-        remediation: `If no other microagent is building it, remove ${lockPath}.`,
-      });
-    }
-    await sleep(LOCK_POLL_MS);
-  }
-  try {
-    return await fn();
-  } finally {
-    await rm(lockPath, { force: true });
-  }
+  const busy = () =>
+    new MicroagentError('transient', `timed out waiting for another build of image ${digest} (lock ${lockPath})`, {
+      code: 'image.lock_timeout',
+      remediation: `If no other microagent is building it, remove ${lockPath}.`,
+    });
+  return withPidLock(lockPath, LOCK_WAIT_MS, busy, fn);
 }
