@@ -57,6 +57,7 @@ export async function startMediator(
     opened.push(policy);
     const ca = await loadOrCreateCa({ dir: paths.ca, workspace: manifest.name });
     const resolver = createWorkspaceResolver(config.dnsUpstreams.length > 0 ? { upstreams: config.dnsUpstreams } : {});
+    opened.push(resolver);
     let proxy: EgressProxy | null = null;
     let dns: DnsServer | null = null;
     if (config.network === 'user' && config.egress !== 'off') {
