@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bootVm, standardGuestConfig, type RunningVm } from '../../src/vm/index.js';
 import { FRAME_MAX_PAYLOAD, MSG } from '../../src/vm/protocol.js';
-import { runDir, testKernel, testRootfs, TEST_STATE_DIR } from './helpers.js';
+import { removeTestDirs, runDir, testKernel, testRootfs, TEST_STATE_DIR } from './helpers.js';
 
 const CA = '-----BEGIN CERTIFICATE-----\nMIIBtestmicroagentca\n-----END CERTIFICATE-----\n';
 
@@ -22,6 +22,7 @@ describe('microVM guest agent (isolated network)', () => {
 
   afterAll(async () => {
     if (vm && vm.state !== 'stopped') await vm.kill();
+    removeTestDirs();
   });
 
   it('runs a command and streams its stdout', async () => {

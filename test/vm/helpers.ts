@@ -22,6 +22,13 @@ export async function testKernel(): Promise<InstalledKernel> {
 
 const APPLETS = ['sh', 'uname', 'cat', 'env', 'ls', 'nc', 'wget', 'nslookup', 'echo', 'sleep', 'hostname', 'sync', 'id', 'pwd', 'true', 'timeout', 'ip', 'ifconfig', 'route', 'dd', 'wc', 'head', 'nproc'];
 
+const created: string[] = [];
+
+/** Removes the images and run directories this test file made (call from afterAll). */
+export function removeTestDirs(): void {
+  for (const dir of created.splice(0)) rmSync(dir, { recursive: true, force: true });
+}
+
 /** A 64 MiB ext4 image with busybox-static and its applet links; a fresh copy per call. */
 export function testRootfs(): string {
   const cached = join(TEST_STATE_DIR, 'test-rootfs-v4.img');
@@ -36,12 +43,16 @@ export function testRootfs(): string {
     renameSync(tmp, cached);
     rmSync(dir, { recursive: true, force: true });
   }
-  const copy = join(mkdtempSync(join(tmpdir(), 'ma-img-')), 'root.img');
+  const dir = mkdtempSync(join(tmpdir(), 'ma-img-'));
+  created.push(dir);
+  const copy = join(dir, 'root.img');
   copyFileSync(cached, copy);
   return copy;
 }
 
 /** Short run directory: Unix socket paths must stay under 108 bytes. */
 export function runDir(): string {
-  return mkdtempSync(join(tmpdir(), 'mavm-'));
+  const dir = mkdtempSync(join(tmpdir(), 'mavm-'));
+  created.push(dir);
+  return dir;
 }

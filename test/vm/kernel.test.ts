@@ -5,13 +5,13 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, mkdtempSync, readFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bootVm, loadKernel, qemuBackend } from '../../src/vm/index.js';
-import { runDir, TEST_STATE_DIR, testKernel } from './helpers.js';
+import { removeTestDirs, runDir, TEST_STATE_DIR, testKernel } from './helpers.js';
 
 const run = promisify(execFile);
 const CLI = join(import.meta.dirname, '../../dist/cli/main.js');
@@ -26,8 +26,15 @@ async function cli(args: string[], env: NodeJS.ProcessEnv = process.env) {
   }
 }
 
+const scratch: string[] = [];
+afterAll(() => {
+  for (const d of scratch) rmSync(d, { recursive: true, force: true });
+  removeTestDirs();
+});
+
 describe('guest kernel install', () => {
   const stateDir = mkdtempSync(join(tmpdir(), 'ma-kernel-'));
+  scratch.push(stateDir);
   let installed: { version: string; dir: string; modules: string[] };
 
   beforeAll(async () => {
@@ -63,6 +70,7 @@ describe('guest kernel install', () => {
 describe('typed errors before any boot', () => {
   it('a missing kernel is not_found with the install command as the fix', async () => {
     const empty = mkdtempSync(join(tmpdir(), 'ma-nokernel-'));
+    scratch.push(empty);
     await expect(bootVm({ stateDir: empty, rootfsPath: '/nonexistent', runDir: runDir(), network: { mode: 'isolated' } }))
       .rejects.toMatchObject({ kind: 'not_found', code: 'vm.kernel_missing', remediation: expect.stringContaining('microagent kernel install') });
   });

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import dnsPacket from 'dns-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentClient, bootVm, standardGuestConfig, type NetworkConfig, type RunningVm } from '../../src/vm/index.js';
-import { runDir, testKernel, testRootfs, TEST_STATE_DIR } from './helpers.js';
+import { removeTestDirs, runDir, testKernel, testRootfs, TEST_STATE_DIR } from './helpers.js';
 
 function listen(server: Server, path: string): Promise<void> {
   return new Promise((resolve) => server.listen(path, resolve));
@@ -41,6 +41,7 @@ function dnsResponder(seen: string[]): Server {
 }
 
 const BULK = 2 * 1024 * 1024;
+afterAll(() => removeTestDirs());
 
 describe('microVM guest in user network mode', () => {
   let vm: RunningVm;
