@@ -54,7 +54,6 @@ interface Pending {
 }
 
 interface Session {
-  readonly handle: ExecHandle;
   readonly stdout: PassThrough;
   readonly stderr: PassThrough;
   readonly settle: Pending;
@@ -151,19 +150,24 @@ export class AgentClient {
       settle = { resolve: (v) => resolve(v as ExitStatus), reject };
     });
     exit.catch(() => {}); // callers that only read output must not see an unhandled rejection
+    // After EXIT, or once the channel is gone, these are no-ops: a caller racing the end of a
+    // command (a hung-up client killing it) must not get an exception.
+    const toCommand = (type: number, payload?: Buffer) => {
+      if (this.sessions.has(stream)) this.sendFrame(type, stream, payload);
+    };
     const handle: ExecHandle = {
       stdout,
       stderr,
       exit,
-      writeStdin: (data) => this.send(MSG.STDIN, stream, Buffer.from(data)),
-      endStdin: () => this.send(MSG.STDIN_EOF, stream),
+      writeStdin: (data) => toCommand(MSG.STDIN, Buffer.from(data)),
+      endStdin: () => toCommand(MSG.STDIN_EOF),
       signal: (signo) => {
         const p = Buffer.alloc(4);
         p.writeUInt32BE(signo);
-        this.send(MSG.SIGNAL, stream, p);
+        toCommand(MSG.SIGNAL, p);
       },
     };
-    this.sessions.set(stream, { handle, stdout, stderr, settle });
+    this.sessions.set(stream, { stdout, stderr, settle });
     this.send(MSG.EXEC, stream, encodeExec(req));
     return handle;
   }

@@ -68,6 +68,7 @@ describe('microVM guest agent (isolated network)', () => {
     const h = vm.agent.exec({ argv: ['sleep', '30'] });
     setTimeout(() => h.signal(15), 200);
     expect(await h.exit).toEqual({ kind: 'signaled', signal: 15, timedOut: false });
+    expect(() => h.signal(9)).not.toThrow(); // after EXIT: a no-op
   });
 
   it('installs the CA and sets the environment for every command', async () => {
