@@ -161,6 +161,14 @@ export const qemuBackend: VmBackend = {
     const qemu = requireQemu();
     mkdirSync(spec.runDir, { recursive: true });
     const paths = runPaths(spec.runDir, spec.serialLog);
+    for (const socket of [paths.agentSocket, paths.qmpSocket]) {
+      if (Buffer.byteLength(socket) > 107) {
+        throw new MicroagentError('invalid', `the run directory path is too long for a Unix socket: ${socket}`, {
+          code: 'vm.run_dir',
+          remediation: 'Use a shorter run directory (socket paths are limited to 107 bytes), e.g. under /tmp or $XDG_RUNTIME_DIR.',
+        });
+      }
+    }
     for (const p of [paths.agentSocket, paths.qmpSocket]) rmSync(p, { force: true });
     rmSync(paths.serialLog, { force: true });
     const qemuLog = join(spec.runDir, 'qemu.log');

@@ -75,6 +75,14 @@ describe('typed errors before any boot', () => {
       .rejects.toMatchObject({ kind: 'not_found', code: 'vm.kernel_missing', remediation: expect.stringContaining('microagent kernel install') });
   });
 
+  it('a run directory too long for Unix sockets is refused before QEMU starts', async () => {
+    const kernel = await testKernel();
+    await expect(qemuBackend.boot({
+      kernelPath: kernel.vmlinuz, initramfsPath: '/nonexistent', rootfsPath: '/nonexistent', memoryMiB: 128, cpus: 1,
+      network: { mode: 'isolated' }, runDir: join(runDir(), 'x'.repeat(100)), accelerator: 'tcg',
+    })).rejects.toMatchObject({ kind: 'invalid', code: 'vm.run_dir' });
+  });
+
   it('a host without QEMU on PATH is unsupported, and doctor names the package', async () => {
     const kernel = await testKernel();
     const saved = process.env['PATH'];
