@@ -20,7 +20,6 @@
 #include "agent.h"
 
 #define MAX_SESSIONS 64
-#define MAX_ARGS 1024
 
 struct session {
   int used;
@@ -104,15 +103,27 @@ void exec_start(uint32_t stream, const uint8_t *payload, size_t len) {
     if (!sessions[i].used) s = &sessions[i];
   if (!s) return send_error(stream, "too many concurrent commands (max %d)", MAX_SESSIONS);
 
-  char *argv[MAX_ARGS + 1];
-  char *envp[MAX_ARGS + 64];
+  /* Arrays sized from the payload itself: one pass to count records, so no count can overflow. */
+  size_t records = 0;
+  {
+    struct tlv_iter count = {payload, len};
+    uint8_t k;
+    const uint8_t *cv;
+    uint32_t cl;
+    while (tlv_next(&count, &k, &cv, &cl) == 1) records++;
+  }
+  static char *defaults[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                             "HOME=/root", "TERM=dumb", "LANG=C.UTF-8"};
+  size_t ndefaults = sizeof defaults / sizeof *defaults;
+  char **argv = calloc(records + 1, sizeof *argv);
+  char **envp = calloc(ndefaults + config_env_len + records + 1, sizeof *envp);
+  char **owned = calloc(records + 1, sizeof *owned);
+  if (!argv || !envp || !owned) abort();
   size_t argc = 0, envc = 0;
   char *cwd = NULL;
   uint32_t uid = 0, gid = 0, timeout_ms = 0;
   int want_stdin = 0, bad = 0;
-  static char *defaults[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                             "HOME=/root", "TERM=dumb", "LANG=C.UTF-8"};
-  for (size_t i = 0; i < sizeof defaults / sizeof *defaults; i++) env_set(envp, &envc, defaults[i]);
+  for (size_t i = 0; i < ndefaults; i++) env_set(envp, &envc, defaults[i]);
   for (size_t i = 0; i < config_env_len; i++) env_set(envp, &envc, config_env[i]);
 
   struct tlv_iter it = {payload, len};
@@ -120,16 +131,14 @@ void exec_start(uint32_t stream, const uint8_t *payload, size_t len) {
   const uint8_t *v;
   uint32_t vl;
   int r;
-  char *owned[MAX_ARGS * 2 + 8];
   size_t nowned = 0;
   while ((r = tlv_next(&it, &key, &v, &vl)) == 1 && !bad) {
     switch (key) {
       case EX_ARG:
-        if (argc >= MAX_ARGS) { bad = 1; break; }
         argv[argc++] = owned[nowned++] = dup_str(v, vl);
         break;
       case EX_ENV:
-        if (envc >= MAX_ARGS + 60 || !memchr(v, '=', vl)) { bad = 1; break; }
+        if (!memchr(v, '=', vl)) { bad = 1; break; }
         env_set(envp, &envc, owned[nowned++] = dup_str(v, vl));
         break;
       case EX_CWD: if (!cwd) cwd = owned[nowned++] = dup_str(v, vl); break;
@@ -181,6 +190,9 @@ fail:
   }
 done:
   for (size_t i = 0; i < nowned; i++) free(owned[i]); /* the child has its own copy after fork */
+  free(owned);
+  free(argv);
+  free(envp);
 }
 
 static void flush_stdin(struct session *s) {
