@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, symlinkSync, copyFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { installKernel, loadKernel, type InstalledKernel } from '../../src/vm/index.js';
 
 export const TEST_STATE_DIR = join(tmpdir(), 'microagent-vm-test-state');
@@ -24,6 +24,15 @@ const APPLETS = ['sh', 'uname', 'cat', 'env', 'ls', 'nc', 'wget', 'nslookup', 'e
 
 const created: string[] = [];
 
+/** Copies a dynamically linked host binary and the libraries `ldd` names into the image tree. */
+function copyWithLibraries(binary: string, root: string): void {
+  const libs = execFileSync('ldd', [binary]).toString().match(/\/[^\s()]+/g) ?? [];
+  for (const file of [binary, ...libs]) {
+    mkdirSync(join(root, dirname(file)), { recursive: true });
+    copyFileSync(file, join(root, file));
+  }
+}
+
 /** Removes the images and run directories this test file made (call from afterAll). */
 export function removeTestDirs(): void {
   for (const dir of created.splice(0)) rmSync(dir, { recursive: true, force: true });
@@ -31,12 +40,14 @@ export function removeTestDirs(): void {
 
 /** A 64 MiB ext4 image with busybox-static and its applet links; a fresh copy per call. */
 export function testRootfs(): string {
-  const cached = join(TEST_STATE_DIR, 'test-rootfs-v4.img');
+  const cached = join(TEST_STATE_DIR, 'test-rootfs-v5.img');
   if (!existsSync(cached)) {
     const dir = mkdtempSync(join(tmpdir(), 'ma-rootfs-'));
     for (const d of ['bin', 'etc', 'proc', 'sys', 'dev', 'tmp', 'run', 'root']) mkdirSync(join(dir, d));
     copyFileSync('/bin/busybox', join(dir, 'bin/busybox'));
     for (const a of APPLETS) symlinkSync('busybox', join(dir, 'bin', a));
+    // socat: the only way to reach the guest's Unix-socket mediation endpoint from a shell.
+    copyWithLibraries('/usr/bin/socat', dir);
     mkdirSync(TEST_STATE_DIR, { recursive: true });
     const tmp = `${cached}.${process.pid}`;
     execFileSync('mke2fs', ['-q', '-F', '-t', 'ext4', '-d', dir, tmp, '64M']);

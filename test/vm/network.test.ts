@@ -124,9 +124,11 @@ describe('microVM guest in user network mode', () => {
     expect((await vm.agent.run({ argv: ['cat', '/etc/resolv.conf'] })).stdout).toContain('nameserver 127.0.0.53');
   });
 
-  it('tunnels the mediation fallback endpoint to the broker socket', async () => {
+  it('tunnels the mediation fallback endpoints (TCP and Unix socket) to the broker socket', async () => {
     const out = await vm.agent.run({ argv: ['sh', '-c', 'echo hello-broker | nc -w 5 127.0.0.1 7000'] });
     expect(out.stdout).toBe('echo:hello-broker\n');
+    const unix = await vm.agent.run({ argv: ['sh', '-c', 'echo via-unix | /usr/bin/socat - UNIX-CONNECT:/run/microagent/mediation/7000.sock'] });
+    expect(unix.stdout).toBe('echo:via-unix\n');
   });
 
   it('moves bulk data both ways through the tunnel beyond the credit window', async () => {
