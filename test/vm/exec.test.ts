@@ -46,6 +46,12 @@ describe('microVM guest agent (isolated network)', () => {
     expect(bad.stderr).toContain('cannot change directory to /does/not/exist');
   });
 
+  it('streams large output completely and in order', async () => {
+    const out = await vm.agent.run({ argv: ['sh', '-c', 'dd if=/dev/zero bs=65536 count=128 2>/dev/null; echo END'] });
+    expect(out.stdout.length).toBe(8 * 1024 * 1024 + 4);
+    expect(out.stdout.endsWith('\0END\n')).toBe(true);
+  });
+
   it('passes stdin through and separates stderr', async () => {
     const out = await vm.agent.run({ argv: ['sh', '-c', 'cat; echo oops >&2'] }, 'hello from the host\n');
     expect(out.stdout).toBe('hello from the host\n');

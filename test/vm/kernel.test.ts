@@ -55,6 +55,19 @@ describe('guest kernel install', () => {
     expect(loadKernel(stateDir).version).toBe(installed.version);
   });
 
+  it('installs a bare kernel image given with --from, named by its hash', async () => {
+    const other = mkdtempSync(join(tmpdir(), 'ma-kernel-from-'));
+    scratch.push(other);
+    const r = await cli(['--json', 'kernel', 'install', '--from', join(installed.dir, 'vmlinuz'), '--state-dir', other]);
+    expect(r.code).toBe(0);
+    const k = JSON.parse(r.stdout) as { version: string; modules: string[]; source: string };
+    expect(k.version).toMatch(/^custom-[0-9a-f]{12}$/);
+    expect(k.modules).toEqual([]);
+    expect(loadKernel(other).version).toBe(k.version);
+    const missing = await cli(['--mode=ax', 'kernel', 'install', '--from', '/nonexistent/vmlinuz', '--state-dir', other]);
+    expect(JSON.parse(missing.stdout)).toMatchObject({ ok: false, error: { kind: 'not_found' } });
+  });
+
   it('refuses a kernel whose files no longer match the manifest, naming the fix', async () => {
     appendFileSync(join(installed.dir, 'modules', 'virtio_blk.ko'), 'tampered');
     expect(() => loadKernel(stateDir)).toThrow(expect.objectContaining({ kind: 'invalid', code: 'vm.kernel_corrupt' }));
