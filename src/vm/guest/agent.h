@@ -93,9 +93,10 @@ int open_agent_port(void);
 int net_setup(void); /* returns 1 when eth0 exists and was configured */
 void net_lo_up(void);
 
-/* config (main.c) */
+/* config.c */
 extern char **config_env;
 extern size_t config_env_len;
+void apply_config(uint32_t stream, const uint8_t *payload, size_t len);
 
 /* exec.c */
 struct pollfd;

@@ -1,0 +1,123 @@
+/*
+ * CONFIG: the workspace settings the host pushes into the guest: CA trust (own file + appended once
+ * to the system bundle), the environment of every command, hostname and /etc/hosts, the DNS relay
+ * upstream and resolv.conf, and the mediation listeners. Applying the same CONFIG twice changes
+ * nothing; an unreadable record stops processing with an ERROR, never a crash.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+char **config_env;
+size_t config_env_len;
+
+static int write_file(const char *path, const void *data, size_t len, int append) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC), 0644);
+  if (fd < 0) return -1;
+  ssize_t n = write(fd, data, len);
+  close(fd);
+  return n == (ssize_t)len ? 0 : -1;
+}
+
+/* Appends the CA to the system bundle unless it is already there, so CONFIG can be sent again. */
+static void install_ca(const uint8_t *pem, uint32_t len) {
+  mkdir("/etc/ssl", 0755);
+  mkdir("/etc/ssl/certs", 0755);
+  if (write_file("/etc/ssl/certs/microagent-ca.pem", pem, len, 0) != 0)
+    logmsg("write microagent-ca.pem: %s", strerror(errno));
+  const char *bundle = "/etc/ssl/certs/ca-certificates.crt";
+  FILE *f = fopen(bundle, "re");
+  int present = 0;
+  if (f) {
+    struct buf all = {0};
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) buf_append(&all, chunk, n);
+    fclose(f);
+    buf_append(&all, "", 1);
+    present = len > 0 && memmem(all.data, all.len, pem, len) != NULL;
+    buf_free(&all);
+  }
+  if (!present && (write_file(bundle, "\n", 1, 1) != 0 || write_file(bundle, pem, len, 1) != 0))
+    logmsg("append to %s: %s", bundle, strerror(errno));
+}
+
+/* localhost and the hostname must resolve locally: otherwise every lookup of them would go to the
+   workspace resolver (and be audited as an unknown name). Existing entries are kept. */
+static void ensure_hosts(const char *hostname) {
+  FILE *f = fopen("/etc/hosts", "re");
+  int has_localhost = 0, has_name = 0;
+  if (f) {
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+      if (line[0] == '#') continue;
+      for (char *tok = strtok(line, " \t\r\n"); tok; tok = strtok(NULL, " \t\r\n")) {
+        if (strcmp(tok, "localhost") == 0) has_localhost = 1;
+        if (strcmp(tok, hostname) == 0) has_name = 1;
+      }
+    }
+    fclose(f);
+  }
+  char add[400];
+  int n = snprintf(add, sizeof add, "%s%s%s%s", has_localhost ? "" : "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
+                   has_name ? "" : "127.0.1.1\t", has_name ? "" : hostname, has_name ? "" : "\n");
+  if (n > 0 && (size_t)n < sizeof add) write_file("/etc/hosts", add, (size_t)n, 1);
+}
+
+void apply_config(uint32_t stream, const uint8_t *p, size_t len) {
+  struct tlv_iter it = {p, len};
+  uint8_t key;
+  const uint8_t *v;
+  uint32_t vl;
+  int r, env_reset = 0;
+  while ((r = tlv_next(&it, &key, &v, &vl)) == 1) {
+    char text[256];
+    size_t tl = vl < sizeof text - 1 ? vl : sizeof text - 1;
+    memcpy(text, v, tl);
+    text[tl] = 0;
+    switch (key) {
+      case CFG_CA_PEM: install_ca(v, vl); break;
+      case CFG_ENV: {
+        if (!env_reset) {
+          for (size_t i = 0; i < config_env_len; i++) free(config_env[i]);
+          config_env_len = 0;
+          env_reset = 1;
+        }
+        if (!memchr(v, '=', vl)) break;
+        char **grown = realloc(config_env, (config_env_len + 2) * sizeof *config_env);
+        if (!grown) abort();
+        config_env = grown;
+        config_env[config_env_len] = strndup((const char *)v, vl);
+        config_env[++config_env_len] = NULL;
+        break;
+      }
+      case CFG_HOSTNAME:
+        if (sethostname(text, tl) != 0) logmsg("sethostname: %s", strerror(errno));
+        mkdir("/etc", 0755);
+        ensure_hosts(text);
+        text[tl] = '\n';
+        write_file("/etc/hostname", text, tl + 1, 0);
+        break;
+      case CFG_MEDIATION_PORT:
+        if (vl == 4 && be32(v) > 0 && be32(v) < 65536) tunnel_listen((uint16_t)be32(v));
+        break;
+      case CFG_DNS_UPSTREAM:
+        dns_enable(text);
+        mkdir("/etc", 0755);
+        unlink("/etc/resolv.conf"); /* images often ship it as a symlink into /run */
+        write_file("/etc/resolv.conf", "nameserver 127.0.0.53\noptions edns0\n", 35, 0);
+        break;
+      default: break;
+    }
+  }
+  if (r < 0) return send_error(stream, "malformed CONFIG payload");
+  send_frame(MSG_READY, stream, NULL, 0);
+}
+
