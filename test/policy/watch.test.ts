@@ -25,6 +25,13 @@ async function until(predicate: () => boolean, what: string): Promise<void> {
   }
 }
 
+/** Replaces the file in one step, so the watcher can never read it half-written. */
+async function replaceFile(path: string, text: string): Promise<void> {
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, text);
+  await rename(tmp, path);
+}
+
 const allows = (policy: Policy, host: string) => decide(policy, { protocol: 'https', host, port: 443 }).verdict === 'allow';
 
 beforeEach(async () => {
@@ -59,13 +66,13 @@ describe('watchPolicy', () => {
 
   it('keeps the old policy and reports an invalid edit with its position', async () => {
     const before = watcher!.current();
-    await writeFile(file, v1.replace('allow', 'alow'));
+    await replaceFile(file, v1.replace('allow', 'alow'));
     await until(() => invalids.length === 1, 'invalid report');
     expect(invalids[0]).toMatchObject({ kind: 'invalid', code: 'policy.invalid' });
     expect(invalids[0]?.message).toContain(`${file}:4:23: action must be one of`);
     expect(watcher!.current()).toBe(before);
     // Fixing the file afterwards is picked up.
-    await writeFile(file, v2);
+    await replaceFile(file, v2);
     await until(() => reloads.length === 1, 'reload after fix');
     expect(allows(watcher!.current(), 'two.example')).toBe(true);
   });
