@@ -86,8 +86,8 @@ describe('watchPolicy', () => {
   });
 
   it('ignores a save that does not change the content', async () => {
-    await writeFile(file, v1);
-    await writeFile(file, v2); // a real change afterwards proves events are flowing
+    await replaceFile(file, v1);
+    await replaceFile(file, v2); // a real change afterwards proves events are flowing
     await until(() => reloads.length >= 1, 'reload');
     expect(reloads).toHaveLength(1);
     expect(invalids).toHaveLength(0);
