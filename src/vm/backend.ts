@@ -87,12 +87,13 @@ export interface RunningVm {
   resume(): Promise<void>;
   /** QEMU's own run state (`running`, `paused`, ...), from QMP query-status. */
   status(): Promise<string>;
-  /** Asks the guest to shut down cleanly and returns at once; never escalates (watch `exited`). */
-  powerdown(): Promise<void>;
   /** Clean shutdown through the guest agent (sync, unmount, power off); kills after `timeoutMs`. */
   halt(timeoutMs?: number): Promise<VmExit>;
-  /** The graceful stop signal (`stop`): asks the guest to end its processes and power off; never escalates. */
-  requestStop(): void;
+  /**
+   * The graceful stop signal (`stop`): the guest SIGTERMs every process and powers off once none is
+   * left. Returns at once and never escalates: watch `exited`.
+   */
+  requestStop(): Promise<void>;
   /** Immediate stop (QMP quit, then SIGKILL). */
   kill(): Promise<VmExit>;
 }

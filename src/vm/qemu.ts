@@ -119,12 +119,6 @@ class QemuVm implements RunningVm {
     return reply.status ?? 'unknown';
   }
 
-  async powerdown(): Promise<void> {
-    nextVmState(this.state, 'halt');
-    if (this.state === 'paused') await this.resume();
-    void this.agent.halt().catch(() => {});
-  }
-
   async halt(timeoutMs = 15_000): Promise<VmExit> {
     nextVmState(this.state, 'halt');
     if (this.state === 'paused') await this.resume();
@@ -137,8 +131,9 @@ class QemuVm implements RunningVm {
     }
   }
 
-  requestStop(): void {
+  async requestStop(): Promise<void> {
     nextVmState(this.state, 'halt');
+    if (this.state === 'paused') await this.resume();
     this.agent.requestStop();
   }
 

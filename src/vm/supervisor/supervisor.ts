@@ -226,8 +226,7 @@ class Supervisor {
         const vm = this.requireVm();
         this.exitAs = { verb: 'stop', state: 'stopped' };
         await this.record('stop', 'stopping');
-        if (vm.state === 'paused') await vm.resume();
-        vm.requestStop();
+        await vm.requestStop();
         const exited = await Promise.race([vm.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), STOP_GRACE_MS))]);
         if (exited) return { state: 'stopped' };
         this.exitAs = null;
