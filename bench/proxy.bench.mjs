@@ -3,7 +3,7 @@
 //     (each name is new to the proxy: policy decision, lookup, leaf mint, upstream handshake);
 //  2. memory with 1,000 open intercepted tunnels: RSS of a `microagent proxy` child process.
 // Prints a markdown table with ratios against the direct (no proxy) peer measured in the same run.
-//   node bench/proxy.bench.mjs [--hosts 100] [--tunnels 1000]
+//   node bench/proxy.bench.mjs [--hosts 100] [--tunnels 1000] [--no-fsync]
 import 'reflect-metadata';
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -18,7 +18,8 @@ import { loadOrCreateCa } from '../dist/ca/index.js';
 import { parsePolicy } from '../dist/policy/index.js';
 import { startEgressProxy } from '../dist/proxy/index.js';
 
-const { values } = parseArgs({ options: { hosts: { type: 'string', default: '100' }, tunnels: { type: 'string', default: '1000' } } });
+const { values } = parseArgs({ options: { hosts: { type: 'string', default: '100' }, tunnels: { type: 'string', default: '1000' }, 'no-fsync': { type: 'boolean', default: false } } });
+const FSYNC = !values['no-fsync'];
 const HOSTS = Number(values.hosts);
 const TUNNELS = Number(values.tunnels);
 const dir = mkdtempSync(join(tmpdir(), 'proxy-bench-'));
@@ -52,7 +53,7 @@ function curlTime(args) {
 const percentile = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
 
 // --- 1. first request to a new host -------------------------------------------------------
-const audit = await openAuditLog({ path: join(dir, 'audit.jsonl'), workspace: 'bench' });
+const audit = await openAuditLog({ path: join(dir, 'audit.jsonl'), workspace: 'bench', fsync: FSYNC });
 const ca = await loadOrCreateCa({ dir: join(dir, 'proxy-ca'), workspace: 'bench' });
 const policy = parsePolicy(policyText, 'bench.yaml');
 const proxy = await startEgressProxy({
@@ -93,7 +94,7 @@ const openTunnel = () =>
     const socket = netConnect({ host: '127.0.0.1', port: childPort }, () => socket.write(`CONNECT 127.0.0.1:${originPort} HTTP/1.1\r\nHost: 127.0.0.1:${originPort}\r\n\r\n`));
     socket.once('data', (d) => {
       if (!d.toString().startsWith('HTTP/1.1 200')) return reject(new Error(d.toString()));
-      const tls = tlsConnect({ socket, ca: childCa, ALPNProtocols: ['http/1.1'] }, () => {
+      const tls = tlsConnect({ socket, host: '127.0.0.1', ca: childCa, ALPNProtocols: ['http/1.1'] }, () => {
         tls.write(`GET / HTTP/1.1\r\nHost: 127.0.0.1:${originPort}\r\n\r\n`);
         tls.once('data', () => resolve(tls));
       });
@@ -116,7 +117,7 @@ const p50p = percentile(viaProxy, 50);
 const p90d = percentile(direct, 90);
 const p90p = percentile(viaProxy, 90);
 const f = (x) => x.toFixed(1);
-console.log(`| metric (${HOSTS} new hosts, ${TUNNELS} tunnels) | direct | via microagent proxy | added | ratio |`);
+console.log(`| metric (${HOSTS} new hosts, audit fsync ${FSYNC ? 'on' : 'off'}; ${TUNNELS} tunnels) | direct | via microagent proxy | added | ratio |`);
 console.log('|---|---:|---:|---:|---:|');
 console.log(`| first request to a new host, p50 (ms) | ${f(p50d)} | ${f(p50p)} | ${f(p50p - p50d)} | ${f(p50p / p50d)}x |`);
 console.log(`| first request to a new host, p90 (ms) | ${f(p90d)} | ${f(p90p)} | ${f(p90p - p90d)} | ${f(p90p / p90d)}x |`);

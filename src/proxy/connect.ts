@@ -39,7 +39,7 @@ export async function handleConnect(rt: ProxyRuntime, handoff: InterceptHandoff,
   const outcome = await decideFlow(
     rt,
     parsed.kind === 'ok'
-      ? { type: 'open', request: { conn, protocol: 'https', destination: parsed.destination } }
+      ? { type: 'open', request: { conn, protocol: 'https', destination: parsed.destination, auditHealthy: rt.audit.healthy } }
       : { type: 'invalid_target', conn, protocol: 'https', detail: parsed.detail },
   );
   if (outcome.kind === 'denied' || destination === null) {

@@ -16,6 +16,8 @@ export interface FlowRequest {
   /** https for CONNECT (TLS expected inside), http for absolute-form requests, tcp for a non-TLS tunnel. */
   readonly protocol: 'http' | 'https' | 'tcp';
   readonly destination: Destination;
+  /** The audit sink reported itself healthy when the flow began; if not, nothing proceeds unawaited. */
+  readonly auditHealthy: boolean;
 }
 
 export type ConnectionState =
@@ -38,6 +40,12 @@ export type ConnectionAction =
   /** `wait`: the next event must be `audited`/`audit_failed` (allows wait for durability; denies do not). */
   | { readonly type: 'audit'; readonly record: EgressDecisionEvent; readonly wait: boolean }
   | { readonly type: 'dial'; readonly target: CheckedTarget; readonly decision: Decision }
+  /**
+   * Serve requests on an allowed flow (terminate TLS for a CONNECT; forward a plain request). No
+   * upstream connection is made here: each request dials only after its own record is durable, and
+   * the writer keeps records in order, so the flow's allow record (appended just before) is too.
+   */
+  | { readonly type: 'serve_requests'; readonly target: CheckedTarget; readonly decision: Decision }
   | { readonly type: 'deny'; readonly answer: DenyAnswer };
 
 export interface StepResult {
@@ -60,10 +68,24 @@ function afterAddressCheck(policy: Policy, request: FlowRequest, ips: readonly s
       answerForDecision(check.decision, request.destination),
     );
   }
+  const record = decisionRecord({ ...facts, ip: check.target.ip }, check.decision);
+  if (dialsPerRequest(request, check.decision)) {
+    return {
+      state: { phase: 'open', request, target: check.target, decision: check.decision },
+      actions: [{ type: 'audit', record, wait: false }, { type: 'serve_requests', target: check.target, decision: check.decision }],
+    };
+  }
   return {
     state: { phase: 'auditing', request, target: check.target, decision: check.decision },
-    actions: [{ type: 'audit', record: decisionRecord({ ...facts, ip: check.target.ip }, check.decision), wait: true }],
+    actions: [{ type: 'audit', record, wait: true }],
   };
+}
+
+/** Plain HTTP and intercepted CONNECTs dial only per request; tunnels that splice dial right away. */
+function dialsPerRequest(request: FlowRequest, decision: Decision): boolean {
+  if (!request.auditHealthy) return false;
+  if (request.protocol === 'http') return true;
+  return request.protocol === 'https' && decision.mode !== 'off' && decision.action !== 'passthrough';
 }
 
 /** The whole connection decision. `policy` is the snapshot taken when the flow began. */

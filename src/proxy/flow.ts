@@ -43,6 +43,7 @@ export async function decideFlow(rt: ProxyRuntime, first: ConnectionEvent): Prom
           }
           break;
         case 'dial':
+        case 'serve_requests':
           return { kind: 'open', target: action.target, decision: action.decision };
         case 'deny':
           rt.counters.denied++;

@@ -6,6 +6,7 @@
  */
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import type { ClientHttp2Stream, IncomingHttpHeaders, IncomingHttpStatusHeader } from 'node:http2';
+import type { TLSSocket } from 'node:tls';
 import type { Policy, Reason } from '../policy/index.js';
 import { decisionRecord, denyAnswer, proxyVerdict } from './answers.js';
 import type { CheckedTarget } from './checked-target.js';
@@ -120,7 +121,10 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Cli
   const outHeaders = responseHeaders(answer.headers);
   const maxDown = job.scanFor.length > 0 ? rt.limits.maxScannedResponseBytes : rt.limits.maxResponseBodyBytes;
 
-  if (job.scanFor.length > 0) {
+  // Small bodies of known length are collected and written once (one TLS record, one syscall);
+  // bodies that must be scanned for an echoed secret are collected up to the scan cap.
+  const declared = Number(answer.headers['content-length'] ?? NaN);
+  if (job.scanFor.length > 0 || (declared >= 0 && declared <= SMALL_BODY_BYTES)) {
     const chunks: Buffer[] = [];
     for await (const chunk of answer.body as AsyncIterable<Buffer>) {
       bytesDown += chunk.length;
@@ -131,14 +135,10 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Cli
       }
       chunks.push(chunk);
     }
-    const body = Buffer.concat(chunks);
-    const headerText = JSON.stringify(outHeaders);
-    for (const secret of job.scanFor) {
-      const encoded = Buffer.from(secret).toString('base64');
-      if (body.includes(secret) || headerText.includes(secret) || body.includes(encoded) || headerText.includes(encoded)) {
-        fail('secret_echo');
-        return;
-      }
+    const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
+    if (job.scanFor.length > 0 && echoes(body, outHeaders, job.scanFor)) {
+      fail('secret_echo');
+      return;
     }
     res.writeHead(answer.status, outHeaders);
     addTrailers(res, answer.trailers());
@@ -169,6 +169,17 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Cli
   });
 }
 
+const SMALL_BODY_BYTES = 64 * 1024;
+
+function echoes(body: Buffer, headers: Record<string, string | string[]>, secrets: readonly string[]): boolean {
+  const headerText = JSON.stringify(headers);
+  for (const secret of secrets) {
+    const encoded = Buffer.from(secret).toString('base64');
+    if (body.includes(secret) || headerText.includes(secret) || body.includes(encoded) || headerText.includes(encoded)) return true;
+  }
+  return false;
+}
+
 function addTrailers(res: ClientResponse, trailers: Record<string, string | string[]> | null): void {
   if (trailers !== null && Object.keys(trailers).length > 0) res.addTrailers(trailers);
 }
@@ -180,10 +191,12 @@ async function openUpstream(
   clientH2: boolean,
 ): Promise<{ answer: Promise<UpstreamAnswer>; body: NodeJS.WritableStream; abort(): void }> {
   const tls = job.protocol === 'https';
+  let spareSocket: TLSSocket | null = null;
   if (tls && clientH2) {
-    const session = await rt.pool.sessionFor(job.target);
-    if (session !== null) {
-      const stream: ClientHttp2Stream = session.request({ ...headers, ':method': job.method, ':path': job.path, ':authority': job.authority, ':scheme': 'https' });
+    const upstream = await rt.pool.sessionFor(job.target);
+    if (upstream.kind === 'h1') spareSocket = upstream.take();
+    else {
+      const stream: ClientHttp2Stream = upstream.session.request({ ...headers, ':method': job.method, ':path': job.path, ':authority': job.authority, ':scheme': 'https' });
       // Errors after the answer surface through the body stream; this keeps them from being unhandled.
       stream.on('error', () => undefined);
       let trailers: Record<string, string | string[]> | null = null;
@@ -207,7 +220,7 @@ async function openUpstream(
     path: job.path,
     headers: { ...headers, host: job.authority },
     setHost: false,
-    agent: rt.pool.agentFor(job.target, tls),
+    ...(spareSocket === null ? { agent: rt.pool.agentFor(job.target, tls) } : { createConnection: () => spareSocket as TLSSocket }),
   });
   upReq.on('error', () => undefined);
   const answer = new Promise<UpstreamAnswer>((resolve, reject) => {

@@ -25,6 +25,13 @@ function sameHost(bound: Destination, other: Destination | { kind: 'name'; host:
 export function checkSni(bound: Destination, sni: string | null): IdentityCheck {
   if (sni === null) return SAME;
   if (bound.kind === 'ip') return { kind: 'mismatch', field: 'sni', claimed: sni };
+  // Some clients (Go's hey, for one) send `host:port` as the server name. It still names one
+  // destination, so it binds when both host and port are the bound ones.
+  if (sni.includes(':')) {
+    const parsed = parseAuthority(sni, null);
+    if (parsed.kind === 'ok' && sameHost(bound, parsed.destination) && parsed.destination.port === bound.port) return SAME;
+    return { kind: 'mismatch', field: 'sni', claimed: sni };
+  }
   const host = parseHost(sni);
   if (host === null || !sameHost(bound, host)) return { kind: 'mismatch', field: 'sni', claimed: sni };
   return SAME;

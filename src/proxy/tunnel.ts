@@ -202,7 +202,8 @@ async function intercept(
     secureContext,
     ALPNProtocols: ALPN,
     // Belt and braces: the peeked SNI was already bound; a different name here fails the handshake.
-    SNICallback: (servername, cb) => (servername === bound ? cb(null, secureContext) : cb(new Error('SNI does not match the CONNECT authority'))),
+    SNICallback: (servername, cb) =>
+      checkSni(destination, servername).kind === 'same' ? cb(null, secureContext) : cb(new Error('SNI does not match the CONNECT authority')),
   });
   const total = setTimeout(() => tlsSocket.destroy(), rt.limits.totalTimeoutMs);
   total.unref();

@@ -72,6 +72,12 @@ export function dialTls(target: CheckedTarget, alpn: readonly string[], trust: S
 }
 
 /** http.Agent calls createConnection(options, callback) and waits for the callback when it returns nothing. */
+export type UpstreamSession =
+  | { readonly kind: 'h2'; readonly session: ClientHttp2Session }
+  | { readonly kind: 'h1'; take(): TLSSocket | null };
+
+const NO_SESSION: UpstreamSession = { kind: 'h1', take: () => null };
+
 type AgentWithCallback = Omit<Agent, 'createConnection'> & {
   createConnection: (options: unknown, callback: (err: Error | null, socket?: Socket) => void) => Socket | undefined;
 };
@@ -81,7 +87,7 @@ const MAX_POOLS = 1024;
 /** Keep-alive pools per checked target. Owns every upstream socket it made; close() ends them all. */
 export class UpstreamPool {
   private readonly agents = new Map<string, Agent>();
-  private readonly sessions = new Map<string, Promise<ClientHttp2Session | null>>();
+  private readonly sessions = new Map<string, Promise<UpstreamSession>>();
   private readonly h1Only = new Set<string>();
 
   constructor(private readonly trust: SecureContext) {}
@@ -130,10 +136,14 @@ export class UpstreamPool {
     });
   }
 
-  /** A verified HTTP/2 session to `target`, or null when the upstream does not speak h2. */
-  async sessionFor(target: CheckedTarget): Promise<ClientHttp2Session | null> {
+  /**
+   * A verified HTTP/2 session to `target`, or, when the origin does not speak h2, the verified
+   * HTTP/1.1 socket that found out (so the first request costs one handshake, not two); later
+   * callers get `socket: null` and use the keep-alive agent.
+   */
+  async sessionFor(target: CheckedTarget): Promise<UpstreamSession> {
     assertCheckedTarget(target);
-    if (this.h1Only.has(target.key)) return null;
+    if (this.h1Only.has(target.key)) return NO_SESSION;
     let pending = this.sessions.get(target.key);
     if (pending === undefined) {
       pending = this.openSession(target);
@@ -143,32 +153,41 @@ export class UpstreamPool {
     return pending;
   }
 
-  private async openSession(target: CheckedTarget): Promise<ClientHttp2Session | null> {
+  private async openSession(target: CheckedTarget): Promise<UpstreamSession> {
     const socket = await dialTls(target, ['h2', 'http/1.1'], this.trust);
     if (socket.alpnProtocol !== 'h2') {
-      socket.destroy();
       this.h1Only.add(target.key);
       this.sessions.delete(target.key);
-      return null;
+      let spare: TLSSocket | null = socket;
+      // Whoever awaited this first takes the socket in the same turn; an untaken one is closed.
+      setImmediate(() => spare?.destroy());
+      return {
+        kind: 'h1',
+        take: () => {
+          const taken = spare;
+          spare = null;
+          return taken;
+        },
+      };
     }
     const authority = `https://${target.servername ?? (target.ip.includes(':') ? `[${target.ip}]` : target.ip)}:${target.port}`;
     const session = http2Connect(authority, { createConnection: () => socket });
+    const current: Promise<UpstreamSession> = Promise.resolve({ kind: 'h2', session });
     const forget = () => {
       if (this.sessions.get(target.key) === current) this.sessions.delete(target.key);
     };
-    const current = Promise.resolve(session);
     this.sessions.set(target.key, current);
     session.on('close', forget);
     session.on('goaway', forget);
     session.on('error', forget);
-    return session;
+    return { kind: 'h2', session };
   }
 
   close(): void {
     for (const agent of this.agents.values()) agent.destroy();
     this.agents.clear();
     for (const pending of this.sessions.values()) {
-      pending.then((session) => session?.destroy(), () => undefined);
+      pending.then((found) => (found.kind === 'h2' ? found.session.destroy() : found.take()?.destroy()), () => undefined);
     }
     this.sessions.clear();
   }

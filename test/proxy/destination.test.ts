@@ -75,6 +75,10 @@ describe('identity binding', () => {
     ['evilgithub.com', 'mismatch'],
     ['api.github.com', 'mismatch'],
     ['93.184.216.34', 'mismatch'],
+    // Go clients such as hey send host:port; it binds only with the bound port.
+    ['github.com:443', 'same'],
+    ['github.com:8443', 'mismatch'],
+    ['evil.test:443', 'mismatch'],
   ])('SNI %s on a github.com CONNECT: %s', (sni, kind) => {
     expect(checkSni(name, sni).kind).toBe(kind);
   });

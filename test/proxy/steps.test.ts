@@ -32,11 +32,11 @@ const policy: Policy = parsePolicy(POLICY, 'steps.yaml');
 const strict: Policy = parsePolicy('version: 1\nmode: strict\nrules:\n  - id: only\n    action: allow\n    hosts: [allowed.example]\n', 'strict.yaml');
 
 const name = (host: string, port = 443): Destination => ({ kind: 'name', host, port });
-const open = (destination: Destination, protocol: 'http' | 'https' = 'https') => ({ type: 'open' as const, request: { conn: 'c1', protocol, destination } });
+const open = (destination: Destination, protocol: 'http' | 'https' = 'https', auditHealthy = false) => ({ type: 'open' as const, request: { conn: 'c1', protocol, destination, auditHealthy } });
 const PUBLIC = '93.184.216.34';
 
 describe('connection step (playbook)', () => {
-  it('allowed name: decide, resolve, audit (awaited), then dial the checked IP', () => {
+  it('allowed name (splice flow or unhealthy sink): decide, resolve, audit (awaited), then dial the checked IP', () => {
     const { log } = playbook(policy, [
       { send: open(name('example.com')), expect: [{ type: 'resolve', host: 'example.com' }] },
       { send: { type: 'resolved', ips: [PUBLIC] }, expect: [{ type: 'audit', wait: true, record: { verdict: 'allow', reason: 'unlisted', ip: PUBLIC, host: 'example.com' } }] },
@@ -45,6 +45,30 @@ describe('connection step (playbook)', () => {
     assertAuditBeforeDial(log);
     const dial = log.find((e) => e.dir === 'out' && e.action.type === 'dial');
     expect(dial?.dir === 'out' && dial.action.type === 'dial' && isCheckedTarget(dial.action.target)).toBe(true);
+  });
+
+  it('intercepted CONNECT: the allow is appended, TLS is terminated, and nothing is dialled yet', () => {
+    const { log } = playbook(policy, [
+      { send: open(name('example.com'), 'https', true), expect: [{ type: 'resolve', host: 'example.com' }] },
+      { send: { type: 'resolved', ips: [PUBLIC] }, expect: [{ type: 'audit', wait: false, record: { verdict: 'allow', ip: PUBLIC } }, { type: 'serve_requests', target: { ip: PUBLIC } }] },
+    ]);
+    // Each request inside dials only after its own durable record (request step, serve-request.ts).
+    expect(actionTypes(log)).not.toContain('dial');
+  });
+
+  it('plain HTTP flow: the same, requests dial after their own records', () => {
+    playbook(policy, [
+      { send: open(name('example.com', 80), 'http', true), expect: [{ type: 'resolve' }] },
+      { send: { type: 'resolved', ips: [PUBLIC] }, expect: [{ type: 'audit', wait: false }, { type: 'serve_requests', target: { ip: PUBLIC, port: 80 } }] },
+    ]);
+  });
+
+  it('an unhealthy audit sink makes even an intercepted CONNECT wait for durability', () => {
+    playbook(policy, [
+      { send: open(name('example.com'), 'https', false), expect: [{ type: 'resolve' }] },
+      { send: { type: 'resolved', ips: [PUBLIC] }, expect: [{ type: 'audit', wait: true }] },
+      { send: { type: 'audit_failed', detail: 'disk full' }, expect: [{ type: 'deny', answer: { status: 503, reason: 'audit_unavailable' } }] },
+    ]);
   });
 
   it('denied name: never looked up, audited, 403 naming the rule', () => {
