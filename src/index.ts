@@ -7,3 +7,4 @@ export * from './audit/index.js';
 export * from './ca/index.js';
 export * from './mediation/index.js';
 export * from './proxy/dns/index.js';
+export * from './proxy/index.js';

@@ -2,7 +2,7 @@
 export { startEgressProxy, secretsFromEnv } from './server.js';
 export type { EgressProxy, EgressProxyOptions, ProxyStats } from './server.js';
 export type { InterceptCa } from './runtime.js';
-export { DEFAULT_LIMITS, type ProxyLimits } from './limits.js';
+export { DEFAULT_LIMITS as DEFAULT_PROXY_LIMITS, type ProxyLimits } from './limits.js';
 export { createSystemResolver } from './system-resolver.js';
 export type { HostResolver } from './resolver.js';
 export { parseClientHello, type ClientHelloPeek } from './client-hello.js';

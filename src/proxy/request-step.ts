@@ -10,6 +10,7 @@ import { decide, type Decision, type Policy } from '../policy/index.js';
 import { answerForDecision, decisionRecord, denyAnswer, proxyVerdict, type DenyAnswer } from './answers.js';
 import type { CheckedTarget } from './checked-target.js';
 import { describeDestination, type Destination } from './destination.js';
+import { isDohResolverName } from './dns/doh.js';
 import { checkAuthorityHeader } from './identity.js';
 
 /** The facts a driver copies out of node's parsed request (http1 or http2). */
@@ -56,24 +57,10 @@ export type RequestPlan =
       readonly scanFor: readonly string[];
     };
 
-/** Well-known public DoH endpoints: denied unless a rule names them. */
-export const DOH_HOSTS: ReadonlySet<string> = new Set([
-  'dns.google',
-  'dns.google.com',
-  'cloudflare-dns.com',
-  'mozilla.cloudflare-dns.com',
-  'one.one.one.one',
-  'dns.quad9.net',
-  'doh.opendns.com',
-  'doh.cleanbrowsing.org',
-  'dns.adguard.com',
-  'dns.nextdns.io',
-]);
-
 const DNS_MESSAGE = 'application/dns-message';
 
 function isDohRequest(destination: Destination, facts: RequestFacts, pathOnly: string): boolean {
-  if (destination.kind === 'name' && DOH_HOSTS.has(destination.host)) return true;
+  if (destination.kind === 'name' && isDohResolverName(destination.host)) return true;
   if (facts.contentType !== undefined && facts.contentType.toLowerCase().startsWith(DNS_MESSAGE)) return true;
   if (facts.accept !== undefined && facts.accept.toLowerCase().includes(DNS_MESSAGE)) return true;
   return pathOnly === '/dns-query' || pathOnly.startsWith('/dns-query/');

@@ -41,9 +41,12 @@ export function createUpstreamTrust(extraCaPems: readonly string[]): SecureConte
   return createSecureContext({ ca: [...rootCertificates, ...extraCaPems] });
 }
 
+/** Consumers attach their own error handling; this keeps an error in a gap between owners from crashing the proxy. */
+const ignoreLateError = (): void => undefined;
+
 export function dialTcp(target: CheckedTarget): Socket {
   assertCheckedTarget(target);
-  return netConnect({ host: target.ip, port: target.port, noDelay: true });
+  return netConnect({ host: target.ip, port: target.port, noDelay: true }).on('error', ignoreLateError);
 }
 
 /** Resolves with a TLS socket whose certificate has been verified for the target's name. */
@@ -66,6 +69,7 @@ export function dialTls(target: CheckedTarget, alpn: readonly string[], trust: S
     socket.once('error', onError);
     socket.once('secureConnect', () => {
       socket.off('error', onError);
+      socket.on('error', ignoreLateError);
       resolve(socket);
     });
   });
