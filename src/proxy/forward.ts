@@ -93,16 +93,22 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Cli
     return;
   }
 
-  const maxUp = rt.limits.maxRequestBodyBytes;
-  req.on('data', (chunk: Buffer) => {
-    bytesUp += chunk.length;
-    if (bytesUp > maxUp) {
-      upstream.abort();
-      fail('limit_exceeded', 'request body too large');
-      req.destroy();
-    }
-  });
-  req.pipe(upstream.body as NodeJS.WritableStream);
+  if (hasNoBody(req)) {
+    // Nothing to stream: end the upstream request now instead of plumbing an empty pipe.
+    req.resume();
+    upstream.body.end();
+  } else {
+    const maxUp = rt.limits.maxRequestBodyBytes;
+    req.on('data', (chunk: Buffer) => {
+      bytesUp += chunk.length;
+      if (bytesUp > maxUp) {
+        upstream.abort();
+        fail('limit_exceeded', 'request body too large');
+        req.destroy();
+      }
+    });
+    req.pipe(upstream.body as NodeJS.WritableStream);
+  }
   req.on('error', () => upstream.abort());
   res.on('close', () => {
     if (!finished) {
@@ -125,17 +131,13 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Cli
   // bodies that must be scanned for an echoed secret are collected up to the scan cap.
   const declared = Number(answer.headers['content-length'] ?? NaN);
   if (job.scanFor.length > 0 || (declared >= 0 && declared <= SMALL_BODY_BYTES)) {
-    const chunks: Buffer[] = [];
-    for await (const chunk of answer.body as AsyncIterable<Buffer>) {
-      bytesDown += chunk.length;
-      if (bytesDown > maxDown) {
-        upstream.abort();
-        fail('limit_exceeded', 'response to scan too large');
-        return;
-      }
-      chunks.push(chunk);
+    const body = await collect(answer.body, maxDown, (n) => (bytesDown = n));
+    if (typeof body === 'string') {
+      upstream.abort();
+      if (body === 'too_large') fail('limit_exceeded', 'response body over the collect limit');
+      else fail('upstream_unreachable', 'upstream response failed');
+      return;
     }
-    const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
     if (job.scanFor.length > 0 && echoes(body, outHeaders, job.scanFor)) {
       fail('secret_echo');
       return;
@@ -170,6 +172,32 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Cli
 }
 
 const SMALL_BODY_BYTES = 64 * 1024;
+
+/** An HTTP/1 request without Content-Length or Transfer-Encoding, or an HTTP/2 stream already ended. */
+function hasNoBody(req: ClientRequest): boolean {
+  if (isHttp2(req)) return req.stream.endAfterHeaders;
+  return req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined;
+}
+
+/** The whole body, or why not: past `max` bytes, or the stream failed. */
+function collect(body: NodeJS.ReadableStream, max: number, progress: (bytes: number) => void): Promise<Buffer | 'too_large' | 'failed'> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    body.on('data', (chunk: Buffer) => {
+      bytes += chunk.length;
+      progress(bytes);
+      if (bytes > max) {
+        body.removeAllListeners('data');
+        resolve('too_large');
+        return;
+      }
+      chunks.push(chunk);
+    });
+    body.once('end', () => resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)));
+    body.once('error', () => resolve('failed'));
+  });
+}
 
 function echoes(body: Buffer, headers: Record<string, string | string[]>, secrets: readonly string[]): boolean {
   const headerText = JSON.stringify(headers);
