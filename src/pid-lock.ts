@@ -5,6 +5,7 @@
  * a lock whose process is gone is taken over, so a crash never wedges anything. Never removes a lock
  * held by a live process.
  */
+import { randomBytes } from 'node:crypto';
 import { link, readFile, unlink, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { MicroagentError } from './errors.js';
@@ -29,7 +30,8 @@ export type LockAttempt = { readonly release: () => Promise<void> } | { readonly
 
 /** One attempt: the lock and its release, or the live pid holding it. */
 export async function takePidLock(lockPath: string): Promise<LockAttempt> {
-  const temp = `${lockPath}.${process.pid}.tmp`;
+  // Unique per attempt: one process may try several locks in the same directory at once.
+  const temp = `${lockPath}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   await writeFile(temp, `${process.pid}\n`, { mode: 0o600 });
   try {
     for (;;) {

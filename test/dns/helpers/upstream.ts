@@ -3,7 +3,7 @@
  * a programmable zone, per-name behaviours (truncate over UDP, stay silent, answer late) and a log
  * of every question it received, so tests can count what reached the upstream.
  */
-import { createSocket } from 'node:dgram';
+import { createSocket, type RemoteInfo } from 'node:dgram';
 import { createServer, type Socket } from 'node:net';
 import dnsPacket, { type Answer, type DecodedPacket } from 'dns-packet';
 
@@ -77,8 +77,8 @@ export async function startTestUpstream(): Promise<TestUpstream> {
     });
   };
 
-  const udp = createSocket('udp4');
-  udp.on('message', (message, peer) => {
+  let udp = createSocket('udp4');
+  const onMessage = (message: Buffer, peer: RemoteInfo): void => {
     let query: DecodedPacket;
     try {
       query = dnsPacket.decode(message);
@@ -96,9 +96,7 @@ export async function startTestUpstream(): Promise<TestUpstream> {
     void respond(query, 'udp', peer.port).then((out) => {
       if (out !== null) setTimeout(() => udp.send(out, peer.port, peer.address), behaviour?.kind === 'spoof_first' ? 20 : 0);
     });
-  });
-  await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
-  const port = udp.address().port;
+  };
 
   const sockets = new Set<Socket>();
   const tcp = createServer((socket) => {
@@ -121,10 +119,24 @@ export async function startTestUpstream(): Promise<TestUpstream> {
       }
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    tcp.once('error', reject);
-    tcp.listen(port, '127.0.0.1', () => resolve());
-  });
+  // UDP and TCP on one port: the port UDP got may be taken for TCP, so try a few.
+  let port = 0;
+  for (let attempt = 0; ; attempt++) {
+    udp = createSocket('udp4');
+    udp.on('message', onMessage);
+    await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
+    port = udp.address().port;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        tcp.once('error', reject);
+        tcp.listen(port, '127.0.0.1', () => resolve());
+      });
+      break;
+    } catch (err) {
+      udp.close();
+      if (attempt >= 10 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    }
+  }
 
   return {
     address: `127.0.0.1:${port}`,
