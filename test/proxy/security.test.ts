@@ -250,6 +250,27 @@ describe('slow clients and a dead audit log (separate proxies)', () => {
     }
   });
 
+  it('tunnel count and request body size limits answer limit_exceeded, audited', async () => {
+    const small = await startTestProxy(POLICY, { resolver, originCa: ca, limits: { maxTunnels: 1, maxRequestBodyBytes: 1000 } });
+    try {
+      const first = await connectTunnel(small.port, `origin.test:${https}`);
+      expect(first.status).toBe(200);
+      const second = await connectTunnel(small.port, `origin.test:${https}`);
+      second.socket.destroy();
+      expect(second.status).toBe(429);
+      expect(headerOf(second.head, 'x-microagent-reason')).toBe('limit_exceeded');
+      first.socket.destroy();
+      await small.records((rs) => rs.some((r: AuditRecord) => r.event === 'egress.close'));
+      const upload = await curl(['-x', small.url, '--cacert', small.caPath, '--http1.1', '--data-binary', 'x'.repeat(5000), `https://origin.test:${https}/upload`]);
+      expect(upload.status).toBe(429);
+      expect(upload.headers).toMatch(/x-microagent-reason: limit_exceeded/i);
+      const records = await small.records();
+      expect(decisions(records).filter((d) => d.reason === 'limit_exceeded').length).toBeGreaterThanOrEqual(2);
+    } finally {
+      await small.close();
+    }
+  });
+
   it('audit log down: 503 audit_unavailable and nothing is dialled', async () => {
     let dialled = 0;
     const target = createNetServer((s) => {
