@@ -68,8 +68,8 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Cli
       }),
     );
   };
-  const fail = (reason: Reason, error?: string) => {
-    const answer = denyAnswer(reason, describeDestination(job.destination));
+  const fail = (reason: Reason, error?: string, status?: number) => {
+    const answer = denyAnswer(reason, describeDestination(job.destination), status === undefined ? {} : { status });
     rt.appendInBackground(
       decisionRecord(
         { conn: job.conn, protocol: job.protocol, destination: job.destination, ip: job.target.ip, method: job.method, path: job.recordPath, decrypted: job.decrypted, status: answer.status, ...(job.decrypted ? { sni: job.sni } : {}) },
@@ -103,7 +103,7 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Cli
       bytesUp += chunk.length;
       if (bytesUp > maxUp) {
         upstream.abort();
-        fail('limit_exceeded', 'request body too large');
+        fail('limit_exceeded', 'request body too large', 413);
         req.destroy();
       }
     });
@@ -134,7 +134,7 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Cli
     const body = await collect(answer.body, maxDown, (n) => (bytesDown = n));
     if (typeof body === 'string') {
       upstream.abort();
-      if (body === 'too_large') fail('limit_exceeded', 'response body over the collect limit');
+      if (body === 'too_large') fail('limit_exceeded', 'response body over the collect limit', 502);
       else fail('upstream_unreachable', 'upstream response failed');
       return;
     }

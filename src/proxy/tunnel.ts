@@ -43,7 +43,7 @@ export type InterceptHandoff = (tlsSocket: TLSSocket, flow: InterceptedFlow) => 
 export const ALPN = ['h2', 'http/1.1'];
 
 /** Reads until the ClientHello peek is decided; resolves with everything read (to replay). */
-function peek(socket: Socket, head: Buffer, timeoutMs: number): Promise<{ result: ClientHelloPeek | null; bytes: Buffer }> {
+function peek(socket: Socket, head: Buffer, timeoutMs: number): Promise<{ result: ClientHelloPeek | 'timeout' | 'closed'; bytes: Buffer }> {
   return new Promise((resolve) => {
     let bytes = head;
     const first = parseClientHello(bytes);
@@ -51,10 +51,11 @@ function peek(socket: Socket, head: Buffer, timeoutMs: number): Promise<{ result
       resolve({ result: first, bytes });
       return;
     }
-    const finish = (result: ClientHelloPeek | null) => {
+    const finish = (result: ClientHelloPeek | 'timeout' | 'closed') => {
       clearTimeout(timer);
       socket.off('data', onData);
       socket.off('close', onClose);
+      socket.off('end', onClose);
       socket.pause();
       resolve({ result, bytes });
     };
@@ -63,10 +64,12 @@ function peek(socket: Socket, head: Buffer, timeoutMs: number): Promise<{ result
       const result = parseClientHello(bytes);
       if (result.kind !== 'need_more') finish(result);
     };
-    const onClose = () => finish(null);
-    const timer = setTimeout(() => finish(null), timeoutMs);
+    // The HTTP server's sockets allow half-open: a guest that ends before its hello has gone away.
+    const onClose = () => finish('closed');
+    const timer = setTimeout(() => finish('timeout'), timeoutMs);
     socket.on('data', onData);
     socket.on('close', onClose);
+    socket.on('end', onClose);
     socket.resume();
   });
 }
@@ -118,7 +121,14 @@ export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: Inter
     closeWith({ reason, signals, bytesUp: bytes.length });
   };
 
-  if (result === null) {
+  if (result === 'closed') {
+    rt.counters.activeTunnels--;
+    tunnel.upstream?.destroy();
+    socket.destroy();
+    closeWith({ bytesUp: bytes.length, error: 'the guest closed the tunnel before sending anything decidable' });
+    return;
+  }
+  if (result === 'timeout') {
     refuse('limit_exceeded', ['slow_client']);
     return;
   }
