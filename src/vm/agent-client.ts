@@ -3,11 +3,12 @@
  * port, multiplexes command streams over it, and hands tunnel frames to the mediation tunnel.
  * It never interprets guest output and never lets a guest frame for an unknown stream reach a caller.
  */
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MicroagentError } from '../errors.js';
 import { childLog } from '../log.js';
+import { connectWithRetry } from './unix-connect.js';
 import {
   decodeExit,
   decodeHello,
@@ -82,26 +83,15 @@ export class AgentClient {
   }
 
   /** Connects to the socket QEMU listens on, retrying while QEMU is still creating it. */
-  static async connect(path: string, timeoutMs = 10_000): Promise<AgentClient> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      try {
-        const socket = await new Promise<Socket>((resolve, reject) => {
-          const s = connect(path, () => resolve(s));
-          s.once('error', reject);
-        });
-        return new AgentClient(socket);
-      } catch (err) {
-        if (Date.now() > deadline) {
-          throw new MicroagentError('transient', `cannot connect to the guest agent socket ${path}`, {
-            code: 'vm.agent_connect', cause: err,
-            remediation: 'QEMU did not start its agent channel; check the serial log and that QEMU is running.',
-          });
-        }
-        await sleep(50);
-      }
-    }
+  static connect(path: string, timeoutMs = 10_000): Promise<AgentClient> {
+    return connectWithRetry(path, timeoutMs, (socket) => new AgentClient(socket), (cause) =>
+      new MicroagentError('transient', `cannot connect to the guest agent socket ${path}`, {
+        code: 'vm.agent_connect', cause,
+        remediation: 'QEMU did not start its agent channel; check the serial log and that QEMU is running.',
+      }),
+    );
   }
+
 
   /** Resolves when the agent has booted the guest and serves commands (guestReady + execReady). */
   async ready(timeoutMs = 60_000): Promise<Hello> {

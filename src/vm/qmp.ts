@@ -3,9 +3,9 @@
  * one command at a time (stop, cont, quit, query-status). It never sends a command before the
  * handshake finished and never leaves a caller waiting after the socket closed.
  */
-import { connect, type Socket } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
+import type { Socket } from 'node:net';
 import { MicroagentError } from '../errors.js';
+import { connectWithRetry } from './unix-connect.js';
 
 interface Waiter {
   resolve(value: unknown): void;
@@ -31,29 +31,21 @@ export class QmpClient {
     });
   }
 
-  static async connect(path: string, timeoutMs = 10_000): Promise<QmpClient> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      try {
-        const socket = await new Promise<Socket>((resolve, reject) => {
-          const s = connect(path, () => resolve(s));
-          s.once('error', reject);
-        });
-        const client = new QmpClient(socket);
-        await client.next(); // greeting
-        await client.execute('qmp_capabilities');
-        return client;
-      } catch (err) {
-        if (Date.now() > deadline) {
-          throw new MicroagentError('transient', `cannot connect to the QEMU monitor socket ${path}`, {
-            code: 'vm.qmp_connect', cause: err,
-            remediation: 'QEMU did not start; read the QEMU log in the run directory.',
-          });
-        }
-        await sleep(50);
-      }
-    }
+  static connect(path: string, timeoutMs = 10_000): Promise<QmpClient> {
+    const open = async (socket: Socket): Promise<QmpClient> => {
+      const client = new QmpClient(socket);
+      await client.next(); // greeting
+      await client.execute('qmp_capabilities');
+      return client;
+    };
+    return connectWithRetry(path, timeoutMs, open, (cause) =>
+      new MicroagentError('transient', `cannot connect to the QEMU monitor socket ${path}`, {
+        code: 'vm.qmp_connect', cause,
+        remediation: 'QEMU did not start; read the QEMU log in the run directory.',
+      }),
+    );
   }
+
 
   /** Runs one QMP command and resolves with its `return` value. */
   async execute(command: string, args?: Record<string, unknown>): Promise<unknown> {
