@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openAuditLog } from '../../audit/index.js';
 import { loadOrCreateCa } from '../../ca/index.js';
-import { MODES, watchPolicy, withMode, type Mode, type Policy } from '../../policy/index.js';
+import { MODES, openLivePolicy, type LivePolicy, type Mode } from '../../policy/index.js';
 import { createSystemResolver, startEgressProxy } from '../../proxy/index.js';
 import { parsePort } from '../../proxy/destination.js';
 import { parseCommandArgs, usageError, type Command } from '../command.js';
@@ -57,29 +57,20 @@ const proxy: Command = {
     const upstreamCa = await Promise.all((values['upstream-ca'] ?? []).map((file) => readFile(file, 'utf8')));
 
     const policyFile = values.policy;
-    const applyMode = (p: Policy): Policy => (mode === undefined ? p : withMode(p, mode as Mode));
     const audit = await openAuditLog({ path: auditPath, workspace, fsync: !values['no-fsync'] });
-    let current: Policy | null = null;
-    let watcher: ReturnType<typeof watchPolicy> | null = null;
+    let live: LivePolicy | null = null;
     try {
-      watcher = watchPolicy(policyFile, {
-        onReload(policy) {
-          current = applyMode(policy);
-          ctx.out.info(`proxy: policy reloaded (${current.hash})`);
-          void audit.append({ event: 'policy.reload', reason: 'reload_ok', policy_hash: current.hash, file: policyFile }).catch(() => undefined);
-        },
-        onInvalid(error) {
-          ctx.out.warn(`policy ${policyFile} is invalid; keeping the previous one: ${error.message}`);
-          void audit
-            .append({ event: 'policy.reload', reason: 'reload_invalid', policy_hash: current?.hash ?? '', file: policyFile, error: error.message })
-            .catch(() => undefined);
-        },
+      live = openLivePolicy(policyFile, {
+        ...(mode === undefined ? {} : { mode: mode as Mode }),
+        audit,
+        onReload: (p) => ctx.out.info(`proxy: policy reloaded (${p.hash})`),
+        onInvalid: (error) => ctx.out.warn(`policy ${policyFile} is invalid; keeping the previous one: ${error.message}`),
       });
-      current = applyMode(watcher.current());
+      const policy = live.current;
       // The CA certificate is on disk before we listen, so a guest can be given it at once.
       const ca = await loadOrCreateCa({ dir: caDir, workspace });
       const running = await startEgressProxy({
-        policy: () => current as Policy,
+        policy,
         audit,
         ca,
         resolver: createSystemResolver(),
@@ -92,7 +83,7 @@ const proxy: Command = {
       const where = [tcp === null ? null : `http://${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port}`, running.addresses.socket].filter((x) => x !== null);
       ctx.out.info(`proxy: listening on ${where.join(' and ')}`);
       ctx.out.info(`proxy: CA certificate ${ca.certPath}`);
-      ctx.out.info(`proxy: mode ${(current as Policy).mode}, policy ${(current as Policy).hash}, audit ${auditPath}; Ctrl-C to stop`);
+      ctx.out.info(`proxy: mode ${policy().mode}, policy ${policy().hash}, audit ${auditPath}; Ctrl-C to stop`);
       const signal = await ctx.interrupted;
       await running.close();
       ca.close();
@@ -101,7 +92,7 @@ const proxy: Command = {
         human: `proxy: stopped (${signal}); ${running.stats().requests} requests, ${running.stats().denied} denied`,
       };
     } finally {
-      watcher?.close();
+      live?.close();
       await audit.close();
     }
   },
