@@ -96,6 +96,8 @@ export interface RunningVm {
   requestStop(): Promise<void>;
   /** Immediate stop (QMP quit, then SIGKILL). */
   kill(): Promise<VmExit>;
+  /** Quarantine: removes every published-port forward, so nothing on the host reaches the guest any more. */
+  closePublishedPorts(): Promise<void>;
 }
 
 export interface VmBackend {

@@ -137,6 +137,22 @@ class QemuVm implements RunningVm {
     this.agent.requestStop();
   }
 
+  async closePublishedPorts(): Promise<void> {
+    const network = this.spec.network;
+    if (network.mode === 'isolated') return;
+    for (const p of network.publish ?? []) {
+      const rule = `tcp:${p.hostAddress ?? '127.0.0.1'}:${p.hostPort}`;
+      // HMP answers errors as text, not as a QMP error.
+      const reply = await this.qmp.execute('human-monitor-command', { 'command-line': `hostfwd_remove net0 ${rule}` });
+      if (typeof reply === 'string' && reply.trim() !== '' && !reply.includes('removed')) {
+        throw new MicroagentError('internal', `QEMU did not remove the host forward ${rule}: ${reply.trim()}`, {
+          code: 'vm.hostfwd_remove',
+          remediation: 'kill the workspace: its published port may still be reachable from the host',
+        });
+      }
+    }
+  }
+
   async kill(): Promise<VmExit> {
     if (this.state === 'stopped') return this.exited;
     nextVmState(this.state, 'kill');

@@ -6,10 +6,11 @@
  * and the --mode=ax envelope of a refusal. The tests share one workspace and run in order.
  */
 import { spawn } from 'node:child_process';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import {
   cli,
   cliJson,
@@ -62,6 +63,46 @@ async function waitDead(pid: number, ms = 20_000): Promise<boolean> {
 }
 
 const NAME = `e2e-life-${process.pid}`;
+const GUEST_PORT = 8080;
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+/** Connects to 127.0.0.1:port and returns what arrives before the connection ends ('' when refused or empty). */
+function readFrom(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    let text = '';
+    const socket = connect(port, '127.0.0.1');
+    socket.setTimeout(5_000, () => socket.destroy());
+    socket.on('data', (d: Buffer) => (text += d.toString()));
+    socket.on('close', () => resolve(text));
+    socket.on('error', () => undefined);
+  });
+}
+
+/** readFrom until the guest's listener answers (it takes a moment to start). */
+async function readWhenServing(port: number): Promise<string> {
+  for (let i = 0; i < 60; i++) {
+    const text = await readFrom(port);
+    if (text !== '') return text;
+    await sleep(500);
+  }
+  return '';
+}
+
+/** A guest listener on GUEST_PORT answering every connection with `line` (busybox nc in a loop). */
+const SERVE = (line: string) => `setsid sh -c 'while true; do echo ${line} | nc -l -p ${GUEST_PORT}; done' </dev/null >/dev/null 2>&1 &`;
+
+/** QEMU's own loopback forward behind a published port (from its command line). */
+function qemuForwardPort(vmPid: number): number | null {
+  const m = /hostfwd=tcp:127\.0\.0\.1:(\d+)-:/.exec(readFileSync(`/proc/${vmPid}/cmdline`, 'utf8'));
+  return m === null ? null : Number(m[1]);
+}
 
 describe.sequential('workspace lifecycle through the CLI', () => {
   let dir: string;
@@ -70,6 +111,7 @@ describe.sequential('workspace lifecycle through the CLI', () => {
   let dns: DnsUpstream;
   let target: MediationTarget;
   let vmPid: number;
+  let hostPort: number;
 
   const status = async () => (await cliJson<Status>(['status', NAME])).json;
   const exec = (...argv: string[]) => cli(['exec', NAME, '--', ...argv]);
@@ -86,8 +128,9 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     dns = await startDnsUpstream(['origin.test']);
     target = await startMediationTarget();
     const policy = writePolicy(dir, ['origin.test'], ['denied.test']);
+    hostPort = await freePort();
     const r = await cliJson<{ state: string; config: { memoryMiB: number } }>([
-      'create', NAME, '--profile', 'tiny', '--policy', policy, '--dns-upstream', dns.address, '--upstream-ca', ca.caFile, '--mediation', `7000=${target.address}`,
+      'create', NAME, '--profile', 'tiny', '--policy', policy, '--dns-upstream', dns.address, '--upstream-ca', ca.caFile, '--mediation', `7000=${target.address}`, '-p', `${hostPort}:${GUEST_PORT}`,
     ]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.json).toMatchObject({ state: 'prepared', config: { memoryMiB: 128 } });
@@ -130,6 +173,9 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     vmPid = again.json.runtime?.vmPid as number;
     const read = await exec('cat', '/root/marker');
     expect(read.stdout).toBe('persisted-across-halt\n');
+
+    expect((await exec('sh', '-c', SERVE('published-port-ok'))).code).toBe(0);
+    expect(await readWhenServing(hostPort)).toBe('published-port-ok\n');
   });
 
   it('pause refuses exec, resume restores it', { timeout: VM_TIMEOUT }, async () => {
@@ -175,32 +221,47 @@ describe.sequential('workspace lifecycle through the CLI', () => {
   it('quarantine cuts egress and mediation, keeps the VM running, and refuses start', { timeout: VM_TIMEOUT }, async () => {
     const started = await cliJson<Status>(['start', NAME]);
     vmPid = started.json.runtime?.vmPid as number;
-    // A command started before quarantine probes egress and mediation once told to (a line on stdin):
-    // exec itself is refused in a quarantined workspace.
-    const probeScript = [
-      'read go',
-      `curl -sS --max-time 20 https://origin.test:${origin.port}/quarantined; echo "curl-rc=$?"`,
-      `echo q | nc -w 10 127.0.0.1 7000; echo "nc-done"`,
-    ].join('; ');
-    const probe = spawn(process.execPath, [CLI, '--state-dir', E2E_STATE_DIR, 'exec', NAME, '-i', '--', 'sh', '-c', probeScript], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let probeOut = '';
-    probe.stdout.on('data', (d: Buffer) => (probeOut += d.toString()));
-    probe.stderr.on('data', (d: Buffer) => (probeOut += d.toString()));
-    const probeExit = new Promise<number | null>((r) => probe.on('close', r));
     const beforeQuarantine = target.headers.length;
-    await sleep(2000);
+    expect((await exec('sh', '-c', SERVE('before-quarantine'))).code).toBe(0);
+    expect(await readWhenServing(hostPort)).toBe('before-quarantine\n');
+
+    // exec is refused in a quarantined workspace, so a command started before quarantine probes egress
+    // and mediation 15 s later (the test quarantines as soon as the command says it runs).
+    const probeScript = [
+      'echo armed',
+      'sleep 15',
+      `timeout 30 curl -sS --max-time 20 https://origin.test:${origin.port}/quarantined; echo "curl-rc=$?"`,
+      `echo q | timeout 20 nc 127.0.0.1 7000; echo "nc-rc=$?"`,
+    ].join('; ');
+    const probe = spawn(process.execPath, [CLI, '--state-dir', E2E_STATE_DIR, 'exec', NAME, '--', 'sh', '-c', probeScript], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let probeOut = '';
+    const armed = new Promise<void>((resolve) => {
+      const onData = (d: Buffer) => {
+        probeOut += d.toString();
+        if (probeOut.includes('armed')) resolve();
+      };
+      probe.stdout.on('data', onData);
+      probe.stderr.on('data', onData);
+    });
+    const probeExit = new Promise<number | null>((r) => probe.on('close', r));
+    onTestFinished(() => void probe.kill('SIGKILL'));
+    await armed;
 
     const q = await cliJson<Status>(['quarantine', NAME]);
     expect(q.code, q.stderr).toBe(0);
     expect(q.json.state).toBe('quarantined');
-    probe.stdin.end('go\n');
-    expect(await probeExit).toBe(0);
+    expect(await probeExit, probeOut).toBe(0);
     expect(probeOut).toMatch(/curl-rc=[1-9]/);
     expect(probeOut).not.toContain('hello from');
     expect(probeOut).not.toContain('pong');
-    expect(probeOut).toContain('nc-done');
+    expect(probeOut).toMatch(/nc-rc=\d+/);
     expect(origin.requests).not.toContain('origin.test /quarantined');
     expect(target.headers.length).toBe(beforeQuarantine);
+    // Published ports are closed too, including QEMU's loopback forward behind them.
+    expect(await readFrom(hostPort), 'the published port after quarantine').toBe('');
+    const backend = qemuForwardPort(vmPid);
+    expect(backend).not.toBeNull();
+    expect(await readFrom(backend as number), "QEMU's forward behind the published port after quarantine").toBe('');
 
     const s = await status();
     expect(s.state).toBe('quarantined');

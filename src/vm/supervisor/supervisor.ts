@@ -207,6 +207,8 @@ class Supervisor {
       case 'quarantine':
         transition(name, this.state, 'quarantine');
         await this.mediator.sever();
+        // The supervisor's listeners are closed; QEMU's loopback forwards behind them must go too.
+        await this.vm?.closePublishedPorts();
         await this.record('quarantine', 'quarantined', 'proxy, resolver, published ports and mediation severed; the VM keeps running');
         return { state: this.state };
       case 'halt': {
