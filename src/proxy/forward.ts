@@ -11,7 +11,7 @@ import type { Policy, Reason } from '../policy/index.js';
 import { decisionRecord, denyAnswer, proxyVerdict } from './answers.js';
 import type { CheckedTarget } from './checked-target.js';
 import { describeDestination, type Destination } from './destination.js';
-import { forwardHeaders, isHttp2, responseHeaders, sendDeny, type ClientRequest, type ClientResponse } from './http-facts.js';
+import { forwardHeaders, headerList, isHttp2, responseHeaders, sendDeny, type ClientRequest, type ClientResponse } from './http-facts.js';
 import type { Injection } from './request-step.js';
 import { closeRecord, type ProxyRuntime } from './runtime.js';
 import { classifyUpstreamError } from './upstream.js';
@@ -85,9 +85,10 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Cli
   // A compressed echo would slip past the scan: ask for the identity encoding when scanning.
   if (job.scanFor.length > 0) headers['accept-encoding'] = 'identity';
 
-  let upstream: { answer: Promise<UpstreamAnswer>; body: NodeJS.WritableStream; abort(): void };
+  let upstream: Upstream;
   try {
-    upstream = await openUpstream(rt, job, headers, isHttp2(req));
+    // Only an h2 guest may get an h2 upstream; the h1 path opens synchronously (no extra turn per request).
+    upstream = job.protocol === 'https' && isHttp2(req) ? await openH2Upstream(rt, job, headers) : openH1Upstream(rt, job, headers, null);
   } catch (err) {
     fail(classifyUpstreamError(err), (err as Error).message);
     return;
@@ -212,43 +213,43 @@ function addTrailers(res: ClientResponse, trailers: Record<string, string | stri
   if (trailers !== null && Object.keys(trailers).length > 0) res.addTrailers(trailers);
 }
 
-async function openUpstream(
-  rt: ProxyRuntime,
-  job: ForwardJob,
-  headers: Record<string, string | string[]>,
-  clientH2: boolean,
-): Promise<{ answer: Promise<UpstreamAnswer>; body: NodeJS.WritableStream; abort(): void }> {
-  const tls = job.protocol === 'https';
-  let spareSocket: TLSSocket | null = null;
-  if (tls && clientH2) {
-    const upstream = await rt.pool.sessionFor(job.target);
-    if (upstream.kind === 'h1') spareSocket = upstream.take();
-    else {
-      const stream: ClientHttp2Stream = upstream.session.request({ ...headers, ':method': job.method, ':path': job.path, ':authority': job.authority, ':scheme': 'https' });
-      // Errors after the answer surface through the body stream; this keeps them from being unhandled.
-      stream.on('error', () => undefined);
-      let trailers: Record<string, string | string[]> | null = null;
-      stream.on('trailers', (t: IncomingHttpHeaders) => {
-        trailers = responseHeaders(t);
-      });
-      const answer = new Promise<UpstreamAnswer>((resolve, reject) => {
-        stream.once('response', (h: IncomingHttpHeaders & IncomingHttpStatusHeader) => {
-          stream.off('error', reject);
-          resolve({ status: Number(h[':status'] ?? 502), headers: h, body: stream, trailers: () => trailers });
-        });
-        stream.once('error', reject);
-      });
-      return { answer, body: stream, abort: () => stream.close() };
-    }
-  }
+interface Upstream {
+  readonly answer: Promise<UpstreamAnswer>;
+  readonly body: NodeJS.WritableStream;
+  abort(): void;
+}
+
+/** An HTTP/2 stream on the target's pooled session, or HTTP/1.1 when the origin does not speak h2. */
+async function openH2Upstream(rt: ProxyRuntime, job: ForwardJob, headers: Record<string, string | string[]>): Promise<Upstream> {
+  const upstream = await rt.pool.sessionFor(job.target);
+  if (upstream.kind === 'h1') return openH1Upstream(rt, job, headers, upstream.take());
+  const stream: ClientHttp2Stream = upstream.session.request({ ...headers, ':method': job.method, ':path': job.path, ':authority': job.authority, ':scheme': 'https' });
+  // Errors after the answer surface through the body stream; this keeps them from being unhandled.
+  stream.on('error', () => undefined);
+  let trailers: Record<string, string | string[]> | null = null;
+  stream.on('trailers', (t: IncomingHttpHeaders) => {
+    trailers = responseHeaders(t);
+  });
+  const answer = new Promise<UpstreamAnswer>((resolve, reject) => {
+    stream.once('response', (h: IncomingHttpHeaders & IncomingHttpStatusHeader) => {
+      stream.off('error', reject);
+      resolve({ status: Number(h[':status'] ?? 502), headers: h, body: stream, trailers: () => trailers });
+    });
+    stream.once('error', reject);
+  });
+  return { answer, body: stream, abort: () => stream.close() };
+}
+
+/** HTTP/1.1 through the target's keep-alive agent, or on `spareSocket` (already verified) when given. */
+function openH1Upstream(rt: ProxyRuntime, job: ForwardJob, headers: Record<string, string | string[]>, spareSocket: TLSSocket | null): Upstream {
   const upReq = httpRequest({
     host: job.target.ip,
     port: job.target.port,
     method: job.method,
     path: job.path,
-    headers: { ...headers, host: job.authority },
+    headers: headerList(headers, job.authority),
     setHost: false,
-    ...(spareSocket === null ? { agent: rt.pool.agentFor(job.target, tls) } : { createConnection: () => spareSocket as TLSSocket }),
+    ...(spareSocket === null ? { agent: rt.pool.agentFor(job.target, job.protocol === 'https') } : { createConnection: () => spareSocket }),
   });
   upReq.on('error', () => undefined);
   const answer = new Promise<UpstreamAnswer>((resolve, reject) => {

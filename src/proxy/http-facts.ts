@@ -64,13 +64,24 @@ export function requestFacts(req: ClientRequest, path: string): RequestFacts {
  * Connection header names. `te: trailers` survives (gRPC needs it over HTTP/2).
  */
 export function forwardHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+  return filterHeaders(headers, true);
+}
+
+/** Response headers to send back to the guest (same filtering, no `te`). */
+export function responseHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+  return filterHeaders(headers, false);
+}
+
+// for-in and no `delete`: this runs twice per request, and deleting keys turns the object into a slow dictionary.
+function filterHeaders(headers: IncomingHttpHeaders, keepTeTrailers: boolean): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
-  const connection = header(headers, 'connection');
+  const connection = headers.connection === undefined ? undefined : header(headers, 'connection');
   const named = connection === undefined ? null : new Set(connection.toLowerCase().split(',').map((s) => s.trim()));
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || name.startsWith(':')) continue;
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined || name.charCodeAt(0) === COLON) continue;
     if (HOP_BY_HOP.has(name) || named?.has(name)) {
-      if (name === 'te' && header(headers, 'te')?.toLowerCase() === 'trailers') out[name] = 'trailers';
+      if (keepTeTrailers && name === 'te' && header(headers, 'te')?.toLowerCase() === 'trailers') out[name] = 'trailers';
       continue;
     }
     out[name] = value;
@@ -78,11 +89,21 @@ export function forwardHeaders(headers: IncomingHttpHeaders): Record<string, str
   return out;
 }
 
-/** Response headers to send back to the guest (same filtering, no `te`). */
-export function responseHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
-  const out = forwardHeaders(headers);
-  delete out['te'];
-  return out;
+const COLON = 0x3a;
+
+/**
+ * The HTTP/1.1 request header list (rawHeaders layout: name, value, ...; a repeated header repeats), Host first. node validates
+ * every name and value of a list as it serialises it, but skips the per-header setHeader bookkeeping
+ * an object costs.
+ */
+export function headerList(headers: Record<string, string | string[]>, host: string): string[] {
+  const list = ['host', host];
+  for (const name in headers) {
+    const value = headers[name] as string | string[];
+    if (typeof value === 'string') list.push(name, value);
+    else for (const one of value) list.push(name, one);
+  }
+  return list;
 }
 
 export function sendDeny(res: ClientResponse, answer: DenyAnswer): void {
