@@ -111,6 +111,9 @@ for (let i = 0; i < RUNS; i++) {
   runTotal.push(r.totalMs);
 }
 
+// Where a run's time goes, from the run's own timings (one extra run).
+const breakdown = JSON.parse((await timeCli(['--json', 'run', '--profile', PROFILE, '--', 'true'])).stdout).timings;
+
 const name = `bench-${process.pid}`;
 await timeCli(['create', name, '--profile', PROFILE]);
 const start = [], execCli = [], execLib = [], pause = [], resume = [], status = [], spawns = [];
@@ -158,3 +161,4 @@ row('`resume` (CLI) vs CLI `status` (ms)', median(resume), cliFloor);
 row('`halt` (CLI) to VM exit vs CLI `status` (ms)', halt, cliFloor);
 row('supervisor VmRSS (MiB)', supervisorRss / 1024, null, 'MiB');
 row('host memory per running workspace, supervisor + QEMU VmRSS vs bare QEMU (MiB)', (supervisorRss + qemuRss) / 1024, median(bareRss) / 1024, 'MiB');
+console.log(`\none run's breakdown: create (rootfs copy, policy) ${breakdown.createMs} ms, start (mediator, QEMU boot, agent ready, CONFIG) ${breakdown.startMs} ms, whole run ${breakdown.totalMs} ms (in-process, without CLI start-up)`);
