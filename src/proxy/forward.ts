@@ -13,6 +13,7 @@ import type { CheckedTarget } from './checked-target.js';
 import { describeDestination, type Destination } from './destination.js';
 import { forwardHeaders, headerList, isHttp2, responseHeaders, sendDeny, type ClientRequest, type ClientResponse } from './http-facts.js';
 import type { Injection } from './request-step.js';
+import { requestHead } from './h1-response.js';
 import { closeRecord, type ProxyRuntime } from './runtime.js';
 import { classifyUpstreamError } from './upstream.js';
 
@@ -87,8 +88,12 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Cli
 
   let upstream: Upstream;
   try {
-    // Only an h2 guest may get an h2 upstream; the h1 path opens synchronously (no extra turn per request).
-    upstream = job.protocol === 'https' && isHttp2(req) ? await openH2Upstream(rt, job, headers) : openH1Upstream(rt, job, headers, null);
+    // Bodiless GET/HEAD from an HTTP/1 guest take the lean exchange; only an h2 guest may get an h2 upstream.
+    const leanHead = !isHttp2(req) && (job.method === 'GET' || job.method === 'HEAD') && hasNoBody(req) ? requestHead(job.method, job.path, job.authority, headers) : null;
+    if (leanHead !== null) {
+      const lean = rt.pool.lean.exchange(job.target, job.protocol === 'https', leanHead, job.method, rt.limits.maxHeaderBytes);
+      upstream = { answer: lean.answer, body: null, abort: lean.abort };
+    } else upstream = job.protocol === 'https' && isHttp2(req) ? await openH2Upstream(rt, job, headers) : openH1Upstream(rt, job, headers, null);
   } catch (err) {
     fail(classifyUpstreamError(err), (err as Error).message);
     return;
@@ -97,7 +102,7 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Cli
   if (hasNoBody(req)) {
     // Nothing to stream: end the upstream request now instead of plumbing an empty pipe.
     req.resume();
-    upstream.body.end();
+    upstream.body?.end();
   } else {
     const maxUp = rt.limits.maxRequestBodyBytes;
     req.on('data', (chunk: Buffer) => {
@@ -215,7 +220,8 @@ function addTrailers(res: ClientResponse, trailers: Record<string, string | stri
 
 interface Upstream {
   readonly answer: Promise<UpstreamAnswer>;
-  readonly body: NodeJS.WritableStream;
+  /** Where the request body goes; null when the request was sent whole (lean exchange). */
+  readonly body: NodeJS.WritableStream | null;
   abort(): void;
 }
 

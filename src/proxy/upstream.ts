@@ -9,6 +9,7 @@ import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, createSecureContext, rootCertificates, type SecureContext, type TLSSocket } from 'node:tls';
 import { assertCheckedTarget, type CheckedTarget } from './checked-target.js';
+import { LeanPool } from './h1-exchange.js';
 
 export type UpstreamFailure = 'upstream_cert_invalid' | 'upstream_unreachable';
 
@@ -87,12 +88,15 @@ type AgentWithCallback = Omit<Agent, 'createConnection'> & {
 };
 
 const MAX_POOLS = 1024;
+const IDLE_TIMEOUT_MS = 120_000;
 
 /** Keep-alive pools per checked target. Owns every upstream socket it made; close() ends them all. */
 export class UpstreamPool {
   private readonly agents = new Map<string, Agent>();
   private readonly sessions = new Map<string, Promise<UpstreamSession>>();
   private readonly h1Only = new Set<string>();
+  /** Keep-alive connections for the lean HTTP/1.1 exchange (bodiless requests), dialled by dial() below. */
+  readonly lean = new LeanPool((target, tls) => this.dial(target, tls), IDLE_TIMEOUT_MS);
 
   constructor(private readonly trust: SecureContext) {}
 
@@ -107,7 +111,7 @@ export class UpstreamPool {
       this.agents.set(key, existing);
       return existing;
     }
-    const options: AgentOptions = { keepAlive: true, maxSockets: 256, maxFreeSockets: 64, scheduling: 'lifo', timeout: 120_000 };
+    const options: AgentOptions = { keepAlive: true, maxSockets: 256, maxFreeSockets: 64, scheduling: 'lifo', timeout: IDLE_TIMEOUT_MS };
     const agent = new Agent(options) as unknown as AgentWithCallback;
     const trust = this.trust;
     agent.createConnection = (_options: unknown, callback: (err: Error | null, socket?: Socket) => void) => {
@@ -188,6 +192,7 @@ export class UpstreamPool {
   }
 
   close(): void {
+    this.lean.close();
     for (const agent of this.agents.values()) agent.destroy();
     this.agents.clear();
     for (const pending of this.sessions.values()) {
