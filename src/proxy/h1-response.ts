@@ -38,6 +38,7 @@ const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 /** node's rule for request targets (INVALID_PATH_REGEX). */
 const BAD_PATH = /[^\u0021-\u00ff]/;
 const HEX = /^[0-9a-fA-F]{1,12}$/;
+const BAD_HEAD = /[^\t\r\n\x20-\x7e\x80-\xff]|\r(?!\n)|(?<!\r)\n/;
 
 /**
  * `METHOD path HTTP/1.1`, Host first, then `headers`, as one latin1 string; null when any part holds a
@@ -71,13 +72,13 @@ function trimOws(text: string): string {
 }
 
 /** Adds `name: value` as node's IncomingMessage would: set-cookie as a list, others joined with ", ". */
-function addField(fields: Record<string, string | string[]>, line: string): string | null {
+function addField(fields: Record<string, string | string[]>, line: string, scanned: boolean): string | null {
   const colon = line.indexOf(':');
   if (colon <= 0) return 'malformed header line';
   const name = line.slice(0, colon).toLowerCase();
   if (!TOKEN.test(name)) return 'malformed header name';
   const value = trimOws(line.slice(colon + 1));
-  if (BAD_VALUE.test(value)) return 'invalid byte in a header value';
+  if (!scanned && BAD_VALUE.test(value)) return 'invalid byte in a header value';
   const existing = fields[name];
   if (existing === undefined) fields[name] = name === 'set-cookie' ? [value] : value;
   else if (Array.isArray(existing)) existing.push(value);
@@ -96,14 +97,17 @@ export function parseResponseHead(buf: Buffer, maxBytes: number, requestMethod: 
   const end = buf.indexOf(HEAD_END);
   if (end < 0) return buf.length > maxBytes ? invalid('response head too large') : NEED_MORE;
   if (end + 4 > maxBytes) return invalid('response head too large');
-  const lines = buf.toString('latin1', 0, end).split('\r\n');
+  const text = buf.toString('latin1', 0, end);
+  // One scan for the whole head: a byte node would refuse, or a CR or LF that is not part of a CRLF.
+  if (BAD_HEAD.test(text)) return invalid('invalid byte or bare CR/LF in the response head');
+  const lines = text.split('\r\n');
   const status = STATUS_LINE.exec(lines[0] as string);
   if (status === null) return invalid('malformed status line');
   const code = Number(status[2]);
   if (code === 101) return invalid('protocol switch that was not requested');
   const headers: Record<string, string | string[]> = {};
   for (let i = 1; i < lines.length; i++) {
-    const problem = addField(headers, lines[i] as string);
+    const problem = addField(headers, lines[i] as string, true);
     if (problem !== null) return invalid(problem);
   }
   const headBytes = end + 4;
@@ -189,7 +193,7 @@ export function decodeChunked(state: ChunkedState, input: Buffer, maxLineBytes: 
     }
     state.trailerBytes += line.length + 2;
     if (state.trailerBytes > maxLineBytes) return { kind: 'invalid', message: 'trailers too large' };
-    const problem = addField(state.trailers, line);
+    const problem = addField(state.trailers, line, false);
     if (problem !== null) return { kind: 'invalid', message: problem };
   }
   const done = state.phase === 'done';

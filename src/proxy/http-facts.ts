@@ -41,9 +41,10 @@ export function requestFacts(req: ClientRequest, path: string): RequestFacts {
   let hasTransferEncoding = false;
   const raw = req.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) {
-    const name = (raw[i] as string).toLowerCase();
-    if (name === 'content-length') contentLengthCount++;
-    else if (name === 'transfer-encoding') hasTransferEncoding = true;
+    const rawName = raw[i] as string;
+    // Lowercase only the names that could match: this loop runs for every header of every request.
+    if (rawName.length === 14 && rawName.toLowerCase() === 'content-length') contentLengthCount++;
+    else if (rawName.length === 17 && rawName.toLowerCase() === 'transfer-encoding') hasTransferEncoding = true;
   }
   const h2 = isHttp2(req);
   const authority = h2 ? (header(req.headers, ':authority') ?? header(req.headers, 'host')) : header(req.headers, 'host');

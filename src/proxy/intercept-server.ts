@@ -56,6 +56,14 @@ export function createInterceptServer(rt: ProxyRuntime, onClientError: (err: Nod
   const flowOf = (req: ClientRequest): InterceptedFlow | undefined =>
     isHttp2(req) ? flows.get((req as Http2ServerRequest).stream.session as object) : flows.get(req.socket);
 
+  // One FlowContext per flow, built at its first request: every request on a keep-alive connection shares it.
+  const contexts = new WeakMap<InterceptedFlow, FlowContext>();
+  const contextOf = (flow: InterceptedFlow): FlowContext => {
+    let context = contexts.get(flow);
+    if (context === undefined) contexts.set(flow, (context = flowContext(flow)));
+    return context;
+  };
+
   server.on('request', (req: ClientRequest, res: ClientResponse) => {
     const flow = flowOf(req);
     if (flow === undefined) {
@@ -69,7 +77,7 @@ export function createInterceptServer(rt: ProxyRuntime, onClientError: (err: Nod
       sendDeny(res, denyAnswer('identity_mismatch', describeDestination(flow.destination), { signals: ['identity_mismatch'] }));
       return;
     }
-    void serveRequest(rt, flowContext(flow), req as IncomingMessage | Http2ServerRequest, res as ServerResponse | Http2ServerResponse, path);
+    void serveRequest(rt, contextOf(flow), req as IncomingMessage | Http2ServerRequest, res as ServerResponse | Http2ServerResponse, path);
   });
   server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     const flow = flows.get(socket);
@@ -77,7 +85,7 @@ export function createInterceptServer(rt: ProxyRuntime, onClientError: (err: Nod
       socket.end(rawDeny(denyAnswer('bad_request', 'a connection with no decided flow', { status: 500 })));
       return;
     }
-    void serveUpgrade(rt, flowContext(flow), req, socket, head, req.url ?? '/');
+    void serveUpgrade(rt, contextOf(flow), req, socket, head, req.url ?? '/');
   });
   server.on('clientError', onClientError);
 

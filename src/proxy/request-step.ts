@@ -100,9 +100,8 @@ export function decideRequest(ctx: RequestContext, facts: RequestFacts): Request
     path,
     decrypted: ctx.decrypted,
   };
-  const where = describeDestination(ctx.destination);
   const refuse = (reason: 'bad_request' | 'identity_mismatch' | 'doh_denied' | 'secret_unavailable', signals: Decision['signals'], rule: string | null = null): RequestPlan => {
-    const answer = denyAnswer(reason, where, { signals, rule });
+    const answer = denyAnswer(reason, describeDestination(ctx.destination), { signals, rule });
     const verdict = { ...proxyVerdict(ctx.policy, reason, signals), rule };
     return { kind: 'deny', record: decisionRecord({ ...base, status: answer.status }, verdict), answer };
   };

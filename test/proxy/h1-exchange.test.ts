@@ -38,6 +38,8 @@ describe('response head', () => {
     ['a non-numeric length', 'HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n'],
     ['obs-fold', 'HTTP/1.1 200 OK\r\nX-A: 1\r\n  folded\r\nContent-Length: 0\r\n\r\n'],
     ['a bare LF inside the head', 'HTTP/1.1 200 OK\r\nX-A: 1\nContent-Length: 0\r\n\r\n'],
+    ['a bare CR inside the head', 'HTTP/1.1 200 OK\r\nX-A: 1\rContent-Length: 0\r\n\r\n'],
+    ['a control byte in a value', 'HTTP/1.1 200 OK\r\nX-A: 1\u0000\r\nContent-Length: 0\r\n\r\n'],
     ['an unrequested protocol switch', 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n'],
     ['a malformed status line', 'HTTP/1.1 2000 OK\r\n\r\n'],
   ])('refuses %s', (_, text) => {
