@@ -84,7 +84,10 @@ const run: Command = {
     const stream = ctx.out.mode === 'ux';
     const out: Buffer[] = [];
     const err: Buffer[] = [];
+    const abort = new AbortController();
+    void ctx.interrupted.then(() => abort.abort());
     const result = await runInWorkspace(ctx.stateDir, {
+      signal: abort.signal,
       ...createOptions(values, image, command, ctx),
       ...(timeout === undefined ? {} : { timeoutMs: timeout * 1000 }),
       onStdout: (d) => (stream ? process.stdout.write(d) : out.push(d)),

@@ -16,6 +16,8 @@ export interface RunOptions extends CreateOptions {
   readonly onStderr: (data: Buffer) => void;
   readonly stdin?: NodeJS.ReadableStream;
   readonly timeoutMs?: number;
+  /** Aborting (Ctrl-C) kills the workspace and removes it, keeping its audit log. */
+  readonly signal?: AbortSignal;
 }
 
 export interface RunResult {
@@ -49,7 +51,13 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
         remediation: 'give a command after "--", e.g. microagent run IMAGE -- /bin/sh -c "echo hi"',
       });
     }
-    exit = await execInWorkspace(stateDir, name, {
+    const interrupted = new Promise<never>((_, reject) => {
+      const stop = () =>
+        reject(new MicroagentError('transient', `run interrupted: workspace ${name} was killed and removed`, { code: 'run.interrupted', remediation: 'its audit log is kept under the runs/ directory of the state directory' }));
+      if (options.signal?.aborted === true) stop();
+      options.signal?.addEventListener('abort', stop, { once: true });
+    });
+    exit = await Promise.race([interrupted, execInWorkspace(stateDir, name, {
       argv: run.argv,
       ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
       ...(options.stdin === undefined ? {} : { stdin: options.stdin }),
@@ -61,7 +69,7 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
         first();
         options.onStderr(d);
       },
-    });
+    })]);
   } catch (err) {
     failure = err;
   } finally {
