@@ -9,8 +9,10 @@ import { spawn } from 'node:child_process';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { execInWorkspace } from '../../src/vm/workspace/service.js';
 import {
   cli,
   cliJson,
@@ -176,6 +178,19 @@ describe.sequential('workspace lifecycle through the CLI', () => {
 
     expect((await exec('sh', '-c', SERVE('published-port-ok'))).code).toBe(0);
     expect(await readWhenServing(hostPort)).toBe('published-port-ok\n');
+  });
+
+  it("a command's stdin reaches it while another client's command starts and ends", { timeout: VM_TIMEOUT }, async () => {
+    // Each CLI call numbers its requests from 1: the supervisor must not confuse two clients' exec 1.
+    const stdin = new PassThrough();
+    let out = '';
+    const reader = execInWorkspace(E2E_STATE_DIR, NAME, { argv: ['sh', '-c', 'read line; echo "got $line"'], stdin, timeoutMs: 60_000, onStdout: (d) => (out += d.toString()), onStderr: (d) => (out += d.toString()) });
+    await sleep(1000);
+    const other = await exec('echo', 'other client');
+    expect(other.stdout).toBe('other client\n');
+    stdin.end('hello-stdin\n');
+    expect((await reader).code, out).toBe(0);
+    expect(out).toBe('got hello-stdin\n');
   });
 
   it('pause refuses exec, resume restores it', { timeout: VM_TIMEOUT }, async () => {

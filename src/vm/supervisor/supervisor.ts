@@ -173,7 +173,8 @@ class Supervisor {
           ...(req.timeoutMs === undefined ? {} : { timeoutMs: req.timeoutMs }),
           stdin: req.stdin,
         });
-        this.execs.set(req.id, handle);
+        const execs = this.execsOf(conn);
+        execs.set(req.id, handle);
         handle.stdout.on('data', (d: Buffer) => conn.send({ id: req.id, stream: 'stdout', data: d.toString('base64') }));
         handle.stderr.on('data', (d: Buffer) => conn.send({ id: req.id, stream: 'stderr', data: d.toString('base64') }));
         // The caller hung up: its command must not linger in the guest.
@@ -185,14 +186,14 @@ class Supervisor {
           this.readiness.resultReady = observe(true);
           return { ...exit, timedOut: status.timedOut };
         } finally {
-          this.execs.delete(req.id);
+          execs.delete(req.id);
         }
       }
       case 'stdin':
-        this.execs.get(req.exec)?.writeStdin(Buffer.from(req.data, 'base64'));
+        this.execsOf(conn).get(req.exec)?.writeStdin(Buffer.from(req.data, 'base64'));
         return null;
       case 'stdin_eof':
-        this.execs.get(req.exec)?.endStdin();
+        this.execsOf(conn).get(req.exec)?.endStdin();
         return null;
       case 'pause':
         transition(name, this.state, 'pause');
@@ -241,7 +242,18 @@ class Supervisor {
     }
   }
 
-  private readonly execs = new Map<number, ReturnType<RunningVm['agent']['exec']>>();
+  /**
+   * Running commands per control connection: each client numbers its own requests from 1, so a request
+   * id names an exec only within its connection (one shared map let client B's exec 1 replace client A's,
+   * and A's stdin went nowhere, or to B's command).
+   */
+  private readonly execs = new WeakMap<ControlConnection, Map<number, ReturnType<RunningVm['agent']['exec']>>>();
+
+  private execsOf(conn: ControlConnection): Map<number, ReturnType<RunningVm['agent']['exec']>> {
+    let execs = this.execs.get(conn);
+    if (execs === undefined) this.execs.set(conn, (execs = new Map()));
+    return execs;
+  }
 }
 
 /** Entry for the supervisor process: runs until the VM exits. */
