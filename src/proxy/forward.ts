@@ -40,6 +40,8 @@ interface UpstreamAnswer {
   readonly status: number;
   readonly headers: IncomingHttpHeaders;
   readonly body: NodeJS.ReadableStream;
+  /** The complete body, when the exchange already has it (no stream to drain). */
+  readonly whole: Buffer | null;
   /** Trailers, available once the body ended. */
   trailers(): Record<string, string | string[]> | null;
 }
@@ -137,7 +139,9 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Cli
   // bodies that must be scanned for an echoed secret are collected up to the scan cap.
   const declared = Number(answer.headers['content-length'] ?? NaN);
   if (job.scanFor.length > 0 || (declared >= 0 && declared <= SMALL_BODY_BYTES)) {
-    const body = await collect(answer.body, maxDown, (n) => (bytesDown = n));
+    const whole = answer.whole !== null && answer.whole.length <= maxDown ? answer.whole : null;
+    if (whole !== null) bytesDown = whole.length;
+    const body = whole ?? (await collect(answer.body, maxDown, (n) => (bytesDown = n)));
     if (typeof body === 'string') {
       upstream.abort();
       if (body === 'too_large') fail('limit_exceeded', 'response body over the collect limit', 502);
@@ -239,7 +243,7 @@ async function openH2Upstream(rt: ProxyRuntime, job: ForwardJob, headers: Record
   const answer = new Promise<UpstreamAnswer>((resolve, reject) => {
     stream.once('response', (h: IncomingHttpHeaders & IncomingHttpStatusHeader) => {
       stream.off('error', reject);
-      resolve({ status: Number(h[':status'] ?? 502), headers: h, body: stream, trailers: () => trailers });
+      resolve({ status: Number(h[':status'] ?? 502), headers: h, body: stream, whole: null, trailers: () => trailers });
     });
     stream.once('error', reject);
   });
@@ -265,6 +269,7 @@ function openH1Upstream(rt: ProxyRuntime, job: ForwardJob, headers: Record<strin
         status: upRes.statusCode ?? 502,
         headers: upRes.headers,
         body: upRes,
+        whole: null,
         trailers: () => (upRes.complete ? responseHeaders(upRes.trailers) : null),
       });
     });

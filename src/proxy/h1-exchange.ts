@@ -16,6 +16,8 @@ export interface LeanAnswer {
   readonly status: number;
   readonly headers: IncomingHttpHeaders;
   readonly body: Readable;
+  /** The complete body when it arrived with the head (the body stream then replays it). */
+  readonly whole: Buffer | null;
   /** Trailers of a chunked body once it ended (empty otherwise). */
   trailers(): Record<string, string | string[]> | null;
 }
@@ -220,13 +222,20 @@ function serve(
         continue;
       }
       response = parsed.head;
+      const framing = response.framing;
+      const bodyBytes = framing.kind === 'none' ? 0 : framing.kind === 'length' ? framing.bytes : -1;
+      if (bodyBytes >= 0 && rest.length >= bodyBytes) {
+        // The common small answer arrives with its head: hand it over whole, no stream per request.
+        finish(response.keepAlive && rest.length === bodyBytes);
+        resolve(wholeAnswer(response, rest.subarray(0, bodyBytes)));
+        return;
+      }
       body = new Readable({ read: () => void socket.resume() });
       if (response.framing.kind === 'length') remaining = response.framing.bytes;
       if (response.framing.kind === 'chunked') chunked = chunkedStart();
       const trailers = chunked;
-      resolve({ status: response.status, headers: response.headers, body, trailers: () => (trailers === null ? {} : trailers.trailers) });
-      if (response.framing.kind === 'none' || (response.framing.kind === 'length' && remaining === 0)) complete(rest.length > 0);
-      else if (rest.length > 0) onBody(rest);
+      resolve({ status: response.status, headers: response.headers, body, whole: null, trailers: () => (trailers === null ? {} : trailers.trailers) });
+      if (rest.length > 0) onBody(rest);
       return;
     }
   };
@@ -249,4 +258,18 @@ function serve(
   };
   socket.write(head, 'latin1');
   return { abort: () => fail(upstreamError('request aborted', 'ECONNABORTED')) };
+}
+
+function wholeAnswer(head: ResponseHead, whole: Buffer): LeanAnswer {
+  let stream: Readable | null = null;
+  return {
+    status: head.status,
+    headers: head.headers,
+    whole,
+    get body(): Readable {
+      stream ??= Readable.from(whole.length > 0 ? [whole] : [], { objectMode: false });
+      return stream;
+    },
+    trailers: () => ({}),
+  };
 }

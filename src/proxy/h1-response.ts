@@ -38,7 +38,8 @@ const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 /** node's rule for request targets (INVALID_PATH_REGEX). */
 const BAD_PATH = /[^\u0021-\u00ff]/;
 const HEX = /^[0-9a-fA-F]{1,12}$/;
-const BAD_HEAD = /[^\t\r\n\x20-\x7e\x80-\xff]|\r(?!\n)|(?<!\r)\n/;
+/** A byte node would refuse anywhere in a head; CR and LF are checked apart (only as CRLF pairs). */
+const BAD_HEAD_BYTE = /[^\t\r\n\x20-\x7e\x80-\xff]/;
 
 /**
  * `METHOD path HTTP/1.1`, Host first, then `headers`, as one latin1 string; null when any part holds a
@@ -98,9 +99,10 @@ export function parseResponseHead(buf: Buffer, maxBytes: number, requestMethod: 
   if (end < 0) return buf.length > maxBytes ? invalid('response head too large') : NEED_MORE;
   if (end + 4 > maxBytes) return invalid('response head too large');
   const text = buf.toString('latin1', 0, end);
-  // One scan for the whole head: a byte node would refuse, or a CR or LF that is not part of a CRLF.
-  if (BAD_HEAD.test(text)) return invalid('invalid byte or bare CR/LF in the response head');
+  // One scan for the whole head; then a CR or LF left inside a line after splitting on CRLF was bare.
+  if (BAD_HEAD_BYTE.test(text)) return invalid('invalid byte in the response head');
   const lines = text.split('\r\n');
+  for (const line of lines) if (line.includes('\r') || line.includes('\n')) return invalid('bare CR or LF in the response head');
   const status = STATUS_LINE.exec(lines[0] as string);
   if (status === null) return invalid('malformed status line');
   const code = Number(status[2]);

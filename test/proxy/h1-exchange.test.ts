@@ -160,7 +160,7 @@ async function fetchOnce(p: LeanPool, target: CheckedTarget, method = 'GET') {
   const got = await answer;
   const chunks: Buffer[] = [];
   for await (const chunk of got.body) chunks.push(chunk as Buffer);
-  return { status: got.status, headers: got.headers, body: Buffer.concat(chunks).toString(), trailers: got.trailers() };
+  return { status: got.status, headers: got.headers, body: Buffer.concat(chunks).toString(), whole: got.whole?.toString() ?? null, trailers: got.trailers() };
 }
 
 describe('lean exchange over real sockets', () => {
@@ -172,11 +172,23 @@ describe('lean exchange over real sockets', () => {
     });
     const p = leanPool();
     const target = targetFor(o.port);
-    expect(await fetchOnce(p, target)).toMatchObject({ status: 200, body: 'hello' });
-    expect(await fetchOnce(p, target)).toMatchObject({ status: 200, body: 'abc', trailers: { 'x-sum': '1' } });
+    expect(await fetchOnce(p, target)).toMatchObject({ status: 200, body: 'hello', whole: 'hello' });
+    expect(await fetchOnce(p, target)).toMatchObject({ status: 200, body: 'abc', whole: null, trailers: { 'x-sum': '1' } });
     expect(await fetchOnce(p, target, 'HEAD')).toMatchObject({ status: 200, body: '' });
     expect(o.connections).toHaveLength(1);
     expect(o.requests[2]).toMatch(/^HEAD \/ HTTP\/1\.1\r\nhost: origin\.test\r\n/);
+  });
+
+  it('streams a length-framed body that arrives after its head', async () => {
+    const o = await origin((_, __, socket) => {
+      socket.write('HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfirst');
+      setTimeout(() => socket.write('-last'), 20);
+    });
+    const p = leanPool();
+    const target = targetFor(o.port);
+    expect(await fetchOnce(p, target)).toMatchObject({ body: 'first-last', whole: null });
+    expect(await fetchOnce(p, target)).toMatchObject({ body: 'first-last' });
+    expect(o.connections).toHaveLength(1);
   });
 
   it('ends a close-delimited body at close and never reuses that connection', async () => {
