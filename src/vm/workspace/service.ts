@@ -142,6 +142,19 @@ export async function startWorkspace(stateDir: string, name: string, timeoutMs =
     });
     child.unref();
     await logFile.close();
+    // Recorded under the lock, before the supervisor can write its own: otherwise a concurrent gc sees a
+    // `starting` workspace without a runtime record and marks it failed while it boots.
+    if (child.pid !== undefined) {
+      await writeRuntime(stateDir, name, {
+        runtimeId: 'pending',
+        supervisorPid: child.pid,
+        vmPid: null,
+        controlSocket: '',
+        startedAt: new Date().toISOString(),
+        backend: 'qemu-microvm',
+        accelerator: 'pending',
+      });
+    }
   });
   const deadline = Date.now() + timeoutMs;
   for (;;) {
