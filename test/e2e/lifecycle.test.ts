@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
-import { execInWorkspace } from '../../src/vm/workspace/service.js';
+import { execInWorkspace, startWorkspace } from '../../src/vm/workspace/service.js';
 import {
   cli,
   cliJson,
@@ -294,8 +294,11 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     expect(await waitDead(vmPid)).toBe(true);
   });
 
-  it('gc repairs a workspace whose supervisor was SIGKILLed and kills the orphaned VM', { timeout: VM_TIMEOUT }, async () => {
-    await cliJson<Status>(['start', NAME]);
+  it('gc leaves a booting workspace alone, and repairs one whose supervisor was SIGKILLed, killing the orphaned VM', { timeout: VM_TIMEOUT }, async () => {
+    const starting = startWorkspace(E2E_STATE_DIR, NAME);
+    const during = await cliJson<{ name: string }[]>(['gc']);
+    expect(during.json.map((r) => r.name)).not.toContain(NAME);
+    expect((await starting).state).toBe('running');
     const runtime = JSON.parse(readFileSync(join(E2E_STATE_DIR, 'workspaces', NAME, 'runtime.json'), 'utf8')) as { supervisorPid: number; vmPid: number };
     process.kill(runtime.supervisorPid, 'SIGKILL');
     expect(await waitDead(runtime.supervisorPid)).toBe(true);
