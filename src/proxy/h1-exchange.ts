@@ -247,7 +247,8 @@ function serve(
     },
     onClose(err) {
       if (finished) return;
-      if (response !== null && response.framing.kind === 'close') {
+      // A close-delimited body ends at a clean close; a reset cuts it short and must not pass as complete.
+      if (response !== null && response.framing.kind === 'close' && err === null) {
         complete(false);
         return;
       }

@@ -200,6 +200,14 @@ describe('lean exchange over real sockets', () => {
     expect(o.connections).toHaveLength(2);
   });
 
+  it('fails a close-delimited body cut short by a reset', async () => {
+    const o = await origin((_, __, socket) => {
+      socket.write('HTTP/1.1 200 OK\r\n\r\npartial');
+      setTimeout(() => socket.resetAndDestroy(), 20);
+    });
+    await expect(fetchOnce(leanPool(), targetFor(o.port))).rejects.toThrow(/ECONNRESET|reset/);
+  });
+
   it('retries a GET once on a fresh connection when the idle one was closed under it', async () => {
     const o = await origin((_, i, socket) => {
       if (i === 1) socket.destroy();
