@@ -55,7 +55,7 @@ describe.sequential('microagent run', () => {
 
   it('a command the guest cannot find exits 127 with a clear message', { timeout: VM_TIMEOUT }, async () => {
     const r = await cli(['run', '--profile', 'tiny', '--', 'no-such-command-e2e', '--flag']);
-    expect(r.code).toBe(127);
+    expect(r.code, `stderr: ${r.stderr}`).toBe(127);
     expect(r.stderr).toContain('no-such-command-e2e: command not found');
     expectNoStackTrace(r);
   });

@@ -146,9 +146,11 @@ class Supervisor {
 
   async shutdown(): Promise<void> {
     this.control?.close();
-    await writeRuntime(this.stateDir, this.manifest.name, null).catch(() => undefined);
     await this.mediator.close().catch((err: unknown) => log.error({ err }, 'mediator close failed'));
     await rm(this.runDir, { recursive: true, force: true }).catch(() => undefined);
+    // Last: while the runtime record names a live supervisor, delete waits; removing it earlier let a
+    // delete race this cleanup inside the workspace directory.
+    await writeRuntime(this.stateDir, this.manifest.name, null).catch(() => undefined);
     process.exit(0);
   }
 
@@ -279,6 +281,7 @@ export async function superviseWorkspace(stateDir: string, name: string): Promis
     await writeFile(paths.startError, JSON.stringify({ kind: e.kind, code: e.code, message: e.message, remediation: e.remediation }), { mode: 0o600 }).catch(() => undefined);
     await recordState(stateDir, name, 'start', 'failed', runtimeId, `${e.message}${e.remediation ? ` (fix: ${e.remediation})` : ''}`);
     await mediator?.close().catch(() => undefined);
+    await rm(runDir, { recursive: true, force: true }).catch(() => undefined);
     await writeRuntime(stateDir, name, null).catch(() => undefined);
     process.exit(1);
   }
