@@ -74,6 +74,8 @@ class Supervisor {
   async boot(): Promise<void> {
     const { config } = this.manifest;
     const m = this.mediator;
+    // performance.now() counts from this process's start: the first figure is supervisor + mediator start-up.
+    const mediatorUpMs = Math.round(performance.now());
     if (config.egress === 'off') {
       await m.audit.append({ event: 'lifecycle.egress_off', state: 'starting', detail: 'egress mediation is off: plain NAT, nothing checked' });
     }
@@ -92,6 +94,7 @@ class Supervisor {
         : config.egress === 'off'
           ? { mode: 'off', publish }
           : { mode: 'user', proxySocket: m.sockets.proxySocket, dnsSocket: m.sockets.dnsSocket, publish };
+    const bootStarted = performance.now();
     const vm = await bootVm({
       stateDir: this.stateDir,
       rootfsPath: this.paths.disk,
@@ -114,6 +117,7 @@ class Supervisor {
     });
     void vm.exited.then(() => this.onVmExit());
     const hello = await vm.agent.ready();
+    const agentUp = performance.now();
     this.readiness.guestReady = observe(true, `kernel ${hello.kernel}`);
     await vm.agent.configure(
       standardGuestConfig({ caPem: m.ca.certPem, hostname: this.manifest.name, network, mediationPorts: m.mediationPorts }),
@@ -124,7 +128,8 @@ class Supervisor {
     this.readiness.shellReady = observe(shellOk, undefined, shellOk ? undefined : 'the image has no working /bin/sh');
     this.readiness.resultReady = observe(!(shell instanceof Error), undefined, shell instanceof Error ? shell.message : undefined);
     this.control = await startControlServer(join(this.runDir, 'control.sock'), (req, conn) => this.handle(req, conn));
-    await this.record('start', 'running', `${vm.accelerator}, pid ${vm.pid}`);
+    const timings = `supervisor+mediator ${mediatorUpMs} ms, boot to agent ${Math.round(agentUp - bootStarted)} ms, configure+probe ${Math.round(performance.now() - agentUp)} ms`;
+    await this.record('start', 'running', `${vm.accelerator}, pid ${vm.pid}; ${timings}`);
   }
 
   /** A failed boot must not leave its QEMU running: nothing would ever stop it (gc only sees a dead supervisor). */
