@@ -167,7 +167,7 @@ export async function startWorkspace(stateDir: string, name: string, timeoutMs =
         remediation: `see ${paths.serialLog}; kill it with "microagent kill ${name}"`,
       });
     }
-    await sleep(100);
+    await sleep(25); // a small file read; the guest boot it waits for takes seconds
   }
 }
 
