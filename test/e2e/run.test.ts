@@ -53,6 +53,17 @@ describe.sequential('microagent run', () => {
     expect(r.code).toBe(7);
   });
 
+  it('a required mediation channel whose target is down fails the start, leaving no VM or workspace', { timeout: VM_TIMEOUT }, async () => {
+    const r = await cli(['run', '--profile', 'tiny', '--mediation', '7000=127.0.0.1:1', '--', 'echo', 'never']);
+    expect(r.code, `stderr: ${r.stderr}`).toBe(75);
+    expect(r.stdout).not.toContain('never');
+    expect(r.stderr).toMatch(/a required mediation channel is not ready: mediation channel 7000 -> 127\.0\.0\.1:1/);
+    expect(r.stderr).toContain('--mediation-optional');
+    expectNoStackTrace(r);
+    const left = await cliJson<unknown[]>(['list']);
+    expect(left.json.filter((w) => JSON.stringify(w).includes('"state":"starting"'))).toEqual([]);
+  });
+
   it('a command the guest cannot find exits 127 with a clear message', { timeout: VM_TIMEOUT }, async () => {
     const r = await cli(['run', '--profile', 'tiny', '--', 'no-such-command-e2e', '--flag']);
     expect(r.code, `stderr: ${r.stderr}`).toBe(127);

@@ -5,7 +5,6 @@
  * it exposes Unix sockets and loopback ports for the VM layer to point the guest at.
  */
 import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import { openAuditLog, type AuditLog } from '../../audit/index.js';
 import { loadOrCreateCa, type CertificateAuthority } from '../../ca/index.js';
 import { MicroagentError } from '../../errors.js';
@@ -14,22 +13,15 @@ import { openLivePolicy, type LivePolicy } from '../../policy/index.js';
 import { startEgressProxy, type EgressProxy } from '../../proxy/index.js';
 import { createWorkspaceResolver, startDnsServer, type DnsServer } from '../../proxy/dns/index.js';
 import type { WorkspaceManifest, WorkspacePaths } from '../workspace/store.js';
-import { startPublishedPorts, type PublishedPorts } from './published-ports.js';
+import { startPublishedPorts, type PortBackend, type PublishedPorts } from './published-ports.js';
+import type { MediatorSockets } from './sockets.js';
 
-export interface MediatorSockets {
-  readonly proxySocket: string;
-  readonly dnsSocket: string;
-  readonly mediationDir: string;
-}
 
 export interface Mediator {
   readonly audit: AuditLog;
   readonly ca: CertificateAuthority;
   readonly policy: LivePolicy;
   readonly sockets: MediatorSockets;
-  readonly mediationPorts: readonly number[];
-  /** Loopback ports QEMU should hostfwd to, one per published port, in manifest order. */
-  readonly publishedBackends: readonly { hostPort: number; guestPort: number }[];
   mediationReady(): Promise<MediationReadiness | null>;
   /** Quarantine: closes proxy, resolver, published ports and every mediation channel at once. */
   sever(): Promise<void>;
@@ -40,15 +32,11 @@ export interface Mediator {
 export async function startMediator(
   manifest: WorkspaceManifest,
   paths: WorkspacePaths,
-  runDir: string,
+  sockets: MediatorSockets,
   runtimeId: string,
+  portBackends: readonly PortBackend[],
 ): Promise<Mediator> {
   const { config } = manifest;
-  const sockets: MediatorSockets = {
-    proxySocket: join(runDir, 'proxy.sock'),
-    dnsSocket: join(runDir, 'dns.sock'),
-    mediationDir: join(runDir, 'mediation'),
-  };
   await mkdir(sockets.mediationDir, { recursive: true, mode: 0o700 });
   const audit = await openAuditLog({ path: paths.audit, workspace: manifest.name, workspaceId: manifest.id, runtimeId });
   const opened: { close(): Promise<void> | void }[] = [];
@@ -80,7 +68,7 @@ export async function startMediator(
       broker = await startBroker({ workspace: manifest.name, runtimeId, channels, socketDir: sockets.mediationDir, audit });
       opened.push(broker);
     }
-    const published: PublishedPorts = await startPublishedPorts(config.publish, audit);
+    const published: PublishedPorts = await startPublishedPorts(config.publish, portBackends, audit);
     opened.push(published);
 
     let severed = false;
@@ -89,8 +77,6 @@ export async function startMediator(
       ca,
       policy,
       sockets,
-      mediationPorts: channels.map((c) => c.port),
-      publishedBackends: published.backends,
       mediationReady: async () => (broker === null ? null : broker.mediationReady()),
       get severed() {
         return severed;

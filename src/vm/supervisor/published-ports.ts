@@ -9,9 +9,13 @@ import type { AuditSink } from '../../audit/record.js';
 import { MicroagentError } from '../../errors.js';
 
 export interface PublishedPorts {
-  /** For QEMU: hostfwd from 127.0.0.1:hostPort (an internal port) to guestPort. */
-  readonly backends: readonly { hostPort: number; guestPort: number }[];
   close(): Promise<void>;
+}
+
+/** For QEMU: hostfwd from 127.0.0.1:hostPort (an internal loopback port) to guestPort. */
+export interface PortBackend {
+  readonly hostPort: number;
+  readonly guestPort: number;
 }
 
 async function freeLoopbackPort(): Promise<number> {
@@ -22,16 +26,23 @@ async function freeLoopbackPort(): Promise<number> {
   return port;
 }
 
+/** One internal loopback port per published port, chosen before QEMU starts (it forwards from them). */
+export async function allocatePortBackends(publish: readonly { guestPort: number }[]): Promise<PortBackend[]> {
+  const backends: PortBackend[] = [];
+  for (const p of publish) backends.push({ hostPort: await freeLoopbackPort(), guestPort: p.guestPort });
+  return backends;
+}
+
 export async function startPublishedPorts(
   publish: readonly { hostIp: string; hostPort: number; guestPort: number }[],
+  backends: readonly PortBackend[],
   audit: AuditSink,
 ): Promise<PublishedPorts> {
   const servers: Server[] = [];
   const live = new Set<Socket>();
-  const backends: { hostPort: number; guestPort: number }[] = [];
-  for (const p of publish) {
-    const backendPort = await freeLoopbackPort();
-    backends.push({ hostPort: backendPort, guestPort: p.guestPort });
+  for (const [i, p] of publish.entries()) {
+    const backendPort = backends[i]?.hostPort;
+    if (backendPort === undefined) throw new MicroagentError('internal', `no backend port for published port ${p.hostPort}`);
     const server = createServer((client) => {
       live.add(client);
       client.once('close', () => live.delete(client));
@@ -63,7 +74,6 @@ export async function startPublishedPorts(
     servers.push(server);
   }
   return {
-    backends,
     close: async () => {
       const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
       for (const socket of live) socket.destroy();

@@ -24,7 +24,9 @@ import {
 } from '../workspace/store.js';
 import { startControlServer, type ControlConnection } from './control-server.js';
 import type { ControlRequest } from './protocol.js';
-import { startMediator, type Mediator } from './mediator.js';
+import type { Mediator } from './mediator.js';
+import { allocatePortBackends } from './published-ports.js';
+import { mediatorSockets } from './sockets.js';
 import { emptyReadiness, observe, type Readiness } from './readiness.js';
 
 const log = childLog('supervisor');
@@ -57,7 +59,6 @@ class Supervisor {
   constructor(
     private readonly stateDir: string,
     private readonly manifest: WorkspaceManifest,
-    private readonly paths: WorkspacePaths,
     private readonly runtimeId: string,
     private readonly runDir: string,
     private readonly mediator: Mediator,
@@ -71,11 +72,26 @@ class Supervisor {
       .catch((err: unknown) => log.error({ err }, 'lifecycle record not written to the audit log'));
   }
 
-  async boot(): Promise<void> {
+  /**
+   * Finishes a start once the mediator is up and QEMU has been spawned (they start side by side): the
+   * required channels must be ready, then the guest agent, its configuration and a shell probe.
+   */
+  async boot(vm: RunningVm, network: NetworkConfig, mediationPorts: readonly number[], bootStarted: number): Promise<void> {
     const { config } = this.manifest;
     const m = this.mediator;
-    // performance.now() counts from this process's start: the first figure is supervisor + mediator start-up.
-    const mediatorUpMs = Math.round(performance.now());
+    this.vm = vm;
+    void vm.exited.then(() => this.onVmExit());
+    await writeRuntime(this.stateDir, this.manifest.name, {
+      runtimeId: this.runtimeId,
+      supervisorPid: process.pid,
+      vmPid: vm.pid,
+      controlSocket: join(this.runDir, 'control.sock'),
+      startedAt: new Date().toISOString(),
+      backend: 'qemu-microvm',
+      accelerator: vm.accelerator,
+    });
+    // performance.now() counts from this process's start.
+    const upMs = Math.round(performance.now());
     if (config.egress === 'off') {
       await m.audit.append({ event: 'lifecycle.egress_off', state: 'starting', detail: 'egress mediation is off: plain NAT, nothing checked' });
     }
@@ -87,48 +103,17 @@ class Supervisor {
         remediation: 'start the channel target first, or declare it with --mediation-optional',
       });
     }
-    const publish = m.publishedBackends.map((b) => ({ hostPort: b.hostPort, guestPort: b.guestPort, hostAddress: '127.0.0.1' }));
-    const network: NetworkConfig =
-      config.network === 'isolated'
-        ? { mode: 'isolated' }
-        : config.egress === 'off'
-          ? { mode: 'off', publish }
-          : { mode: 'user', proxySocket: m.sockets.proxySocket, dnsSocket: m.sockets.dnsSocket, publish };
-    const bootStarted = performance.now();
-    const vm = await bootVm({
-      stateDir: this.stateDir,
-      rootfsPath: this.paths.disk,
-      runDir: this.runDir,
-      memoryMiB: config.memoryMiB,
-      cpus: config.cpus,
-      network,
-      serialLog: this.paths.serialLog,
-      ...(m.mediationPorts.length > 0 ? { mediation: { ports: m.mediationPorts, socketDir: m.sockets.mediationDir } } : {}),
-    });
-    this.vm = vm;
-    await writeRuntime(this.stateDir, this.manifest.name, {
-      runtimeId: this.runtimeId,
-      supervisorPid: process.pid,
-      vmPid: vm.pid,
-      controlSocket: join(this.runDir, 'control.sock'),
-      startedAt: new Date().toISOString(),
-      backend: 'qemu-microvm',
-      accelerator: vm.accelerator,
-    });
-    void vm.exited.then(() => this.onVmExit());
     const hello = await vm.agent.ready();
     const agentUp = performance.now();
     this.readiness.guestReady = observe(true, `kernel ${hello.kernel}`);
-    await vm.agent.configure(
-      standardGuestConfig({ caPem: m.ca.certPem, hostname: this.manifest.name, network, mediationPorts: m.mediationPorts }),
-    );
+    await vm.agent.configure(standardGuestConfig({ caPem: m.ca.certPem, hostname: this.manifest.name, network, mediationPorts }));
     this.readiness.execReady = observe(true);
     const shell = await vm.agent.run({ argv: ['/bin/sh', '-c', 'true'], timeoutMs: 30_000 }).catch((err: Error) => err);
     const shellOk = !(shell instanceof Error) && shell.status.kind === 'exited' && shell.status.code === 0;
     this.readiness.shellReady = observe(shellOk, undefined, shellOk ? undefined : 'the image has no working /bin/sh');
     this.readiness.resultReady = observe(!(shell instanceof Error), undefined, shell instanceof Error ? shell.message : undefined);
     this.control = await startControlServer(join(this.runDir, 'control.sock'), (req, conn) => this.handle(req, conn));
-    const timings = `supervisor+mediator ${mediatorUpMs} ms, boot to agent ${Math.round(agentUp - bootStarted)} ms, configure+probe ${Math.round(performance.now() - agentUp)} ms`;
+    const timings = `mediator up at ${upMs} ms, boot to agent ${Math.round(agentUp - bootStarted)} ms, configure+probe ${Math.round(performance.now() - agentUp)} ms`;
     await this.record('start', 'running', `${vm.accelerator}, pid ${vm.pid}; ${timings}`);
   }
 
@@ -266,22 +251,54 @@ class Supervisor {
 /** Entry for the supervisor process: runs until the VM exits. */
 export async function superviseWorkspace(stateDir: string, name: string): Promise<void> {
   const manifest = await readManifest(stateDir, name);
+  const { config } = manifest;
   const paths = workspacePaths(stateDir, name);
   const runtimeId = randomUUID();
   const runDir = runDirFor(paths, manifest.id);
   await mkdir(runDir, { recursive: true, mode: 0o700 });
+  const sockets = mediatorSockets(runDir);
+  const mediationPorts = config.mediation.map((c) => c.port);
   let mediator: Mediator | null = null;
+  let vm: RunningVm | null = null;
   let supervisor: Supervisor | null = null;
   try {
-    mediator = await startMediator(manifest, paths, runDir, runtimeId);
-    const started = new Supervisor(stateDir, manifest, paths, runtimeId, runDir, mediator);
+    const backends = await allocatePortBackends(config.publish);
+    const publish = backends.map((b) => ({ hostPort: b.hostPort, guestPort: b.guestPort, hostAddress: '127.0.0.1' }));
+    const network: NetworkConfig =
+      config.network === 'isolated'
+        ? { mode: 'isolated' }
+        : config.egress === 'off'
+          ? { mode: 'off', publish }
+          : { mode: 'user', proxySocket: sockets.proxySocket, dnsSocket: sockets.dnsSocket, publish };
+    // The guest takes seconds to boot and reaches the mediator only after configure: start both at once.
+    // The mediator's modules are loaded here, not at process start, so QEMU is spawned first.
+    const mediatorUp = import('./mediator.js').then((m) => m.startMediator(manifest, paths, sockets, runtimeId, backends));
+    const bootStarted = performance.now();
+    const vmUp = bootVm({
+      stateDir,
+      rootfsPath: paths.disk,
+      runDir,
+      memoryMiB: config.memoryMiB,
+      cpus: config.cpus,
+      network,
+      serialLog: paths.serialLog,
+      ...(mediationPorts.length > 0 ? { mediation: { ports: mediationPorts, socketDir: sockets.mediationDir } } : {}),
+    });
+    const [m, v] = await Promise.allSettled([mediatorUp, vmUp]);
+    if (m.status === 'fulfilled') mediator = m.value;
+    if (v.status === 'fulfilled') vm = v.value;
+    if (m.status === 'rejected') throw m.reason;
+    if (v.status === 'rejected') throw v.reason;
+    const started = new Supervisor(stateDir, manifest, runtimeId, runDir, mediator as Mediator);
     supervisor = started;
     process.once('SIGTERM', () => void started.shutdown());
-    await started.boot();
+    await started.boot(vm as RunningVm, network, mediationPorts, bootStarted);
   } catch (err) {
     const e = asMicroagentError(err);
     log.error({ err: e }, 'workspace start failed');
-    await supervisor?.abandonBoot();
+    // A failed start must not leave its QEMU running: nothing would ever stop it.
+    if (supervisor !== null) await supervisor.abandonBoot();
+    else await vm?.kill().catch((killErr: unknown) => log.error({ err: killErr }, 'could not kill the VM of a failed start'));
     // The CLI that waits for the start rethrows this with its kind (a missing kernel is not transient).
     await writeFile(paths.startError, JSON.stringify({ kind: e.kind, code: e.code, message: e.message, remediation: e.remediation }), { mode: 0o600 }).catch(() => undefined);
     await recordState(stateDir, name, 'start', 'failed', runtimeId, `${e.message}${e.remediation ? ` (fix: ${e.remediation})` : ''}`);
