@@ -275,8 +275,14 @@ export async function deleteWorkspace(stateDir: string, name: string): Promise<v
         remediation: 'stop, halt or kill it first',
       });
     }
+    // Removed while the lock is held, so no other call acts on a half-removed workspace.
+    await removeWorkspaceDir(stateDir, name);
   });
-  await removeWorkspaceDir(stateDir, name);
+}
+
+/** True when `err` says the workspace vanished under us (deleted by a concurrent call): skip it. */
+function vanished(err: unknown): boolean {
+  return (err as MicroagentError).kind === 'not_found' || (err as NodeJS.ErrnoException).code === 'ENOENT';
 }
 
 export interface WorkspaceStatus {
@@ -335,7 +341,15 @@ export async function workspaceStatus(stateDir: string, name: string): Promise<W
 
 export async function listWorkspaces(stateDir: string): Promise<WorkspaceStatus[]> {
   const names = await listWorkspaceNames(stateDir);
-  return Promise.all(names.map((n) => workspaceStatus(stateDir, n)));
+  const all = await Promise.all(
+    names.map((n) =>
+      workspaceStatus(stateDir, n).catch((err: unknown) => {
+        if (vanished(err)) return null;
+        throw err;
+      }),
+    ),
+  );
+  return all.filter((s): s is WorkspaceStatus => s !== null);
 }
 
 /** Reconciles workspaces whose supervisor died: kills an orphaned VM and records `failed`. */
@@ -356,6 +370,8 @@ export async function gcWorkspaces(stateDir: string): Promise<{ name: string; re
       await writeRuntime(stateDir, name, null);
       await recordState(stateDir, name, 'gc', 'failed', runtime?.runtimeId ?? null, detail);
       repaired.push({ name, repaired: detail });
+    }).catch((err: unknown) => {
+      if (!vanished(err)) throw err;
     });
   }
   return repaired;

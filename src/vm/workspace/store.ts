@@ -193,5 +193,6 @@ export async function createWorkspaceDir(stateDir: string, name: string): Promis
 }
 
 export async function removeWorkspaceDir(stateDir: string, name: string): Promise<void> {
-  await rm(workspacePaths(stateDir, name).dir, { recursive: true, force: true });
+  // Retries: a concurrent call may be creating its lock file inside while we remove the folder.
+  await rm(workspacePaths(stateDir, name).dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
 }
