@@ -217,11 +217,11 @@ const egress: Command = {
   summary: "A workspace's audit log through the audit query (or tail with -f): --verdict, --host, --rule, --event, --since, --until",
   usage: 'NAME [-f] [--verdict V] [--host GLOB] [--rule ID] [--event E] [--since T] [--until T]',
   async run(args, ctx) {
-    const name = args.find((a) => !a.startsWith('-'));
-    if (name === undefined) throw usageError('egress: expected a workspace NAME', `usage: microagent egress ${egress.usage}`);
+    // NAME first: the rest are audit query/tail flags, passed on untouched (a flag's value may look like a name).
+    const [name, ...rest] = args;
+    if (name === undefined || name.startsWith('-')) throw usageError('egress: expected the workspace NAME first', `usage: microagent egress ${egress.usage}`);
     await readManifest(ctx.stateDir, name);
     const path = workspacePaths(ctx.stateDir, name).audit;
-    const rest = args.filter((a) => a !== name);
     const followIt = rest.includes('-f') || rest.includes('--follow');
     const delegate = auditCommands.find((c) => c.name === (followIt ? 'audit tail' : 'audit query'));
     if (delegate === undefined) throw new MicroagentError('internal', 'audit query command missing');
