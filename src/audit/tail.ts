@@ -70,7 +70,21 @@ async function segmentsAfter(path: string, after: number): Promise<{ n: number; 
   return found;
 }
 
+/**
+ * Yields each record once, in chain order. Fast rotation can make the follower meet a segment both as
+ * the file it was reading and as a sealed segment; seq is strictly increasing in a log, so a record at
+ * or below the last one yielded is such a re-read and is skipped here, once, for every path.
+ */
 export async function* tailAuditLog(path: string, options: TailOptions = {}): AsyncGenerator<LocatedRecord> {
+  let lastSeq = 0;
+  for await (const r of followRecords(path, options)) {
+    if (r.record.seq <= lastSeq) continue;
+    lastSeq = r.record.seq;
+    yield r;
+  }
+}
+
+async function* followRecords(path: string, options: TailOptions): AsyncGenerator<LocatedRecord> {
   const keep = options.lines ?? 10;
   const pollMs = options.pollMs ?? 100;
   const history: LocatedRecord[] = [];
