@@ -28,7 +28,7 @@ mkdirSync(stateDir, { recursive: true, mode: 0o700 });
 try { loadKernel(stateDir); } catch { await installKernel({ stateDir }); }
 const assets = await prepareBootAssets(stateDir);
 const image = await ensureDefaultImage(stateDir);
-const { accelerator } = await probeAccelerator({ stateDir, kernelPath: assets.kernel.vmlinuz, initramfsPath: assets.initramfsPath });
+const { accelerator } = await probeAccelerator({ stateDir, kernelPath: assets.kernel.image, initramfsPath: assets.initramfsPath });
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const vmRssKiB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
@@ -55,7 +55,7 @@ async function bareBoot() {
   await prepareWorkspaceDisk(image.rootfsPath, rootfsPath);
   const size = PROFILES[PROFILE];
   const args = buildQemuArgs(
-    { kernelPath: assets.kernel.vmlinuz, initramfsPath: assets.initramfsPath, rootfsPath, memoryMiB: size.memoryMiB, cpus: size.cpus, network: { mode: 'isolated' }, runDir, accelerator },
+    { kernelPath: assets.kernel.image, initramfsPath: assets.initramfsPath, rootfsPath, memoryMiB: size.memoryMiB, cpus: size.cpus, network: { mode: 'isolated' }, runDir, accelerator },
     runPaths(runDir),
     hostFacts(),
   );

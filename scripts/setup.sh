@@ -9,6 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 #   e2fsprogs .............. mke2fs -d builds ext4 root filesystems from OCI layers
 #   gcc libc6-dev .......... builds the static guest agent (src/vm/guest)
 #   cpio kmod zstd ......... the guest initramfs and its kernel modules
+#   lz4 .................... unpacks the kernel (Debian's bzImage payload) once, for direct PVH boot
 #   busybox-static ......... the default offline OCI image
 #   curl ca-certificates ... TLS client in tests and the default image
 #   dnsutils ............... dig, for DNS resolver tests
@@ -16,7 +17,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 #   dnsmasq-base dnsperf ... the DNS benchmark peer and load generator
 #   socat .................. QEMU guestfwd: one process per guest connection to a workspace socket
 #   openssl xz-utils ....... test certificates and CA checks; compressed kernel modules
-PKGS=(qemu-system-x86 e2fsprogs gcc libc6-dev make cpio kmod zstd xz-utils busybox-static curl ca-certificates
+PKGS=(qemu-system-x86 e2fsprogs gcc libc6-dev make cpio kmod zstd lz4 xz-utils busybox-static curl ca-certificates
       openssl dnsutils docker-registry dnsmasq-base dnsperf socat)
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)

@@ -66,7 +66,7 @@ async function kernelAndAccelChecks(stateDir: string): Promise<DoctorCheck[]> {
   const checks: DoctorCheck[] = [{ name: 'kernel', ok: true, detail: `${kernelVersion} (manifest verified)` }];
   try {
     const assets = await prepareBootAssets(stateDir);
-    const probe = await probeAccelerator({ stateDir, kernelPath: assets.kernel.vmlinuz, initramfsPath: assets.initramfsPath, fresh: true });
+    const probe = await probeAccelerator({ stateDir, kernelPath: assets.kernel.image, initramfsPath: assets.initramfsPath, fresh: true });
     // TCG works everywhere, only slower: report it, but it is not a failure.
     checks.push({
       name: 'kvm',

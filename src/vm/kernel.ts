@@ -1,8 +1,9 @@
 /**
  * Guest kernels: install one from Debian's linux-image-cloud-amd64 package (through the host's own
- * apt: `apt-get download`, then `dpkg-deb -x`) or from a path the user gives, keep only vmlinuz and
- * the modules the guest needs (with their dependencies, decompressed), and record a SHA-256 manifest
- * that is verified before every boot. It never downloads anything itself and never boots a kernel
+ * apt: `apt-get download`, then `dpkg-deb -x`) or from a path the user gives, keep only the boot image
+ * (the unpacked PVH ELF `vmlinux` when the kernel has a PVH entry, see kernel-image.ts, else the
+ * `vmlinuz` as shipped) and the modules the guest needs (with their dependencies, decompressed), and
+ * record a SHA-256 manifest that is verified before every boot. It never downloads anything itself and never boots a kernel
  * whose files do not match the manifest.
  */
 import { execFile } from 'node:child_process';
@@ -17,6 +18,7 @@ import { gunzipSync } from 'node:zlib';
 import { MicroagentError } from '../errors.js';
 import { childLog } from '../log.js';
 import { findExecutable } from './host-tools.js';
+import { directBootImage } from './kernel-image.js';
 import { moduleName, resolveModules } from './modules.js';
 
 const run = promisify(execFile);
@@ -27,7 +29,8 @@ export const KERNEL_META_PACKAGE = 'linux-image-cloud-amd64';
 export interface InstalledKernel {
   readonly version: string;
   readonly dir: string;
-  readonly vmlinuz: string;
+  /** The file QEMU boots: `vmlinux` (PVH ELF, loaded directly) or `vmlinuz` (self-decompressing bzImage). */
+  readonly image: string;
   /** Module files under `<dir>/modules/`, in load order. */
   readonly modules: readonly string[];
   readonly source: string;
@@ -38,6 +41,8 @@ interface Manifest {
   readonly source: string;
   readonly installedAt: string;
   readonly modules: readonly string[];
+  /** The boot image's file name; manifests written before direct boot have none and mean `vmlinuz`. */
+  readonly image?: 'vmlinux' | 'vmlinuz';
   /** Relative path -> sha256 hex. */
   readonly files: Readonly<Record<string, string>>;
 }
@@ -165,21 +170,28 @@ export async function installKernel(options: InstallOptions): Promise<InstalledK
     mkdirSync(stage);
     let version: string;
     let modules: string[] = [];
+    let shipped: Buffer;
     if (root !== undefined) {
       const found = locateKernel(root);
       version = found.version;
-      writeFileSync(join(stage, 'vmlinuz'), readFileSync(found.vmlinuz));
+      shipped = readFileSync(found.vmlinuz);
       if (found.modulesDir !== undefined) modules = await stageModules(root, version, found.modulesDir, stage);
     } else {
       // A bare image must have the virtio drivers built in; its content hash names it.
-      const data = readFileSync(bare as string);
-      version = `custom-${createHash('sha256').update(data).digest('hex').slice(0, 12)}`;
-      writeFileSync(join(stage, 'vmlinuz'), data);
+      shipped = readFileSync(bare as string);
+      version = `custom-${createHash('sha256').update(shipped).digest('hex').slice(0, 12)}`;
       mkdirSync(join(stage, 'modules'));
     }
-    const files: Record<string, string> = { vmlinuz: sha256File(join(stage, 'vmlinuz')) };
+    const direct = directBootImage(shipped);
+    const image = direct.format === 'pvh-elf' ? 'vmlinux' : 'vmlinuz';
+    if (direct.format === 'pvh-elf') writeFileSync(join(stage, image), direct.elf);
+    else {
+      log.info({ version, why: direct.why }, 'kernel boots as shipped (no direct PVH boot)');
+      writeFileSync(join(stage, image), shipped);
+    }
+    const files: Record<string, string> = { [image]: sha256File(join(stage, image)) };
     for (const m of modules) files[`modules/${m}`] = sha256File(join(stage, 'modules', m));
-    const manifest: Manifest = { version, source, installedAt: new Date().toISOString(), modules, files };
+    const manifest: Manifest = { version, source, installedAt: new Date().toISOString(), modules, image, files };
     writeFileSync(join(stage, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
     const kernelsDir = join(options.stateDir, 'kernels');
     const dest = join(kernelsDir, version);
@@ -223,5 +235,5 @@ export function loadKernel(stateDir: string, version?: string): InstalledKernel 
       });
     }
   }
-  return { version: manifest.version, dir, vmlinuz: join(dir, 'vmlinuz'), modules: manifest.modules, source: manifest.source };
+  return { version: manifest.version, dir, image: join(dir, manifest.image ?? 'vmlinuz'), modules: manifest.modules, source: manifest.source };
 }

@@ -48,10 +48,10 @@ export async function bootVm(options: BootVmOptions): Promise<RunningVm> {
   const size = profile(options.profile ?? 'small');
   const accelerator =
     options.accelerator === undefined || options.accelerator === 'auto'
-      ? (await probeAccelerator({ stateDir: options.stateDir, kernelPath: assets.kernel.vmlinuz, initramfsPath: assets.initramfsPath })).accelerator
+      ? (await probeAccelerator({ stateDir: options.stateDir, kernelPath: assets.kernel.image, initramfsPath: assets.initramfsPath })).accelerator
       : options.accelerator;
   const spec: BootSpec = {
-    kernelPath: assets.kernel.vmlinuz,
+    kernelPath: assets.kernel.image,
     initramfsPath: assets.initramfsPath,
     rootfsPath: options.rootfsPath,
     memoryMiB: options.memoryMiB ?? size.memoryMiB,

@@ -5,12 +5,13 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bootVm, loadKernel, qemuBackend } from '../../src/vm/index.js';
+import { isPvhElf } from '../../src/vm/kernel-image.js';
 import { removeTestDirs, runDir, TEST_STATE_DIR, testKernel } from './helpers.js';
 
 const run = promisify(execFile);
@@ -35,7 +36,7 @@ afterAll(() => {
 describe('guest kernel install', () => {
   const stateDir = mkdtempSync(join(tmpdir(), 'ma-kernel-'));
   scratch.push(stateDir);
-  let installed: { version: string; dir: string; modules: string[] };
+  let installed: { version: string; dir: string; image: string; modules: string[] };
 
   beforeAll(async () => {
     const r = await cli(['--json', 'kernel', 'install', '--state-dir', stateDir]);
@@ -43,8 +44,12 @@ describe('guest kernel install', () => {
     installed = JSON.parse(r.stdout) as typeof installed;
   }, 180_000);
 
-  it('installs vmlinuz and the guest modules with a SHA-256 manifest', () => {
+  it('installs the unpacked PVH kernel and the guest modules with a SHA-256 manifest', () => {
     expect(installed.version).toMatch(/-cloud-amd64$/);
+    // Debian's cloud kernel has a PVH entry, so QEMU loads the ELF directly; the bzImage is not kept.
+    expect(installed.image).toBe(join(installed.dir, 'vmlinux'));
+    expect(isPvhElf(readFileSync(installed.image))).toBe(true);
+    expect(existsSync(join(installed.dir, 'vmlinuz'))).toBe(false);
     for (const m of ['virtio_mmio.ko', 'virtio_blk.ko', 'virtio_console.ko', 'virtio_net.ko']) expect(installed.modules).toContain(m);
     // Dependencies load before their users.
     expect(installed.modules.indexOf('virtio_ring.ko')).toBeLessThan(installed.modules.indexOf('virtio_mmio.ko'));
@@ -58,10 +63,11 @@ describe('guest kernel install', () => {
   it('installs a bare kernel image given with --from, named by its hash', async () => {
     const other = mkdtempSync(join(tmpdir(), 'ma-kernel-from-'));
     scratch.push(other);
-    const r = await cli(['--json', 'kernel', 'install', '--from', join(installed.dir, 'vmlinuz'), '--state-dir', other]);
+    const r = await cli(['--json', 'kernel', 'install', '--from', installed.image, '--state-dir', other]);
     expect(r.code).toBe(0);
-    const k = JSON.parse(r.stdout) as { version: string; modules: string[]; source: string };
+    const k = JSON.parse(r.stdout) as { version: string; modules: string[]; source: string; image: string };
     expect(k.version).toMatch(/^custom-[0-9a-f]{12}$/);
+    expect(k.image).toMatch(/\/vmlinux$/);
     expect(k.modules).toEqual([]);
     expect(loadKernel(other).version).toBe(k.version);
     const missing = await cli(['--mode=ax', 'kernel', 'install', '--from', '/nonexistent/vmlinuz', '--state-dir', other]);
@@ -91,7 +97,7 @@ describe('typed errors before any boot', () => {
   it('a run directory too long for Unix sockets is refused before QEMU starts', async () => {
     const kernel = await testKernel();
     await expect(qemuBackend.boot({
-      kernelPath: kernel.vmlinuz, initramfsPath: '/nonexistent', rootfsPath: '/nonexistent', memoryMiB: 128, cpus: 1,
+      kernelPath: kernel.image, initramfsPath: '/nonexistent', rootfsPath: '/nonexistent', memoryMiB: 128, cpus: 1,
       network: { mode: 'isolated' }, runDir: join(runDir(), 'x'.repeat(100)), accelerator: 'tcg',
     })).rejects.toMatchObject({ kind: 'invalid', code: 'vm.run_dir' });
   });
@@ -102,7 +108,7 @@ describe('typed errors before any boot', () => {
     process.env['PATH'] = '/nonexistent';
     try {
       await expect(qemuBackend.boot({
-        kernelPath: kernel.vmlinuz, initramfsPath: '/nonexistent', rootfsPath: '/nonexistent', memoryMiB: 128, cpus: 1,
+        kernelPath: kernel.image, initramfsPath: '/nonexistent', rootfsPath: '/nonexistent', memoryMiB: 128, cpus: 1,
         network: { mode: 'isolated' }, runDir: runDir(), accelerator: 'tcg',
       })).rejects.toMatchObject({ kind: 'unsupported', code: 'vm.qemu_missing' });
     } finally {
