@@ -11,7 +11,6 @@
  * It must never decide policy: callers ask for a context only for names the proxy already allowed.
  */
 import { createSecureContext, type SecureContext } from 'node:tls';
-import { X509Certificate } from 'node:crypto';
 import { MicroagentError } from '../errors.js';
 import { childLog } from '../log.js';
 import { ExpiringLru } from './lru.js';
@@ -75,7 +74,6 @@ export class CertificateAuthority {
     private readonly signLeaf: LeafSigner,
     options: AuthorityOptions,
   ) {
-    const native = new X509Certificate(material.certPem);
     this.dir = material.dir;
     this.certPath = material.certPath;
     this.keyPath = material.keyPath;
@@ -84,7 +82,7 @@ export class CertificateAuthority {
     this.subject = material.cert.subject;
     this.notBefore = material.cert.notBefore;
     this.notAfter = material.cert.notAfter;
-    this.fingerprint256 = native.fingerprint256;
+    this.fingerprint256 = material.cert.fingerprint256;
     this.now = options.now ?? Date.now;
     this.leafValidityMs = (options.leafValidityDays ?? DEFAULT_LEAF_VALIDITY_DAYS) * DAY_MS;
     this.cache = new ExpiringLru(options.cacheSize ?? DEFAULT_CACHE_SIZE, this.now);
@@ -102,7 +100,7 @@ export class CertificateAuthority {
     }
     const leafKeys = await generateEcKeyPair(true);
     const leafKeyPem = await exportPkcs8Pem(leafKeys.privateKey);
-    const signLeaf = await prepareLeafSigner(material.certPem, material.key, leafKeys.publicKey);
+    const signLeaf = await prepareLeafSigner(material.cert, material.key, leafKeys.publicKey);
     return new CertificateAuthority(material, leafKeyPem, signLeaf, options);
   }
 

@@ -1,6 +1,7 @@
 /**
- * The few DER encodings a leaf certificate needs (RFC 5280 / X.690), written by hand because
- * building each leaf through a generic ASN.1 library costs more than the signature itself.
+ * The few DER encodings the CA's certificates need (RFC 5280 / X.690), written by hand because
+ * building each leaf through a generic ASN.1 library costs more than the signature itself, and
+ * loading one (@peculiar/x509 and its schema stack) cost the supervisor ~200 ms and ~12 MB.
  * Pure functions over bytes; encoders only ever receive validated input and never parse guest data.
  */
 export const TAG = {
@@ -10,6 +11,7 @@ export const TAG = {
   octetString: 0x04,
   oid: 0x06,
   utf8String: 0x0c,
+  printableString: 0x13,
   sequence: 0x30,
   set: 0x31,
   ia5String: 0x16,
@@ -49,6 +51,16 @@ export function time(date: Date): Buffer {
   const digits = iso.slice(0, 19).replace(/[-:T]/g, '') + 'Z';
   const year = date.getUTCFullYear();
   return year < 2050 ? tlv(TAG.utcTime, Buffer.from(digits.slice(2), 'ascii')) : tlv(TAG.generalizedTime, Buffer.from(digits, 'ascii'));
+}
+
+/** The inverse of `time` for a certificate's validity: UTCTime or GeneralizedTime in UTC ("Z"), whole seconds. */
+export function parseTime(element: DerElement): Date {
+  const text = element.value.toString('ascii');
+  const digits = element.tag === TAG.utcTime ? `${Number(text.slice(0, 2)) < 50 ? '20' : '19'}${text}` : text;
+  const match = element.tag === TAG.utcTime || element.tag === TAG.generalizedTime ? /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(digits) : null;
+  if (match === null) throw new RangeError(`unsupported certificate time ${JSON.stringify(text)}`);
+  const [year, month, day, hour, minute, second] = match.slice(1).map(Number) as [number, number, number, number, number, number];
+  return new Date(Date.UTC(year, month - 1, day, hour, minute, second));
 }
 
 /** WebCrypto's ECDSA signature (r || s, fixed width) as the DER Ecdsa-Sig-Value X.509 carries. */

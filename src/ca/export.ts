@@ -3,9 +3,7 @@
  * stores: PEM, DER, or PKCS#12 (pkcs12.ts, loaded on demand). It never writes files and never logs the
  * key or password.
  */
-// reflect-metadata must be loaded before @peculiar/x509 evaluates.
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
+import { X509Certificate } from 'node:crypto';
 import { MicroagentError } from '../errors.js';
 
 export type CaExportFormat = 'pem' | 'der' | 'p12';
@@ -36,7 +34,7 @@ export async function exportCa(ca: ExportableCa, format: CaExportFormat, options
     case 'pem':
       return Buffer.from(ca.certPem.endsWith('\n') ? ca.certPem : `${ca.certPem}\n`);
     case 'der':
-      return Buffer.from(x509.PemConverter.decodeFirst(ca.certPem));
+      return new X509Certificate(ca.certPem).raw;
     case 'p12':
       return (await import('./pkcs12.js')).toPkcs12(ca, options);
     default: {

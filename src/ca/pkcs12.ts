@@ -4,11 +4,9 @@
  * keys, so the PFX is assembled here from forge's ASN.1 and PBE primitives. Loaded on demand by
  * export.ts, so nothing else pays for loading forge. Never writes files, never logs the key or password.
  */
-// reflect-metadata must be loaded before @peculiar/x509 evaluates.
-import 'reflect-metadata';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { dirname } from 'node:path';
 import forge from 'node-forge';
-import * as x509 from '@peculiar/x509';
 import { MicroagentError } from '../errors.js';
 import type { CaExportOptions, ExportableCa } from './export.js';
 import { readKeyPem } from './store.js';
@@ -37,7 +35,7 @@ function bagAttributes(localKeyId: string, friendlyName: string): forge.asn1.Asn
 async function readKeyDer(ca: ExportableCa): Promise<string> {
   // The same checks as loading: no symlink, owner-only mode, even though the CA was loaded before.
   const pem = await readKeyPem(dirname(ca.keyPath), ca.keyPath);
-  return Buffer.from(x509.PemConverter.decodeFirst(pem)).toString('binary');
+  return createPrivateKey(pem).export({ type: 'pkcs8', format: 'der' }).toString('binary');
 }
 
 export async function toPkcs12(ca: ExportableCa, options: CaExportOptions): Promise<Buffer> {
@@ -48,7 +46,7 @@ export async function toPkcs12(ca: ExportableCa, options: CaExportOptions): Prom
       remediation: 'pass --password (the key would otherwise be readable by anyone holding the file)',
     });
   }
-  const certDer = Buffer.from(x509.PemConverter.decodeFirst(ca.certPem)).toString('binary');
+  const certDer = new X509Certificate(ca.certPem).raw.toString('binary');
   const localKeyId = forge.md.sha1.create().update(certDer).digest().getBytes();
   const attrs = bagAttributes(localKeyId, `microagent CA ${ca.workspace}`);
   const certBag = seq([

@@ -4,21 +4,18 @@
  * It creates, reads and rotates those files and enforces their modes; it never logs key material,
  * never follows a symlink to the key, and never builds a path from anything but the three fixed names.
  */
-// reflect-metadata must be loaded before @peculiar/x509 evaluates.
-import 'reflect-metadata';
 import { constants } from 'node:fs';
 import { chmod, link, lstat, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import * as x509 from '@peculiar/x509';
 import { MicroagentError } from '../errors.js';
 import {
   createCaCertificate,
   exportPkcs8Pem,
   generateEcKeyPair,
   importEcPrivateKey,
-  isCaCertificate,
-  workspaceOf,
+  readCaCertificate,
+  type CaCertificateFacts,
   type EcPrivateKey,
 } from './x509.js';
 
@@ -39,7 +36,7 @@ export interface CaMaterial {
   readonly certPath: string;
   readonly keyPath: string;
   readonly certPem: string;
-  readonly cert: x509.X509Certificate;
+  readonly cert: CaCertificateFacts;
   readonly key: EcPrivateKey;
   readonly workspace: string;
 }
@@ -122,8 +119,7 @@ function conflictError(path: string): MicroagentError {
 
 async function newCaFiles(workspace: string, validityDays: number, now: number): Promise<{ keyPem: string; certPem: string }> {
   const keys = await generateEcKeyPair(true);
-  const cert = await createCaCertificate({ keys, workspace, validityDays, now });
-  return { keyPem: (await exportPkcs8Pem(keys.privateKey)) + '\n', certPem: cert.toString('pem') + '\n' };
+  return { keyPem: await exportPkcs8Pem(keys.privateKey), certPem: await createCaCertificate({ keys, workspace, validityDays, now }) };
 }
 
 async function prepareDir(dir: string): Promise<void> {
@@ -230,8 +226,10 @@ export async function readKeyPem(dir: string, keyPath: string): Promise<string> 
   }
 }
 
-function spkiOfPrivateKey(pkcs8: Buffer): Buffer {
-  return createPublicKey(createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' })).export({ type: 'spki', format: 'der' });
+/** The CA key as PKCS#8 DER and the SubjectPublicKeyInfo it implies. */
+function readPrivateKey(keyPem: string): { pkcs8: Buffer; spki: Buffer } {
+  const key = createPrivateKey(keyPem);
+  return { pkcs8: key.export({ type: 'pkcs8', format: 'der' }), spki: createPublicKey(key).export({ type: 'spki', format: 'der' }) };
 }
 
 /** Loads and checks the CA in `dir`: modes, parse, CA constraints and key/certificate match. */
@@ -245,26 +243,23 @@ export async function readCa(dir: string): Promise<CaMaterial> {
   });
   const keyPem = await readKeyPem(dir, keyPath);
   const broken = `restore the CA files or run "microagent ca rotate --dir ${dir}" (guests must then trust the new certificate)`;
-  let cert: x509.X509Certificate;
-  let keyDer: Buffer;
+  let cert: CaCertificateFacts;
   try {
-    cert = new x509.X509Certificate(certFile);
-    keyDer = Buffer.from(x509.PemConverter.decodeFirst(keyPem));
+    cert = readCaCertificate(certFile);
   } catch (err) {
     throw invalid('ca.unreadable', `cannot parse the CA files in ${dir}: ${(err as Error).message}`, broken, err);
   }
-  if (!isCaCertificate(cert)) throw invalid('ca.not_a_ca', `${certPath} is not a CA certificate`, broken);
-  const workspace = workspaceOf(cert);
+  if (!cert.isCa) throw invalid('ca.not_a_ca', `${certPath} is not a CA certificate`, broken);
+  const workspace = cert.workspace;
   if (workspace === undefined) throw invalid('ca.foreign', `${certPath} was not made by microagent (subject ${cert.subject})`, broken);
-  let matches: boolean;
+  let key: EcPrivateKey;
   try {
-    matches = spkiOfPrivateKey(keyDer).equals(Buffer.from(cert.publicKey.rawData));
+    const { pkcs8, spki } = readPrivateKey(keyPem);
+    if (!spki.equals(cert.spki)) throw invalid('ca.key_mismatch', `CA key ${keyPath} does not belong to ${certPath}`, broken);
+    key = await importEcPrivateKey(pkcs8);
   } catch (err) {
+    if (err instanceof MicroagentError) throw err;
     throw invalid('ca.unreadable', `cannot read the CA key ${keyPath}: ${(err as Error).message}`, broken, err);
   }
-  if (!matches) throw invalid('ca.key_mismatch', `CA key ${keyPath} does not belong to ${certPath}`, broken);
-  const key = await importEcPrivateKey(keyDer);
-  // Re-encoded from the parsed certificate, so whatever else the file holds never reaches a guest.
-  const certPem = cert.toString('pem') + '\n';
-  return { dir, certPath, keyPath, certPem, cert, key, workspace };
+  return { dir, certPath, keyPath, certPem: cert.pem, cert, key, workspace };
 }
