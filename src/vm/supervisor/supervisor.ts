@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import type { Server } from 'node:net';
 import { asMicroagentError, MicroagentError } from '../../errors.js';
 import { childLog } from '../../log.js';
-import { bootVm, standardGuestConfig, type NetworkConfig, type RunningVm } from '../index.js';
+import type { NetworkConfig, RunningVm } from '../backend.js';
+import { bootVm, standardGuestConfig } from '../start.js';
 import type { ExitStatus } from '../protocol.js';
 import { transition, type Verb, type WorkspaceState } from '../workspace/lifecycle.js';
 import {
