@@ -11,7 +11,8 @@ import type { Policy, Reason } from '../policy/index.js';
 import { decisionRecord, denyAnswer, proxyVerdict } from './answers.js';
 import type { CheckedTarget } from './checked-target.js';
 import { describeDestination, type Destination } from './destination.js';
-import { forwardHeaders, headerList, isHttp2, responseHeaders, sendDeny, type ClientRequest, type ClientResponse } from './http-facts.js';
+import type { GuestReply } from './guest-reply.js';
+import { forwardHeaders, headerList, isHttp2, responseHeaders, type ClientRequest } from './http-facts.js';
 import type { Injection } from './request-step.js';
 import { requestHead } from './h1-response.js';
 import { closeRecord, type ProxyRuntime } from './runtime.js';
@@ -46,7 +47,24 @@ interface UpstreamAnswer {
   trailers(): Record<string, string | string[]> | null;
 }
 
-export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: ClientRequest, res: ClientResponse): Promise<void> {
+/** The guest's request as the forwarder needs it, whoever parsed it. */
+export interface GuestRequest {
+  readonly headers: IncomingHttpHeaders;
+  /** An HTTP/2 guest may get an HTTP/2 upstream; an HTTP/1 guest never does. */
+  readonly http2: boolean;
+  /** The request body to stream upstream; null when the request has none. */
+  readonly body: ClientRequest | null;
+}
+
+/** The GuestRequest of a request node parsed (HTTP/1 or HTTP/2). */
+export function nodeGuestRequest(req: ClientRequest): GuestRequest {
+  const bodiless = isHttp2(req) ? req.stream.endAfterHeaders : req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined;
+  // Nothing to stream: let node finish the (empty) request instead of plumbing an empty pipe.
+  if (bodiless) req.resume();
+  return { headers: req.headers, http2: isHttp2(req), body: bodiless ? null : req };
+}
+
+export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: GuestRequest, reply: GuestReply): Promise<void> {
   let bytesUp = 0;
   let bytesDown = 0;
   let finished = false;
@@ -79,7 +97,7 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Cli
         proxyVerdict(job.policy, reason, []),
       ),
     );
-    sendDeny(res, answer);
+    reply.deny(answer);
     finish(answer.status, reason, error);
   };
 
@@ -91,34 +109,32 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Cli
   let upstream: Upstream;
   try {
     // Bodiless GET/HEAD from an HTTP/1 guest take the lean exchange; only an h2 guest may get an h2 upstream.
-    const leanHead = !isHttp2(req) && (job.method === 'GET' || job.method === 'HEAD') && hasNoBody(req) ? requestHead(job.method, job.path, job.authority, headers) : null;
+    const leanHead = !req.http2 && (job.method === 'GET' || job.method === 'HEAD') && req.body === null ? requestHead(job.method, job.path, job.authority, headers) : null;
     if (leanHead !== null) {
       const lean = rt.pool.lean.exchange(job.target, job.protocol === 'https', leanHead, job.method, rt.limits.maxHeaderBytes);
       upstream = { answer: lean.answer, body: null, abort: lean.abort };
-    } else upstream = job.protocol === 'https' && isHttp2(req) ? await openH2Upstream(rt, job, headers) : openH1Upstream(rt, job, headers, null);
+    } else upstream = job.protocol === 'https' && req.http2 ? await openH2Upstream(rt, job, headers) : openH1Upstream(rt, job, headers, null);
   } catch (err) {
     fail(classifyUpstreamError(err), (err as Error).message);
     return;
   }
 
-  if (hasNoBody(req)) {
-    // Nothing to stream: end the upstream request now instead of plumbing an empty pipe.
-    req.resume();
-    upstream.body?.end();
-  } else {
+  const guestBody = req.body;
+  if (guestBody === null) upstream.body?.end();
+  else {
     const maxUp = rt.limits.maxRequestBodyBytes;
-    req.on('data', (chunk: Buffer) => {
+    guestBody.on('data', (chunk: Buffer) => {
       bytesUp += chunk.length;
       if (bytesUp > maxUp) {
         upstream.abort();
         fail('limit_exceeded', 'request body too large', 413);
-        req.destroy();
+        guestBody.destroy();
       }
     });
-    req.pipe(upstream.body as NodeJS.WritableStream);
+    guestBody.on('error', () => upstream.abort());
+    guestBody.pipe(upstream.body as NodeJS.WritableStream);
   }
-  req.on('error', () => upstream.abort());
-  res.on('close', () => {
+  reply.onGone(() => {
     if (!finished) {
       upstream.abort();
       finish(undefined, undefined, 'client went away');
@@ -152,42 +168,37 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Cli
       fail('secret_echo');
       return;
     }
-    res.writeHead(answer.status, outHeaders);
-    addTrailers(res, answer.trailers());
-    res.end(body);
+    reply.whole(answer.status, outHeaders, body, answer.trailers());
     finish(answer.status);
     return;
   }
 
-  res.writeHead(answer.status, outHeaders);
+  reply.start(answer.status, outHeaders, declared >= 0 ? declared : null);
   const body = answer.body;
   body.on('data', (chunk: Buffer) => {
     bytesDown += chunk.length;
     if (bytesDown > maxDown) {
       upstream.abort();
-      res.destroy();
+      reply.destroy();
       finish(answer.status, 'limit_exceeded', 'response body too large');
+      return;
+    }
+    if (!reply.write(chunk)) {
+      body.pause();
+      reply.onDrain(() => body.resume());
     }
   });
-  body.pipe(res as NodeJS.WritableStream, { end: false });
   body.on('end', () => {
-    addTrailers(res, answer.trailers());
-    res.end();
+    reply.end(answer.trailers());
     finish(answer.status);
   });
   body.on('error', (err: Error) => {
-    res.destroy();
+    reply.destroy();
     finish(answer.status, 'upstream_unreachable', err.message);
   });
 }
 
 const SMALL_BODY_BYTES = 64 * 1024;
-
-/** An HTTP/1 request without Content-Length or Transfer-Encoding, or an HTTP/2 stream already ended. */
-function hasNoBody(req: ClientRequest): boolean {
-  if (isHttp2(req)) return req.stream.endAfterHeaders;
-  return req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined;
-}
 
 /** The whole body, or why not: past `max` bytes, or the stream failed. */
 function collect(body: NodeJS.ReadableStream, max: number, progress: (bytes: number) => void): Promise<Buffer | 'too_large' | 'failed'> {
@@ -216,10 +227,6 @@ function echoes(body: Buffer, headers: Record<string, string | string[]>, secret
     if (body.includes(secret) || headerText.includes(secret) || body.includes(encoded) || headerText.includes(encoded)) return true;
   }
   return false;
-}
-
-function addTrailers(res: ClientResponse, trailers: Record<string, string | string[]> | null): void {
-  if (trailers !== null && Object.keys(trailers).length > 0) res.addTrailers(trailers);
 }
 
 interface Upstream {

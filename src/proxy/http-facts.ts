@@ -121,8 +121,11 @@ export function sendDeny(res: ClientResponse, answer: DenyAnswer): void {
   res.end(body);
 }
 
-/** A deny written on a raw socket (CONNECT answers, upgrades, parse errors): then the socket closes. */
-export function rawDeny(answer: DenyAnswer): string {
+/**
+ * A deny written on a raw socket: CONNECT answers, upgrades and parse errors (then the socket closes),
+ * or a lean HTTP/1.1 connection that stays open for the next request.
+ */
+export function rawDeny(answer: DenyAnswer, connection: 'close' | 'keep-alive' = 'close'): string {
   const statusText = STATUS_CODES[answer.status] ?? 'Error';
   const body = `${answer.message}\n`;
   return (
@@ -130,6 +133,6 @@ export function rawDeny(answer: DenyAnswer): string {
     `Content-Type: text/plain; charset=utf-8\r\n` +
     `Content-Length: ${Buffer.byteLength(body)}\r\n` +
     `X-Microagent-Reason: ${answer.reason}\r\n` +
-    `Connection: close\r\n\r\n${body}`
+    `Connection: ${connection}\r\n\r\n${body}`
   );
 }

@@ -3,7 +3,7 @@
  * guest supplies on that connection (TLS SNI, HTTP Host, HTTP/2 :authority, an absolute URL) must name
  * the same destination after normalisation. Pure; a mismatch is reported, never repaired.
  */
-import { parseAuthority, parseHost, type Destination } from './destination.js';
+import { parseAbsoluteUrl, parseAuthority, parseHost, type Destination } from './destination.js';
 
 export type IdentityField = 'sni' | 'host' | 'authority' | 'url';
 
@@ -55,4 +55,15 @@ export function checkAuthorityHeader(bound: Destination, raw: string | undefined
 export function checkUrlDestination(bound: Destination, url: Destination, raw: string): IdentityCheck {
   if (!sameHost(bound, url) || url.port !== bound.port) return { kind: 'mismatch', field: 'url', claimed: raw };
   return SAME;
+}
+
+/**
+ * The path to request inside an intercepted flow: an origin-form target as sent, an absolute URL only
+ * when it names the bound destination (its path then); null when it names another one.
+ */
+export function boundRequestPath(bound: Destination, target: string): string | null {
+  if (target.startsWith('/') || target === '*') return target;
+  const parsed = parseAbsoluteUrl(target, 'https');
+  if (parsed.kind === 'invalid') return null;
+  return checkUrlDestination(bound, parsed.destination, target).kind === 'same' ? parsed.path : null;
 }

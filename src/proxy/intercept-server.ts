@@ -5,15 +5,16 @@
  * arrive here and are served against the flow that socket belongs to. Never serves a socket it was
  * not handed by a decided tunnel.
  */
-import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type ServerHttp2Session } from 'node:http2';
+import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { decisionRecord, denyAnswer, proxyVerdict } from './answers.js';
-import { describeDestination, parseAbsoluteUrl } from './destination.js';
-import { checkUrlDestination } from './identity.js';
+import { denyAnswer } from './answers.js';
+import { nodeReply } from './guest-reply.js';
+import { serveLeanConnection } from './h1-serve.js';
 import { isHttp2, rawDeny, sendDeny, type ClientRequest, type ClientResponse } from './http-facts.js';
-import { serveRequest, type FlowContext } from './serve-request.js';
+import { boundRequestPath } from './identity.js';
+import { refuseUnboundUrl, serveRequest, type FlowContext } from './serve-request.js';
 import type { ProxyRuntime } from './runtime.js';
 import type { InterceptHandoff, InterceptedFlow } from './tunnel.js';
 import { serveUpgrade } from './upgrade.js';
@@ -25,14 +26,6 @@ export interface InterceptServer {
 
 function flowContext(flow: InterceptedFlow): FlowContext {
   return { conn: flow.conn, protocol: 'https', destination: flow.destination, target: flow.target, sni: flow.sni, decrypted: true };
-}
-
-/** Origin-form paths pass; an absolute URL must name the bound destination (null when it does not). */
-function boundPath(flow: InterceptedFlow, url: string): string | null {
-  if (url.startsWith('/') || url === '*') return url;
-  const parsed = parseAbsoluteUrl(url, 'https');
-  if (parsed.kind === 'invalid') return null;
-  return checkUrlDestination(flow.destination, parsed.destination, url).kind === 'same' ? parsed.path : null;
 }
 
 export function createInterceptServer(rt: ProxyRuntime, onClientError: (err: NodeJS.ErrnoException, socket: Socket) => void): InterceptServer {
@@ -70,14 +63,13 @@ export function createInterceptServer(rt: ProxyRuntime, onClientError: (err: Nod
       sendDeny(res, denyAnswer('bad_request', 'a connection with no decided flow', { status: 500 }));
       return;
     }
-    const path = boundPath(flow, req.url ?? '/');
+    const context = contextOf(flow);
+    const path = boundRequestPath(flow.destination, req.url ?? '/');
     if (path === null) {
-      rt.counters.denied++;
-      rt.appendInBackground(decisionRecord({ conn: flow.conn, protocol: 'https', destination: flow.destination, ip: flow.target.ip, sni: flow.sni, decrypted: true, method: req.method ?? 'GET', status: 403 }, proxyVerdict(rt.policy(), 'identity_mismatch', ['identity_mismatch'])));
-      sendDeny(res, denyAnswer('identity_mismatch', describeDestination(flow.destination), { signals: ['identity_mismatch'] }));
+      refuseUnboundUrl(rt, context, req.method ?? 'GET', nodeReply(res));
       return;
     }
-    void serveRequest(rt, contextOf(flow), req as IncomingMessage | Http2ServerRequest, res as ServerResponse | Http2ServerResponse, path);
+    void serveRequest(rt, context, req, res, path);
   });
   server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     const flow = flows.get(socket);
@@ -89,8 +81,7 @@ export function createInterceptServer(rt: ProxyRuntime, onClientError: (err: Nod
   });
   server.on('clientError', onClientError);
 
-  const handoff: InterceptHandoff = (tlsSocket: TLSSocket, flow: InterceptedFlow) => {
-    flows.set(tlsSocket, flow);
+  const toServer = (tlsSocket: TLSSocket, flow: InterceptedFlow) => {
     // What tls.Server does for sockets it accepted itself; http2 waits for it before reading frames.
     // The HTTP/1.1 fallback reads the server from the socket, as tls.Server would have set it.
     Object.assign(tlsSocket, { secureConnecting: false, server });
@@ -100,6 +91,12 @@ export function createInterceptServer(rt: ProxyRuntime, onClientError: (err: Nod
     } finally {
       handingOff = null;
     }
+  };
+  const handoff: InterceptHandoff = (tlsSocket: TLSSocket, flow: InterceptedFlow) => {
+    flows.set(tlsSocket, flow);
+    // HTTP/1.1 starts on the lean path; node's server takes over at the first request it does not serve.
+    if (tlsSocket.alpnProtocol !== 'h2') serveLeanConnection(tlsSocket, { rt, flow: contextOf(flow), fallback: () => toServer(tlsSocket, flow), onClientError });
+    else toServer(tlsSocket, flow);
   };
   return { server, handoff };
 }

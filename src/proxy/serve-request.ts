@@ -1,14 +1,16 @@
 /**
  * Serves one HTTP request inside an allowed flow (decrypted HTTPS or plain HTTP): runs the pure
  * request step, appends its decision (and waits for it when forwarding: audit before dial), then
- * forwards or answers the deny. The same path handles HTTP/1.1 and HTTP/2 clients.
+ * forwards or answers the deny. The same path handles HTTP/1.1 and HTTP/2 clients, parsed by node or
+ * by the lean HTTP/1.1 connection (h1-serve.ts).
  */
-import { denyAnswer } from './answers.js';
+import { decisionRecord, denyAnswer, proxyVerdict } from './answers.js';
 import type { CheckedTarget } from './checked-target.js';
 import { describeDestination, type Destination } from './destination.js';
-import { forwardRequest } from './forward.js';
-import { requestFacts, sendDeny, type ClientRequest, type ClientResponse } from './http-facts.js';
-import { decideRequest, pathOf, type RequestPlan } from './request-step.js';
+import { forwardRequest, nodeGuestRequest, type GuestRequest } from './forward.js';
+import { nodeReply, type GuestReply } from './guest-reply.js';
+import { requestFacts, type ClientRequest, type ClientResponse } from './http-facts.js';
+import { decideRequest, pathOf, type RequestFacts, type RequestPlan } from './request-step.js';
 import type { ProxyRuntime } from './runtime.js';
 
 export interface FlowContext {
@@ -24,13 +26,12 @@ export interface FlowContext {
 export async function admitRequest(
   rt: ProxyRuntime,
   flow: FlowContext,
-  req: ClientRequest,
-  path: string,
+  facts: RequestFacts,
   answer: (deny: ReturnType<typeof denyAnswer>) => void,
 ): Promise<Extract<RequestPlan, { kind: 'forward' }> | null> {
   rt.counters.requests++;
   const policy = rt.policy();
-  const plan = decideRequest({ ...flow, policy, secrets: rt.secrets }, requestFacts(req, path));
+  const plan = decideRequest({ ...flow, policy, secrets: rt.secrets }, facts);
   if (plan.kind === 'deny') {
     rt.counters.denied++;
     rt.appendInBackground(plan.record);
@@ -48,30 +49,49 @@ export async function admitRequest(
 }
 
 /** The authority to send upstream: the guest's (already bound to the destination) or the destination's own. */
-export function upstreamAuthority(flow: FlowContext, req: ClientRequest): string {
-  const h2 = req.httpVersionMajor === 2 ? req.headers[':authority'] : undefined;
-  const given = typeof h2 === 'string' ? h2 : req.headers.host;
-  return given ?? describeDestination(flow.destination);
+export function upstreamAuthority(flow: FlowContext, facts: RequestFacts): string {
+  return facts.authority ?? describeDestination(flow.destination);
 }
 
-export async function serveRequest(rt: ProxyRuntime, flow: FlowContext, req: ClientRequest, res: ClientResponse, path: string): Promise<void> {
+/**
+ * An absolute URL inside an intercepted flow that names another destination: recorded and answered
+ * (identity_mismatch) without reaching the request step.
+ */
+export function refuseUnboundUrl(rt: ProxyRuntime, flow: FlowContext, method: string, reply: GuestReply): void {
+  rt.counters.denied++;
+  rt.appendInBackground(
+    decisionRecord(
+      { conn: flow.conn, protocol: flow.protocol, destination: flow.destination, ip: flow.target.ip, sni: flow.sni, decrypted: flow.decrypted, method, status: 403 },
+      proxyVerdict(rt.policy(), 'identity_mismatch', ['identity_mismatch']),
+    ),
+  );
+  reply.deny(denyAnswer('identity_mismatch', describeDestination(flow.destination), { signals: ['identity_mismatch'] }));
+}
+
+/** Serves one request node parsed (HTTP/1 or HTTP/2). */
+export function serveRequest(rt: ProxyRuntime, flow: FlowContext, req: ClientRequest, res: ClientResponse, path: string): Promise<void> {
+  return serveExchange(rt, flow, requestFacts(req, path), nodeGuestRequest(req), nodeReply(res));
+}
+
+/** Decides, records and forwards one request, answering through `reply`. */
+export async function serveExchange(rt: ProxyRuntime, flow: FlowContext, facts: RequestFacts, req: GuestRequest, reply: GuestReply): Promise<void> {
   const startedAt = Date.now();
-  const plan = await admitRequest(rt, flow, req, path, (deny) => sendDeny(res, deny));
+  const plan = await admitRequest(rt, flow, facts, (deny) => reply.deny(deny));
   if (plan === null) return;
   await forwardRequest(
     rt,
     {
       ...flow,
       policy: rt.policy(),
-      method: req.method ?? 'GET',
-      path,
-      recordPath: pathOf(path),
-      authority: upstreamAuthority(flow, req),
+      method: facts.method,
+      path: facts.path,
+      recordPath: pathOf(facts.path),
+      authority: upstreamAuthority(flow, facts),
       inject: plan.inject,
       scanFor: plan.scanFor,
       startedAt,
     },
     req,
-    res,
+    reply,
   );
 }

@@ -7,7 +7,7 @@ import { request as httpRequest, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { denyAnswer } from './answers.js';
 import { describeDestination } from './destination.js';
-import { forwardHeaders, rawDeny } from './http-facts.js';
+import { forwardHeaders, rawDeny, requestFacts } from './http-facts.js';
 import { admitRequest, upstreamAuthority, type FlowContext } from './serve-request.js';
 import { closeRecord, type ProxyRuntime } from './runtime.js';
 import { splice } from './splice.js';
@@ -23,7 +23,8 @@ function head(status: string, res: IncomingMessage): string {
 export async function serveUpgrade(rt: ProxyRuntime, flow: FlowContext, req: IncomingMessage, client: Socket, clientHead: Buffer, path: string): Promise<void> {
   const startedAt = Date.now();
   client.on('error', () => undefined);
-  const plan = await admitRequest(rt, flow, req, path, (deny) => client.end(rawDeny(deny)));
+  const facts = requestFacts(req, path);
+  const plan = await admitRequest(rt, flow, facts, (deny) => client.end(rawDeny(deny)));
   if (plan === null) return;
   const record = (status: number | undefined, bytesUp: number, bytesDown: number, error?: string, reason?: 'upstream_cert_invalid' | 'upstream_unreachable') =>
     rt.appendInBackground(
@@ -54,7 +55,7 @@ export async function serveUpgrade(rt: ProxyRuntime, flow: FlowContext, req: Inc
   const upReq = httpRequest({
     method: req.method ?? 'GET',
     path,
-    headers: { ...headers, host: upstreamAuthority(flow, req), connection: 'Upgrade', upgrade: req.headers.upgrade ?? 'websocket' },
+    headers: { ...headers, host: upstreamAuthority(flow, facts), connection: 'Upgrade', upgrade: req.headers.upgrade ?? 'websocket' },
     setHost: false,
     createConnection: () => upstream,
   });
