@@ -63,17 +63,18 @@ export function answerForDecision(decision: Decision, destination: Destination |
   });
 }
 
+/** Optional facts may be given as undefined: the record then leaves them out. */
 export interface RecordFacts {
   readonly conn: string;
   readonly protocol: 'http' | 'https' | 'tcp';
   readonly destination: Destination | null;
-  readonly ip?: string | null;
-  readonly sni?: string | null;
-  readonly method?: string;
-  readonly path?: string;
+  readonly ip?: string | null | undefined;
+  readonly sni?: string | null | undefined;
+  readonly method?: string | undefined;
+  readonly path?: string | undefined;
   readonly decrypted: boolean;
-  readonly status?: number;
-  readonly secretNames?: readonly string[];
+  readonly status?: number | undefined;
+  readonly secretNames?: readonly string[] | undefined;
 }
 
 /** Fields of a decision the proxy made itself (identity mismatch, smuggling, limits) under `policy`. */

@@ -7,7 +7,7 @@
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import type { ClientHttp2Stream, IncomingHttpHeaders, IncomingHttpStatusHeader } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
-import type { Policy, Reason } from '../policy/index.js';
+import type { Policy, Reason, Signal } from '../policy/index.js';
 import { decisionRecord, denyAnswer, proxyVerdict } from './answers.js';
 import type { CheckedTarget } from './checked-target.js';
 import { describeDestination, type Destination } from './destination.js';
@@ -79,13 +79,13 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Gue
         destination: job.destination,
         ip: job.target.ip,
         decrypted: job.decrypted,
-        ...(status === undefined ? {} : { status }),
+        status,
         bytesUp,
         bytesDown,
         startedAt: job.startedAt,
-        ...(reason === undefined ? {} : { reason }),
-        ...(job.inject.length > 0 ? { signals: ['secret_injected' as const] } : {}),
-        ...(error === undefined ? {} : { error }),
+        reason,
+        signals: job.inject.length > 0 ? INJECTED : undefined,
+        error,
       }),
     );
   };
@@ -199,6 +199,7 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Gue
 }
 
 const SMALL_BODY_BYTES = 64 * 1024;
+const INJECTED: readonly Signal[] = ['secret_injected'];
 
 /** The whole body, or why not: past `max` bytes, or the stream failed. */
 function collect(body: NodeJS.ReadableStream, max: number, progress: (bytes: number) => void): Promise<Buffer | 'too_large' | 'failed'> {

@@ -7,7 +7,7 @@
  */
 import type { EgressDecisionEvent } from '../audit/index.js';
 import { decide, type Decision, type Policy } from '../policy/index.js';
-import { answerForDecision, decisionRecord, denyAnswer, proxyVerdict, type DenyAnswer } from './answers.js';
+import { answerForDecision, decisionRecord, denyAnswer, proxyVerdict, type DenyAnswer, type RecordFacts } from './answers.js';
 import type { CheckedTarget } from './checked-target.js';
 import { describeDestination, type Destination } from './destination.js';
 import { isDohResolverName } from './dns/doh.js';
@@ -90,20 +90,23 @@ const SECRET_REF = /\$\{secret:([A-Za-z_][A-Za-z0-9_]*)\}/g;
 
 export function decideRequest(ctx: RequestContext, facts: RequestFacts): RequestPlan {
   const path = pathOf(facts.path);
-  const base = {
+  // One fixed-shape facts object per record (no spreads: this runs for every request).
+  const recordFacts = (status: number | undefined, secretNames: readonly string[] | undefined): RecordFacts => ({
     conn: ctx.conn,
     protocol: ctx.protocol,
     destination: ctx.destination,
     ip: ctx.target.ip,
-    ...(ctx.decrypted ? { sni: ctx.sni } : {}),
+    sni: ctx.decrypted ? ctx.sni : undefined,
     method: facts.method,
     path,
     decrypted: ctx.decrypted,
-  };
+    status,
+    secretNames,
+  });
   const refuse = (reason: 'bad_request' | 'identity_mismatch' | 'doh_denied' | 'secret_unavailable', signals: Decision['signals'], rule: string | null = null): RequestPlan => {
     const answer = denyAnswer(reason, describeDestination(ctx.destination), { signals, rule });
     const verdict = { ...proxyVerdict(ctx.policy, reason, signals), rule };
-    return { kind: 'deny', record: decisionRecord({ ...base, status: answer.status }, verdict), answer };
+    return { kind: 'deny', record: decisionRecord(recordFacts(answer.status, undefined), verdict), answer };
   };
 
   if (facts.contentLengthCount > 1 || (facts.contentLengthCount > 0 && facts.hasTransferEncoding)) {
@@ -122,7 +125,7 @@ export function decideRequest(ctx: RequestContext, facts: RequestFacts): Request
     path,
   });
   if (decision.verdict === 'deny') {
-    return { kind: 'deny', record: decisionRecord({ ...base, status: 403 }, decision), answer: answerForDecision(decision, ctx.destination) };
+    return { kind: 'deny', record: decisionRecord(recordFacts(403, undefined), decision), answer: answerForDecision(decision, ctx.destination) };
   }
   if (decision.mode !== 'off' && isDohRequest(ctx.destination, facts, path) && !ruleNamesHost(ctx, facts.method, path)) {
     return refuse('doh_denied', decision.signals);
@@ -150,7 +153,7 @@ export function decideRequest(ctx: RequestContext, facts: RequestFacts): Request
   const recorded = signals === decision.signals ? decision : { ...decision, signals };
   return {
     kind: 'forward',
-    record: decisionRecord({ ...base, secretNames: names }, recorded),
+    record: decisionRecord(recordFacts(undefined, names), recorded),
     decision: recorded,
     inject,
     scanFor,

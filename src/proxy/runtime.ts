@@ -49,7 +49,12 @@ export interface ProxyRuntime {
 const log = childLog('proxy');
 
 export function createRuntime(parts: Omit<ProxyRuntime, 'counters' | 'nextConn' | 'appendInBackground' | 'overBudget' | 'flush'>): ProxyRuntime {
-  const pending = new Set<Promise<void>>();
+  // A count, not a set of promises: this runs for every request's close record.
+  let inFlight = 0;
+  const idle: Array<() => void> = [];
+  const settled = () => {
+    if (--inFlight === 0) for (const wake of idle.splice(0)) wake();
+  };
   const prefix = Math.floor(Math.random() * 0x1000000).toString(36);
   let sequence = 0;
   const counters: ProxyCounters = { connections: 0, activeTunnels: 0, tunnels: 0, requests: 0, denied: 0, bytesUp: 0, bytesDown: 0 };
@@ -58,32 +63,32 @@ export function createRuntime(parts: Omit<ProxyRuntime, 'counters' | 'nextConn' 
     counters,
     nextConn: () => `${prefix}-${(++sequence).toString(36)}`,
     appendInBackground(event) {
-      const append = parts.audit.append(event).then(
-        () => undefined,
-        (err: unknown) => log.error({ err, event: event.event }, 'audit append failed'),
-      );
-      pending.add(append);
-      void append.finally(() => pending.delete(append));
+      inFlight++;
+      parts.audit.append(event).then(settled, (err: unknown) => {
+        log.error({ err, event: event.event }, 'audit append failed');
+        settled();
+      });
     },
     overBudget: () => counters.bytesUp + counters.bytesDown >= parts.limits.maxWorkspaceBytes,
     async flush() {
-      while (pending.size > 0) await Promise.all([...pending]);
+      while (inFlight > 0) await new Promise<void>((resolve) => idle.push(resolve));
     },
   };
 }
 
+/** Optional facts may be given as undefined: the record then leaves them out. */
 export interface CloseFacts {
   readonly conn: string;
   readonly destination: Destination | null;
   readonly ip: string | null;
   readonly decrypted: boolean;
-  readonly status?: number;
+  readonly status?: number | undefined;
   readonly bytesUp: number;
   readonly bytesDown: number;
   readonly startedAt: number;
-  readonly reason?: Reason;
-  readonly signals?: readonly Signal[];
-  readonly error?: string;
+  readonly reason?: Reason | undefined;
+  readonly signals?: readonly Signal[] | undefined;
+  readonly error?: string | undefined;
 }
 
 export function closeRecord(facts: CloseFacts): EgressCloseEvent {

@@ -31,7 +31,10 @@ export async function admitRequest(
 ): Promise<Extract<RequestPlan, { kind: 'forward' }> | null> {
   rt.counters.requests++;
   const policy = rt.policy();
-  const plan = decideRequest({ ...flow, policy, secrets: rt.secrets }, facts);
+  const plan = decideRequest(
+    { conn: flow.conn, policy, protocol: flow.protocol, destination: flow.destination, target: flow.target, sni: flow.sni, decrypted: flow.decrypted, secrets: rt.secrets },
+    facts,
+  );
   if (plan.kind === 'deny') {
     rt.counters.denied++;
     rt.appendInBackground(plan.record);
@@ -81,8 +84,13 @@ export async function serveExchange(rt: ProxyRuntime, flow: FlowContext, facts: 
   await forwardRequest(
     rt,
     {
-      ...flow,
+      conn: flow.conn,
       policy: rt.policy(),
+      protocol: flow.protocol,
+      destination: flow.destination,
+      target: flow.target,
+      sni: flow.sni,
+      decrypted: flow.decrypted,
       method: facts.method,
       path: facts.path,
       recordPath: pathOf(facts.path),
