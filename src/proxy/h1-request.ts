@@ -6,6 +6,7 @@
  * which answers smuggling, oversized heads and malformed requests exactly as it always did. Never
  * accepts a request node would reject or frame differently; never guesses.
  */
+import { hasToken, trimOws } from './h1-response.js';
 
 export interface LeanRequestHead {
   readonly method: 'GET' | 'HEAD';
@@ -63,18 +64,6 @@ function refusal(name: string): NotLeanReason | null {
   }
 }
 
-function hasCloseToken(value: string): boolean {
-  for (const part of value.split(',')) if (trimOws(part).toLowerCase() === 'close') return true;
-  return false;
-}
-
-function trimOws(text: string): string {
-  let start = 0;
-  let end = text.length;
-  while (start < end && (text.charCodeAt(start) === 0x20 || text.charCodeAt(start) === 0x09)) start++;
-  while (end > start && (text.charCodeAt(end - 1) === 0x20 || text.charCodeAt(end - 1) === 0x09)) end--;
-  return start === 0 && end === text.length ? text : text.slice(start, end);
-}
 
 /** The request head at the start of `buf`, once complete and within `maxBytes`. */
 export function parseRequestHead(buf: Buffer, maxBytes: number): RequestHeadParse {
@@ -114,7 +103,7 @@ export function parseRequestHead(buf: Buffer, maxBytes: number): RequestHeadPars
     const value = trimOws(field.slice(colon + 1));
     if (name === 'connection') {
       if (value.toLowerCase().includes('upgrade')) return NOT_LEAN.upgrade;
-      if (hasCloseToken(value)) keepAlive = false;
+      if (hasToken(value, 'close')) keepAlive = false;
     }
     headers[name] = value;
   }

@@ -38,6 +38,9 @@ const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 /** node's rule for request targets (INVALID_PATH_REGEX). */
 const BAD_PATH = /[^\u0021-\u00ff]/;
 const HEX = /^[0-9a-fA-F]{1,12}$/;
+const DIGITS = /^\d{1,15}$/;
+/** A CR not followed by LF, or an LF not preceded by CR (no lookbehind: it is slow in V8). */
+const BARE_CR_OR_LF = /\r(?!\n)|(?:^|[^\r])\n/;
 /** A byte node would refuse anywhere in a head; CR and LF are checked apart (only as CRLF pairs). */
 const BAD_HEAD_BYTE = /[^\t\r\n\x20-\x7e\x80-\xff]/;
 
@@ -64,7 +67,7 @@ function invalid(message: string): HeadParse {
 }
 
 /** Optional whitespace around a field value is spaces and tabs only (String.trim would also eat 0xa0). */
-function trimOws(text: string): string {
+export function trimOws(text: string): string {
   let start = 0;
   let end = text.length;
   while (start < end && (text.charCodeAt(start) === 0x20 || text.charCodeAt(start) === 0x09)) start++;
@@ -87,10 +90,20 @@ function addField(fields: Record<string, string | string[]>, line: string, scann
   return null;
 }
 
-function hasToken(list: string | string[] | undefined, token: string): boolean {
+/** Whether a comma-separated header value (or list of them) holds `token` (lowercase), case-insensitively. */
+export function hasToken(list: string | string[] | undefined, token: string): boolean {
   if (list === undefined) return false;
+  // The common single value: no split, no closure.
+  if (typeof list === 'string' && !list.includes(',')) return trimOws(list).toLowerCase() === token;
   const text = Array.isArray(list) ? list.join(',') : list;
   return text.split(',').some((part) => trimOws(part).toLowerCase() === token);
+}
+
+/** The body length a Content-Length value gives (all of a repeated value must agree), or -1. */
+function contentLength(value: string): number {
+  if (!value.includes(',')) return DIGITS.test(value) ? Number(value) : -1;
+  const values = value.split(',').map(trimOws);
+  return values.every((v) => DIGITS.test(v) && v === values[0]) ? Number(values[0]) : -1;
 }
 
 /** The response head at the start of `buf`, once complete; 1xx heads come back as heads too (callers skip them). */
@@ -99,18 +112,22 @@ export function parseResponseHead(buf: Buffer, maxBytes: number, requestMethod: 
   if (end < 0) return buf.length > maxBytes ? invalid('response head too large') : NEED_MORE;
   if (end + 4 > maxBytes) return invalid('response head too large');
   const text = buf.toString('latin1', 0, end);
-  // One scan for the whole head; then a CR or LF left inside a line after splitting on CRLF was bare.
+  // One scan each for the whole head: bytes node refuses, then a CR or LF that is not part of a CRLF.
   if (BAD_HEAD_BYTE.test(text)) return invalid('invalid byte in the response head');
-  const lines = text.split('\r\n');
-  for (const line of lines) if (line.includes('\r') || line.includes('\n')) return invalid('bare CR or LF in the response head');
-  const status = STATUS_LINE.exec(lines[0] as string);
+  if (BARE_CR_OR_LF.test(text)) return invalid('bare CR or LF in the response head');
+  let lineEnd = text.indexOf('\r\n');
+  if (lineEnd < 0) lineEnd = text.length;
+  const status = STATUS_LINE.exec(text.slice(0, lineEnd));
   if (status === null) return invalid('malformed status line');
   const code = Number(status[2]);
   if (code === 101) return invalid('protocol switch that was not requested');
   const headers: Record<string, string | string[]> = {};
-  for (let i = 1; i < lines.length; i++) {
-    const problem = addField(headers, lines[i] as string, true);
+  for (let at = lineEnd + 2; at < text.length; ) {
+    let next = text.indexOf('\r\n', at);
+    if (next < 0) next = text.length;
+    const problem = addField(headers, text.slice(at, next), true);
     if (problem !== null) return invalid(problem);
+    at = next + 2;
   }
   const headBytes = end + 4;
   const te = headers['transfer-encoding'];
@@ -122,9 +139,9 @@ export function parseResponseHead(buf: Buffer, maxBytes: number, requestMethod: 
     const codings = (te as string).split(',');
     framing = trimOws(codings[codings.length - 1] as string).toLowerCase() === 'chunked' ? { kind: 'chunked' } : { kind: 'close' };
   } else if (cl !== undefined) {
-    const values = (cl as string).split(',').map(trimOws);
-    if (!values.every((v) => /^\d{1,15}$/.test(v) && v === values[0])) return invalid('malformed or conflicting Content-Length');
-    framing = { kind: 'length', bytes: Number(values[0]) };
+    const bytes = contentLength(cl as string);
+    if (bytes < 0) return invalid('malformed or conflicting Content-Length');
+    framing = { kind: 'length', bytes };
   } else framing = { kind: 'close' };
   const keepAlive = status[1] === '1' && framing.kind !== 'close' && !hasToken(headers['connection'], 'close');
   return { kind: 'head', head: { status: code, headers, framing, keepAlive, headBytes } };
