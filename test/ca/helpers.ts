@@ -1,7 +1,7 @@
 // Shared fixtures for the CA tests: temporary CA directories, real TLS servers on 127.0.0.1
 // serving contexts from the CA, and async child processes (curl, openssl, the CLI).
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -93,4 +93,20 @@ export async function rejection(fn: () => Promise<unknown>): Promise<{ kind: str
     return err as { kind: string; code: string; message: string; remediation: string };
   }
   throw new Error('expected a rejection, but the call succeeded');
+}
+
+/**
+ * A CA directory written by openssl instead of microagent (PrintableString names, openssl's own
+ * extension encoding): `dir` (0700) with ca.pem and a 0600 PKCS#8 ca.key.pem.
+ */
+export async function opensslCa(dir: string, subject: string, extensions: readonly string[]): Promise<void> {
+  await mkdir(dir, { mode: 0o700 });
+  const config = `${dir}.cnf`;
+  await writeFile(config, '[req]\ndistinguished_name=dn\nstring_mask=default\n[dn]\n');
+  const made = await run('openssl', [
+    'req', '-x509', '-config', config, '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', join(dir, 'ca.key.pem'), '-out', join(dir, 'ca.pem'), '-days', '30', '-subj', subject,
+    ...extensions.flatMap((e) => ['-addext', e]),
+  ]);
+  if (made.code !== 0) throw new Error(`openssl req failed: ${made.stderr}`);
 }

@@ -4,7 +4,7 @@ import { chmod, readFile, stat, symlink, rename, writeFile, copyFile } from 'nod
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createCa, loadCa, loadOrCreateCa, rotateCa } from '../../src/ca/index.js';
-import { rejection, tempDir } from './helpers.js';
+import { opensslCa, rejection, tempDir } from './helpers.js';
 
 const mode = async (path: string) => (await stat(path)).mode & 0o777;
 
@@ -144,6 +144,17 @@ describe('loadCa', () => {
     (await createCa({ dir: b, workspace: 'a' })).close();
     await copyFile(join(b, 'ca.pem'), join(a, 'ca.pem'));
     expect(await rejection(() => loadCa({ dir: a }))).toMatchObject({ kind: 'invalid', code: 'ca.key_mismatch' });
+  });
+
+  it.each([
+    ['CA:FALSE', 'ca.not_a_ca', '/CN=microagent CA a/O=microagent', ['basicConstraints=critical,CA:FALSE', 'keyUsage=critical,digitalSignature']],
+    ['CA:TRUE without keyCertSign', 'ca.not_a_ca', '/CN=microagent CA a/O=microagent', ['basicConstraints=critical,CA:TRUE', 'keyUsage=critical,digitalSignature,cRLSign']],
+    ['CA:TRUE without keyUsage', 'ca.not_a_ca', '/CN=microagent CA a/O=microagent', ['basicConstraints=critical,CA:TRUE']],
+    ['a CA of someone else', 'ca.foreign', '/CN=Some Other CA/O=microagent', ['basicConstraints=critical,CA:TRUE', 'keyUsage=critical,keyCertSign']],
+  ])('refuses a certificate that is %s (invalid, %s)', async (_what, code, subject, extensions) => {
+    const dir = join(await tempDir(), 'ca');
+    await opensslCa(dir, subject, extensions);
+    expect(await rejection(() => loadCa({ dir }))).toMatchObject({ kind: 'invalid', code });
   });
 
   it('refuses garbage in place of the certificate', async () => {

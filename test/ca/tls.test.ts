@@ -1,6 +1,6 @@
 // Leaf certificates verified the way clients will verify them: real TLS handshakes from Node and
 // curl against the CA certificate only, and openssl's reading of the CA and leaf extensions.
-import { mkdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { connect as http2Connect, createSecureServer } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -8,7 +8,7 @@ import { checkServerIdentity, connect, type PeerCertificate } from 'node:tls';
 import { Agent, request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createCa, loadCa, type CertificateAuthority } from '../../src/ca/index.js';
-import { run, startTlsOrigin, tempDir, type TlsOrigin } from './helpers.js';
+import { opensslCa, run, startTlsOrigin, tempDir, type TlsOrigin } from './helpers.js';
 
 let ca: CertificateAuthority;
 let dir: string;
@@ -246,19 +246,12 @@ describe('what openssl reads in the certificates', () => {
 describe('a CA certificate written by another encoder', () => {
   it('loads one made by openssl (PrintableString names, its own key identifier) and its leaves chain to it', async () => {
     const legacy = join(await tempDir(), 'ca');
-    await mkdir(legacy, { mode: 0o700 });
-    const config = join(legacy, '..', 'req.cnf');
-    await writeFile(config, '[req]\ndistinguished_name=dn\nstring_mask=default\n[dn]\n');
-    const made = await run('openssl', [
-      'req', '-x509', '-config', config, '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-      '-keyout', join(legacy, 'ca.key.pem'), '-out', join(legacy, 'ca.pem'), '-days', '30',
-      '-subj', '/CN=microagent CA legacy/O=microagent',
-      '-addext', 'basicConstraints=critical,CA:TRUE,pathlen:0',
-      '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+    await opensslCa(legacy, '/CN=microagent CA legacy/O=microagent', [
+      'basicConstraints=critical,CA:TRUE,pathlen:0',
+      'keyUsage=critical,keyCertSign,cRLSign',
       // Not the SHA-1 of the key: leaves must copy the CA's identifier, not recompute one.
-      '-addext', 'subjectKeyIdentifier=01:02:03:04:05:06:07:08',
+      'subjectKeyIdentifier=01:02:03:04:05:06:07:08',
     ]);
-    expect(made.code).toBe(0);
     const loaded = await loadCa({ dir: legacy });
     expect(loaded).toMatchObject({ workspace: 'legacy', subject: 'CN=microagent CA legacy, O=microagent' });
     const port = await origin({ SNICallback: loaded.sniCallback() });
