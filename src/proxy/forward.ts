@@ -6,6 +6,7 @@
  */
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import type { ClientHttp2Stream, IncomingHttpHeaders, IncomingHttpStatusHeader } from 'node:http2';
+import { Readable } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { Policy, Reason, Signal } from '../policy/index.js';
 import { decisionRecord, denyAnswer, proxyVerdict } from './answers.js';
@@ -40,7 +41,8 @@ export interface ForwardJob {
 interface UpstreamAnswer {
   readonly status: number;
   readonly headers: IncomingHttpHeaders;
-  readonly body: NodeJS.ReadableStream;
+  /** The body as it streams in; null when `whole` already holds all of it. */
+  readonly body: NodeJS.ReadableStream | null;
   /** The complete body, when the exchange already has it (no stream to drain). */
   readonly whole: Buffer | null;
   /** Trailers, available once the body ended. */
@@ -157,7 +159,7 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Gue
   if (job.scanFor.length > 0 || (declared >= 0 && declared <= SMALL_BODY_BYTES)) {
     const whole = answer.whole !== null && answer.whole.length <= maxDown ? answer.whole : null;
     if (whole !== null) bytesDown = whole.length;
-    const body = whole ?? (await collect(answer.body, maxDown, (n) => (bytesDown = n)));
+    const body = whole ?? (await collect(bodyStream(answer), maxDown, (n) => (bytesDown = n)));
     if (typeof body === 'string') {
       upstream.abort();
       if (body === 'too_large') fail('limit_exceeded', 'response body over the collect limit', 502);
@@ -174,7 +176,7 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Gue
   }
 
   reply.start(answer.status, outHeaders, declared >= 0 ? declared : null);
-  const body = answer.body;
+  const body = bodyStream(answer);
   body.on('data', (chunk: Buffer) => {
     bytesDown += chunk.length;
     if (bytesDown > maxDown) {
@@ -200,6 +202,13 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Gue
 
 const SMALL_BODY_BYTES = 64 * 1024;
 const INJECTED: readonly Signal[] = ['secret_injected'];
+
+/** The answer's body as a stream (a whole body is replayed: it is over the collect size or limit). */
+function bodyStream(answer: UpstreamAnswer): NodeJS.ReadableStream {
+  if (answer.body !== null) return answer.body;
+  const whole = answer.whole as Buffer;
+  return Readable.from(whole.length > 0 ? [whole] : []);
+}
 
 /** The whole body, or why not: past `max` bytes, or the stream failed. */
 function collect(body: NodeJS.ReadableStream, max: number, progress: (bytes: number) => void): Promise<Buffer | 'too_large' | 'failed'> {

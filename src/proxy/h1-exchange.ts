@@ -15,8 +15,9 @@ import { chunkedStart, decodeChunked, parseResponseHead, type ChunkedState, type
 export interface LeanAnswer {
   readonly status: number;
   readonly headers: IncomingHttpHeaders;
-  readonly body: Readable;
-  /** The complete body when it arrived with the head (the body stream then replays it). */
+  /** The body as it streams in; null when `whole` already holds all of it. */
+  readonly body: Readable | null;
+  /** The complete body when it arrived with the head. */
   readonly whole: Buffer | null;
   /** Trailers of a chunked body once it ended (empty otherwise). */
   trailers(): Record<string, string | string[]> | null;
@@ -262,15 +263,7 @@ function serve(
 }
 
 function wholeAnswer(head: ResponseHead, whole: Buffer): LeanAnswer {
-  let stream: Readable | null = null;
-  return {
-    status: head.status,
-    headers: head.headers,
-    whole,
-    get body(): Readable {
-      stream ??= Readable.from(whole.length > 0 ? [whole] : [], { objectMode: false });
-      return stream;
-    },
-    trailers: () => ({}),
-  };
+  return { status: head.status, headers: head.headers, body: null, whole, trailers: noTrailers };
 }
+
+const noTrailers = (): null => null;

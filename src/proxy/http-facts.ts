@@ -77,7 +77,7 @@ export function responseHeaders(headers: IncomingHttpHeaders): Record<string, st
 function filterHeaders(headers: IncomingHttpHeaders, keepTeTrailers: boolean): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   const connection = headers.connection === undefined ? undefined : header(headers, 'connection');
-  const named = connection === undefined ? null : new Set(connection.toLowerCase().split(',').map((s) => s.trim()));
+  const named = connection === undefined ? null : connectionNames(connection);
   for (const name in headers) {
     const value = headers[name];
     if (value === undefined || name.charCodeAt(0) === COLON) continue;
@@ -91,6 +91,16 @@ function filterHeaders(headers: IncomingHttpHeaders, keepTeTrailers: boolean): R
 }
 
 const COLON = 0x3a;
+const KEEP_ALIVE_ONLY: ReadonlySet<string> = new Set(['keep-alive']);
+const CLOSE_ONLY: ReadonlySet<string> = new Set(['close']);
+
+/** The header names a Connection value lists; the two usual single values need no split. */
+function connectionNames(value: string): ReadonlySet<string> {
+  const lower = value.toLowerCase();
+  if (lower === 'keep-alive') return KEEP_ALIVE_ONLY;
+  if (lower === 'close') return CLOSE_ONLY;
+  return new Set(lower.split(',').map((s) => s.trim()));
+}
 
 /**
  * The HTTP/1.1 request header list (rawHeaders layout: name, value, ...; a repeated header repeats), Host first. node validates

@@ -164,7 +164,7 @@ async function fetchOnce(p: LeanPool, target: CheckedTarget, method = 'GET') {
   const { answer } = p.exchange(target, false, requestHead(method, '/', 'origin.test', {}) as string, method, MAX);
   const got = await answer;
   const chunks: Buffer[] = [];
-  for await (const chunk of got.body) chunks.push(chunk as Buffer);
+  for await (const chunk of got.body ?? [got.whole as Buffer]) chunks.push(chunk as Buffer);
   return { status: got.status, headers: got.headers, body: Buffer.concat(chunks).toString(), whole: got.whole?.toString() ?? null, trailers: got.trailers() };
 }
 
