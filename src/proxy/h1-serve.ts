@@ -93,7 +93,8 @@ function leanReply(socket: TLSSocket, head: LeanRequestHead, done: () => void): 
         socket.destroy();
         return;
       }
-      socket.write(rawDeny(answer, keepAlive ? 'keep-alive' : 'close'), 'latin1');
+      // UTF-8, as its Content-Length counts it: a rule id may hold any character.
+      socket.write(rawDeny(answer, keepAlive ? 'keep-alive' : 'close'), 'utf8');
       done();
     },
     whole(status, headers, body) {

@@ -11,6 +11,10 @@ import { connectTunnel, decisions, headerOf, makeOriginCa, startHttpsOrigin, sta
 const POLICY = `version: 1
 mode: guarded
 rules:
+  - id: no-blocked
+    action: deny
+    hosts: [origin.test]
+    paths: ["/blocked/**"]
   - id: origins
     action: allow
     hosts: [origin.test, other.origin.test]
@@ -200,6 +204,21 @@ describe('lean HTTP/1.1 inside intercepted TLS', () => {
     lean.tls.destroy();
     const records = await tp.records((rs) => decisions(rs).filter((d) => d.reason === 'identity_mismatch' && d.decrypted).length >= 2);
     expect(decisions(records).filter((d) => d.reason === 'identity_mismatch' && d.decrypted && d.signals.includes('identity_mismatch')).length).toBeGreaterThanOrEqual(2);
+  });
+
+  it('a request rule denies on the lean path: 403 with its reason and rule, and the connection serves on', async () => {
+    const lean = await openLean();
+    lean.tls.write(get('/blocked/x?token=1'));
+    const denied = await lean.read(answers(1));
+    expect(denied).toMatch(/^HTTP\/1\.1 403/);
+    expect(headerOf(denied, 'x-microagent-reason')).toBe('rule_deny');
+    expect(headerOf(denied, 'connection')).toBe('keep-alive');
+    expect(bodyOf(denied)).toContain('by rule "no-blocked"');
+    lean.tls.write(get('/echo-header/x-a', 'X-A: still\r\n'));
+    expect(bodyOf(await lean.read(answers(1)))).toBe('still');
+    lean.tls.destroy();
+    const records = await tp.records((rs) => decisions(rs).some((d) => d.rule === 'no-blocked'));
+    expect(decisions(records).find((d) => d.rule === 'no-blocked')).toMatchObject({ verdict: 'deny', method: 'GET', path: '/blocked/x', status: 403, decrypted: true });
   });
 
   it('Connection: close is honoured: the answer says so and the connection ends', async () => {
