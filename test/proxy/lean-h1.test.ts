@@ -2,6 +2,7 @@
 // real TLS to a real origin: keep-alive and pipelining, HEAD, streamed and chunked answers with
 // trailers, the hand-over to node's parser mid-connection (a body after a GET, smuggling, oversize),
 // identity binding, Connection: close and slowloris, each checked on the wire and in the audit log.
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProxyAgent, request } from 'undici';
@@ -33,8 +34,8 @@ beforeAll(async () => {
 afterAll(async () => tp?.close());
 
 /** One intercepted HTTP/1.1 connection spoken byte by byte. */
-async function openLean(proxy: TestProxy = tp): Promise<{ tls: TLSSocket; read(until: (text: string) => boolean): Promise<string>; closed: Promise<void> }> {
-  const { socket, status } = await connectTunnel(proxy.port, `origin.test:${port}`);
+async function openLean(proxy: TestProxy = tp, originPort = port): Promise<{ tls: TLSSocket; read(until: (text: string) => boolean): Promise<string>; closed: Promise<void> }> {
+  const { socket, status } = await connectTunnel(proxy.port, `origin.test:${originPort}`);
   expect(status).toBe(200);
   const tls = await new Promise<TLSSocket>((resolve, reject) => {
     const s = tlsConnect({ socket, servername: 'origin.test', ca: proxy.caPem, ALPNProtocols: ['http/1.1'] }, () => resolve(s));
@@ -219,6 +220,22 @@ describe('lean HTTP/1.1 inside intercepted TLS', () => {
     lean.tls.destroy();
     const records = await tp.records((rs) => decisions(rs).some((d) => d.rule === 'no-blocked'));
     expect(decisions(records).find((d) => d.rule === 'no-blocked')).toMatchObject({ verdict: 'deny', method: 'GET', path: '/blocked/x', status: 403, decrypted: true });
+  });
+
+  it('an origin that refuses the connection: 502 with its reason on the lean path, the connection stays usable', async () => {
+    const closed = createNetServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const deadPort = (closed.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const lean = await openLean(tp, deadPort);
+    const ask = `GET /x HTTP/1.1\r\nHost: origin.test:${deadPort}\r\n\r\n`;
+    lean.tls.write(ask);
+    const first = await lean.read(answers(1));
+    expect(first).toMatch(/^HTTP\/1\.1 502/);
+    expect(['upstream_unreachable', 'target_unreachable']).toContain(headerOf(first, 'x-microagent-reason'));
+    lean.tls.write(ask);
+    expect(await lean.read(answers(1))).toMatch(/^HTTP\/1\.1 502/);
+    lean.tls.destroy();
   });
 
   it('Connection: close is honoured: the answer says so and the connection ends', async () => {
