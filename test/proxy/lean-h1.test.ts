@@ -7,7 +7,7 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProxyAgent, request } from 'undici';
 import type { AuditRecord } from '../../src/audit/index.js';
-import { connectTunnel, decisions, headerOf, makeOriginCa, startHttpsOrigin, startTestProxy, testResolver, type OriginCa, type TestProxy } from './helpers.js';
+import { connectTunnel, curl, decisions, headerOf, makeOriginCa, startHttpsOrigin, startTestProxy, testResolver, type OriginCa, type TestProxy } from './helpers.js';
 
 const POLICY = `version: 1
 mode: guarded
@@ -261,6 +261,51 @@ describe('lean HTTP/1.1 inside intercepted TLS', () => {
     } finally {
       await dispatcher.close();
     }
+  });
+});
+
+describe('inject, echo scan and DoH on the lean path (curl --http1.1, separate proxy)', () => {
+  const SECRET = 'lean-secret-value-123';
+  const INJECT = `version: 1
+mode: guarded
+rules:
+  - id: api-key
+    action: inject
+    hosts: [api.origin.test]
+    headers:
+      X-Api-Key: "\${secret:API_KEY}"
+  - id: loopback
+    action: allow
+    cidrs: [127.0.0.1/32]
+`;
+  let ip: TestProxy;
+  beforeAll(async () => {
+    ip = await startTestProxy(INJECT, { resolver: testResolver({ '*.origin.test': ['127.0.0.1'] }), originCa: ca, secrets: (name) => (name === 'API_KEY' ? SECRET : undefined) });
+  });
+  afterAll(async () => ip?.close());
+  const viaLean = (url: string, ...extra: string[]) => curl(['--http1.1', '-x', ip.url, '--cacert', ip.caPath, ...extra, url]);
+
+  it('adds the secret upstream, withholds an echo (502 secret_echo), never records the value', async () => {
+    const present = await viaLean(`https://api.origin.test:${port}/header-present/x-api-key`);
+    expect(present.status).toBe(200);
+    expect(present.body).toBe('present');
+    expect(present.headers).toContain('\r\nconnection: keep-alive\r\n');
+    const echoed = await viaLean(`https://api.origin.test:${port}/echo-header/x-api-key`);
+    expect(echoed.status).toBe(502);
+    expect(headerOf(echoed.headers, 'x-microagent-reason')).toBe('secret_echo');
+    expect(echoed.body).not.toContain(SECRET);
+    const records = await ip.records((rs) => decisions(rs).some((d) => d.reason === 'secret_echo'));
+    expect(decisions(records).some((d) => d.host === 'api.origin.test' && d.secret_names?.includes('API_KEY'))).toBe(true);
+    const { readFileSync } = await import('node:fs');
+    expect(readFileSync(ip.auditPath, 'utf8')).not.toContain(SECRET);
+  });
+
+  it('denies DNS-over-HTTPS (doh_denied) when no rule names the host', async () => {
+    const r = await viaLean(`https://dns.origin.test:${port}/dns-query?dns=AAABAAAB`, '-H', 'accept: application/dns-message');
+    expect(r.status).toBe(403);
+    expect(headerOf(r.headers, 'x-microagent-reason')).toBe('doh_denied');
+    const records = await ip.records((rs) => decisions(rs).some((d) => d.reason === 'doh_denied'));
+    expect(decisions(records).find((d) => d.reason === 'doh_denied')).toMatchObject({ path: '/dns-query', decrypted: true });
   });
 });
 
