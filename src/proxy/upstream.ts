@@ -37,9 +37,13 @@ export function classifyUpstreamError(err: unknown): UpstreamFailure {
   return typeof code === 'string' && CERT_ERROR_CODES.has(code) ? 'upstream_cert_invalid' : 'upstream_unreachable';
 }
 
-/** One trust store, built once: system roots plus the operator's extra CAs. */
+/**
+ * One trust store, built once: Node's root certificates plus the operator's extra CAs. Without extra
+ * CAs the context uses Node's own shared root store instead of parsing the ~140 roots into a second
+ * one (40-47 ms and ~1 MiB at every proxy start).
+ */
 export function createUpstreamTrust(extraCaPems: readonly string[]): SecureContext {
-  return createSecureContext({ ca: [...rootCertificates, ...extraCaPems] });
+  return extraCaPems.length === 0 ? createSecureContext() : createSecureContext({ ca: [...rootCertificates, ...extraCaPems] });
 }
 
 /** Consumers attach their own error handling; this keeps an error in a gap between owners from crashing the proxy. */

@@ -267,6 +267,17 @@ describe('deny paths: 403 + reason header + audit record', () => {
     expect(decisions(await tp.records()).some((x) => x.host === 'bad.origin.test' && x.reason === 'upstream_cert_invalid' && x.verdict === 'deny')).toBe(true);
   });
 
+  it('without extra upstream CAs only the public roots count: the test origin is upstream_cert_invalid', async () => {
+    const bare = await startTestProxy(POLICY, { resolver });
+    try {
+      const r = await curl(['-x', bare.url, '--cacert', bare.caPath, `https://origin.test:${https}/echo`]);
+      expect(r.status).toBe(502);
+      expect(reasonOf(r.headers)).toBe('upstream_cert_invalid');
+    } finally {
+      await bare.close();
+    }
+  });
+
   it('inject adds the secret upstream, withholds an echo, and never records the value', async () => {
     const present = await viaProxy(`https://api.origin.test:${https}/header-present/x-api-key`);
     expect(present.status).toBe(200);
