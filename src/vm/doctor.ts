@@ -6,11 +6,12 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { basename } from 'node:path';
 import { promisify } from 'node:util';
 import { asMicroagentError } from '../errors.js';
 import { probeAccelerator } from './accel.js';
 import { findExecutable } from './host-tools.js';
-import { installKernel, loadKernel } from './kernel.js';
+import { installKernel, loadKernel, type InstalledKernel } from './kernel.js';
 import { QEMU_BINARY } from './qemu.js';
 import { prepareBootAssets } from './start.js';
 
@@ -53,9 +54,9 @@ function staticLibcCheck(): DoctorCheck {
 }
 
 async function kernelAndAccelChecks(stateDir: string): Promise<DoctorCheck[]> {
-  let kernelVersion: string;
+  let kernel: InstalledKernel;
   try {
-    kernelVersion = loadKernel(stateDir).version;
+    kernel = loadKernel(stateDir);
   } catch (err) {
     const e = asMicroagentError(err);
     return [
@@ -63,7 +64,14 @@ async function kernelAndAccelChecks(stateDir: string): Promise<DoctorCheck[]> {
       { name: 'kvm', ok: false, detail: 'not probed: needs the guest kernel', remediation: 'Install the kernel first.' },
     ];
   }
-  const checks: DoctorCheck[] = [{ name: 'kernel', ok: true, detail: `${kernelVersion} (manifest verified)` }];
+  // A bzImage boots too, only slower (it decompresses itself on every boot): reported, not a failure.
+  const direct = basename(kernel.image) === 'vmlinux';
+  const checks: DoctorCheck[] = [{
+    name: 'kernel',
+    ok: true,
+    detail: `${kernel.version} (manifest verified; ${direct ? 'direct PVH boot' : 'self-decompressing bzImage'})`,
+    ...(direct ? {} : { remediation: 'For faster boots install lz4 (or xz-utils/zstd) and run `microagent kernel install` again.' }),
+  }];
   try {
     const assets = await prepareBootAssets(stateDir);
     const probe = await probeAccelerator({ stateDir, kernelPath: assets.kernel.image, initramfsPath: assets.initramfsPath, fresh: true });

@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bootVm, loadKernel, qemuBackend } from '../../src/vm/index.js';
@@ -127,5 +127,8 @@ describe('typed errors before any boot', () => {
     expect(report.checks.filter((c) => !c.ok)).toEqual([]);
     expect(r.code).toBe(0);
     expect(report.checks.find((c) => c.name === 'kvm')?.detail).toMatch(/^(KVM usable|using TCG)/);
+    // The boot form follows the installed manifest (kernels installed before direct boot keep vmlinuz).
+    const form = basename((await testKernel()).image) === 'vmlinux' ? 'direct PVH boot' : 'self-decompressing bzImage';
+    expect(report.checks.find((c) => c.name === 'kernel')?.detail).toContain(`manifest verified; ${form}`);
   }, 120_000);
 });
