@@ -6,7 +6,7 @@
  * which answers smuggling, oversized heads and malformed requests exactly as it always did. Never
  * accepts a request node would reject or frame differently; never guesses.
  */
-import { hasToken, trimOws } from './h1-response.js';
+import { HEAD_END, hasToken, TOKEN, trimOws } from './h1-response.js';
 
 export interface LeanRequestHead {
   readonly method: 'GET' | 'HEAD';
@@ -28,8 +28,6 @@ export type RequestHeadParse =
   | { readonly kind: 'not-lean'; readonly why: NotLeanReason };
 
 const NEED_MORE: RequestHeadParse = { kind: 'need-more' };
-const HEAD_END = Buffer.from('\r\n\r\n');
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** Any byte but tab, CR, LF, printable ASCII and obs-text: node's parser refuses these in a head. */
 const BAD_HEAD_BYTE = /[^\t\r\n\x20-\x7e\x80-\xff]/;
 /** Request targets: visible ASCII only (anything else is left to node). */

@@ -29,9 +29,11 @@ export type HeadParse =
   | { readonly kind: 'invalid'; readonly message: string };
 
 const NEED_MORE: HeadParse = { kind: 'need-more' };
-const HEAD_END = Buffer.from('\r\n\r\n');
+/** The blank line that ends a message head (shared with the request-head parser). */
+export const HEAD_END = Buffer.from('\r\n\r\n');
 const CRLF = Buffer.from('\r\n');
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** RFC 9110 token: header field names. */
+export const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: [^\r\n]*)?$/;
 /** node's rule for header values (checkInvalidHeaderChar); the same bytes node itself would refuse to send. */
 const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
