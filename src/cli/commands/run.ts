@@ -1,6 +1,6 @@
 /** `microagent run` and `microagent create`: the flags that describe a workspace, parsed into CreateOptions. */
-import { MODES, type Mode } from '../../policy/index.js';
-import type { ImageProgressEvent } from '../../vm/rootfs/index.js';
+import { MODES, type Mode } from '../../policy/types.js';
+import type { ImageProgressEvent } from '../../vm/rootfs/progress.js';
 import { parseCpus, parseMemory, parseProfile } from '../../vm/workspace/options.js';
 import { runInWorkspace } from '../../vm/workspace/run.js';
 import { createWorkspace, type CreateOptions } from '../../vm/workspace/service.js';

@@ -16,7 +16,6 @@ import {
 } from '../../vm/workspace/service.js';
 import { parseCommandArgs, usageError, type CliContext, type Command } from '../command.js';
 import { table } from '../output.js';
-import { commands as auditCommands } from './audit.js';
 
 function oneName(command: Command, positionals: readonly string[]): string {
   const [name, ...rest] = positionals;
@@ -223,6 +222,8 @@ const egress: Command = {
     await readManifest(ctx.stateDir, name);
     const path = workspacePaths(ctx.stateDir, name).audit;
     const followIt = rest.includes('-f') || rest.includes('--follow');
+    // Loaded here, not at the top: the audit commands (verify, tail, checkpoint) would slow every other verb.
+    const { commands: auditCommands } = await import('./audit.js');
     const delegate = auditCommands.find((c) => c.name === (followIt ? 'audit tail' : 'audit query'));
     if (delegate === undefined) throw new MicroagentError('internal', 'audit query command missing');
     return delegate.run([path, ...rest], ctx);

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { summarizeAuditLog, type AuditSummary } from '../../audit/index.js';
+import { summarizeAuditLog, type AuditSummary } from '../../audit/query.js';
 import { MicroagentError } from '../../errors.js';
 import { readManifest, workspacePaths } from './store.js';
 import { createWorkspace, deleteWorkspace, execInWorkspace, signalWorkspace, startWorkspace, type CreateOptions } from './service.js';
