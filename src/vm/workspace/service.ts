@@ -10,14 +10,11 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MicroagentError, type ErrorKind } from '../../errors.js';
 import { parseChannelDeclarations } from '../../mediation/channels.js';
-import { loadPolicy } from '../../policy/load.js';
 import type { Mode } from '../../policy/types.js';
 import { DEFAULT_POLICY_FILE, PACKAGE_ROOT } from '../../paths.js';
-import { ensureDefaultImage, isDefaultImageReference } from '../rootfs/default-image.js';
 import { prepareWorkspaceDisk } from '../rootfs/ext4.js';
 import { imageRunSpec } from '../rootfs/image-config.js';
 import type { ProgressListener } from '../rootfs/progress.js';
-import { resolveImage } from '../rootfs/resolve.js';
 import { ControlClient, type ExecOptions, type ExecResult } from '../supervisor/control-client.js';
 import { transition, VM_STATES, type Verb, type WorkspaceState } from './lifecycle.js';
 import { processAlive, withWorkspaceLock } from './lock.js';
@@ -60,6 +57,9 @@ export interface CreateOptions {
 /** Builds the root filesystem (cached base + private copy) and records the workspace as `prepared`. */
 export async function createWorkspace(stateDir: string, name: string, options: CreateOptions = {}): Promise<WorkspaceManifest> {
   const policyFile = options.policyFile ?? DEFAULT_POLICY_FILE;
+  // The policy parser (yaml) and the image code (registry client, layer unpacking) load where they are
+  // used, not at the top: exec, the verb agents call most, needs neither, and loading them is most of its start-up.
+  const { loadPolicy } = await import('../../policy/load.js');
   const policy = await loadPolicy(policyFile);
   const egress = options.egress ?? policy.mode;
   if (egress === 'off' && options.egress !== 'off') {
@@ -74,6 +74,7 @@ export async function createWorkspace(stateDir: string, name: string, options: C
   const paths = await createWorkspaceDir(stateDir, name);
   try {
     const progress = options.onProgress === undefined ? {} : { onProgress: options.onProgress };
+    const { ensureDefaultImage, isDefaultImageReference, resolveImage } = await import('../rootfs/index.js');
     const image = options.image === undefined || isDefaultImageReference(options.image) ? await ensureDefaultImage(stateDir, progress) : await resolveImage(options.image, { stateDir, ...progress });
     await prepareWorkspaceDisk(image.rootfsPath, paths.disk);
     await copyFile(policyFile, paths.policy);
@@ -326,6 +327,7 @@ export async function workspaceStatus(stateDir: string, name: string): Promise<W
     // The record says a VM runs but its supervisor is gone: report the truth; gc repairs it.
     state = 'failed';
   }
+  const { loadPolicy } = await import('../../policy/load.js'); // see createWorkspace: exec never needs it
   const policyHash = await loadPolicy(paths.policy).then((p) => p.hash, () => null);
   return {
     name,
