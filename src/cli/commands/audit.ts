@@ -1,18 +1,9 @@
 /** `microagent audit ...` commands: verify, query, tail and summarise a workspace's audit log. */
-import {
-  loadCheckpointVerifier,
-  queryAuditLog,
-  recordHost,
-  summarizeAuditLog,
-  tailAuditLog,
-  verifyAuditLog,
-  type AuditQuery,
-  type AuditRecord,
-  type AuditSummary,
-  type VerifyResult,
-} from '../../audit/index.js';
-import { parseTimeBound } from '../../audit/query.js';
-import { loadPolicy } from '../../policy/index.js';
+import { loadCheckpointVerifier } from '../../audit/checkpoint.js';
+import { parseTimeBound, queryAuditLog, recordHost, summarizeAuditLog, type AuditQuery, type AuditSummary } from '../../audit/query.js';
+import type { AuditRecord } from '../../audit/record.js';
+import { tailAuditLog } from '../../audit/tail.js';
+import { verifyAuditLog, type VerifyResult } from '../../audit/verify.js';
 import { parseCommandArgs, usageError, type Command } from '../command.js';
 import { table } from '../output.js';
 
@@ -183,7 +174,12 @@ const summary: Command = {
   async run(args) {
     const { values, positionals } = parseCommandArgs(summary, args, { policy: { type: 'string' } });
     const path = onePath(summary, positionals);
-    const policyRuleIds = values.policy === undefined ? undefined : (await loadPolicy(values.policy)).rules.map((r) => r.id);
+    let policyRuleIds: string[] | undefined;
+    if (values.policy !== undefined) {
+      // The policy parser (yaml) loads only here: this module also serves `egress` (query, tail), which never needs it.
+      const { loadPolicy } = await import('../../policy/load.js');
+      policyRuleIds = (await loadPolicy(values.policy)).rules.map((r) => r.id);
+    }
     const result = await summarizeAuditLog(path, policyRuleIds === undefined ? {} : { policyRuleIds });
     return { result, human: summaryText(result) };
   },
