@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { connect } from 'node:net';
 import { userInfo } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { addressesOf, dig, queryUdp, rcodeOf } from './helpers/client.js';
 import { GUARDED_POLICY, startHarness, type Harness } from './helpers/harness.js';
 import { a, startTestUpstream, type TestUpstream } from './helpers/upstream.js';
@@ -99,6 +100,7 @@ describe('dnsmasq as the upstream', () => {
       dnsmasq.kill('SIGTERM');
       await new Promise((r) => dnsmasq.once('exit', r));
     });
+    await untilAnswering(port);
     const h = await withHarness({ policy: GUARDED_POLICY, upstreams: [`127.0.0.1:${port}`], resolver: { timeoutMs: 500, retries: 3 } });
     expect((await dig(h.port, 'www.x.test', 'A')).answers).toEqual(['A 192.0.2.10']);
     expect((await dig(h.port, 'host.allowed.test', 'A')).answers).toEqual(['A 192.0.2.11']);
@@ -107,6 +109,19 @@ describe('dnsmasq as the upstream', () => {
     expect((await h.lastRecord('leak.allowed.test')).signals).toEqual(expect.arrayContaining(['answer_stripped']));
   });
 });
+
+/** dnsmasq binds a moment after it is spawned (seconds on a loaded machine); asking before races it. */
+async function untilAnswering(port: number): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await queryUdp(port, 'www.x.test', 'A');
+      return;
+    } catch (err) {
+      if (attempt >= 100) throw err;
+    }
+    await sleep(100);
+  }
+}
 
 function freeUdpPort(): Promise<number> {
   const socket = createSocket('udp4');
