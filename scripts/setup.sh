@@ -66,6 +66,11 @@ fi
 # default OCI image (busybox + curl from Debian packages), into the default state directory, so the
 # first `microagent run` works offline.
 if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then $SUDO apt-get update -q; fi
-node dist/cli/main.js kernel show >/dev/null 2>&1 || node dist/cli/main.js kernel install
+# A Debian kernel installed before direct PVH boot (kept as vmlinuz) is installed again to gain it;
+# a kernel the user gave with --from is left alone.
+kernel=$(node dist/cli/main.js --json kernel show 2>/dev/null || true)
+if [ -z "$kernel" ] || node -e 'const k = JSON.parse(process.argv[1]); process.exit(k.source.startsWith("debian:") && k.image.endsWith("/vmlinuz") ? 0 : 1)' "$kernel"; then
+  node dist/cli/main.js kernel install
+fi
 ./scripts/build-default-image.sh
 echo "[setup] ok: try \"microagent run -- uname -a\"" >&2
