@@ -121,6 +121,14 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
   });
   http.timeout = limits.idleTimeoutMs;
   http.maxConnections = limits.maxConnections;
+  // Past maxConnections node closes the new socket before anything is read: still a refusal to record.
+  const recordDropped = () => {
+    rt.counters.denied++;
+    rt.appendInBackground(
+      decisionRecord({ conn: rt.nextConn(), protocol: 'http', destination: null, decrypted: false }, proxyVerdict(rt.policy(), 'limit_exceeded', [])),
+    );
+  };
+  http.on('drop', recordDropped);
   http.on('connection', (socket: Socket) => {
     rt.counters.connections++;
     sockets.add(socket);
@@ -166,6 +174,7 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     // The Unix socket feeds the same HTTP server: one stack, two doors.
     unix = createNetServer((socket) => http.emit('connection', socket));
     unix.maxConnections = limits.maxConnections;
+    unix.on('drop', recordDropped);
     await new Promise<void>((resolve, reject) => {
       unix?.once('error', reject);
       unix?.listen(path, () => {

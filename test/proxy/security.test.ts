@@ -2,7 +2,7 @@
 // Internal addresses in every notation, names resolving inward, rebinding, identity mismatches,
 // suffix confusion, smuggling, oversized headers, slow clients and a dead audit log.
 import { connect as tlsConnect } from 'node:tls';
-import { createServer as createNetServer } from 'node:net';
+import { connect as netConnect, createServer as createNetServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditRecord } from '../../src/audit/index.js';
 import { connectTunnel, curl, decisions, headerOf, listen, makeOriginCa, rawExchange, startHttpOrigin, startHttpsOrigin, startTestProxy, testResolver, type OriginCa, type TestProxy } from './helpers.js';
@@ -266,6 +266,25 @@ describe('slow clients and a dead audit log (separate proxies)', () => {
       expect(upload.headers).toMatch(/x-microagent-reason: limit_exceeded/i);
       const records = await small.records();
       expect(decisions(records).filter((d) => d.reason === 'limit_exceeded').length).toBeGreaterThanOrEqual(2);
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('a connection past maxConnections is closed by node and still audited as limit_exceeded', async () => {
+    const small = await startTestProxy(POLICY, { resolver, originCa: ca, limits: { maxConnections: 1 } });
+    try {
+      const first = await connectTunnel(small.port, `origin.test:${https}`);
+      expect(first.status).toBe(200);
+      const closed = await new Promise<boolean>((resolve) => {
+        const extra = netConnect({ host: '127.0.0.1', port: small.port });
+        extra.on('error', () => undefined);
+        extra.on('close', () => resolve(true));
+      });
+      expect(closed).toBe(true);
+      first.socket.destroy();
+      const records = await small.records((rs) => decisions(rs).some((d) => d.reason === 'limit_exceeded'));
+      expect(decisions(records).find((d) => d.reason === 'limit_exceeded')).toMatchObject({ verdict: 'deny', host: null, port: 0 });
     } finally {
       await small.close();
     }
