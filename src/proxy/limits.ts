@@ -16,6 +16,11 @@ export interface ProxyLimits {
   readonly idleTimeoutMs: number;
   /** The request head must arrive within this (slowloris). */
   readonly headersTimeoutMs: number;
+  /**
+   * A CONNECT to a non-TLS port whose guest sends nothing for this long may be a server-first
+   * protocol (SSH, SMTP, FTP, MySQL): it is then decided as raw TCP and dialled so the server can greet.
+   */
+  readonly serverFirstWaitMs: number;
   /** A whole request must arrive within this. */
   readonly requestTimeoutMs: number;
   /** A tunnel or connection is closed after this long regardless of activity. */
@@ -33,6 +38,10 @@ export const DEFAULT_LIMITS: ProxyLimits = {
   maxTunnels: 2048,
   idleTimeoutMs: 120_000,
   headersTimeoutMs: 20_000,
+  // Every millisecond here delays a server-first client's greeting, and a client-first one (TLS, HTTP)
+  // sends right after the 200, within a few ms even from an emulated guest. A later speaker still
+  // works (see tunnel.ts), it only costs an extra tcp record and dial, so the value stays small.
+  serverFirstWaitMs: 300,
   requestTimeoutMs: 300_000,
   totalTimeoutMs: 6 * 60 * 60 * 1000,
   maxWorkspaceBytes: 64 * 1024 * 1024 * 1024,

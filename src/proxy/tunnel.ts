@@ -3,6 +3,9 @@
  * ClientHello parser), bind SNI to the CONNECT authority, then one of: splice (passthrough rule,
  * mode off), re-decide as raw TCP (not TLS), or intercept: wrap the socket in a TLS server socket whose
  * only certificate is the bound name's, and hand it to the one shared HTTP/2+HTTP/1 server.
+ * On a non-TLS port a guest silent for `serverFirstWaitMs` may be waiting for a server's greeting: the
+ * flow is re-decided as raw TCP and dialled, and whichever side speaks first chooses the path. It must
+ * never splice a TLS port undecided, nor splice a guest's ClientHello that no upstream greeting preceded.
  */
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
@@ -42,8 +45,17 @@ export type InterceptHandoff = (tlsSocket: TLSSocket, flow: InterceptedFlow) => 
 
 export const ALPN = ['h2', 'http/1.1'];
 
-/** Reads until the ClientHello peek is decided; resolves with everything read (to replay). */
-function peek(socket: Socket, head: Buffer, timeoutMs: number): Promise<{ result: ClientHelloPeek | 'timeout' | 'closed'; bytes: Buffer }> {
+type GuestPeek = ClientHelloPeek | 'timeout' | 'closed';
+type PeekResult = GuestPeek | 'upstream_spoke' | 'upstream_closed';
+
+/**
+ * Reads until the ClientHello peek is decided; resolves with everything read (to replay). With a
+ * `rival` (the dialled upstream of a silent guest), the rival's first bytes or its close before the
+ * guest's first byte end the peek instead; its bytes are put back for the splice.
+ */
+function peek(socket: Socket, head: Buffer, timeoutMs: number): Promise<{ result: GuestPeek; bytes: Buffer }>;
+function peek(socket: Socket, head: Buffer, timeoutMs: number, rival: Socket): Promise<{ result: PeekResult; bytes: Buffer }>;
+function peek(socket: Socket, head: Buffer, timeoutMs: number, rival: Socket | null = null): Promise<{ result: PeekResult; bytes: Buffer }> {
   return new Promise((resolve) => {
     let bytes = head;
     const first = parseClientHello(bytes);
@@ -51,25 +63,43 @@ function peek(socket: Socket, head: Buffer, timeoutMs: number): Promise<{ result
       resolve({ result: first, bytes });
       return;
     }
-    const finish = (result: ClientHelloPeek | 'timeout' | 'closed') => {
+    // Once the guest spoke first, the upstream's bytes wait in its buffer for the splice.
+    const ignoreRival = () => {
+      rival?.off('data', onRivalData);
+      rival?.off('end', onRivalGone);
+      rival?.off('close', onRivalGone);
+      rival?.pause();
+    };
+    const finish = (result: PeekResult) => {
       clearTimeout(timer);
       socket.off('data', onData);
       socket.off('close', onClose);
       socket.off('end', onClose);
       socket.pause();
+      ignoreRival();
       resolve({ result, bytes });
     };
     const onData = (chunk: Buffer) => {
+      ignoreRival();
       bytes = bytes.length === 0 ? chunk : Buffer.concat([bytes, chunk]);
       const result = parseClientHello(bytes);
       if (result.kind !== 'need_more') finish(result);
     };
+    const onRivalData = (chunk: Buffer) => {
+      ignoreRival();
+      rival?.unshift(chunk);
+      finish('upstream_spoke');
+    };
+    const onRivalGone = () => finish('upstream_closed');
     // The HTTP server's sockets allow half-open: a guest that ends before its hello has gone away.
     const onClose = () => finish('closed');
-    const timer = setTimeout(() => finish('timeout'), timeoutMs);
+    const timer = setTimeout(() => finish('timeout'), Math.max(0, timeoutMs));
     socket.on('data', onData);
     socket.on('close', onClose);
     socket.on('end', onClose);
+    rival?.on('data', onRivalData);
+    rival?.on('end', onRivalGone);
+    rival?.on('close', onRivalGone);
     socket.resume();
   });
 }
@@ -77,6 +107,8 @@ function peek(socket: Socket, head: Buffer, timeoutMs: number): Promise<{ result
 export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: InterceptHandoff): Promise<void> {
   const { socket, destination } = tunnel;
   const policy = rt.policy();
+  // The upstream open now: the splice-only one dialled before the 200, or a silent guest's raw TCP one.
+  let upstream = tunnel.upstream;
   const closeWith = (extra: { reason?: Decision['reason']; signals?: Decision['signals']; error?: string; decrypted?: boolean; bytesUp?: number; bytesDown?: number }) =>
     rt.appendInBackground(
       closeRecord({
@@ -92,8 +124,8 @@ export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: Inter
         ...(extra.error === undefined ? {} : { error: extra.error }),
       }),
     );
-  const spliceTo = (upstream: Socket, head: Buffer, reason?: Decision['reason'], signals?: Decision['signals']) =>
-    splice(rt, socket, upstream, head, (result) => {
+  const spliceTo = (to: Socket, head: Buffer, reason?: Decision['reason'], signals?: Decision['signals']) =>
+    splice(rt, socket, to, head, (result) => {
       rt.counters.activeTunnels--;
       closeWith({
         ...result,
@@ -103,29 +135,61 @@ export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: Inter
       });
     });
 
-  if (tunnel.decision.mode === 'off' && tunnel.upstream !== null) {
+  if (tunnel.decision.mode === 'off' && upstream !== null) {
     socket.pause();
-    spliceTo(tunnel.upstream, tunnel.head, 'mediation_off', ['mediation_off']);
+    spliceTo(upstream, tunnel.head, 'mediation_off', ['mediation_off']);
     return;
   }
 
-  const { result, bytes } = await peek(socket, tunnel.head, rt.limits.headersTimeoutMs);
+  const { headersTimeoutMs, serverFirstWaitMs } = rt.limits;
+  const deadline = Date.now() + headersTimeoutMs;
+  // Only a non-TLS port may carry a server-first protocol; a TLS port waits for its ClientHello.
+  const window = tunnel.decision.tls ? headersTimeoutMs : Math.min(serverFirstWaitMs, headersTimeoutMs);
+  let { result, bytes } = await peek(socket, tunnel.head, window);
   const refuse = (reason: 'bad_request' | 'identity_mismatch' | 'limit_exceeded', signals: Decision['signals'], sni?: string | null) => {
     rt.counters.activeTunnels--;
     rt.counters.denied++;
     rt.appendInBackground(
       decisionRecord({ conn: tunnel.conn, protocol: 'https', destination, ip: tunnel.target.ip, decrypted: false, ...(sni === undefined ? {} : { sni }) }, proxyVerdict(policy, reason, signals)),
     );
-    tunnel.upstream?.destroy();
+    upstream?.destroy();
     socket.destroy();
     closeWith({ reason, signals, bytesUp: bytes.length });
   };
 
-  if (result === 'closed') {
+  const abandon = (error: string) => {
     rt.counters.activeTunnels--;
-    tunnel.upstream?.destroy();
+    upstream?.destroy();
     socket.destroy();
-    closeWith({ bytesUp: bytes.length, error: 'the guest closed the tunnel before sending anything decidable' });
+    closeWith({ bytesUp: bytes.length, error });
+  };
+
+  // The raw TCP flow of a silent guest, already decided, recorded and dialled; null otherwise.
+  let serverFirst: Socket | null = null;
+  if (result === 'timeout' && window < headersTimeoutMs) {
+    if (bytes.length > 0) {
+      // A ClientHello under way: the guest is not waiting for a greeting.
+      ({ result, bytes } = await peek(socket, bytes, deadline - Date.now()));
+    } else {
+      serverFirst = await openRawTcp(rt, tunnel, refuse);
+      if (serverFirst === null) return;
+      upstream = serverFirst;
+      const raced = await peek(socket, bytes, deadline - Date.now(), serverFirst);
+      if (raced.result === 'upstream_spoke') {
+        spliceTo(serverFirst, raced.bytes);
+        return;
+      }
+      if (raced.result === 'upstream_closed') {
+        abandon('the upstream closed before either side sent anything');
+        return;
+      }
+      result = raced.result;
+      bytes = raced.bytes;
+    }
+  }
+
+  if (result === 'closed') {
+    abandon('the guest closed the tunnel before sending anything decidable');
     return;
   }
   if (result === 'timeout') {
@@ -133,7 +197,9 @@ export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: Inter
     return;
   }
   if (result.kind === 'error' && result.error === 'not_tls') {
-    await runRawTcp(rt, tunnel, bytes, spliceTo, refuse);
+    if (serverFirst === null) await runRawTcp(rt, tunnel, bytes, spliceTo, refuse);
+    else if (serverFirst.destroyed) abandon('the upstream closed before the guest finished its first bytes');
+    else spliceTo(serverFirst, bytes);
     return;
   }
   if (result.kind !== 'client_hello') {
@@ -144,12 +210,13 @@ export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: Inter
     refuse('identity_mismatch', ['identity_mismatch'], result.sni);
     return;
   }
+  // A ClientHello sent after the window but before any greeting lands here too: a slow TLS client is
+  // handled as one and its unused raw TCP upstream closed, so staying silent never skips interception.
   if (tunnel.decision.action === 'passthrough') {
-    const upstream = tunnel.upstream ?? dialTcp(tunnel.target);
-    spliceTo(upstream, bytes);
+    spliceTo(upstream ?? dialTcp(tunnel.target), bytes);
     return;
   }
-  tunnel.upstream?.destroy();
+  upstream?.destroy();
   await intercept(rt, tunnel, bytes, result.sni, handoff, closeWith, refuse);
 }
 
@@ -161,6 +228,20 @@ async function runRawTcp(
   spliceTo: (upstream: Socket, head: Buffer) => void,
   refuse: (reason: 'bad_request', signals: Decision['signals']) => void,
 ): Promise<void> {
+  const upstream = await openRawTcp(rt, tunnel, refuse);
+  if (upstream !== null) spliceTo(upstream, bytes);
+}
+
+/**
+ * Decides the tunnel as protocol tcp on the CONNECT authority and the IP already checked, makes the
+ * allow durable, then dials that IP (or keeps the splice-only upstream). Resolves with the upstream,
+ * or null once a deny or a failure has closed the tunnel and been recorded.
+ */
+async function openRawTcp(
+  rt: ProxyRuntime,
+  tunnel: Tunnel,
+  refuse: (reason: 'bad_request', signals: Decision['signals']) => void,
+): Promise<Socket | null> {
   const policy = rt.policy();
   const check = checkAddresses(policy, 'tcp', tunnel.destination, [tunnel.target.ip]);
   const facts = { conn: tunnel.conn, protocol: 'tcp' as const, destination: tunnel.destination, ip: tunnel.target.ip, decrypted: false };
@@ -170,21 +251,21 @@ async function runRawTcp(
     rt.appendInBackground(decisionRecord(facts, check.decision));
     tunnel.upstream?.destroy();
     tunnel.socket.destroy();
-    return;
+    return null;
   }
   try {
     await rt.audit.append(decisionRecord(facts, check.decision));
   } catch {
     refuse('bad_request', []);
-    return;
+    return null;
   }
   try {
-    const upstream = tunnel.upstream ?? (await connected(dialTcp(check.target)));
-    spliceTo(upstream, bytes);
+    return tunnel.upstream ?? (await connected(dialTcp(check.target)));
   } catch (err) {
     rt.counters.activeTunnels--;
     tunnel.socket.destroy();
     rt.appendInBackground(closeRecord({ conn: tunnel.conn, destination: tunnel.destination, ip: tunnel.target.ip, decrypted: false, bytesUp: 0, bytesDown: 0, startedAt: tunnel.startedAt, reason: 'upstream_unreachable', error: (err as Error).message }));
+    return null;
   }
 }
 
