@@ -5,7 +5,7 @@
  * only certificate is the bound name's, and hand it to the one shared HTTP/2+HTTP/1 server.
  * On a non-TLS port a guest silent for `serverFirstWaitMs` may be waiting for a server's greeting: the
  * flow is re-decided as raw TCP and dialled, and whichever side speaks first chooses the path. It must
- * never splice a TLS port undecided, nor splice a guest's ClientHello that no upstream greeting preceded.
+ * never splice a TLS port undecided, nor let a late ClientHello into a raw splice the server did not open.
  */
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
