@@ -63,6 +63,11 @@ function peek(socket: Socket, head: Buffer, timeoutMs: number, rival: Socket | n
       resolve({ result: first, bytes });
       return;
     }
+    // The guest may have gone while a server-first flow was being decided and dialled.
+    if (socket.destroyed) {
+      resolve({ result: 'closed', bytes });
+      return;
+    }
     // Once the guest spoke first, the upstream's bytes wait in its buffer for the splice.
     const ignoreRival = () => {
       rival?.off('data', onRivalData);
