@@ -6,6 +6,7 @@
  * failed write fails the sink for good (every pending and later append rejects with
  * `audit.write_failed`), so enforcers deny instead of acting unrecorded.
  */
+import { fstatSync, writeSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { open, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -174,8 +175,11 @@ export class AuditLogWriter implements AuditLog {
   private schedule(): void {
     if (this.writing || this.scheduled) return;
     this.scheduled = true;
-    // A microtask, not a timer: appends made in the same tick share the batch, an idle log waits for nothing.
-    queueMicrotask(() => {
+    // Never a timer: an idle log waits for nothing. With fsync, a microtask starts the slow fdatasync at
+    // once and the records arriving meanwhile share the next one. Without, the write is the only cost:
+    // setImmediate lets every append of this turn of the event loop (a burst of datagrams, many sockets'
+    // data) share one write(2), where a microtask would write once per I/O callback.
+    (this.s.fsync ? queueMicrotask : setImmediate)(() => {
       this.scheduled = false;
       void this.drain();
     });
@@ -198,10 +202,10 @@ export class AuditLogWriter implements AuditLog {
         }
         batch = this.queue.splice(0, take);
         this.releaseWaiters();
-        await this.writeFully(Buffer.from(batch.map((p) => p.line).join(''), 'utf8'));
+        this.writeFully(Buffer.from(batch.map((p) => p.line).join(''), 'utf8'));
         if (this.s.fsync) await this.handle.datasync();
         // Writes to a deleted file succeed but reach nobody: an unlinked log counts as a failed write.
-        if ((await this.handle.stat()).nlink === 0) throw unlinkedError(this.path);
+        if (fstatSync(this.handle.fd).nlink === 0) throw unlinkedError(this.path);
         this.size += bytes;
         for (const p of batch) p.done?.resolve();
         batch = [];
@@ -215,11 +219,12 @@ export class AuditLogWriter implements AuditLog {
     }
   }
 
-  private async writeFully(buf: Buffer): Promise<void> {
-    for (let off = 0; off < buf.length; ) {
-      const { bytesWritten } = await this.handle.write(buf, off, buf.length - off, null);
-      off += bytesWritten;
-    }
+  /**
+   * Synchronous on purpose: an append to the page cache takes microseconds, less than the thread-pool
+   * round trip an async write costs, so only the fdatasync (the slow part) leaves the event loop.
+   */
+  private writeFully(buf: Buffer): void {
+    for (let off = 0; off < buf.length; ) off += writeSync(this.handle.fd, buf, off, buf.length - off);
   }
 
   /** Lets waiting callers in, oldest first; each enqueues synchronously, so the queue stays bounded. */
