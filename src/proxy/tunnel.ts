@@ -12,9 +12,9 @@ import { TLSSocket } from 'node:tls';
 import type { Decision } from '../policy/index.js';
 import { decisionRecord, proxyVerdict } from './answers.js';
 import { checkAddresses, type CheckedTarget } from './checked-target.js';
-import { parseClientHello, type ClientHelloPeek } from './client-hello.js';
 import { destinationHost, type Destination } from './destination.js';
 import { checkSni } from './identity.js';
+import { peek } from './peek.js';
 import { closeRecord, type ProxyRuntime } from './runtime.js';
 import { connected, splice } from './splice.js';
 import { dialTcp } from './upstream.js';
@@ -44,70 +44,6 @@ export interface InterceptedFlow {
 export type InterceptHandoff = (tlsSocket: TLSSocket, flow: InterceptedFlow) => void;
 
 export const ALPN = ['h2', 'http/1.1'];
-
-type GuestPeek = ClientHelloPeek | 'timeout' | 'closed';
-type PeekResult = GuestPeek | 'upstream_spoke' | 'upstream_closed';
-
-/**
- * Reads until the ClientHello peek is decided; resolves with everything read (to replay). With a
- * `rival` (the dialled upstream of a silent guest), the rival's first bytes or its close before the
- * guest's first byte end the peek instead; its bytes are put back for the splice.
- */
-function peek(socket: Socket, head: Buffer, timeoutMs: number): Promise<{ result: GuestPeek; bytes: Buffer }>;
-function peek(socket: Socket, head: Buffer, timeoutMs: number, rival: Socket): Promise<{ result: PeekResult; bytes: Buffer }>;
-function peek(socket: Socket, head: Buffer, timeoutMs: number, rival: Socket | null = null): Promise<{ result: PeekResult; bytes: Buffer }> {
-  return new Promise((resolve) => {
-    let bytes = head;
-    const first = parseClientHello(bytes);
-    if (bytes.length > 0 && first.kind !== 'need_more') {
-      resolve({ result: first, bytes });
-      return;
-    }
-    // The guest may have gone while a server-first flow was being decided and dialled.
-    if (socket.destroyed) {
-      resolve({ result: 'closed', bytes });
-      return;
-    }
-    // Once the guest spoke first, the upstream's bytes wait in its buffer for the splice.
-    const ignoreRival = () => {
-      rival?.off('data', onRivalData);
-      rival?.off('end', onRivalGone);
-      rival?.off('close', onRivalGone);
-      rival?.pause();
-    };
-    const finish = (result: PeekResult) => {
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.off('close', onClose);
-      socket.off('end', onClose);
-      socket.pause();
-      ignoreRival();
-      resolve({ result, bytes });
-    };
-    const onData = (chunk: Buffer) => {
-      ignoreRival();
-      bytes = bytes.length === 0 ? chunk : Buffer.concat([bytes, chunk]);
-      const result = parseClientHello(bytes);
-      if (result.kind !== 'need_more') finish(result);
-    };
-    const onRivalData = (chunk: Buffer) => {
-      ignoreRival();
-      rival?.unshift(chunk);
-      finish('upstream_spoke');
-    };
-    const onRivalGone = () => finish('upstream_closed');
-    // The HTTP server's sockets allow half-open: a guest that ends before its hello has gone away.
-    const onClose = () => finish('closed');
-    const timer = setTimeout(() => finish('timeout'), Math.max(0, timeoutMs));
-    socket.on('data', onData);
-    socket.on('close', onClose);
-    socket.on('end', onClose);
-    rival?.on('data', onRivalData);
-    rival?.on('end', onRivalGone);
-    rival?.on('close', onRivalGone);
-    socket.resume();
-  });
-}
 
 export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: InterceptHandoff): Promise<void> {
   const { socket, destination } = tunnel;
