@@ -2,10 +2,12 @@
  * A pure peek at a TLS ClientHello: reads the SNI host name and the ALPN list from the first bytes a
  * client sends, so the proxy can bind the name to the CONNECT and choose passthrough before any TLS
  * stack sees the bytes. It never consumes, decrypts or copies the input and never throws: every input
- * gives `need_more`, a `client_hello`, or one of the declared errors.
+ * gives `need_more`, a `client_hello`, or one of the declared errors. It must never call `not_tls`
+ * anything a TLS server would take as a ClientHello: `not_tls` bytes may be spliced uninspected.
  */
 
-export type ClientHelloError = 'not_tls' | 'not_client_hello' | 'malformed' | 'too_large';
+export const CLIENT_HELLO_ERRORS = ['not_tls', 'sslv2_hello', 'not_client_hello', 'malformed', 'too_large'] as const;
+export type ClientHelloError = (typeof CLIENT_HELLO_ERRORS)[number];
 
 export type ClientHelloPeek =
   | { readonly kind: 'need_more' }
@@ -16,6 +18,9 @@ export type ClientHelloPeek =
 export const MAX_CLIENT_HELLO_BYTES = 32 * 1024;
 
 const RECORD_HANDSHAKE = 0x16;
+const SSL2_HEADER_BIT = 0x80;
+const SSL2_CLIENT_HELLO = 0x01;
+const SSL3_MAJOR = 0x03;
 const HANDSHAKE_CLIENT_HELLO = 0x01;
 const EXT_SERVER_NAME = 0x0000;
 const EXT_ALPN = 0x0010;
@@ -51,7 +56,23 @@ function handshakeBytes(buf: Buffer): Buffer | ClientHelloError {
   return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
 }
 
+/**
+ * The SSLv2-format ("backward-compatible") ClientHello of RFC 5246 E.2: a 2-byte record header with the
+ * high bit set, CLIENT-HELLO (1), then a 3.x version. OpenSSL servers still negotiate TLS 1.0-1.2 from
+ * it (the same test as its record layer, plus its version check), and it carries no extensions, so no
+ * SNI to bind: it is recognised so that it is refused, never spliced as not TLS.
+ */
+function sslv2Hello(buf: Buffer): 'sslv2_hello' | 'need_more' | 'not_tls' {
+  if (buf.length >= 3 && buf[2] !== SSL2_CLIENT_HELLO) return 'not_tls';
+  if (buf.length >= 4 && buf[3] !== SSL3_MAJOR) return 'not_tls';
+  return buf.length >= 4 ? 'sslv2_hello' : 'need_more';
+}
+
 export function parseClientHello(buf: Buffer): ClientHelloPeek {
+  if (buf.length >= 1 && ((buf[0] as number) & SSL2_HEADER_BIT) !== 0) {
+    const legacy = sslv2Hello(buf);
+    return legacy === 'need_more' ? NEED_MORE : fail(legacy);
+  }
   const handshake = handshakeBytes(buf);
   if (typeof handshake === 'string') return fail(handshake);
   if (handshake.length < 4) return buf.length > MAX_CLIENT_HELLO_BYTES ? fail('too_large') : NEED_MORE;

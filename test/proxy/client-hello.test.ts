@@ -1,9 +1,12 @@
-// ClientHello peek: real hellos captured from node:tls, cut at every offset and fuzzed with fast-check.
-import { createServer, type AddressInfo } from 'node:net';
+// ClientHello peek: real hellos captured from node:tls, cut at every offset and fuzzed with fast-check;
+// the SSLv2-format hello built by hand and shown to be one a real OpenSSL server answers.
+import { once } from 'node:events';
+import { createServer, connect as connectTcp, type AddressInfo } from 'node:net';
 import { connect } from 'node:tls';
 import { describe, expect, it, beforeAll } from 'vitest';
 import fc from 'fast-check';
-import { parseClientHello, MAX_CLIENT_HELLO_BYTES } from '../../src/proxy/client-hello.js';
+import { parseClientHello, CLIENT_HELLO_ERRORS, MAX_CLIENT_HELLO_BYTES } from '../../src/proxy/client-hello.js';
+import { sslv2ClientHello, startLegacyTlsServer } from './legacy-tls.js';
 
 /** The first bytes a real TLS client sends, captured by a server that never answers. */
 async function captureHello(options: { servername?: string; ALPNProtocols?: string[] }): Promise<Buffer> {
@@ -82,7 +85,7 @@ describe('parseClientHello', () => {
         const input = Buffer.concat([withSni.subarray(0, cut), Buffer.from(tail)]);
         const result = parseClientHello(input);
         if (cut === withSni.length) expect(result).toEqual(full);
-        else if (result.kind === 'error') expect(['not_tls', 'not_client_hello', 'malformed', 'too_large']).toContain(result.error);
+        else if (result.kind === 'error') expect(CLIENT_HELLO_ERRORS).toContain(result.error);
         else expect(['need_more', 'client_hello']).toContain(result.kind);
       }),
       { numRuns: 2000 },
@@ -109,5 +112,47 @@ describe('parseClientHello', () => {
       }),
       { numRuns: 3000 },
     );
+  });
+});
+
+describe('an SSLv2-format ClientHello (RFC 5246 E.2)', () => {
+  it('is a hello a real OpenSSL server answers with a TLS 1.2 ServerHello', async () => {
+    const legacy = await startLegacyTlsServer();
+    try {
+      const client = connectTcp({ host: '127.0.0.1', port: legacy.port });
+      client.on('error', () => undefined);
+      client.write(sslv2ClientHello());
+      const [reply] = (await once(client, 'data')) as [Buffer];
+      client.destroy();
+      // Handshake record, TLS 1.2, first message ServerHello (2) choosing version 3.3.
+      expect([reply[0], reply[1], reply[2], reply[5], reply[9], reply[10]]).toEqual([0x16, 0x03, 0x03, 0x02, 0x03, 0x03]);
+    } finally {
+      legacy.close();
+    }
+  });
+
+  it.each([
+    ['3.1 (TLS 1.0)', 0x0301],
+    ['3.2 (TLS 1.1)', 0x0302],
+    ['3.3 (TLS 1.2)', 0x0303],
+    ['3.4 (OpenSSL caps it at TLS 1.2)', 0x0304],
+  ])('is sslv2_hello, never not_tls (offered version %s)', (_, version) => {
+    expect(parseClientHello(sslv2ClientHello(version))).toEqual({ kind: 'error', error: 'sslv2_hello' });
+  });
+
+  it('asks for more until the version byte, then names it at every longer cut', () => {
+    const hello = sslv2ClientHello();
+    for (let cut = 0; cut <= hello.length; cut++) {
+      expect(parseClientHello(hello.subarray(0, cut))).toEqual(cut < 4 ? { kind: 'need_more' } : { kind: 'error', error: 'sslv2_hello' });
+    }
+  });
+
+  it('leaves other high-bit bytes not_tls: another SSLv2 message type, SSL 2.0 itself', () => {
+    const otherMessage = sslv2ClientHello();
+    otherMessage[2] = 0x02;
+    expect(parseClientHello(otherMessage)).toEqual({ kind: 'error', error: 'not_tls' });
+    expect(parseClientHello(otherMessage.subarray(0, 3))).toEqual({ kind: 'error', error: 'not_tls' });
+    // OpenSSL refuses an SSLv2 hello whose version is not 3.x, so it stays raw on a non-TLS port.
+    expect(parseClientHello(sslv2ClientHello(0x0002))).toEqual({ kind: 'error', error: 'not_tls' });
   });
 });
