@@ -1,17 +1,20 @@
 /**
  * What happens on a CONNECT after it was allowed and answered 200: peek the first bytes (pure
  * ClientHello parser), bind SNI to the CONNECT authority, then one of: splice (passthrough rule,
- * mode off), re-decide as raw TCP (not TLS), or intercept: wrap the socket in a TLS server socket whose
- * only certificate is the bound name's, and hand it to the one shared HTTP/2+HTTP/1 server.
- * On a non-TLS port a guest silent for `serverFirstWaitMs` may be waiting for a server's greeting: the
- * flow is re-decided as raw TCP and dialled, and whichever side speaks first chooses the path. It must
- * never splice a TLS port undecided, nor let a late ClientHello into a raw splice the server did not open.
+ * mode off), re-decide as raw TCP (not TLS, on a non-TLS port), or intercept: wrap the socket in a TLS
+ * server socket whose only certificate is the bound name's, and hand it to the one shared HTTP/2+HTTP/1
+ * server; anything else is refused. On a non-TLS port a guest silent for `serverFirstWaitMs` may be
+ * waiting for a server's greeting: the flow is re-decided as raw TCP and dialled, and whichever side
+ * speaks first chooses the path. It must never splice a TLS port's bytes uninspected (not TLS there is
+ * refused), nor an SSLv2-format hello on any port, nor let a late ClientHello into a raw splice the
+ * server did not open.
  */
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import type { Decision } from '../policy/index.js';
 import { decisionRecord, proxyVerdict } from './answers.js';
 import { checkAddresses, type CheckedTarget } from './checked-target.js';
+import { MAX_CLIENT_HELLO_BYTES, type ClientHelloPeek } from './client-hello.js';
 import { destinationHost, type Destination } from './destination.js';
 import { checkSni } from './identity.js';
 import { peek } from './peek.js';
@@ -87,15 +90,15 @@ export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: Inter
   // Only a non-TLS port may carry a server-first protocol; a TLS port waits for its ClientHello.
   const window = tunnel.decision.tls ? headersTimeoutMs : Math.min(serverFirstWaitMs, headersTimeoutMs);
   let { result, bytes } = await peek(socket, tunnel.head, window);
-  const refuse = (reason: 'bad_request' | 'identity_mismatch' | 'limit_exceeded', signals: Decision['signals'], sni?: string | null) => {
+  const refuse = (reason: 'bad_request' | 'identity_mismatch' | 'limit_exceeded', signals: Decision['signals'], facts: { sni?: string | null; error?: string } = {}) => {
     rt.counters.activeTunnels--;
     rt.counters.denied++;
     rt.appendInBackground(
-      decisionRecord({ conn: tunnel.conn, protocol: 'https', destination, ip: tunnel.target.ip, decrypted: false, ...(sni === undefined ? {} : { sni }) }, proxyVerdict(policy, reason, signals)),
+      decisionRecord({ conn: tunnel.conn, protocol: 'https', destination, ip: tunnel.target.ip, decrypted: false, ...(facts.sni === undefined ? {} : { sni: facts.sni }) }, proxyVerdict(policy, reason, signals)),
     );
     upstream?.destroy();
     socket.destroy();
-    closeWith({ reason, signals, bytesUp: bytes.length });
+    closeWith({ reason, signals, bytesUp: bytes.length, ...(facts.error === undefined ? {} : { error: facts.error }) });
   };
 
   const abandon = (error: string) => {
@@ -137,18 +140,19 @@ export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: Inter
     refuse('limit_exceeded', ['slow_client']);
     return;
   }
-  if (result.kind === 'error' && result.error === 'not_tls') {
+  // Only a non-TLS port may carry raw TCP: on a TLS port, a splice would skip every request rule.
+  if (result.kind === 'error' && result.error === 'not_tls' && !tunnel.decision.tls) {
     if (serverFirst === null) await runRawTcp(rt, tunnel, bytes, spliceTo, refuse);
     else if (serverFirst.destroyed) abandon('the upstream closed before the guest finished its first bytes');
     else spliceTo(serverFirst, bytes);
     return;
   }
   if (result.kind !== 'client_hello') {
-    refuse('bad_request', []);
+    refuse('bad_request', [], { error: unusableFirstBytes(result) });
     return;
   }
   if (checkSni(destination, result.sni).kind === 'mismatch') {
-    refuse('identity_mismatch', ['identity_mismatch'], result.sni);
+    refuse('identity_mismatch', ['identity_mismatch'], { sni: result.sni });
     return;
   }
   // A ClientHello sent after the window but before any greeting lands here too: a slow TLS client is
@@ -161,7 +165,28 @@ export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: Inter
   await intercept(rt, tunnel, bytes, result.sni, handoff, closeWith, refuse);
 }
 
-/** Not TLS after CONNECT: the flow is raw TCP and must be allowed as such. */
+/** Why first bytes that are no usable ClientHello closed the tunnel, for its close record. */
+function unusableFirstBytes(peeked: Exclude<ClientHelloPeek, { kind: 'client_hello' }>): string {
+  if (peeked.kind === 'need_more') return 'the ClientHello was cut short';
+  switch (peeked.error) {
+    case 'not_tls':
+      return 'the first bytes on a TLS port are not TLS';
+    case 'sslv2_hello':
+      return 'an SSLv2-format ClientHello (no extensions, no SNI) cannot be intercepted';
+    case 'not_client_hello':
+      return 'the first TLS handshake message is not a ClientHello';
+    case 'malformed':
+      return 'the ClientHello is malformed';
+    case 'too_large':
+      return `the ClientHello is larger than ${MAX_CLIENT_HELLO_BYTES} bytes`;
+    default: {
+      const never: never = peeked.error;
+      return never;
+    }
+  }
+}
+
+/** Not TLS after CONNECT on a non-TLS port: the flow is raw TCP and must be allowed as such. */
 async function runRawTcp(
   rt: ProxyRuntime,
   tunnel: Tunnel,

@@ -5,7 +5,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import 'reflect-metadata';
@@ -269,6 +269,27 @@ export async function connectTunnel(port: number, authority: string, host: strin
     };
     socket.on('data', onData);
     socket.once('error', reject);
+  });
+}
+
+/** Collects what arrives on `socket` until `done(text)` holds or the socket closes. */
+export function readUntil(socket: Socket, done: (text: string) => boolean): Promise<{ text: string; closed: boolean }> {
+  return new Promise((resolve) => {
+    let text = '';
+    const finish = (closed: boolean) => {
+      socket.off('data', onData);
+      socket.off('close', onClose);
+      resolve({ text, closed });
+    };
+    const onData = (chunk: Buffer) => {
+      text += chunk.toString('latin1');
+      if (done(text)) finish(false);
+    };
+    const onClose = () => finish(true);
+    socket.on('data', onData);
+    socket.on('close', onClose);
+    socket.on('error', () => undefined);
+    socket.resume();
   });
 }
 

@@ -3,11 +3,11 @@
 // a non-TLS port must get the greeting once the flow is decided and recorded as tcp; a tcp deny, a TLS
 // port and a late ClientHello must keep today's strictness.
 import { readFileSync } from 'node:fs';
-import { createServer as createNetServer, type Server, type Socket } from 'node:net';
+import { createServer as createNetServer, type Server } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditRecord } from '../../src/audit/index.js';
-import { connectTunnel, decisions, makeOriginCa, startHttpsOrigin, startTestProxy, testResolver, type OriginCa, type TestProxy } from './helpers.js';
+import { connectTunnel, decisions, makeOriginCa, readUntil, startHttpsOrigin, startTestProxy, testResolver, type OriginCa, type TestProxy } from './helpers.js';
 
 const GREETING = '220 ready\r\n';
 
@@ -30,27 +30,6 @@ async function startGreeter(auditPath: () => string, greeting: string | null = G
   const address = server.address();
   if (address === null || typeof address === 'string') throw new Error('greeter has no TCP address');
   return { server, port: address.port, auditAtAccept };
-}
-
-/** Collects what arrives on `socket` until `done(text)` holds or the socket closes. */
-function readUntil(socket: Socket, done: (text: string) => boolean): Promise<{ text: string; closed: boolean }> {
-  return new Promise((resolve) => {
-    let text = '';
-    const finish = (closed: boolean) => {
-      socket.off('data', onData);
-      socket.off('close', onClose);
-      resolve({ text, closed });
-    };
-    const onData = (chunk: Buffer) => {
-      text += chunk.toString('latin1');
-      if (done(text)) finish(false);
-    };
-    const onClose = () => finish(true);
-    socket.on('data', onData);
-    socket.on('close', onClose);
-    socket.on('error', () => undefined);
-    socket.resume();
-  });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
