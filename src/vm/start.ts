@@ -40,11 +40,13 @@ export interface BootVmOptions {
   /** 'auto' (default) runs the cached KVM probe. */
   readonly accelerator?: Accelerator | 'auto';
   readonly kernelVersion?: string;
+  /** Assets prepared ahead (the supervisor checks the kernel while its workspace is still being created). */
+  readonly assets?: Promise<BootAssets>;
   readonly backend?: VmBackend;
 }
 
 export async function bootVm(options: BootVmOptions): Promise<RunningVm> {
-  const assets = await prepareBootAssets(options.stateDir, options.kernelVersion);
+  const assets = await (options.assets ?? prepareBootAssets(options.stateDir, options.kernelVersion));
   const size = profile(options.profile ?? 'small');
   const accelerator =
     options.accelerator === undefined || options.accelerator === 'auto'

@@ -1,12 +1,47 @@
 /**
- * The supervisor process entry: `node dist/vm/supervisor/main.js STATE_DIR NAME`, spawned detached by
- * `microagent start`. Its stdout/stderr go to the workspace's supervisor.log.
+ * The supervisor process entry: `node dist/vm/supervisor/main.js STATE_DIR [PENDING_LOG]`, spawned
+ * detached by src/vm/workspace/supervisor-process.ts; its stdout/stderr go to the workspace's
+ * supervisor.log. The workspace's name arrives as one line on stdin, so the kernel check below runs
+ * while the caller is still creating the workspace. No name (the caller gave up): exit, removing the
+ * pending log the caller made for it.
  */
+import { unlink } from 'node:fs/promises';
+import { prepareBootAssets } from '../start.js';
 import { superviseWorkspace } from './supervisor.js';
 
-const [stateDir, name] = process.argv.slice(2);
-if (stateDir === undefined || name === undefined) {
-  process.stderr.write('usage: main.js STATE_DIR NAME (started by "microagent start", not by hand)\n');
+const [stateDir, pendingLog] = process.argv.slice(2);
+if (stateDir === undefined) {
+  process.stderr.write('usage: main.js STATE_DIR [PENDING_LOG] (started by "microagent start" or "run", not by hand)\n');
   process.exit(2);
 }
-await superviseWorkspace(stateDir, name);
+const bootAssets = prepareBootAssets(stateDir);
+// Awaited inside the start, which records a failure (a missing kernel) as the workspace's start error.
+bootAssets.catch(() => undefined);
+const name = await firstLine(process.stdin);
+if (name === null) {
+  if (pendingLog !== undefined) await unlink(pendingLog).catch(() => undefined);
+  process.exit(0);
+}
+await superviseWorkspace(stateDir, name, bootAssets);
+
+/** The first line on `input`, or null if it ends without one; stops reading either way. */
+function firstLine(input: NodeJS.ReadStream): Promise<string | null> {
+  return new Promise((resolve) => {
+    let text = '';
+    const finish = (line: string | null) => {
+      input.off('data', onData);
+      input.off('end', onEnd);
+      input.destroy();
+      resolve(line);
+    };
+    const onData = (chunk: Buffer) => {
+      text += chunk.toString('utf8');
+      const end = text.indexOf('\n');
+      if (end >= 0) finish(text.slice(0, end));
+    };
+    const onEnd = () => finish(null);
+    input.on('data', onData);
+    input.on('end', onEnd);
+    input.on('error', onEnd);
+  });
+}

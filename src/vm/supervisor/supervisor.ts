@@ -5,6 +5,7 @@
  * forwards lead to are gone, so the guest's egress fails closed.
  */
 import { randomUUID } from 'node:crypto';
+import { closeSync, writeSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +13,7 @@ import type { Server } from 'node:net';
 import { asMicroagentError, MicroagentError } from '../../errors.js';
 import { childLog } from '../../log.js';
 import type { NetworkConfig, RunningVm } from '../backend.js';
-import { bootVm, standardGuestConfig } from '../start.js';
+import { bootVm, standardGuestConfig, type BootAssets } from '../start.js';
 import type { ExitStatus } from '../protocol.js';
 import { transition, type Verb, type WorkspaceState } from '../workspace/lifecycle.js';
 import {
@@ -116,6 +117,7 @@ class Supervisor {
     this.control = await startControlServer(join(this.runDir, 'control.sock'), (req, conn) => this.handle(req, conn));
     const timings = `mediator up at ${upMs} ms, boot to agent ${Math.round(agentUp - bootStarted)} ms, configure+probe ${Math.round(performance.now() - agentUp)} ms`;
     await this.record('start', 'running', `${vm.accelerator}, pid ${vm.pid}; ${timings}`);
+    tellStarter();
   }
 
   /** A failed boot must not leave its QEMU running: nothing would ever stop it (gc only sees a dead supervisor). */
@@ -249,8 +251,21 @@ class Supervisor {
   }
 }
 
-/** Entry for the supervisor process: runs until the VM exits. */
-export async function superviseWorkspace(stateDir: string, name: string): Promise<void> {
+/**
+ * Tells the process that spawned this one (fd 3, src/vm/workspace/supervisor-process.ts) that the start
+ * has settled and its outcome is recorded. A starter that is gone, or no fd 3, is not an error.
+ */
+function tellStarter(): void {
+  try {
+    writeSync(3, 'settled\n');
+    closeSync(3);
+  } catch {
+    // Nobody is waiting: the state directory holds the outcome.
+  }
+}
+
+/** Entry for the supervisor process: runs until the VM exits. `bootAssets`: checked before the name arrived. */
+export async function superviseWorkspace(stateDir: string, name: string, bootAssets: Promise<BootAssets>): Promise<void> {
   const manifest = await readManifest(stateDir, name);
   const { config } = manifest;
   const paths = workspacePaths(stateDir, name);
@@ -277,6 +292,7 @@ export async function superviseWorkspace(stateDir: string, name: string): Promis
     const bootStarted = performance.now();
     const vmUp = bootVm({
       stateDir,
+      assets: bootAssets,
       rootfsPath: paths.disk,
       runDir,
       memoryMiB: config.memoryMiB,
@@ -306,6 +322,7 @@ export async function superviseWorkspace(stateDir: string, name: string): Promis
     await mediator?.close().catch(() => undefined);
     await rm(runDir, { recursive: true, force: true }).catch(() => undefined);
     await writeRuntime(stateDir, name, null).catch(() => undefined);
+    tellStarter();
     process.exit(1);
   }
 }

@@ -10,6 +10,7 @@ import { summarizeAuditLog, type AuditSummary } from '../../audit/query.js';
 import { MicroagentError } from '../../errors.js';
 import { readManifest, workspacePaths } from './store.js';
 import { createWorkspace, deleteWorkspace, execInWorkspace, signalWorkspace, startWorkspace, type CreateOptions } from './service.js';
+import { spawnSupervisor } from './supervisor-process.js';
 
 export interface RunOptions extends CreateOptions {
   readonly onStdout: (data: Buffer) => void;
@@ -32,7 +33,14 @@ export interface RunResult {
 export async function runInWorkspace(stateDir: string, options: RunOptions): Promise<RunResult> {
   const t0 = performance.now();
   const name = `run-${randomBytes(4).toString('hex')}`;
-  await createWorkspace(stateDir, name, options);
+  // Spawned first, so its start-up and kernel check overlap building the workspace's disk.
+  const supervisor = await spawnSupervisor(stateDir);
+  try {
+    await createWorkspace(stateDir, name, options);
+  } catch (err) {
+    supervisor.cancel();
+    throw err;
+  }
   const created = performance.now();
   let started = created;
   let firstOutput: number | null = null;
@@ -42,7 +50,7 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
   let exit: { code: number | null; signal: string | null } = { code: null, signal: null };
   let failure: unknown = null;
   try {
-    await startWorkspace(stateDir, name);
+    await startWorkspace(stateDir, name, { supervisor });
     started = performance.now();
     const { run } = (await readManifest(stateDir, name)).config;
     if (run.argv.length === 0) {

@@ -4,14 +4,13 @@
  * acts on the state directory or asks the workspace's supervisor over its control socket.
  */
 import { randomUUID } from 'node:crypto';
-import { spawn } from 'node:child_process';
-import { copyFile, open, readFile, rm } from 'node:fs/promises';
+import { copyFile, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MicroagentError, type ErrorKind } from '../../errors.js';
 import { parseChannelDeclarations } from '../../mediation/channels.js';
 import type { Mode } from '../../policy/types.js';
-import { DEFAULT_POLICY_FILE, PACKAGE_ROOT } from '../../paths.js';
+import { DEFAULT_POLICY_FILE } from '../../paths.js';
 import { prepareWorkspaceDisk } from '../rootfs/ext4.js';
 import { imageRunSpec } from '../rootfs/image-config.js';
 import type { ProgressListener } from '../rootfs/progress.js';
@@ -19,6 +18,7 @@ import { ControlClient, type ExecOptions, type ExecResult } from '../supervisor/
 import { transition, VM_STATES, type Verb, type WorkspaceState } from './lifecycle.js';
 import { processAlive, withWorkspaceLock } from './lock.js';
 import { PROFILES, parsePublish, type Profile } from './options.js';
+import { spawnSupervisor, type SupervisorProcess } from './supervisor-process.js';
 import {
   createWorkspaceDir,
   listWorkspaceNames,
@@ -131,50 +131,55 @@ async function readCaFile(path: string): Promise<string> {
   return text;
 }
 
-const SUPERVISOR_MAIN = join(PACKAGE_ROOT, 'dist', 'vm', 'supervisor', 'main.js');
+export interface StartOptions {
+  readonly timeoutMs?: number;
+  /** A supervisor spawned earlier by the caller (see supervisor-process.ts); by default one is spawned here. */
+  readonly supervisor?: SupervisorProcess;
+}
 
 /** Spawns the workspace's supervisor and waits until the workspace is running (or failed). */
-export async function startWorkspace(stateDir: string, name: string, timeoutMs = 180_000): Promise<WorkspaceStatus> {
+export async function startWorkspace(stateDir: string, name: string, options: StartOptions = {}): Promise<WorkspaceStatus> {
   const paths = workspacePaths(stateDir, name);
-  await withWorkspaceLock(paths.lock, name, async () => {
-    const manifest = await readManifest(stateDir, name);
-    transition(name, manifest.state, 'start');
-    await rm(paths.startError, { force: true });
-    await recordState(stateDir, name, 'start', 'starting', null);
-    const logFile = await open(paths.supervisorLog, 'a', 0o600);
-    const child = spawn(process.execPath, [SUPERVISOR_MAIN, stateDir, name], {
-      detached: true,
-      stdio: ['ignore', logFile.fd, logFile.fd],
-    });
-    child.unref();
-    await logFile.close();
-    // Recorded under the lock, before the supervisor can write its own: otherwise a concurrent gc sees a
-    // `starting` workspace without a runtime record and marks it failed while it boots.
-    if (child.pid !== undefined) {
+  const timeoutMs = options.timeoutMs ?? 180_000;
+  let supervisor = options.supervisor;
+  try {
+    await withWorkspaceLock(paths.lock, name, async () => {
+      const manifest = await readManifest(stateDir, name);
+      transition(name, manifest.state, 'start');
+      await rm(paths.startError, { force: true });
+      await recordState(stateDir, name, 'start', 'starting', null);
+      supervisor ??= await spawnSupervisor(stateDir, paths.supervisorLog);
+      // Recorded under the lock, before the supervisor can write its own: otherwise a concurrent gc sees a
+      // `starting` workspace without a runtime record and marks it failed while it boots.
       await writeRuntime(stateDir, name, {
         runtimeId: 'pending',
-        supervisorPid: child.pid,
+        supervisorPid: supervisor.pid,
         vmPid: null,
         controlSocket: '',
         startedAt: new Date().toISOString(),
         backend: 'qemu-microvm',
         accelerator: 'pending',
       });
-    }
-  });
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const manifest = await readManifest(stateDir, name);
-    if (manifest.state === 'running') return workspaceStatus(stateDir, name);
-    if (manifest.state !== 'starting') throw await startFailure(stateDir, name);
-    if (Date.now() > deadline) {
-      throw new MicroagentError('transient', `workspace "${name}" did not become ready within ${timeoutMs / 1000} s`, {
-        code: 'lifecycle.start_timeout',
-        remediation: `see ${paths.serialLog}; kill it with "microagent kill ${name}"`,
-      });
-    }
-    await sleep(25); // a small file read; the guest boot it waits for takes seconds
+      await supervisor.launch(name);
+    });
+  } catch (err) {
+    supervisor?.cancel();
+    throw err;
   }
+  const timedOut = Symbol('timeout');
+  const stopTimer = new AbortController();
+  const timer = sleep(timeoutMs, timedOut, { signal: stopTimer.signal }).catch(() => undefined);
+  const outcome = await Promise.race([(supervisor as SupervisorProcess).settled, timer]);
+  stopTimer.abort();
+  if (outcome === timedOut) {
+    throw new MicroagentError('transient', `workspace "${name}" did not become ready within ${timeoutMs / 1000} s`, {
+      code: 'lifecycle.start_timeout',
+      remediation: `see ${paths.serialLog}; kill it with "microagent kill ${name}"`,
+    });
+  }
+  // Settled means recorded, or a supervisor that died first (its workspace still says starting).
+  if ((await readManifest(stateDir, name)).state === 'running') return workspaceStatus(stateDir, name);
+  throw await startFailure(stateDir, name);
 }
 
 /** The supervisor's reason with its own kind (a missing kernel is not_found, not worth retrying), else the last event. */

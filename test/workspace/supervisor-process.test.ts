@@ -1,0 +1,67 @@
+// The supervisor spawned before its workspace is named (src/vm/workspace/supervisor-process.ts), with
+// the real supervisor process from dist/ (npm test builds first) and no VM: a caller that gives up leaves
+// nothing behind, and a supervisor gone before it could record anything fails the start at once instead
+// of leaving the caller waiting out its timeout.
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startWorkspace } from '../../src/vm/workspace/service.js';
+import { createWorkspaceDir, listWorkspaceNames, workspacesRoot, writeManifest } from '../../src/vm/workspace/store.js';
+import { spawnSupervisor } from '../../src/vm/workspace/supervisor-process.js';
+import { processAlive } from '../../src/vm/workspace/lock.js';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+function stateDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'microagent-supervisor-'));
+  dirs.push(dir);
+  return dir;
+}
+
+async function exited(pid: number): Promise<boolean> {
+  for (let i = 0; i < 200 && processAlive(pid); i++) await new Promise((r) => setTimeout(r, 25));
+  return !processAlive(pid);
+}
+
+describe('a supervisor spawned before its workspace is named', () => {
+  it('exits and removes its pending log when the caller gives up, and was never listed as a workspace', async () => {
+    const dir = stateDir();
+    const supervisor = await spawnSupervisor(dir);
+    const pending = readdirSync(workspacesRoot(dir));
+    expect(pending).toHaveLength(1);
+    expect(pending[0]).toMatch(/^\.supervisor-[0-9a-f]{12}\.log$/);
+    expect(await listWorkspaceNames(dir)).toEqual([]);
+
+    supervisor.cancel();
+    await supervisor.settled;
+    expect(await exited(supervisor.pid)).toBe(true);
+    expect(readdirSync(workspacesRoot(dir))).toEqual([]);
+  });
+
+  it('a supervisor that died before recording anything fails the start at once, not at the timeout', async () => {
+    const dir = stateDir();
+    await createWorkspaceDir(dir, 'w1');
+    await writeManifest(dir, {
+      name: 'w1',
+      id: '00000000-0000-4000-8000-000000000001',
+      createdAt: new Date().toISOString(),
+      state: 'prepared',
+      config: {
+        image: 'test', imageDigest: 'sha256:0', run: { argv: [], env: [], cwd: '/', uid: 0, gid: 0 }, env: [], network: 'isolated',
+        egress: 'guarded', policySource: null, publish: [], mediation: [], memoryMiB: 128, cpus: 1, dnsUpstreams: [], upstreamCa: [],
+      },
+    });
+    const supervisor = await spawnSupervisor(dir);
+    process.kill(supervisor.pid, 'SIGKILL');
+    expect(await exited(supervisor.pid)).toBe(true);
+
+    const started = startWorkspace(dir, 'w1', { supervisor, timeoutMs: 600_000 });
+    await expect(started).rejects.toMatchObject({ code: 'lifecycle.start_failed' });
+    // Its pending log became the workspace's, where the failure message points.
+    expect(existsSync(join(workspacesRoot(dir), 'w1', 'supervisor.log'))).toBe(true);
+  });
+});
