@@ -43,13 +43,15 @@ afterAll(() => {
 
 /**
  * Opens a tunnel to `authority` through a fresh proxy (so its audit log holds this flow alone), sends
- * `bytes` first, and returns the first answer (or the close) and the records once the tunnel closed.
+ * `bytes` first (after `silentMs`), and returns the first answer (or the close) and the records once
+ * the tunnel closed.
  */
-async function sendFirst(authority: string, bytes: Buffer | string): Promise<{ reply: { text: string; closed: boolean }; records: AuditRecord[] }> {
+async function sendFirst(authority: string, bytes: Buffer | string, silentMs = 0): Promise<{ reply: { text: string; closed: boolean }; records: AuditRecord[] }> {
   const tp = await startTestProxy(POLICY, { resolver });
   try {
     const { socket, status } = await connectTunnel(tp.port, authority);
     expect(status).toBe(200);
+    if (silentMs > 0) await new Promise((resolve) => setTimeout(resolve, silentMs));
     socket.write(bytes);
     const reply = await readUntil(socket, (text) => text.length > 0);
     socket.destroy();
@@ -81,6 +83,19 @@ describe('an SSLv2-format ClientHello is refused on every port', () => {
     expect(reply).toEqual({ text: '', closed: true });
     expect(legacy.accepted()).toBe(accepted);
     expectRefused(records, 'SSLv2');
+  });
+
+  it('after the server-first window on a non-TLS port too: the raw upstream it opened is closed unused', async () => {
+    // Silent past serverFirstWaitMs: the flow is decided as tcp and the legacy server dialled; TLS
+    // servers never greet, so the guest's hello meets the peek, not the splice.
+    const { reply, records } = await sendFirst(`legacy.test:${legacy.port}`, sslv2ClientHello(), 800);
+    expect(reply).toEqual({ text: '', closed: true });
+    expect(decisions(records).map((d) => [d.protocol, d.verdict, d.reason])).toEqual([
+      ['https', 'allow', 'rule_allow'],
+      ['tcp', 'allow', 'rule_allow'],
+      ['https', 'deny', 'bad_request'],
+    ]);
+    expect(records.find((r) => r.event === 'egress.close')).toMatchObject({ reason: 'bad_request', bytes_down: 0, error: expect.stringContaining('SSLv2') });
   });
 });
 
