@@ -111,8 +111,9 @@ export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: Inter
   // The raw TCP flow of a silent guest, already decided, recorded and dialled; null otherwise.
   let serverFirst: Socket | null = null;
   if (result === 'timeout' && window < headersTimeoutMs) {
-    if (bytes.length > 0) {
-      // A ClientHello under way: the guest is not waiting for a greeting.
+    if (bytes.length > 0 || checkAddresses(policy, 'tcp', destination, [tunnel.target.ip]).kind === 'denied') {
+      // A ClientHello under way, or raw TCP denied here anyway: no server-first protocol can be meant, so
+      // wait for the guest as on a TLS port. (A slow TLS client must not be cut by a tcp deny.)
       ({ result, bytes } = await peek(socket, bytes, deadline - Date.now()));
     } else {
       serverFirst = await openRawTcp(rt, tunnel, refuse);

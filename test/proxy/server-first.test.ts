@@ -62,11 +62,21 @@ rules:
     hosts: [mail.test]
 `;
 
+const HTTPS_ONLY = `version: 1
+mode: strict
+rules:
+  - id: origins-https
+    action: allow
+    hosts: [origin.test]
+    protocols: [https]
+`;
+
 const resolver = testResolver({ 'mail.test': ['127.0.0.1'], 'secure.mail.test': ['127.0.0.1'], 'origin.test': ['127.0.0.1'] });
 let ca: OriginCa;
 let tp: TestProxy;
 let denying: TestProxy;
 let strictTls: TestProxy;
+let httpsOnly: TestProxy;
 let greeter: Greeter;
 let denyGreeter: Greeter;
 let tlsGreeter: Greeter;
@@ -78,15 +88,16 @@ beforeAll(async () => {
   httpsPort = (await startHttpsOrigin(ca)).port;
   // The production defaults for the window and the headers timeout.
   tp = await startTestProxy(ALLOW, { resolver, originCa: ca });
-  denying = await startTestProxy(DENY_TCP, { resolver });
+  denying = await startTestProxy(DENY_TCP, { resolver, limits: { headersTimeoutMs: 600, serverFirstWaitMs: 100 } });
   strictTls = await startTestProxy(ALLOW, { resolver, limits: { headersTimeoutMs: 600, serverFirstWaitMs: 100 } });
+  httpsOnly = await startTestProxy(HTTPS_ONLY, { resolver, originCa: ca, limits: { serverFirstWaitMs: 100 } });
   greeter = await startGreeter(() => tp.auditPath);
   silentServer = await startGreeter(() => tp.auditPath, null);
   denyGreeter = await startGreeter(() => denying.auditPath);
   tlsGreeter = await startGreeter(() => strictTls.auditPath);
 });
 afterAll(async () => {
-  await Promise.all([tp?.close(), denying?.close(), strictTls?.close()]);
+  await Promise.all([tp?.close(), denying?.close(), strictTls?.close(), httpsOnly?.close()]);
   for (const g of [greeter, silentServer, denyGreeter, tlsGreeter]) g?.server.close();
 });
 
@@ -110,15 +121,20 @@ describe('a silent guest on a non-TLS port (server-first protocols)', () => {
     expect(atAccept).toContain('"protocol":"tcp"');
   });
 
-  it('a tcp deny closes the tunnel without dialling and records the deny', async () => {
-    const { socket, status } = await connectTunnel(denying.port, `mail.test:${denyGreeter.port}`);
-    expect(status).toBe(200);
-    const { text, closed } = await readUntil(socket, () => false);
+  it('where tcp is denied, a silent guest is never dialled and is cut at the headers timeout; non-TLS bytes get the tcp deny', async () => {
+    const silent = await connectTunnel(denying.port, `mail.test:${denyGreeter.port}`);
+    expect(silent.status).toBe(200);
+    const { text, closed } = await readUntil(silent.socket, () => false);
     expect(closed).toBe(true);
     expect(text).toBe('');
+    const talking = await connectTunnel(denying.port, `mail.test:${denyGreeter.port}`);
+    talking.socket.write('EHLO guest\r\n');
+    expect((await readUntil(talking.socket, () => false)).text).toBe('');
     expect(denyGreeter.auditAtAccept).toHaveLength(0);
     const records = await denying.records((rs) => decisions(rs).some((d) => d.protocol === 'tcp'));
     expect(decisions(records).filter((d) => forPort(denyGreeter.port)(d))).toEqual([
+      expect.objectContaining({ protocol: 'https', verdict: 'allow', rule: 'mail' }),
+      expect.objectContaining({ protocol: 'https', verdict: 'deny', reason: 'limit_exceeded', signals: ['slow_client'] }),
       expect.objectContaining({ protocol: 'https', verdict: 'allow', rule: 'mail' }),
       expect.objectContaining({ protocol: 'tcp', verdict: 'deny', rule: 'no-raw-mail', reason: 'rule_deny' }),
     ]);
@@ -167,7 +183,11 @@ describe('what the window must not change', () => {
     expect(closeOf(records, port)).toMatchObject({ reason: 'limit_exceeded', signals: ['slow_client'] });
   });
 
-  it('a ClientHello sent after the window, before any greeting, is still intercepted', async () => {
+  it.each([
+    ['tcp is allowed there (decided and dialled in vain, then closed)', () => tp],
+    ['tcp is denied there (no window: it waits for the guest as on a TLS port)', () => httpsOnly],
+  ])('a ClientHello sent after the window, before any greeting, is still intercepted when %s', async (_, proxy) => {
+    const tp = proxy();
     const { socket, status } = await connectTunnel(tp.port, `origin.test:${httpsPort}`);
     expect(status).toBe(200);
     await sleep(800);
