@@ -19,14 +19,13 @@ function sameHost(bound: Destination, other: Destination | { kind: 'name'; host:
 }
 
 /**
- * SNI must equal the CONNECT host. An IP CONNECT must carry no SNI (a name there would be a second
- * identity); a name CONNECT without SNI keeps its bound name.
+ * SNI must equal the CONNECT host. An IP CONNECT may carry no SNI or (against RFC 6066, as some
+ * clients do) that same IP, never a name (a second identity); a name CONNECT without SNI keeps its name.
  */
 export function checkSni(bound: Destination, sni: string | null): IdentityCheck {
   if (sni === null) return SAME;
-  if (bound.kind === 'ip') return { kind: 'mismatch', field: 'sni', claimed: sni };
-  // Some clients (Go's hey, for one) send `host:port` as the server name. It still names one
-  // destination, so it binds when both host and port are the bound ones.
+  // Some clients (Go's hey, for one) send `host:port` as the server name, `ip:port` for an IP URL.
+  // It still names one destination, so it binds when both host and port are the bound ones.
   if (sni.includes(':')) {
     const parsed = parseAuthority(sni, null);
     if (parsed.kind === 'ok' && sameHost(bound, parsed.destination) && parsed.destination.port === bound.port) return SAME;
