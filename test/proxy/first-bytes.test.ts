@@ -4,6 +4,7 @@
 // becomes an uninspected raw TCP splice. On other ports non-TLS bytes stay raw TCP.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditRecord } from '../../src/audit/index.js';
+import { DEFAULT_LIMITS } from '../../src/proxy/limits.js';
 import { connectTunnel, decisions, readUntil, startHttpOrigin, startTestProxy, testResolver } from './helpers.js';
 import { sslv2ClientHello, startLegacyTlsServer, type LegacyTlsServer } from './legacy-tls.js';
 
@@ -47,7 +48,8 @@ afterAll(() => {
  * the tunnel closed.
  */
 async function sendFirst(authority: string, bytes: Buffer | string, silentMs = 0): Promise<{ reply: { text: string; closed: boolean }; records: AuditRecord[] }> {
-  const tp = await startTestProxy(POLICY, { resolver });
+  // The production window: one case waits past it.
+  const tp = await startTestProxy(POLICY, { resolver, limits: { serverFirstWaitMs: DEFAULT_LIMITS.serverFirstWaitMs } });
   try {
     const { socket, status } = await connectTunnel(tp.port, authority);
     expect(status).toBe(200);

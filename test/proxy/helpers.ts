@@ -151,6 +151,8 @@ export interface TestProxy {
   close(): Promise<void>;
 }
 
+const TEST_SERVER_FIRST_WAIT_MS = 5_000;
+
 export async function startTestProxy(
   policyText: string,
   options: { resolver: HostResolver; originCa?: OriginCa; audit?: (real: AuditSink) => AuditSink } & Partial<Pick<EgressProxyOptions, 'limits' | 'secrets' | 'socketPath'>>,
@@ -169,7 +171,9 @@ export async function startTestProxy(
     listen: { host: '127.0.0.1', port: 0 },
     workspace: 'test',
     ...(options.originCa ? { upstreamCa: [options.originCa.caPem] } : {}),
-    ...(options.limits ? { limits: options.limits } : {}),
+    // Tests that count records exactly must not see a slow TLS client (a loaded CI machine) cross the
+    // server-first window and gain a tcp record; server-first.test.ts sets the window it tests.
+    limits: { serverFirstWaitMs: TEST_SERVER_FIRST_WAIT_MS, ...options.limits },
     ...(options.secrets ? { secrets: options.secrets } : {}),
     ...(options.socketPath ? { socketPath: options.socketPath } : {}),
     drainMs: 200,

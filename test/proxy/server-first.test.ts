@@ -7,6 +7,7 @@ import { createServer as createNetServer, type Server } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditRecord } from '../../src/audit/index.js';
+import { DEFAULT_LIMITS } from '../../src/proxy/limits.js';
 import { connectTunnel, decisions, makeOriginCa, readUntil, startHttpsOrigin, startTestProxy, testResolver, type OriginCa, type TestProxy } from './helpers.js';
 
 const GREETING = '220 ready\r\n';
@@ -87,7 +88,7 @@ beforeAll(async () => {
   ca = makeOriginCa();
   httpsPort = (await startHttpsOrigin(ca)).port;
   // The production defaults for the window and the headers timeout.
-  tp = await startTestProxy(ALLOW, { resolver, originCa: ca });
+  tp = await startTestProxy(ALLOW, { resolver, originCa: ca, limits: { serverFirstWaitMs: DEFAULT_LIMITS.serverFirstWaitMs } });
   denying = await startTestProxy(DENY_TCP, { resolver, limits: { headersTimeoutMs: 600, serverFirstWaitMs: 100 } });
   strictTls = await startTestProxy(ALLOW, { resolver, limits: { headersTimeoutMs: 600, serverFirstWaitMs: 100 } });
   httpsOnly = await startTestProxy(HTTPS_ONLY, { resolver, originCa: ca, limits: { serverFirstWaitMs: 100 } });
