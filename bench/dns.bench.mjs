@@ -7,7 +7,8 @@
 // Our server writes a real, hash-chained audit record per query: once with fsync (the product
 // default: each answer waits for durability, group commit) and once without (appends after write(2)).
 // A third run with a sink that records nothing is a reference only (not a product mode): it shows
-// what the resolver itself costs apart from the audit log. The disk's own fdatasync latency is
+// what the resolver itself costs apart from the audit log. A last row answers with node's dgram and no
+// DNS work at all (each query echoed back as its own answer): the ceiling of any node UDP server here. The disk's own fdatasync latency is
 // measured too, because with fsync it bounds both p99 and qps (qps ~ outstanding queries / sync time).
 // Our server runs in its own process (like dnsmasq), so the load generator never shares its event loop.
 // Run `npm run build` first. Usage: node bench/dns.bench.mjs [seconds]
@@ -131,6 +132,22 @@ const NO_GUARD = {
 };
 
 if (serving) await serve(Number(process.argv[3]), process.argv[4], process.argv[5]);
+if (process.argv[2] === '--echo') await echo();
+
+/**
+ * Child-process mode: node's dgram alone, answering each query with itself flagged as a response. No
+ * DNS work at all: the most any node UDP server can answer on this machine, the floor for our rows.
+ */
+async function echo() {
+  const socket = createSocket('udp4');
+  socket.on('message', (message, peer) => {
+    message[2] |= 0x80;
+    socket.send(message, peer.port, peer.address);
+  });
+  await new Promise((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  process.stdout.write(`${socket.address().port}\n`);
+  await new Promise(() => {});
+}
 
 /** Child-process mode: serve the bench zone through our resolver until killed. */
 async function serve(upstreamPort, auditMode, auditPath) {
@@ -148,9 +165,8 @@ async function serve(upstreamPort, auditMode, auditPath) {
 
 async function startOurs(upstreamPort, auditMode) {
   const auditPath = join(dir, `audit-${auditMode}.jsonl`);
-  const child = spawn(process.execPath, [new URL(import.meta.url).pathname, '--serve', String(upstreamPort), auditMode, auditPath], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const args = auditMode === 'echo' ? ['--echo'] : ['--serve', String(upstreamPort), auditMode, auditPath];
+  const child = spawn(process.execPath, [new URL(import.meta.url).pathname, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   children.push(child);
   const [line] = await once(child.stdout, 'data');
   return {
@@ -213,6 +229,15 @@ try {
     if (wide !== null) rows.push([`cached, ${labels[auditMode]}, 1000 in flight`, wide[1], wide[0], null, null]);
     rows.push([`miss, ${labels[auditMode]}`, miss, peerMiss, null, null]);
   }
+
+  // The floor: node's UDP path with no DNS work, against dnsmasq answering from its cache.
+  const floor = await startOurs(zonePort, 'echo');
+  const peerFloor = await dnsperf(zonePort, hotFile);
+  const floorRun = await dnsperf(floor.port, hotFile);
+  const peerFloorLatency = await latency(zonePort, hotNames);
+  const floorLatency = await latency(floor.port, hotNames);
+  await floor.close();
+  rows.push(['node UDP echo, no DNS work (floor for any node server)', floorRun, peerFloor, floorLatency, peerFloorLatency]);
 
   console.log(`DNS resolver vs dnsmasq, dnsperf -c 4 -l ${SECONDS}, loopback UDP, one audit record per query (load average ${loadavg()[0].toFixed(1)} at the end)\n`);
   console.log('| case | ours qps | dnsmasq qps | ratio | ours avg/max ms | dnsmasq avg/max ms | ours lost | ours p50/p99 ms | dnsmasq p50/p99 ms |');
