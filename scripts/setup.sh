@@ -20,10 +20,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PKGS=(qemu-system-x86 e2fsprogs gcc libc6-dev make cpio kmod zstd lz4 xz-utils busybox-static curl ca-certificates
       openssl dnsutils docker-registry dnsmasq-base dnsperf socat)
 
-node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
-if [ "$node_major" -lt 20 ]; then
-  echo "[setup] microagent needs Node.js >= 20 with npm (found: $(node --version 2>/dev/null || echo none))." >&2
-  echo "[setup] fix: install Node.js 20 or later from your usual source, then re-run this script." >&2
+# 20.12: crypto.hash, the one-shot SHA-256 the audit log chains its records with.
+node_ok=$(node -p 'const [a, b] = process.versions.node.split(".").map(Number); a > 20 || (a === 20 && b >= 12) ? 1 : 0' 2>/dev/null || echo 0)
+if [ "$node_ok" != 1 ]; then
+  echo "[setup] microagent needs Node.js >= 20.12 with npm (found: $(node --version 2>/dev/null || echo none))." >&2
+  echo "[setup] fix: install Node.js 20.12 or later from your usual source, then re-run this script." >&2
   exit 1
 fi
 
