@@ -12,6 +12,7 @@ import {
   AUDIT_SCHEMA_VERSION,
   type AuditEvent,
   type CheckpointEvent,
+  type DnsForwardEvent,
   type DnsQueryEvent,
   type EgressCloseEvent,
   type EgressDecisionEvent,
@@ -45,6 +46,7 @@ export const EVENT_FIELDS: Readonly<Record<string, readonly string[]>> = {
   'dns.query': fieldOrder<DnsQueryEvent>()([
     'name', 'qtype', 'transport', 'answers', 'upstream_ms', 'cached', 'rcode', ...DECISION,
   ]),
+  'dns.forward': fieldOrder<DnsForwardEvent>()(['name', 'qtype', 'transport', ...DECISION]),
   'mediation.connect': fieldOrder<MediationConnectEvent>()(['conn', 'port', 'target', 'verdict', 'reason', 'error']),
   'mediation.close': fieldOrder<MediationCloseEvent>()([
     'conn', 'port', 'target', 'bytes_up', 'bytes_down', 'duration_ms', 'closed_by', 'error',

@@ -63,6 +63,14 @@ export interface DnsQueryEvent extends DecisionFields {
   readonly rcode: string;
 }
 
+/** A question about to leave the host for the upstream resolvers (a cache miss): durable before it is sent. */
+export interface DnsForwardEvent extends DecisionFields {
+  readonly event: 'dns.forward';
+  readonly name: string;
+  readonly qtype: string;
+  readonly transport: 'udp' | 'tcp';
+}
+
 export interface MediationConnectEvent {
   readonly event: 'mediation.connect';
   readonly verdict: 'allow' | 'deny';
@@ -141,6 +149,7 @@ export type AuditEvent =
   | EgressDecisionEvent
   | EgressCloseEvent
   | DnsQueryEvent
+  | DnsForwardEvent
   | MediationConnectEvent
   | MediationCloseEvent
   | PolicyReloadEvent

@@ -3,6 +3,7 @@
 // answer and the audit record the answer waited for.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import dnsPacket from 'dns-packet';
 import { verifyAuditLog } from '../../src/audit/index.js';
 import { addressesOf, dig, encodeQuery, queryStream, queryUdp, rcodeOf, sendUdp } from './helpers/client.js';
@@ -180,6 +181,57 @@ describe('forwarding', () => {
     expect(replies.every((r) => addressesOf(r)[0] === '192.0.2.70')).toBe(true);
     expect(upstream.count('busy.allowed.test')).toBe(1);
     expect((await h.records()).filter((r) => r.name === 'busy.allowed.test')).toHaveLength(12);
+  });
+});
+
+describe('a question that leaves the host is recorded first', () => {
+  const forwardsOf = (text: string, name: string) =>
+    text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>).filter((r) => r['event'] === 'dns.forward' && r['name'] === name);
+
+  it('a miss is on disk as dns.forward before the upstream sees it; a cache hit and folded questions add none', async () => {
+    const name = 'fwd.allowed.test';
+    upstream.set(name, 'A', [a(name, '192.0.2.80', 60)]);
+    upstream.behave(name, { kind: 'delay', ms: 100 });
+    const onDiskAtArrival: string[] = [];
+    upstream.onQuestion((q) => {
+      if (q.name === name) onDiskAtArrival.push(readFileSync(h.auditPath, 'utf8'));
+    });
+    const replies = await Promise.all(Array.from({ length: 5 }, () => queryUdp(h.port, name, 'A')));
+    expect(replies.every((r) => addressesOf(r)[0] === '192.0.2.80')).toBe(true);
+    await queryUdp(h.port, name, 'A');
+    expect(onDiskAtArrival).toHaveLength(1);
+    expect(forwardsOf(onDiskAtArrival[0] as string, name)).toEqual([
+      expect.objectContaining({ qtype: 'A', transport: 'udp', verdict: 'allow', rule: 'allow-web', reason: 'rule_allow' }),
+    ]);
+    expect(forwardsOf(readFileSync(h.auditPath, 'utf8'), name)).toHaveLength(1);
+    expect((await h.records()).filter((r) => r.name === name)).toHaveLength(6);
+  });
+
+  it('when the dns.forward record cannot be written, nothing is sent and the guest gets REFUSED', async () => {
+    let failed = false;
+    const failing = await startHarness({
+      policy: GUARDED_POLICY,
+      upstreams: [upstream.address],
+      // The writer's own contract: a failed write fails the sink for good.
+      audit: (real) => ({
+        get healthy() {
+          return !failed && real.healthy;
+        },
+        append(event) {
+          if (event.event === 'dns.forward') failed = true;
+          return failed ? Promise.reject(new Error('audit write failed (test)')) : real.append(event);
+        },
+        close: () => real.close(),
+      }),
+    });
+    try {
+      upstream.set('unsent.allowed.test', 'A', [a('unsent.allowed.test', '192.0.2.81')]);
+      const reply = await queryUdp(failing.port, 'unsent.allowed.test', 'A');
+      expect(rcodeOf(reply)).toBe('REFUSED');
+      expect(upstream.count('unsent.allowed.test')).toBe(0);
+    } finally {
+      await failing.close();
+    }
   });
 });
 

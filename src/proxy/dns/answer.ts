@@ -1,11 +1,12 @@
 /**
  * Answers one DNS message for one workspace: parse, admit (query-step.ts), forward through the
- * workspace resolver, filter, write the audit record, and only then return the response bytes.
+ * workspace resolver (a question that leaves the host is first recorded durably as `dns.forward`),
+ * filter, write the `dns.query` record, and only then return the response bytes.
  * Transport-neutral: the UDP and TCP drivers (server.ts) call it and send what it returns.
- * It must never forward a name the policy refused, never answer before the audit record is durable,
- * and never throw: anything unexpected becomes REFUSED (fail closed).
+ * It must never forward a name the policy refused or a question unrecorded, never answer before the
+ * audit record is durable, and never throw: anything unexpected becomes REFUSED (fail closed).
  */
-import type { AuditSink, DnsQueryEvent } from '../../audit/record.js';
+import type { AuditSink, DnsForwardEvent, DnsQueryEvent } from '../../audit/record.js';
 import type { Policy } from '../../policy/index.js';
 import type { Reason, Signal } from '../../policy/reasons.js';
 import { childLog } from '../../log.js';
@@ -88,6 +89,21 @@ function auditEvent(name: string, qtype: string, transport: Transport, outcome: 
   };
 }
 
+function forwardEvent(name: string, qtype: string, transport: Transport, verdict: QueryVerdict): DnsForwardEvent {
+  return {
+    event: 'dns.forward',
+    name,
+    qtype,
+    transport,
+    verdict: verdict.verdict,
+    rule: verdict.rule,
+    reason: verdict.reason,
+    signals: verdict.signals,
+    mode: verdict.mode,
+    policy_hash: verdict.policyHash,
+  };
+}
+
 /** Durably records the outcome; false when the audit log could not take it (the caller refuses). */
 async function record(ctx: AnswerContext, event: DnsQueryEvent): Promise<boolean> {
   try {
@@ -153,6 +169,7 @@ async function answerQuery(ctx: AnswerContext, query: ParsedQuery, transport: Tr
   };
 
   const admission = admitQuery(ctx.decideName(policy, query.name), ctx.guard, query);
+  const recordForward = (): Promise<void> => ctx.audit.append(forwardEvent(query.name, qtype, transport, admission.verdict));
   if (admission.kind === 'answer_empty') {
     const outcome = { verdict: admission.verdict, rcode: admission.rcode, answers: 0, upstreamMs: null, cached: false };
     return finish(outcome, () => respondEmpty(query, admission.rcode, transport));
@@ -165,8 +182,13 @@ async function answerQuery(ctx: AnswerContext, query: ParsedQuery, transport: Tr
 
   let resolved: ResolvedAnswer;
   try {
-    resolved = ctx.resolver.cached(query.name, query.qtype) ?? (await ctx.resolver.query(query.name, query.qtype));
+    resolved = ctx.resolver.cached(query.name, query.qtype) ?? (await ctx.resolver.query(query.name, query.qtype, recordForward));
   } catch (err) {
+    if (!ctx.audit.healthy) {
+      // The dns.forward record failed: the question never left the host.
+      const outcome = { verdict: deniedVerdict(policy, 'audit_unavailable'), rcode: RCODE.REFUSED, answers: 0, upstreamMs: null, cached: false };
+      return finish(outcome, () => respondEmpty(query, RCODE.REFUSED, transport));
+    }
     log.warn({ err, name: query.name }, 'upstream resolvers failed; answering SERVFAIL');
     const verdict = { ...admission.verdict, reason: 'upstream_unreachable' as const };
     return finish({ verdict, rcode: RCODE.SERVFAIL, answers: 0, upstreamMs: null, cached: false }, () =>

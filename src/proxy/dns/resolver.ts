@@ -57,8 +57,12 @@ export interface ResolvedAnswer {
 }
 
 export interface WorkspaceResolver extends HostResolver {
-  /** Forwards one question (lowercased name, no trailing dot) through cache and coalescing. */
-  query(name: string, qtype: number): Promise<ResolvedAnswer>;
+  /**
+   * Forwards one question (lowercased name, no trailing dot) through cache and coalescing. When the
+   * question must go upstream (not cached, none in flight), `beforeForward` runs first and its
+   * rejection stops it: the DNS server records the question durably there before it leaves the host.
+   */
+  query(name: string, qtype: number, beforeForward?: () => Promise<void>): Promise<ResolvedAnswer>;
   /** The cached answer, synchronously, or undefined (the hot path skips a promise on hits). */
   cached(name: string, qtype: number): ResolvedAnswer | undefined;
   /** What this workspace was given; the DNS server records into it after filtering answers. */
@@ -90,7 +94,8 @@ export function createWorkspaceResolver(options: WorkspaceResolverOptions = {}):
   const memory = createAddressMemory(DEFAULT_MEMORY_LIMITS, now);
   let nextUpstream = 0;
 
-  async function forward(name: string, qtype: number, key: string): Promise<ResolvedAnswer> {
+  async function forward(name: string, qtype: number, key: string, beforeForward?: () => Promise<void>): Promise<ResolvedAnswer> {
+    await beforeForward?.();
     const started = performance.now();
     let lastError: unknown;
     for (let attempt = 0; attempt < attempts; attempt++) {
@@ -120,13 +125,13 @@ export function createWorkspaceResolver(options: WorkspaceResolverOptions = {}):
     return { upstream: hit.value, ttl: Math.max(0, Math.ceil((hit.expiresAt - now()) / 1000)), cached: true, upstreamMs: null };
   }
 
-  async function query(name: string, qtype: number): Promise<ResolvedAnswer> {
+  async function query(name: string, qtype: number, beforeForward?: () => Promise<void>): Promise<ResolvedAnswer> {
     const hit = cached(name, qtype);
     if (hit !== undefined) return hit;
     const key = `${name}|${qtype}`;
     const running = inflight.get(key);
     if (running !== undefined) return running;
-    const started = forward(name, qtype, key).finally(() => inflight.delete(key));
+    const started = forward(name, qtype, key, beforeForward).finally(() => inflight.delete(key));
     inflight.set(key, started);
     return started;
   }

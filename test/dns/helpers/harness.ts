@@ -37,13 +37,16 @@ export interface HarnessOptions {
   readonly upstreams: readonly string[];
   readonly resolver?: Omit<WorkspaceResolverOptions, 'upstreams'>;
   readonly limits?: Partial<DnsServerLimits>;
+  /** Wraps the real audit log (to make it fail at a chosen record). */
+  readonly audit?: (real: AuditSink) => AuditSink;
 }
 
 export async function startHarness(options: HarnessOptions): Promise<Harness> {
   const dir = await mkdtemp(join(tmpdir(), 'microagent-dns-'));
   const auditPath = join(dir, 'audit.jsonl');
   const socketPath = join(dir, 'dns.sock');
-  const audit = await openAuditLog({ path: auditPath, workspace: 'dns-test' });
+  const realAudit = await openAuditLog({ path: auditPath, workspace: 'dns-test' });
+  const audit = options.audit ? options.audit(realAudit) : realAudit;
   let policy: Policy = parsePolicy(options.policy, 'policy.yaml');
   const resolver = createWorkspaceResolver({ timeoutMs: 300, retries: 0, ...options.resolver, upstreams: options.upstreams });
   const server = await startDnsServer({
@@ -79,7 +82,7 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
     async close() {
       await server.close();
       resolver.close();
-      await audit.close().catch(() => undefined);
+      await realAudit.close().catch(() => undefined);
       await rm(dir, { recursive: true, force: true });
     },
   };

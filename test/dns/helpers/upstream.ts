@@ -32,6 +32,8 @@ export interface TestUpstream {
   behave(name: string, behaviour: Behaviour): void;
   readonly received: ReceivedQuestion[];
   count(name: string, type?: string): number;
+  /** Called as each question arrives, before it is answered. */
+  onQuestion(listener: (question: ReceivedQuestion) => void): void;
   close(): Promise<void>;
 }
 
@@ -55,12 +57,15 @@ export async function startTestUpstream(): Promise<TestUpstream> {
   const zone = new Map<string, readonly Answer[]>();
   const behaviours = new Map<string, Behaviour>();
   const received: ReceivedQuestion[] = [];
+  const listeners: ((question: ReceivedQuestion) => void)[] = [];
   const key = (name: string, type: string) => `${name.toLowerCase()}|${type}`;
 
   const respond = async (query: DecodedPacket, transport: 'udp' | 'tcp', sourcePort: number): Promise<Buffer | null> => {
     const question = query.questions?.[0];
     if (question === undefined) return null;
-    received.push({ name: question.name.toLowerCase(), type: question.type, transport, id: query.id ?? 0, sourcePort });
+    const arrived: ReceivedQuestion = { name: question.name.toLowerCase(), type: question.type, transport, id: query.id ?? 0, sourcePort };
+    received.push(arrived);
+    for (const listener of listeners) listener(arrived);
     const behaviour = behaviours.get(question.name.toLowerCase()) ?? { kind: 'answer' };
     if (behaviour.kind === 'silent') return null;
     if (behaviour.kind === 'delay') await new Promise((r) => setTimeout(r, behaviour.ms));
@@ -145,6 +150,7 @@ export async function startTestUpstream(): Promise<TestUpstream> {
     behave: (name, behaviour) => void behaviours.set(name.toLowerCase(), behaviour),
     received,
     count: (name, type) => received.filter((q) => q.name === name.toLowerCase() && (type === undefined || q.type === type)).length,
+    onQuestion: (listener) => void listeners.push(listener),
     async close() {
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => udp.close(() => resolve()));
