@@ -63,12 +63,15 @@ export interface DnsQueryEvent extends DecisionFields {
   readonly rcode: string;
 }
 
-/** A question about to leave the host for the upstream resolvers (a cache miss): durable before it is sent. */
+/**
+ * A question about to leave the host for the upstream resolvers (a cache miss): durable before it is
+ * sent. `proxy`: the egress proxy's own lookup of a destination it allowed.
+ */
 export interface DnsForwardEvent extends DecisionFields {
   readonly event: 'dns.forward';
   readonly name: string;
   readonly qtype: string;
-  readonly transport: 'udp' | 'tcp';
+  readonly transport: 'udp' | 'tcp' | 'proxy';
 }
 
 export interface MediationConnectEvent {

@@ -5,7 +5,7 @@
  * decide on the name before any lookup; decide every resolved address; audit the allow and wait for
  * it to be durable before the dial action appears; an audit failure denies (fail closed).
  */
-import type { EgressDecisionEvent } from '../audit/index.js';
+import type { DnsForwardEvent, EgressDecisionEvent } from '../audit/index.js';
 import { decide, type Decision, type Policy } from '../policy/index.js';
 import { answerForDecision, decisionRecord, denyAnswer, proxyVerdict, type DenyAnswer } from './answers.js';
 import { checkAddresses, type CheckedTarget } from './checked-target.js';
@@ -36,7 +36,8 @@ export type ConnectionEvent =
   | { readonly type: 'audit_failed'; readonly detail: string };
 
 export type ConnectionAction =
-  | { readonly type: 'resolve'; readonly host: string }
+  /** `forward`: the record of each question the lookup sends upstream, durable before it leaves (qtype added). */
+  | { readonly type: 'resolve'; readonly host: string; readonly forward: Omit<DnsForwardEvent, 'qtype'> }
   /** `wait`: the next event must be `audited`/`audit_failed` (allows wait for durability; denies do not). */
   | { readonly type: 'audit'; readonly record: EgressDecisionEvent; readonly wait: boolean }
   | { readonly type: 'dial'; readonly target: CheckedTarget; readonly decision: Decision }
@@ -115,7 +116,18 @@ export function stepConnection(policy: Policy, state: ConnectionState, event: Co
           answerForDecision(decision, request.destination),
         );
       }
-      return { state: { phase: 'resolving', request }, actions: [{ type: 'resolve', host: request.destination.host }] };
+      const forward: Omit<DnsForwardEvent, 'qtype'> = {
+        event: 'dns.forward',
+        name: request.destination.host,
+        transport: 'proxy',
+        verdict: decision.verdict,
+        rule: decision.rule,
+        reason: decision.reason,
+        signals: decision.signals,
+        mode: decision.mode,
+        policy_hash: decision.policyHash,
+      };
+      return { state: { phase: 'resolving', request }, actions: [{ type: 'resolve', host: request.destination.host, forward }] };
     }
     case 'resolved': {
       if (state.phase !== 'resolving') return unexpected(state, event);
@@ -134,7 +146,8 @@ export function stepConnection(policy: Policy, state: ConnectionState, event: Co
       };
     }
     case 'audit_failed': {
-      if (state.phase !== 'auditing') return unexpected(state, event);
+      // While resolving: a question's dns.forward record failed, so that question was never sent.
+      if (state.phase !== 'auditing' && state.phase !== 'resolving') return unexpected(state, event);
       // The audit log is down: nothing can be recorded, so nothing may pass.
       return { state: DENIED, actions: [{ type: 'deny', answer: denyAnswer('audit_unavailable', describeDestination(state.request.destination)) }] };
     }

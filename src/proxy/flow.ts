@@ -1,6 +1,7 @@
 /**
- * The driver for the connection step: performs its actions (resolve through the HostResolver, append
- * to the audit log, hand back the dial permission or the deny answer) and feeds the results back in.
+ * The driver for the connection step: performs its actions (resolve through the HostResolver, each
+ * question it sends recorded first; append to the audit log; hand back the dial permission or the deny
+ * answer) and feeds the results back in.
  * It adds no decisions of its own; everything it may do is an action the step returned.
  */
 import type { Decision } from '../policy/index.js';
@@ -23,13 +24,20 @@ export async function decideFlow(rt: ProxyRuntime, first: ConnectionEvent): Prom
     event = null;
     for (const action of result.actions) {
       switch (action.type) {
-        case 'resolve':
+        case 'resolve': {
+          let recordFailed = false;
+          const recordQuestion = (qtype: 'A' | 'AAAA') =>
+            rt.audit.append({ ...action.forward, qtype }).catch((err: unknown) => {
+              recordFailed = true;
+              throw err;
+            });
           try {
-            event = { type: 'resolved', ips: await rt.resolver.lookup(action.host) };
+            event = { type: 'resolved', ips: await rt.resolver.lookup(action.host, recordQuestion) };
           } catch (err) {
-            event = { type: 'resolve_failed', detail: (err as Error).message };
+            event = { type: recordFailed ? 'audit_failed' : 'resolve_failed', detail: (err as Error).message };
           }
           break;
+        }
         case 'audit':
           if (!action.wait) {
             rt.appendInBackground(action.record);

@@ -5,8 +5,12 @@
  * Callers must decide on the name first: a denied name is never looked up.
  */
 export interface HostResolver {
-  /** A and AAAA addresses for an already-normalised, already-allowed name (IPv4 first). */
-  lookup(host: string): Promise<readonly string[]>;
+  /**
+   * A and AAAA addresses for an already-normalised, already-allowed name (IPv4 first). Before a
+   * question leaves the host, `beforeForward` runs with its type and must resolve first (the proxy
+   * records the question durably there); its rejection rejects the lookup with nothing sent.
+   */
+  lookup(host: string, beforeForward?: (qtype: 'A' | 'AAAA') => Promise<void>): Promise<readonly string[]>;
   /** Names this workspace was told resolve to `ip` by its DNS resolver (unexpired answers only). */
   namesForAddress(ip: string): readonly string[];
 }

@@ -17,10 +17,12 @@ const CACHE_MAX = 1024;
 export function createSystemResolver(): HostResolver {
   const cache = new Map<string, { ips: readonly string[]; expires: number }>();
   return {
-    async lookup(host: string): Promise<readonly string[]> {
+    async lookup(host, beforeForward) {
       const now = Date.now();
       const hit = cache.get(host);
       if (hit !== undefined && hit.expires > now) return hit.ips;
+      // getaddrinfo may answer from /etc/hosts or a host cache, but cannot say so: count both questions as sent.
+      if (beforeForward !== undefined) await Promise.all([beforeForward('A'), beforeForward('AAAA')]);
       const ips = await lookupAll(host);
       if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value as string);
       cache.set(host, { ips, expires: now + CACHE_MS });

@@ -9,6 +9,7 @@ import { verifyAuditLog } from '../../src/audit/index.js';
 import { addressesOf, dig, encodeQuery, queryStream, queryUdp, rcodeOf, sendUdp } from './helpers/client.js';
 import { GUARDED_POLICY, OFF_POLICY, STRICT_POLICY, startHarness, type Harness } from './helpers/harness.js';
 import { a, aaaa, startTestUpstream, type TestUpstream } from './helpers/upstream.js';
+import { connectTunnel, startTestProxy } from '../proxy/helpers.js';
 
 let upstream: TestUpstream;
 let h: Harness;
@@ -313,6 +314,54 @@ describe('proxy integration', () => {
     expect(upstream.count('proxy.allowed.test', 'A')).toBe(1);
     await queryUdp(h.port, 'proxy.allowed.test', 'AAAA');
     expect(h.resolver.namesForAddress('2001:DB8:0:0::95')).toEqual(['proxy.allowed.test']);
+  });
+
+  it("the proxy's own lookups record each question (transport proxy) before it leaves; a failed record sends nothing", async () => {
+    const allow = 'version: 1\nmode: guarded\nrules:\n  - id: via-proxy\n    action: allow\n    hosts: ["*.allowed.test"]\n';
+    const name = 'lookup.allowed.test';
+    upstream.set(name, 'A', [a(name, '192.0.2.96', 300)]);
+    const tp = await startTestProxy(allow, { resolver: h.resolver });
+    const onDiskAtArrival = new Map<string, string>();
+    upstream.onQuestion((q) => {
+      if (q.name === name) onDiskAtArrival.set(q.type, readFileSync(tp.auditPath, 'utf8'));
+    });
+    try {
+      (await connectTunnel(tp.port, `${name}:443`)).socket.destroy();
+      expect([...onDiskAtArrival.keys()].sort()).toEqual(['A', 'AAAA']);
+      for (const [qtype, text] of onDiskAtArrival) {
+        const records = text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
+        expect(records.find((r) => r['event'] === 'dns.forward' && r['qtype'] === qtype)).toMatchObject({ name, transport: 'proxy', verdict: 'allow', rule: 'via-proxy' });
+      }
+    } finally {
+      await tp.close();
+    }
+
+    const unsent = 'unrecorded.allowed.test';
+    const failing = await startTestProxy(allow, {
+      resolver: h.resolver,
+      audit: (real) => {
+        let failed = false;
+        return {
+          get healthy() {
+            return !failed && real.healthy;
+          },
+          append(event) {
+            if (event.event === 'dns.forward') failed = true;
+            return failed ? Promise.reject(new Error('audit write failed (test)')) : real.append(event);
+          },
+          close: () => real.close(),
+        };
+      },
+    });
+    try {
+      const { status, head, socket } = await connectTunnel(failing.port, `${unsent}:443`);
+      socket.destroy();
+      expect(status).toBe(503);
+      expect(head.toLowerCase()).toContain('x-microagent-reason: audit_unavailable');
+      expect(upstream.count(unsent)).toBe(0);
+    } finally {
+      await failing.close();
+    }
   });
 
   it('the audit chain the server wrote verifies', async () => {

@@ -38,7 +38,8 @@ const PUBLIC = '93.184.216.34';
 describe('connection step (playbook)', () => {
   it('allowed name (splice flow or unhealthy sink): decide, resolve, audit (awaited), then dial the checked IP', () => {
     const { log } = playbook(policy, [
-      { send: open(name('example.com')), expect: [{ type: 'resolve', host: 'example.com' }] },
+      // Each question the lookup sends is recorded first, with the name's decision.
+      { send: open(name('example.com')), expect: [{ type: 'resolve', host: 'example.com', forward: { event: 'dns.forward', name: 'example.com', transport: 'proxy', verdict: 'allow', reason: 'unlisted' } }] },
       { send: { type: 'resolved', ips: [PUBLIC] }, expect: [{ type: 'audit', wait: true, record: { verdict: 'allow', reason: 'unlisted', ip: PUBLIC, host: 'example.com' } }] },
       { send: { type: 'audited' }, expect: [{ type: 'dial', target: { ip: PUBLIC, port: 443, servername: 'example.com' } }] },
     ]);
@@ -69,6 +70,14 @@ describe('connection step (playbook)', () => {
       { send: { type: 'resolved', ips: [PUBLIC] }, expect: [{ type: 'audit', wait: true }] },
       { send: { type: 'audit_failed', detail: 'disk full' }, expect: [{ type: 'deny', answer: { status: 503, reason: 'audit_unavailable' } }] },
     ]);
+  });
+
+  it('a question whose record failed was never sent: 503 audit_unavailable, nothing resolved or dialled', () => {
+    const { log } = playbook(policy, [
+      { send: open(name('example.com')), expect: [{ type: 'resolve' }] },
+      { send: { type: 'audit_failed', detail: 'disk full' }, expect: [{ type: 'deny', answer: { status: 503, reason: 'audit_unavailable' } }] },
+    ]);
+    expect(actionTypes(log)).not.toContain('dial');
   });
 
   it('denied name: never looked up, audited, 403 naming the rule', () => {

@@ -146,8 +146,9 @@ export function createWorkspaceResolver(options: WorkspaceResolverOptions = {}):
     },
     // Answers are remembered under canonical addresses; callers may spell one differently.
     namesForAddress: (ip) => memory.namesForAddress(parseIpLiteral(ip) ?? ip),
-    async lookup(host) {
-      const results = await Promise.allSettled([query(host, 1), query(host, 28)]);
+    async lookup(host, beforeForward) {
+      const ask = (qtype: number, name: 'A' | 'AAAA') => query(host, qtype, beforeForward && (() => beforeForward(name)));
+      const results = await Promise.allSettled([ask(1, 'A'), ask(28, 'AAAA')]);
       const addresses: string[] = [];
       let failure: unknown = null;
       for (const result of results) {
