@@ -143,6 +143,8 @@ describe.sequential('microagent run', () => {
       expect(s['env']).toContain('http://10.0.2.100:3128');
 
       const records = (await queryAuditLog(r.json.audit)) as unknown as Record<string, unknown>[];
+      // run executes its own command next, so the start skips the /bin/sh probe (start keeps it: lifecycle tests).
+      expect(records.find((x) => x['event'] === 'lifecycle.running')?.['detail']).toContain('no shell probe');
       const egress = records.filter((x) => x['event'] === 'egress.decision');
       const allowed = egress.find((x) => x['host'] === 'origin.test' && x['verdict'] === 'allow' && x['path'] === '/hello');
       expect(allowed, JSON.stringify(egress)).toMatchObject({ decrypted: true, rule: 'e2e-origin', port: p });

@@ -1,13 +1,13 @@
 /**
  * The supervisor process entry: `node dist/vm/supervisor/main.js STATE_DIR [PENDING_LOG]`, spawned
  * detached by src/vm/workspace/supervisor-process.ts; its stdout/stderr go to the workspace's
- * supervisor.log. The workspace's name arrives as one line on stdin, so the kernel check below runs
- * while the caller is still creating the workspace. No name (the caller gave up): exit, removing the
- * pending log the caller made for it.
+ * supervisor.log. The launch line (JSON: the workspace's name and whether to probe its shell) arrives
+ * on stdin, so the kernel check below runs while the caller is still creating the workspace. No line
+ * (the caller gave up): exit, removing the pending log the caller made for it.
  */
 import { unlink } from 'node:fs/promises';
 import { prepareBootAssets } from '../start.js';
-import { superviseWorkspace } from './supervisor.js';
+import { superviseWorkspace, type LaunchRequest } from './supervisor.js';
 
 const [stateDir, pendingLog] = process.argv.slice(2);
 if (stateDir === undefined) {
@@ -17,12 +17,21 @@ if (stateDir === undefined) {
 const bootAssets = prepareBootAssets(stateDir);
 // Awaited inside the start, which records a failure (a missing kernel) as the workspace's start error.
 bootAssets.catch(() => undefined);
-const name = await firstLine(process.stdin);
-if (name === null) {
+const line = await firstLine(process.stdin);
+if (line === null) {
   if (pendingLog !== undefined) await unlink(pendingLog).catch(() => undefined);
   process.exit(0);
 }
-await superviseWorkspace(stateDir, name, bootAssets);
+await superviseWorkspace(stateDir, parseLaunch(line), bootAssets);
+
+function parseLaunch(text: string): LaunchRequest {
+  const launch = JSON.parse(text) as Partial<LaunchRequest>;
+  if (typeof launch.name !== 'string' || typeof launch.shellProbe !== 'boolean') {
+    process.stderr.write(`launch line not understood: ${text}\n`);
+    process.exit(2);
+  }
+  return { name: launch.name, shellProbe: launch.shellProbe };
+}
 
 /** The first line on `input`, or null if it ends without one; stops reading either way. */
 function firstLine(input: NodeJS.ReadStream): Promise<string | null> {

@@ -76,9 +76,10 @@ class Supervisor {
 
   /**
    * Finishes a start once the mediator is up and QEMU has been spawned (they start side by side): the
-   * required channels must be ready, then the guest agent, its configuration and a shell probe.
+   * required channels must be ready, then the guest agent, its configuration and (unless the starter
+   * declined it) a shell probe.
    */
-  async boot(vm: RunningVm, network: NetworkConfig, mediationPorts: readonly number[], bootStarted: number): Promise<void> {
+  async boot(vm: RunningVm, network: NetworkConfig, mediationPorts: readonly number[], bootStarted: number, shellProbe: boolean): Promise<void> {
     const { config } = this.manifest;
     const m = this.mediator;
     this.vm = vm;
@@ -110,12 +111,17 @@ class Supervisor {
     this.readiness.guestReady = observe(true, `kernel ${hello.kernel}`);
     await vm.agent.configure(standardGuestConfig({ caPem: m.ca.certPem, hostname: this.manifest.name, network, mediationPorts }));
     this.readiness.execReady = observe(true);
-    const shell = await vm.agent.run({ argv: ['/bin/sh', '-c', 'true'], timeoutMs: 30_000 }).catch((err: Error) => err);
-    const shellOk = !(shell instanceof Error) && shell.status.kind === 'exited' && shell.status.code === 0;
-    this.readiness.shellReady = observe(shellOk, undefined, shellOk ? undefined : 'the image has no working /bin/sh');
-    this.readiness.resultReady = observe(!(shell instanceof Error), undefined, shell instanceof Error ? shell.message : undefined);
+    if (shellProbe) {
+      const shell = await vm.agent.run({ argv: ['/bin/sh', '-c', 'true'], timeoutMs: 30_000 }).catch((err: Error) => err);
+      const shellOk = !(shell instanceof Error) && shell.status.kind === 'exited' && shell.status.code === 0;
+      this.readiness.shellReady = observe(shellOk, undefined, shellOk ? undefined : 'the image has no working /bin/sh');
+      this.readiness.resultReady = observe(!(shell instanceof Error), undefined, shell instanceof Error ? shell.message : undefined);
+    } else {
+      this.readiness.shellReady = observe(false, 'not probed: the starter runs its own command next');
+    }
     this.control = await startControlServer(join(this.runDir, 'control.sock'), (req, conn) => this.handle(req, conn));
-    const timings = `mediator up at ${upMs} ms, boot to agent ${Math.round(agentUp - bootStarted)} ms, configure+probe ${Math.round(performance.now() - agentUp)} ms`;
+    const after = shellProbe ? 'configure+probe' : 'configure (no shell probe)';
+    const timings = `mediator up at ${upMs} ms, boot to agent ${Math.round(agentUp - bootStarted)} ms, ${after} ${Math.round(performance.now() - agentUp)} ms`;
     await this.record('start', 'running', `${vm.accelerator}, pid ${vm.pid}; ${timings}`);
     tellStarter();
   }
@@ -264,8 +270,16 @@ function tellStarter(): void {
   }
 }
 
-/** Entry for the supervisor process: runs until the VM exits. `bootAssets`: checked before the name arrived. */
-export async function superviseWorkspace(stateDir: string, name: string, bootAssets: Promise<BootAssets>): Promise<void> {
+/** What the starter asks of this start (the launch line, see src/vm/workspace/supervisor-process.ts). */
+export interface LaunchRequest {
+  readonly name: string;
+  /** false: skip the `/bin/sh` probe (`run` executes its own command right away). */
+  readonly shellProbe: boolean;
+}
+
+/** Entry for the supervisor process: runs until the VM exits. `bootAssets`: checked before the launch line arrived. */
+export async function superviseWorkspace(stateDir: string, launch: LaunchRequest, bootAssets: Promise<BootAssets>): Promise<void> {
+  const { name } = launch;
   const manifest = await readManifest(stateDir, name);
   const { config } = manifest;
   const paths = workspacePaths(stateDir, name);
@@ -309,7 +323,7 @@ export async function superviseWorkspace(stateDir: string, name: string, bootAss
     const started = new Supervisor(stateDir, manifest, runtimeId, runDir, mediator as Mediator);
     supervisor = started;
     process.once('SIGTERM', () => void started.shutdown());
-    await started.boot(vm as RunningVm, network, mediationPorts, bootStarted);
+    await started.boot(vm as RunningVm, network, mediationPorts, bootStarted, launch.shellProbe);
   } catch (err) {
     const e = asMicroagentError(err);
     log.error({ err: e }, 'workspace start failed');

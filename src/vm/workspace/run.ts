@@ -50,7 +50,8 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
   let exit: { code: number | null; signal: string | null } = { code: null, signal: null };
   let failure: unknown = null;
   try {
-    await startWorkspace(stateDir, name, { supervisor });
+    // The command itself comes next: a /bin/sh probe first would only delay it (and cold-load a shell it may not use).
+    await startWorkspace(stateDir, name, { supervisor, shellProbe: false });
     started = performance.now();
     const { run } = (await readManifest(stateDir, name)).config;
     if (run.argv.length === 0) {

@@ -135,6 +135,8 @@ export interface StartOptions {
   readonly timeoutMs?: number;
   /** A supervisor spawned earlier by the caller (see supervisor-process.ts); by default one is spawned here. */
   readonly supervisor?: SupervisorProcess;
+  /** false: no `/bin/sh` probe before `running` (shellReady stays unobserved); `run` runs its command next. */
+  readonly shellProbe?: boolean;
 }
 
 /** Spawns the workspace's supervisor and waits until the workspace is running (or failed). */
@@ -160,7 +162,7 @@ export async function startWorkspace(stateDir: string, name: string, options: St
         backend: 'qemu-microvm',
         accelerator: 'pending',
       });
-      await supervisor.launch(name);
+      await supervisor.launch({ name, shellProbe: options.shellProbe ?? true });
     });
   } catch (err) {
     supervisor?.cancel();

@@ -1,6 +1,6 @@
 /**
  * Spawning a workspace's supervisor (src/vm/supervisor/main.ts): detached, so it outlives the CLI call,
- * and told which workspace to run only by one line on its stdin. A caller can therefore spawn it before
+ * and told which workspace to run (and whether to probe its shell) only by one line on its stdin. A caller can therefore spawn it before
  * the workspace exists: node's start-up, the supervisor's module loading and the kernel's hash check
  * (together a few hundred milliseconds on the way to the guest's boot) overlap the caller's own work,
  * such as `run` building the workspace's disk. A supervisor never named exits and removes its log.
@@ -12,6 +12,7 @@ import { mkdir, open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { PACKAGE_ROOT } from '../../paths.js';
+import type { LaunchRequest } from '../supervisor/supervisor.js';
 import { workspacePaths, workspacesRoot } from './store.js';
 
 const SUPERVISOR_MAIN = join(PACKAGE_ROOT, 'dist', 'vm', 'supervisor', 'main.js');
@@ -21,7 +22,7 @@ export interface SupervisorProcess {
   /** Resolves once the start has settled (running, or failed and recorded) or the supervisor is gone. */
   readonly settled: Promise<void>;
   /** Names the workspace to run (a pending log becomes that workspace's supervisor.log). */
-  launch(name: string): Promise<void>;
+  launch(request: LaunchRequest): Promise<void>;
   /** The workspace will not be started: the supervisor exits and removes its log. */
   cancel(): void;
 }
@@ -59,9 +60,9 @@ export async function spawnSupervisor(stateDir: string, logPath?: string): Promi
   return {
     pid,
     settled,
-    async launch(name) {
-      if (pendingLog !== null) await rename(pendingLog, workspacePaths(stateDir, name).supervisorLog);
-      stdin.end(`${name}\n`);
+    async launch(request) {
+      if (pendingLog !== null) await rename(pendingLog, workspacePaths(stateDir, request.name).supervisorLog);
+      stdin.end(`${JSON.stringify(request)}\n`);
     },
     cancel() {
       stdin.end();
