@@ -21,6 +21,21 @@ export interface DecisionFields {
   readonly policy_hash: string;
 }
 
+/** A decision as the policy engine returns it (camelCase), or a verdict shaped like one. */
+export interface DecisionLike {
+  readonly verdict: Verdict;
+  readonly rule: string | null;
+  readonly reason: Reason;
+  readonly signals: readonly Signal[];
+  readonly mode: Mode;
+  readonly policyHash: string;
+}
+
+/** A decision's fields as every decision record spells them. */
+export function decisionFields(d: DecisionLike): DecisionFields {
+  return { verdict: d.verdict, rule: d.rule, reason: d.reason, signals: d.signals, mode: d.mode, policy_hash: d.policyHash };
+}
+
 export interface EgressDecisionEvent extends DecisionFields {
   readonly event: 'egress.decision';
   readonly conn: string;

@@ -4,7 +4,7 @@
  * `egress.decision` record. Pure builders; never include a secret value or a raw guest byte string
  * beyond the parsed host/path fields the record defines.
  */
-import type { EgressDecisionEvent } from '../audit/index.js';
+import { decisionFields, type EgressDecisionEvent } from '../audit/index.js';
 import type { Decision, Policy, Reason, Signal, Verdict } from '../policy/index.js';
 import { describeDestination, destinationHost, type Destination } from './destination.js';
 
@@ -101,12 +101,7 @@ export function decisionRecord(
     port: facts.destination?.port ?? 0,
     ip: facts.ip ?? (facts.destination?.kind === 'ip' ? facts.destination.ip : null),
     decrypted: facts.decrypted,
-    verdict: decision.verdict,
-    rule: decision.rule,
-    reason: decision.reason,
-    signals: decision.signals,
-    mode: decision.mode,
-    policy_hash: decision.policyHash,
+    ...decisionFields(decision),
   };
   if (facts.sni !== undefined) record.sni = facts.sni;
   if (facts.method !== undefined) record.method = facts.method;

@@ -5,7 +5,7 @@
  * decide on the name before any lookup; decide every resolved address; audit the allow and wait for
  * it to be durable before the dial action appears; an audit failure denies (fail closed).
  */
-import type { DnsForwardEvent, EgressDecisionEvent } from '../audit/index.js';
+import { decisionFields, type DnsForwardEvent, type EgressDecisionEvent } from '../audit/index.js';
 import { decide, type Decision, type Policy } from '../policy/index.js';
 import { answerForDecision, decisionRecord, denyAnswer, proxyVerdict, type DenyAnswer } from './answers.js';
 import { checkAddresses, type CheckedTarget } from './checked-target.js';
@@ -116,17 +116,7 @@ export function stepConnection(policy: Policy, state: ConnectionState, event: Co
           answerForDecision(decision, request.destination),
         );
       }
-      const forward: Omit<DnsForwardEvent, 'qtype'> = {
-        event: 'dns.forward',
-        name: request.destination.host,
-        transport: 'proxy',
-        verdict: decision.verdict,
-        rule: decision.rule,
-        reason: decision.reason,
-        signals: decision.signals,
-        mode: decision.mode,
-        policy_hash: decision.policyHash,
-      };
+      const forward: Omit<DnsForwardEvent, 'qtype'> = { event: 'dns.forward', name: request.destination.host, transport: 'proxy', ...decisionFields(decision) };
       return { state: { phase: 'resolving', request }, actions: [{ type: 'resolve', host: request.destination.host, forward }] };
     }
     case 'resolved': {

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import dnsPacket from 'dns-packet';
 import { verifyAuditLog } from '../../src/audit/index.js';
 import { addressesOf, dig, encodeQuery, queryStream, queryUdp, rcodeOf, sendUdp } from './helpers/client.js';
-import { GUARDED_POLICY, OFF_POLICY, STRICT_POLICY, startHarness, type Harness } from './helpers/harness.js';
+import { failingAt, GUARDED_POLICY, OFF_POLICY, STRICT_POLICY, startHarness, type Harness } from './helpers/harness.js';
 import { a, aaaa, startTestUpstream, type TestUpstream } from './helpers/upstream.js';
 import { connectTunnel, startTestProxy } from '../proxy/helpers.js';
 
@@ -209,22 +209,7 @@ describe('a question that leaves the host is recorded first', () => {
   });
 
   it('when the dns.forward record cannot be written, nothing is sent and the guest gets REFUSED', async () => {
-    let failed = false;
-    const failing = await startHarness({
-      policy: GUARDED_POLICY,
-      upstreams: [upstream.address],
-      // The writer's own contract: a failed write fails the sink for good.
-      audit: (real) => ({
-        get healthy() {
-          return !failed && real.healthy;
-        },
-        append(event) {
-          if (event.event === 'dns.forward') failed = true;
-          return failed ? Promise.reject(new Error('audit write failed (test)')) : real.append(event);
-        },
-        close: () => real.close(),
-      }),
-    });
+    const failing = await startHarness({ policy: GUARDED_POLICY, upstreams: [upstream.address], audit: failingAt('dns.forward') });
     try {
       upstream.set('unsent.allowed.test', 'A', [a('unsent.allowed.test', '192.0.2.81')]);
       const reply = await queryUdp(failing.port, 'unsent.allowed.test', 'A');
@@ -337,22 +322,7 @@ describe('proxy integration', () => {
     }
 
     const unsent = 'unrecorded.allowed.test';
-    const failing = await startTestProxy(allow, {
-      resolver: h.resolver,
-      audit: (real) => {
-        let failed = false;
-        return {
-          get healthy() {
-            return !failed && real.healthy;
-          },
-          append(event) {
-            if (event.event === 'dns.forward') failed = true;
-            return failed ? Promise.reject(new Error('audit write failed (test)')) : real.append(event);
-          },
-          close: () => real.close(),
-        };
-      },
-    });
+    const failing = await startTestProxy(allow, { resolver: h.resolver, audit: failingAt('dns.forward') });
     try {
       const { status, head, socket } = await connectTunnel(failing.port, `${unsent}:443`);
       socket.destroy();

@@ -6,7 +6,7 @@
  * It must never forward a name the policy refused or a question unrecorded, never answer before the
  * audit record is durable, and never throw: anything unexpected becomes REFUSED (fail closed).
  */
-import type { AuditSink, DnsForwardEvent, DnsQueryEvent } from '../../audit/record.js';
+import { decisionFields, type AuditSink, type DnsForwardEvent, type DnsQueryEvent } from '../../audit/record.js';
 import type { Policy } from '../../policy/index.js';
 import type { Reason, Signal } from '../../policy/reasons.js';
 import { childLog } from '../../log.js';
@@ -76,12 +76,7 @@ function auditEvent(name: string, qtype: string, transport: Transport, outcome: 
     name,
     qtype,
     transport,
-    verdict: verdict.verdict,
-    rule: verdict.rule,
-    reason: verdict.reason,
-    signals: verdict.signals,
-    mode: verdict.mode,
-    policy_hash: verdict.policyHash,
+    ...decisionFields(verdict),
     answers: outcome.answers,
     upstream_ms: outcome.upstreamMs === null ? null : Math.round(outcome.upstreamMs * 1000) / 1000,
     cached: outcome.cached,
@@ -90,18 +85,7 @@ function auditEvent(name: string, qtype: string, transport: Transport, outcome: 
 }
 
 function forwardEvent(name: string, qtype: string, transport: Transport, verdict: QueryVerdict): DnsForwardEvent {
-  return {
-    event: 'dns.forward',
-    name,
-    qtype,
-    transport,
-    verdict: verdict.verdict,
-    rule: verdict.rule,
-    reason: verdict.reason,
-    signals: verdict.signals,
-    mode: verdict.mode,
-    policy_hash: verdict.policyHash,
-  };
+  return { event: 'dns.forward', name, qtype, transport, ...decisionFields(verdict) };
 }
 
 /** Durably records the outcome; false when the audit log could not take it (the caller refuses). */

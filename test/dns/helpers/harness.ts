@@ -6,7 +6,7 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openAuditLog, type AuditSink, type DnsQueryEvent } from '../../../src/audit/index.js';
+import { openAuditLog, type AuditEvent, type AuditSink, type DnsQueryEvent } from '../../../src/audit/index.js';
 import { parsePolicy, type Policy } from '../../../src/policy/index.js';
 import {
   createWorkspaceResolver,
@@ -39,6 +39,26 @@ export interface HarnessOptions {
   readonly limits?: Partial<DnsServerLimits>;
   /** Wraps the real audit log (to make it fail at a chosen record). */
   readonly audit?: (real: AuditSink) => AuditSink;
+}
+
+/**
+ * Wraps a real audit log so that it fails at the first `event` record, and for good after it (the
+ * writer's own contract for a failed write): that append and every later one reject.
+ */
+export function failingAt(event: AuditEvent['event']): (real: AuditSink) => AuditSink {
+  return (real) => {
+    let failed = false;
+    return {
+      get healthy() {
+        return !failed && real.healthy;
+      },
+      append(e) {
+        if (e.event === event) failed = true;
+        return failed ? Promise.reject(new Error(`audit write failed (test, at ${event})`)) : real.append(e);
+      },
+      close: () => real.close(),
+    };
+  };
 }
 
 export async function startHarness(options: HarnessOptions): Promise<Harness> {
