@@ -65,7 +65,8 @@ describe.sequential('four workspaces at once', () => {
   }, VM_TIMEOUT);
 
   it('each runs its own traffic through its own CA, policy and audit log', { timeout: VM_TIMEOUT * 2 }, async () => {
-    const statuses = await Promise.all(names.map((name) => startWorkspace(E2E_STATE_DIR, name, { timeoutMs: VM_TIMEOUT })));
+    await Promise.all(names.map((name) => startWorkspace(E2E_STATE_DIR, name, { timeoutMs: VM_TIMEOUT })));
+    const statuses = await Promise.all(names.map((name) => workspaceStatus(E2E_STATE_DIR, name)));
     expect(statuses.map((s) => s.state)).toEqual(names.map(() => 'running'));
     expect(new Set(statuses.map((s) => s.runtime?.vmPid)).size).toBe(COUNT);
 

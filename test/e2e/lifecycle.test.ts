@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
-import { execInWorkspace, startWorkspace } from '../../src/vm/workspace/service.js';
+import { execInWorkspace, startWorkspace, workspaceStatus } from '../../src/vm/workspace/service.js';
 import {
   cli,
   cliJson,
@@ -298,7 +298,8 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     const starting = startWorkspace(E2E_STATE_DIR, NAME);
     const during = await cliJson<{ name: string }[]>(['gc']);
     expect(during.json.map((r) => r.name)).not.toContain(NAME);
-    expect((await starting).state).toBe('running');
+    await starting;
+    expect((await workspaceStatus(E2E_STATE_DIR, NAME)).state).toBe('running');
     const runtime = JSON.parse(readFileSync(join(E2E_STATE_DIR, 'workspaces', NAME, 'runtime.json'), 'utf8')) as { supervisorPid: number; vmPid: number };
     process.kill(runtime.supervisorPid, 'SIGKILL');
     expect(await waitDead(runtime.supervisorPid)).toBe(true);

@@ -61,7 +61,9 @@ const start: Command = {
   usage: 'NAME [--wait]',
   async run(args, ctx) {
     const { positionals } = parseCommandArgs(start, args, { wait: { type: 'boolean' } });
-    const status = await startWorkspace(ctx.stateDir, oneName(start, positionals));
+    const name = oneName(start, positionals);
+    await startWorkspace(ctx.stateDir, name);
+    const status = await workspaceStatus(ctx.stateDir, name);
     return { result: status, human: statusText(status) };
   },
 };

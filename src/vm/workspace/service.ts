@@ -139,8 +139,12 @@ export interface StartOptions {
   readonly shellProbe?: boolean;
 }
 
-/** Spawns the workspace's supervisor and waits until the workspace is running (or failed). */
-export async function startWorkspace(stateDir: string, name: string, options: StartOptions = {}): Promise<WorkspaceStatus> {
+/**
+ * Spawns the workspace's supervisor and waits until the workspace is running (or failed). It returns
+ * nothing: a caller that wants the status asks `workspaceStatus` (a policy parse and a control-socket
+ * round trip `run` has no use for on its way to the command).
+ */
+export async function startWorkspace(stateDir: string, name: string, options: StartOptions = {}): Promise<void> {
   const paths = workspacePaths(stateDir, name);
   const timeoutMs = options.timeoutMs ?? 180_000;
   let supervisor = options.supervisor;
@@ -180,7 +184,7 @@ export async function startWorkspace(stateDir: string, name: string, options: St
     });
   }
   // Settled means recorded, or a supervisor that died first (its workspace still says starting).
-  if ((await readManifest(stateDir, name)).state === 'running') return workspaceStatus(stateDir, name);
+  if ((await readManifest(stateDir, name)).state === 'running') return;
   throw await startFailure(stateDir, name);
 }
 
