@@ -32,7 +32,9 @@ export async function decideFlow(rt: ProxyRuntime, first: ConnectionEvent): Prom
               throw err;
             });
           try {
-            event = { type: 'resolved', ips: await rt.resolver.lookup(action.host, recordQuestion) };
+            const ips = await rt.resolver.lookup(action.host, recordQuestion);
+            // One family's record failed while the other was answered from cache: the sink is down all the same.
+            event = recordFailed ? { type: 'audit_failed', detail: 'a dns.forward record could not be written' } : { type: 'resolved', ips };
           } catch (err) {
             event = { type: recordFailed ? 'audit_failed' : 'resolve_failed', detail: (err as Error).message };
           }

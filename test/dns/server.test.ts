@@ -321,6 +321,20 @@ describe('proxy integration', () => {
       await tp.close();
     }
 
+    // AAAA already cached, A's record fails: the CONNECT is refused too, not let through on the cached family.
+    const halfCached = 'half.allowed.test';
+    upstream.set(halfCached, 'AAAA', [aaaa(halfCached, '2001:db8::97', 300)]);
+    await h.resolver.query(halfCached, 28);
+    const refusing = await startTestProxy(allow, { resolver: h.resolver, audit: failingAt('dns.forward') });
+    try {
+      const { status, socket } = await connectTunnel(refusing.port, `${halfCached}:443`);
+      socket.destroy();
+      expect(status).toBe(503);
+      expect(upstream.count(halfCached, 'A')).toBe(0);
+    } finally {
+      await refusing.close();
+    }
+
     const unsent = 'unrecorded.allowed.test';
     const failing = await startTestProxy(allow, { resolver: h.resolver, audit: failingAt('dns.forward') });
     try {
