@@ -26,6 +26,8 @@ export interface ProbeOptions {
   readonly timeoutMs?: number;
   /** Ignore the cached answer. */
   readonly fresh?: boolean;
+  /** Runs before the probe guest boots (bootVm's kernel check), so even a probe never runs an unverified kernel. */
+  readonly beforeBoot?: () => void;
 }
 
 function hostBootId(): string {
@@ -37,6 +39,7 @@ function hostBootId(): string {
 }
 
 async function bootProbe(options: ProbeOptions): Promise<string | null> {
+  options.beforeBoot?.();
   const qemu = requireQemu();
   const dir = join(options.stateDir, 'probe');
   mkdirSync(dir, { recursive: true });

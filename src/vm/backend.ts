@@ -64,6 +64,12 @@ export interface BootSpec {
   readonly vsockCid?: number;
   /** Extra kernel command line words. */
   readonly kernelArgs?: readonly string[];
+  /**
+   * A check the guest must wait for (the kernel's hash): the backend starts the VM with its vCPUs
+   * held, runs this while the VM initialises, and lets the guest run only once it returns. A throw
+   * kills the VM before its first instruction.
+   */
+  readonly beforeGuestRuns?: () => void;
 }
 
 export type VmState = 'running' | 'paused' | 'stopped';

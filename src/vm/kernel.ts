@@ -3,8 +3,8 @@
  * apt: `apt-get download`, then `dpkg-deb -x`) or from a path the user gives, keep only the boot image
  * (the unpacked PVH ELF `vmlinux` when the kernel has a PVH entry, see kernel-image.ts, else the
  * `vmlinuz` as shipped) and the modules the guest needs (with their dependencies, decompressed), and
- * record a SHA-256 manifest that is verified before every boot. It never downloads anything itself and never boots a kernel
- * whose files do not match the manifest.
+ * record a SHA-256 manifest that is verified before every boot (the guest's first instruction waits
+ * for it). It never downloads anything itself and never runs a kernel whose files do not match the manifest.
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -35,6 +35,8 @@ export interface InstalledKernel {
   /** Module files under `<dir>/modules/`, in load order. */
   readonly modules: readonly string[];
   readonly source: string;
+  /** Relative path -> sha256 hex, from the manifest. */
+  readonly files: Readonly<Record<string, string>>;
 }
 
 interface Manifest {
@@ -218,6 +220,16 @@ export async function installKernel(options: InstallOptions): Promise<InstalledK
 
 /** The installed kernel (the default one unless `version` is given), verified against its manifest. */
 export function loadKernel(stateDir: string, version?: string): InstalledKernel {
+  const kernel = readKernel(stateDir, version);
+  verifyKernel(kernel);
+  return kernel;
+}
+
+/**
+ * The installed kernel as its manifest describes it, not yet verified: a boot overlaps the hash
+ * check (~50 ms for the boot image) with QEMU's start-up and runs the guest only once it passed.
+ */
+export function readKernel(stateDir: string, version?: string): InstalledKernel {
   const kernelsDir = join(stateDir, 'kernels');
   const defaultFile = join(kernelsDir, 'default');
   const chosen = version ?? (existsSync(defaultFile) ? readFileSync(defaultFile, 'utf8').trim() : undefined);
@@ -236,8 +248,16 @@ export function loadKernel(stateDir: string, version?: string): InstalledKernel 
       code: 'vm.kernel_corrupt', cause: err, remediation: REINSTALL,
     });
   }
-  for (const [rel, expected] of Object.entries(manifest.files)) {
-    const path = join(dir, rel);
+  return {
+    version: manifest.version, dir, image: join(dir, manifest.image ?? 'vmlinuz'), modules: manifest.modules,
+    source: manifest.source, files: manifest.files,
+  };
+}
+
+/** Throws `vm.kernel_corrupt` unless every file of the kernel matches its manifest's SHA-256. */
+export function verifyKernel(kernel: InstalledKernel): void {
+  for (const [rel, expected] of Object.entries(kernel.files)) {
+    const path = join(kernel.dir, rel);
     const actual = existsSync(path) ? sha256File(path) : 'missing';
     if (actual !== expected) {
       throw new MicroagentError('invalid', `kernel file ${path} does not match its manifest (sha256 ${actual.slice(0, 16)}, expected ${expected.slice(0, 16)})`, {
@@ -245,5 +265,4 @@ export function loadKernel(stateDir: string, version?: string): InstalledKernel 
       });
     }
   }
-  return { version: manifest.version, dir, image: join(dir, manifest.image ?? 'vmlinuz'), modules: manifest.modules, source: manifest.source };
 }

@@ -120,6 +120,8 @@ export function buildQemuArgs(spec: BootSpec, paths: RunPaths, host: HostFacts =
     '-device', 'virtio-serial-device',
     '-device', 'virtserialport,name=microagent.agent,chardev=agent',
     '-qmp', `unix:${optValue(paths.qmpSocket)},server=on,wait=off`,
+    // vCPUs held until the boot's check passes (QMP `cont`).
+    ...(spec.beforeGuestRuns !== undefined ? ['-S'] : []),
     ...netdevArgs(spec.network),
     ...(spec.vsockCid !== undefined ? ['-device', `vhost-vsock-device,guest-cid=${vsockCid(spec.vsockCid)}`] : []),
   ];

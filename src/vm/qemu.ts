@@ -200,10 +200,13 @@ export const qemuBackend: VmBackend = {
     });
     startFailed.catch(() => {}); // only meaningful while starting; later exits are `exited`
     try {
+      // QEMU initialises (tens of ms) on its own core meanwhile; the guest has not run an instruction yet.
+      spec.beforeGuestRuns?.();
       const [agent, qmp] = await Promise.race([
         Promise.all([AgentClient.connect(paths.agentSocket), QmpClient.connect(paths.qmpSocket)]),
         startFailed,
       ]);
+      if (spec.beforeGuestRuns !== undefined) await Promise.race([qmp.execute('cont'), startFailed]);
       if (spec.mediation) attachMediationTunnel(agent, spec.mediation);
       return new QemuVm(child.pid ?? -1, spec, paths.serialLog, agent, qmp, exited, forceKill);
     } catch (err) {

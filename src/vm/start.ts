@@ -1,14 +1,14 @@
 /**
- * The one call a supervisor makes to get a running workspace guest: verify the installed kernel,
- * build (or reuse) the initramfs, pick the accelerator by a real probe, and boot through a backend.
- * Also builds the standard guest configuration (CA trust, proxy environment, DNS relay). It never
- * boots an unverified kernel and never guesses KVM.
+ * The one call a supervisor makes to get a running workspace guest: build (or reuse) the initramfs,
+ * pick the accelerator by a real probe, boot through a backend, and verify the installed kernel
+ * while QEMU starts with the guest held. Also builds the standard guest configuration (CA trust,
+ * proxy environment, DNS relay). It never runs an unverified kernel and never guesses KVM.
  */
 import type { Accelerator, BootSpec, NetworkConfig, RunningVm, VmBackend } from './backend.js';
 import { GUEST_NET } from './backend.js';
 import { probeAccelerator } from './accel.js';
 import { buildInitramfs } from './initramfs.js';
-import { loadKernel, type InstalledKernel } from './kernel.js';
+import { readKernel, verifyKernel, type InstalledKernel } from './kernel.js';
 import type { MediationOptions } from './mediation-tunnel.js';
 import { profile, type ProfileName } from './profiles.js';
 import type { GuestConfig } from './protocol.js';
@@ -19,9 +19,12 @@ export interface BootAssets {
   readonly initramfsPath: string;
 }
 
-/** Verified kernel + initramfs for it (built once, then cached under `<stateDir>/initramfs`). */
+/**
+ * The installed kernel + an initramfs for it (built once, then cached under `<stateDir>/initramfs`).
+ * The kernel is not verified here: bootVm does that while QEMU starts.
+ */
 export async function prepareBootAssets(stateDir: string, kernelVersion?: string): Promise<BootAssets> {
-  const kernel = loadKernel(stateDir, kernelVersion);
+  const kernel = readKernel(stateDir, kernelVersion);
   return { kernel, initramfsPath: await buildInitramfs(stateDir, kernel) };
 }
 
@@ -40,7 +43,7 @@ export interface BootVmOptions {
   /** 'auto' (default) runs the cached KVM probe. */
   readonly accelerator?: Accelerator | 'auto';
   readonly kernelVersion?: string;
-  /** Assets prepared ahead (the supervisor checks the kernel while its workspace is still being created). */
+  /** Assets prepared ahead (the supervisor reads them while its workspace is still being created). */
   readonly assets?: Promise<BootAssets>;
   readonly backend?: VmBackend;
 }
@@ -48,9 +51,14 @@ export interface BootVmOptions {
 export async function bootVm(options: BootVmOptions): Promise<RunningVm> {
   const assets = await (options.assets ?? prepareBootAssets(options.stateDir, options.kernelVersion));
   const size = profile(options.profile ?? 'small');
+  let verified = false;
+  const verify = () => {
+    if (!verified) verifyKernel(assets.kernel);
+    verified = true;
+  };
   const accelerator =
     options.accelerator === undefined || options.accelerator === 'auto'
-      ? (await probeAccelerator({ stateDir: options.stateDir, kernelPath: assets.kernel.image, initramfsPath: assets.initramfsPath })).accelerator
+      ? (await probeAccelerator({ stateDir: options.stateDir, kernelPath: assets.kernel.image, initramfsPath: assets.initramfsPath, beforeBoot: verify })).accelerator
       : options.accelerator;
   const spec: BootSpec = {
     kernelPath: assets.kernel.image,
@@ -61,6 +69,7 @@ export async function bootVm(options: BootVmOptions): Promise<RunningVm> {
     network: options.network,
     runDir: options.runDir,
     accelerator,
+    beforeGuestRuns: verify,
     ...(options.mediation ? { mediation: options.mediation } : {}),
     ...(options.serialLog ? { serialLog: options.serialLog } : {}),
   };

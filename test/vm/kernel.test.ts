@@ -1,18 +1,19 @@
 /**
  * Kernel install from Debian's linux-image-cloud-amd64 through the CLI (real apt-get download into
- * a fresh state directory), manifest verification, and the typed errors for a missing kernel, a
- * tampered kernel and a host without QEMU; `doctor` on this host (real KVM probe).
+ * a fresh state directory), manifest verification (a boot holds the guest until it passes), and the
+ * typed errors for a missing kernel, a tampered kernel and a host without QEMU; `doctor` on this host
+ * (real KVM probe).
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bootVm, loadKernel, qemuBackend } from '../../src/vm/index.js';
+import { bootVm, loadKernel, prepareBootAssets, qemuBackend } from '../../src/vm/index.js';
 import { isPvhElf } from '../../src/vm/kernel-image.js';
-import { removeTestDirs, runDir, TEST_STATE_DIR, testKernel } from './helpers.js';
+import { removeTestDirs, runDir, TEST_STATE_DIR, testKernel, testRootfs } from './helpers.js';
 
 const run = promisify(execFile);
 const CLI = join(import.meta.dirname, '../../dist/cli/main.js');
@@ -84,6 +85,38 @@ describe('guest kernel install', () => {
     expect(doc.error.kind).toBe('invalid');
     expect(doc.error.remediation).toContain('kernel install');
   });
+
+  it('a boot refuses the tampered kernel before the accelerator probe and before the guest runs', async () => {
+    for (const accelerator of ['auto', 'tcg'] as const) {
+      const dir = runDir();
+      await expect(bootVm({ stateDir, rootfsPath: testRootfs(), runDir: dir, network: { mode: 'isolated' }, accelerator }))
+        .rejects.toMatchObject({ kind: 'invalid', code: 'vm.kernel_corrupt', remediation: expect.stringContaining('kernel install') });
+    }
+    // The KVM probe (uncached in this state directory) never booted it either.
+    expect(existsSync(join(stateDir, 'probe'))).toBe(false);
+  }, 60_000);
+});
+
+describe('the guest waits for the boot check', () => {
+  it('holds the vCPUs while the check runs: a check failing after 3 s leaves the serial console empty and kills QEMU', async () => {
+    const kernel = await testKernel();
+    const { initramfsPath } = await prepareBootAssets(TEST_STATE_DIR);
+    const dir = runDir();
+    const serialLog = join(dir, 'serial.log');
+    const started = Date.now();
+    await expect(qemuBackend.boot({
+      kernelPath: kernel.image, initramfsPath, rootfsPath: testRootfs(), memoryMiB: 128, cpus: 1,
+      network: { mode: 'isolated' }, runDir: dir, accelerator: 'tcg', serialLog,
+      beforeGuestRuns: () => {
+        // Blocks like the real (synchronous) hash check, long enough for an unheld guest to print its boot.
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 3000);
+        throw new Error('check failed');
+      },
+    })).rejects.toThrow('check failed');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(3000);
+    expect(existsSync(serialLog) ? readFileSync(serialLog, 'utf8') : '').toBe('');
+    expect(spawnSync('pgrep', ['-f', dir], { encoding: 'utf8' }).stdout.trim()).toBe('');
+  }, 60_000);
 });
 
 describe('typed errors before any boot', () => {

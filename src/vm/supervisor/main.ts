@@ -2,7 +2,7 @@
  * The supervisor process entry: `node dist/vm/supervisor/main.js STATE_DIR [PENDING_LOG]`, spawned
  * detached by src/vm/workspace/supervisor-process.ts; its stdout/stderr go to the workspace's
  * supervisor.log. The launch line (JSON: the workspace's name and whether to probe its shell) arrives
- * on stdin, so the kernel check below runs while the caller is still creating the workspace. No line
+ * on stdin, so the boot assets below (kernel manifest, initramfs) are ready while the caller is still creating the workspace. No line
  * (the caller gave up): exit, removing the pending log the caller made for it.
  */
 import { unlink } from 'node:fs/promises';

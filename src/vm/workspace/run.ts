@@ -33,7 +33,7 @@ export interface RunResult {
 export async function runInWorkspace(stateDir: string, options: RunOptions): Promise<RunResult> {
   const t0 = performance.now();
   const name = `run-${randomBytes(4).toString('hex')}`;
-  // Spawned first, so its start-up and kernel check overlap building the workspace's disk.
+  // Spawned first, so its start-up overlaps building the workspace's disk.
   const supervisor = await spawnSupervisor(stateDir);
   try {
     await createWorkspace(stateDir, name, options);

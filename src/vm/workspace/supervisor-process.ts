@@ -1,7 +1,7 @@
 /**
  * Spawning a workspace's supervisor (src/vm/supervisor/main.ts): detached, so it outlives the CLI call,
  * and told which workspace to run (and whether to probe its shell) only by one line on its stdin. A caller can therefore spawn it before
- * the workspace exists: node's start-up, the supervisor's module loading and the kernel's hash check
+ * the workspace exists: node's start-up, the supervisor's module loading and its boot assets
  * (together a few hundred milliseconds on the way to the guest's boot) overlap the caller's own work,
  * such as `run` building the workspace's disk. A supervisor never named exits and removes its log.
  * It reports on fd 3 when the start has settled; see `settled`.
