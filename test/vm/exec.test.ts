@@ -95,6 +95,11 @@ describe('microVM guest agent (isolated network)', () => {
     await vm.agent.configure(standardGuestConfig({ caPem: CA, network: { mode: 'isolated' } }));
     const again = await vm.agent.run({ argv: ['cat', '/etc/ssl/certs/ca-certificates.crt'] });
     expect(again.stdout.split('MIIBtestmicroagentca').length - 1).toBe(1);
+    // A new CA (rotation) is appended too, and becomes microagent-ca.pem.
+    await vm.agent.configure(standardGuestConfig({ caPem: CA.replace('MIIBtestmicroagentca', 'MIIBtestrotatedca'), network: { mode: 'isolated' } }));
+    const rotated = await vm.agent.run({ argv: ['cat', '/etc/ssl/certs/ca-certificates.crt'] });
+    expect([rotated.stdout.split('MIIBtestmicroagentca').length - 1, rotated.stdout.split('MIIBtestrotatedca').length - 1]).toEqual([1, 1]);
+    expect((await vm.agent.run({ argv: ['cat', '/etc/ssl/certs/microagent-ca.pem'] })).stdout).toContain('MIIBtestrotatedca');
   });
 
   it('survives bad frames: unknown type, malformed EXEC, oversized frame', async () => {
