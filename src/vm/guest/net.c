@@ -42,13 +42,15 @@ void net_lo_up(void) {
 int net_setup(void) {
   int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (s < 0) return 0;
-  struct ifreq ifr;
-  memset(&ifr, 0, sizeof ifr);
-  strncpy(ifr.ifr_name, "eth0", IFNAMSIZ - 1);
-  if (ioctl(s, SIOCGIFFLAGS, &ifr) != 0) {
+  /* Asked by ioctl, the kernel would try to load a driver for a missing eth0 (request_module runs
+     the image's modprobe): 50-70 ms of a TCG boot for every isolated workspace. sysfs just answers. */
+  if (access("/sys/class/net/eth0", F_OK) != 0) {
     close(s);
     return 0;
   }
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  strncpy(ifr.ifr_name, "eth0", IFNAMSIZ - 1);
   set_addr(&ifr.ifr_addr, "10.0.2.15");
   if (ioctl(s, SIOCSIFADDR, &ifr) != 0) logmsg("eth0 address: %s", strerror(errno));
   set_addr(&ifr.ifr_netmask, "255.255.255.0");
