@@ -49,14 +49,14 @@ function timeCli(args) {
   }));
 }
 
-/** The same VM as a workspace's (isolated network), QEMU alone: wall time to the agent's HELLO frame. */
+/** The same VM as a `run`'s (user networking, restricted, but nothing forwarded), QEMU alone: wall time to the agent's HELLO frame. */
 async function bareBoot() {
   const runDir = mkdtempSync(join(tmpdir(), 'mab-'));
   const rootfsPath = join(runDir, 'root.ext4');
   await prepareWorkspaceDisk(image.rootfsPath, rootfsPath);
   const size = PROFILES[PROFILE];
   const args = buildQemuArgs(
-    { kernelPath: assets.kernel.image, initramfsPath: assets.initramfsPath, rootfsPath, memoryMiB: size.memoryMiB, cpus: size.cpus, network: { mode: 'isolated' }, runDir, accelerator },
+    { kernelPath: assets.kernel.image, initramfsPath: assets.initramfsPath, rootfsPath, memoryMiB: size.memoryMiB, cpus: size.cpus, network: { mode: 'user' }, runDir, accelerator },
     runPaths(runDir),
     hostFacts(),
   );
