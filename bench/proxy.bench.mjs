@@ -7,7 +7,6 @@
 import 'reflect-metadata';
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:https';
 import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,9 +32,14 @@ writeFileSync(join(dir, 'leaf.ext'), 'subjectAltName=DNS:bench.test,DNS:*.bench.
 openssl(['x509', '-req', '-in', 'leaf.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'leaf.pem', '-days', '2', '-extfile', 'leaf.ext']);
 const originCa = join(dir, 'ca.pem');
 
-const origin = createServer({ key: readFileSync(join(dir, 'leaf.key')), cert: readFileSync(join(dir, 'leaf.pem')) }, (req, res) => res.end('ok'));
-await new Promise((r) => origin.listen(0, '127.0.0.1', r));
-const originPort = origin.address().port;
+// The origin runs in its own process, as a real one would: sharing the proxy's event loop would
+// serialise the upstream handshake with the proxy's own work and hide what overlaps.
+const originChild = spawn(process.execPath, ['-e', `
+  const { readFileSync } = require('node:fs');
+  const server = require('node:https').createServer({ key: readFileSync(${JSON.stringify(join(dir, 'leaf.key'))}), cert: readFileSync(${JSON.stringify(join(dir, 'leaf.pem'))}) }, (req, res) => res.end('ok'));
+  server.listen(0, '127.0.0.1', () => console.log(server.address().port));
+`], { stdio: ['ignore', 'pipe', 'inherit'] });
+const originPort = await new Promise((resolve) => originChild.stdout.once('data', (d) => resolve(Number(String(d).trim()))));
 
 const policyText = 'version: 1\nmode: guarded\nrules:\n  - id: bench\n    action: allow\n    cidrs: [127.0.0.1/32]\n';
 writeFileSync(join(dir, 'policy.yaml'), policyText);
@@ -110,7 +114,7 @@ const loadedRss = rss();
 for (const t of tunnels) t.destroy();
 child.kill('SIGTERM');
 await new Promise((r) => child.once('exit', r));
-origin.close();
+originChild.kill();
 
 const p50d = percentile(direct, 50);
 const p50p = percentile(viaProxy, 50);

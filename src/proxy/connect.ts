@@ -47,7 +47,7 @@ export async function handleConnect(rt: ProxyRuntime, handoff: InterceptHandoff,
     else socket.destroy();
     return;
   }
-  const { target, decision } = outcome;
+  const { target, decision, recorded } = outcome;
   rt.counters.activeTunnels++;
   rt.counters.tunnels++;
   let upstream: Socket | null = null;
@@ -63,5 +63,5 @@ export async function handleConnect(rt: ProxyRuntime, handoff: InterceptHandoff,
     }
   }
   socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-  await runTunnel(rt, { conn, socket, head, destination, target, decision, startedAt, upstream }, handoff);
+  await runTunnel(rt, { conn, socket, head, destination, target, decision, recorded, startedAt, upstream }, handoff);
 }

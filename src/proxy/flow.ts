@@ -11,13 +11,15 @@ import { stepConnection, type ConnectionEvent, type ConnectionState } from './co
 import type { ProxyRuntime } from './runtime.js';
 
 export type FlowOutcome =
-  | { readonly kind: 'open'; readonly target: CheckedTarget; readonly decision: Decision }
+  /** `recorded`: true once the allow is durable (a per-request flow is opened before that), false if it failed. */
+  | { readonly kind: 'open'; readonly target: CheckedTarget; readonly decision: Decision; readonly recorded: Promise<boolean> }
   | { readonly kind: 'denied'; readonly answer: DenyAnswer };
 
 export async function decideFlow(rt: ProxyRuntime, first: ConnectionEvent): Promise<FlowOutcome> {
   const policy = rt.policy();
   let state: ConnectionState = { phase: 'start' };
   let event: ConnectionEvent | null = first;
+  let recorded = Promise.resolve(true);
   while (event !== null) {
     const result = stepConnection(policy, state, event);
     state = result.state;
@@ -42,7 +44,7 @@ export async function decideFlow(rt: ProxyRuntime, first: ConnectionEvent): Prom
         }
         case 'audit':
           if (!action.wait) {
-            rt.appendInBackground(action.record);
+            recorded = rt.appendInBackground(action.record);
             break;
           }
           try {
@@ -54,7 +56,7 @@ export async function decideFlow(rt: ProxyRuntime, first: ConnectionEvent): Prom
           break;
         case 'dial':
         case 'serve_requests':
-          return { kind: 'open', target: action.target, decision: action.decision };
+          return { kind: 'open', target: action.target, decision: action.decision, recorded };
         case 'deny':
           rt.counters.denied++;
           return { kind: 'denied', answer: action.answer };

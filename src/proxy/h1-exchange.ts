@@ -53,6 +53,9 @@ function upstreamError(message: string, code: string): Error {
 export class LeanPool {
   private readonly idle = new Map<string, Connection[]>();
   private readonly open = new Set<Connection>();
+  /** Connections dialled ahead of their first exchange (see prewarm), one per target at most. */
+  private readonly warming = new Map<string, Promise<Connection>>();
+  private closed = false;
 
   constructor(
     private readonly dial: Dial,
@@ -71,7 +74,7 @@ export class LeanPool {
         current = run;
         if (aborted) run.abort();
       });
-    const fresh = (): Promise<LeanAnswer> => this.connect(target, tls, key).then((conn) => attempt(conn, false));
+    const fresh = (): Promise<LeanAnswer> => (this.takeWarming(key) ?? this.connect(target, tls, key)).then((conn) => attempt(conn, false));
     const reusable = this.takeIdle(key);
     const answer =
       reusable === null
@@ -90,7 +93,33 @@ export class LeanPool {
     };
   }
 
+  /**
+   * Dials `target` before its first exchange needs it, unless a connection is idle or being dialled
+   * already; the next exchange takes it (a failed dial fails that exchange, as its own dial would).
+   */
+  prewarm(target: CheckedTarget, tls: boolean): void {
+    assertCheckedTarget(target);
+    const key = `${tls ? 's' : 'p'}|${target.key}`;
+    if (this.warming.has(key) || (this.idle.get(key)?.length ?? 0) > 0) return;
+    const dialling = this.connect(target, tls, key);
+    this.warming.set(key, dialling);
+    dialling.then(
+      (conn) => {
+        if (this.closed) conn.socket.destroy();
+        else if (this.warming.get(key) === dialling) {
+          this.warming.delete(key);
+          this.release(conn);
+        } // else an exchange took it
+      },
+      () => {
+        if (this.warming.get(key) === dialling) this.warming.delete(key);
+      },
+    );
+  }
+
   close(): void {
+    this.closed = true;
+    this.warming.clear();
     for (const conn of this.open) conn.socket.destroy();
     this.open.clear();
     this.idle.clear();
@@ -118,6 +147,12 @@ export class LeanPool {
       conn.exchange = null;
     });
     return conn;
+  }
+
+  private takeWarming(key: string): Promise<Connection> | undefined {
+    const dialling = this.warming.get(key);
+    this.warming.delete(key);
+    return dialling;
   }
 
   private takeIdle(key: string): Connection | null {

@@ -39,8 +39,11 @@ export interface ProxyRuntime {
   readonly secrets: (name: string) => string | undefined;
   readonly counters: ProxyCounters;
   nextConn(): string;
-  /** Appends without blocking the flow (denies, closes); close() waits for these. */
-  appendInBackground(event: AuditEvent): void;
+  /**
+   * Appends without blocking the flow (denies, closes, per-request flows' allows); close() waits for
+   * these. Resolves true once the record is durable, false if it failed (logged); never rejects.
+   */
+  appendInBackground(event: AuditEvent): Promise<boolean>;
   /** True once the workspace byte budget is spent: new flows are refused. */
   overBudget(): boolean;
   flush(): Promise<void>;
@@ -64,10 +67,17 @@ export function createRuntime(parts: Omit<ProxyRuntime, 'counters' | 'nextConn' 
     nextConn: () => `${prefix}-${(++sequence).toString(36)}`,
     appendInBackground(event) {
       inFlight++;
-      parts.audit.append(event).then(settled, (err: unknown) => {
-        log.error({ err, event: event.event }, 'audit append failed');
-        settled();
-      });
+      return parts.audit.append(event).then(
+        () => {
+          settled();
+          return true;
+        },
+        (err: unknown) => {
+          log.error({ err, event: event.event }, 'audit append failed');
+          settled();
+          return false;
+        },
+      );
     },
     overBudget: () => counters.bytesUp + counters.bytesDown >= parts.limits.maxWorkspaceBytes,
     async flush() {

@@ -29,6 +29,8 @@ export interface Tunnel {
   readonly destination: Destination;
   readonly target: CheckedTarget;
   readonly decision: Decision;
+  /** True once the CONNECT's allow is durable (intercepted tunnels answer 200 before that). */
+  readonly recorded: Promise<boolean>;
   readonly startedAt: number;
   /** Set when the upstream was dialled before answering 200 (splice-only tunnels). */
   readonly upstream: Socket | null;
@@ -163,6 +165,11 @@ export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: Inter
     return;
   }
   upstream?.destroy();
+  // The CONNECT is decided and its address checked: once its allow is durable, the upstream handshake
+  // can run while we mint and the guest handshakes (a few ms a new host would otherwise wait for at
+  // its first request). No request byte goes up before that request's own decision is durable.
+  const guestOffersH2 = result.alpn.includes('h2');
+  void tunnel.recorded.then((durable) => durable && rt.pool.prewarm(tunnel.target, guestOffersH2));
   await intercept(rt, tunnel, bytes, result.sni, handoff, closeWith, refuse);
 }
 

@@ -85,8 +85,6 @@ export type UpstreamSession =
   | { readonly kind: 'h2'; readonly session: ClientHttp2Session }
   | { readonly kind: 'h1'; take(): TLSSocket | null };
 
-const NO_SESSION: UpstreamSession = { kind: 'h1', take: () => null };
-
 type AgentWithCallback = Omit<Agent, 'createConnection'> & {
   createConnection: (options: unknown, callback: (err: Error | null, socket?: Socket) => void) => Socket | undefined;
 };
@@ -99,6 +97,8 @@ export class UpstreamPool {
   private readonly agents = new Map<string, Agent>();
   private readonly sessions = new Map<string, Promise<UpstreamSession>>();
   private readonly h1Only = new Set<string>();
+  /** Per target, the verified socket whose handshake found out the origin speaks no h2, until a request takes it. */
+  private readonly spares = new Map<string, TLSSocket>();
   /** Keep-alive connections for the lean HTTP/1.1 exchange (bodiless requests), dialled by dial() below. */
   readonly lean = new LeanPool((target, tls) => this.dial(target, tls), IDLE_TIMEOUT_MS);
 
@@ -149,13 +149,24 @@ export class UpstreamPool {
   }
 
   /**
+   * Dials `target` for an intercepted tunnel whose first request has not arrived yet, so the upstream
+   * handshake runs alongside the guest's: an HTTP/2 session when the guest offered h2 (it will get h2
+   * from us), else a lean HTTP/1.1 connection. Failures are left for that request's own dial to report.
+   */
+  prewarm(target: CheckedTarget, guestOffersH2: boolean): void {
+    if (guestOffersH2) this.sessionFor(target).catch(() => undefined);
+    else this.lean.prewarm(target, true);
+  }
+
+  /**
    * A verified HTTP/2 session to `target`, or, when the origin does not speak h2, the verified
-   * HTTP/1.1 socket that found out (so the first request costs one handshake, not two); later
-   * callers get `socket: null` and use the keep-alive agent.
+   * HTTP/1.1 socket that found out (so the first request costs one handshake, not two; kept until
+   * then, as a tunnel's prewarm may have dialled it); later callers get `socket: null` and use the
+   * keep-alive agent.
    */
   async sessionFor(target: CheckedTarget): Promise<UpstreamSession> {
     assertCheckedTarget(target);
-    if (this.h1Only.has(target.key)) return NO_SESSION;
+    if (this.h1Only.has(target.key)) return this.spareSession(target.key);
     let pending = this.sessions.get(target.key);
     if (pending === undefined) {
       pending = this.openSession(target);
@@ -170,17 +181,8 @@ export class UpstreamPool {
     if (socket.alpnProtocol !== 'h2') {
       this.h1Only.add(target.key);
       this.sessions.delete(target.key);
-      let spare: TLSSocket | null = socket;
-      // Whoever awaited this first takes the socket in the same turn; an untaken one is closed.
-      setImmediate(() => spare?.destroy());
-      return {
-        kind: 'h1',
-        take: () => {
-          const taken = spare;
-          spare = null;
-          return taken;
-        },
-      };
+      this.keepSpare(target.key, socket);
+      return this.spareSession(target.key);
     }
     const authority = `https://${target.servername ?? (target.ip.includes(':') ? `[${target.ip}]` : target.ip)}:${target.port}`;
     const session = http2Connect(authority, { createConnection: () => socket });
@@ -195,7 +197,36 @@ export class UpstreamPool {
     return { kind: 'h2', session };
   }
 
+  private keepSpare(key: string, socket: TLSSocket): void {
+    this.spares.get(key)?.destroy();
+    this.spares.set(key, socket);
+    socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
+    socket.once('close', () => {
+      if (this.spares.get(key) === socket) this.spares.delete(key);
+    });
+  }
+
+  private spareSession(key: string): UpstreamSession {
+    return {
+      kind: 'h1',
+      take: () => {
+        const spare = this.spares.get(key);
+        this.spares.delete(key);
+        if (spare === undefined || spare.destroyed) return null;
+        // Bytes before any request answer nothing we asked: such a connection is not trustworthy.
+        if (spare.readableLength > 0) {
+          spare.destroy();
+          return null;
+        }
+        spare.setTimeout(0);
+        return spare;
+      },
+    };
+  }
+
   close(): void {
+    for (const spare of this.spares.values()) spare.destroy();
+    this.spares.clear();
     this.lean.close();
     for (const agent of this.agents.values()) agent.destroy();
     this.agents.clear();

@@ -236,4 +236,50 @@ describe('lean exchange over real sockets', () => {
     await expect(fetchOnce(p, target)).rejects.toThrow(/before the response was complete/);
     expect(o.connections).toHaveLength(2);
   });
+
+  it('a prewarmed connection serves the first exchange, whether its dial is still pending or done', async () => {
+    const o = await origin((_, __, socket) => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'));
+    const p = leanPool();
+    const target = targetFor(o.port);
+    p.prewarm(target, false);
+    p.prewarm(target, false); // one dial per target at most
+    expect(await fetchOnce(p, target)).toMatchObject({ status: 200, body: 'ok' }); // took the pending dial
+    p.prewarm(target, false); // an idle connection is there: nothing dialled
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(o.connections).toHaveLength(1);
+    const other = await origin((_, __, socket) => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'));
+    const otherTarget = targetFor(other.port);
+    p.prewarm(otherTarget, false);
+    await until(() => other.connections.length === 1);
+    await new Promise((resolve) => setTimeout(resolve, 20)); // the dial has settled into the idle list
+    expect(other.requests).toHaveLength(0); // dialled, but nothing sent before an exchange
+    expect(await fetchOnce(p, otherTarget)).toMatchObject({ status: 200, body: 'ok' });
+    expect(other.connections).toHaveLength(1);
+  });
+
+  it('a prewarm that fails leaves the next exchange its own dial; close ends a prewarm still dialling', async () => {
+    const o = await origin((_, __, socket) => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'));
+    let failNext = true;
+    const p = leanPool();
+    const dialling = new LeanPool(async (target) => {
+      if (failNext) {
+        failNext = false;
+        throw Object.assign(new Error('refused'), { code: 'ECONNREFUSED' });
+      }
+      return connect({ host: target.ip, port: target.port });
+    }, 60_000);
+    const target = targetFor(o.port);
+    dialling.prewarm(target, false);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(await fetchOnce(dialling, target)).toMatchObject({ status: 200, body: 'ok' });
+    dialling.close();
+    p.prewarm(target, false);
+    p.close();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(o.connections.filter((c) => !c.destroyed && !c.readableEnded)).toHaveLength(0);
+  });
 });
+
+async function until(condition: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 5));
+}

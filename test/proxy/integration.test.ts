@@ -301,3 +301,85 @@ describe('deny paths: 403 + reason header + audit record', () => {
     expect(decisions(await tp.records()).some((x) => x.reason === 'doh_denied' && x.path === '/dns-query')).toBe(true);
   });
 });
+
+describe('the upstream handshake runs alongside the guest\'s', () => {
+  /** An HTTP/1.1-only TLS origin counting its handshakes and requests (fresh port: no pooled connection). */
+  async function countingOrigin() {
+    const seen = { handshakes: 0, requests: [] as string[] };
+    const server = createHttpsServer({ key: ca.key, cert: ca.cert }, (req, res) => {
+      seen.requests.push(`${req.method} ${req.url}`);
+      res.end('ok');
+    });
+    server.on('secureConnection', () => seen.handshakes++);
+    return { seen, port: await listen(server), close: () => server.close() };
+  }
+
+  it('an HTTP/2 guest to an HTTP/1.1-only origin: its first request uses the connection dialled during its handshake', async () => {
+    const o = await countingOrigin();
+    const r = await viaProxy(`https://origin.test:${o.port}/first`, '--http2');
+    expect([r.status, r.body]).toEqual([200, 'ok']);
+    expect(o.seen).toEqual({ handshakes: 1, requests: ['GET /first'] });
+    o.close();
+  });
+
+  it('an HTTP/1.1 guest: the same on the lean exchange', async () => {
+    const o = await countingOrigin();
+    const r = await viaProxy(`https://origin.test:${o.port}/first`, '--http1.1');
+    expect([r.status, r.body]).toEqual([200, 'ok']);
+    expect(o.seen).toEqual({ handshakes: 1, requests: ['GET /first'] });
+    o.close();
+  });
+
+  it('a request its rule denies never reaches the origin, though the allowed CONNECT already dialled it', async () => {
+    const o = await countingOrigin();
+    const r = await viaProxy(`https://origin.test:${o.port}/gone`, '-X', 'DELETE', '--http1.1');
+    expect(r.status).toBe(403);
+    expect(o.seen).toEqual({ handshakes: 1, requests: [] });
+    o.close();
+  });
+
+  it('waits for the CONNECT\'s allow to be durable: until then the guest\'s handshake dials nothing', async () => {
+    const o = await countingOrigin();
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const slow = await startTestProxy(POLICY, {
+      resolver,
+      originCa: ca,
+      audit: (real) => ({
+        // The tunnel's own allow (no method: the CONNECT) is held back; everything else is written at once.
+        append: (e) => (e.event === 'egress.decision' && !('method' in e) ? held.then(() => real.append(e)) : real.append(e)),
+        get healthy() {
+          return real.healthy;
+        },
+        close: () => real.close(),
+      }),
+    });
+    try {
+      const { socket, status } = await connectTunnel(slow.port, `origin.test:${o.port}`);
+      expect(status).toBe(200);
+      const tls = tlsConnect({ socket, servername: 'origin.test', ca: slow.caPem, ALPNProtocols: ['http/1.1'] });
+      await new Promise((resolve) => tls.once('secureConnect', resolve));
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      expect(o.seen.handshakes).toBe(0);
+      release();
+      for (let i = 0; i < 100 && o.seen.handshakes === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(o.seen).toEqual({ handshakes: 1, requests: [] });
+      tls.destroy();
+    } finally {
+      release();
+      await slow.close();
+      o.close();
+    }
+  });
+
+  it('a tunnel refused at its ClientHello (SNI naming another host) dials nothing', async () => {
+    const o = await countingOrigin();
+    const { socket, status } = await connectTunnel(tp.port, `origin.test:${o.port}`);
+    expect(status).toBe(200);
+    const tls = tlsConnect({ socket, servername: 'www.origin.test', ca: tp.caPem });
+    await new Promise((resolve) => tls.once('error', resolve).once('close', resolve));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(o.seen.handshakes).toBe(0);
+    o.close();
+  });
+});
