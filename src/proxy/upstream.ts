@@ -98,7 +98,7 @@ export class UpstreamPool {
   private readonly sessions = new Map<string, Promise<UpstreamSession>>();
   private readonly h1Only = new Set<string>();
   /** Per target, the verified socket whose handshake found out the origin speaks no h2, until a request takes it. */
-  private readonly spares = new Map<string, TLSSocket>();
+  private readonly spares = new Map<string, { readonly socket: TLSSocket; readonly expiry: NodeJS.Timeout }>();
   /** Keep-alive connections for the lean HTTP/1.1 exchange (bodiless requests), dialled by dial() below. */
   readonly lean = new LeanPool((target, tls) => this.dial(target, tls), IDLE_TIMEOUT_MS);
 
@@ -198,11 +198,13 @@ export class UpstreamPool {
   }
 
   private keepSpare(key: string, socket: TLSSocket): void {
-    this.spares.get(key)?.destroy();
-    this.spares.set(key, socket);
-    socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
+    this.spares.get(key)?.socket.destroy();
+    // Unused, it closes after the keep-alive agents' idle time (a timer, not the socket's own timeout,
+    // so nothing of ours stays on the socket once a request takes it).
+    const expiry = setTimeout(() => socket.destroy(), IDLE_TIMEOUT_MS).unref();
+    this.spares.set(key, { socket, expiry });
     socket.once('close', () => {
-      if (this.spares.get(key) === socket) this.spares.delete(key);
+      if (this.spares.get(key)?.socket === socket) this.spares.delete(key);
     });
   }
 
@@ -212,20 +214,24 @@ export class UpstreamPool {
       take: () => {
         const spare = this.spares.get(key);
         this.spares.delete(key);
-        if (spare === undefined || spare.destroyed) return null;
+        if (spare === undefined) return null;
+        clearTimeout(spare.expiry);
+        if (spare.socket.destroyed) return null;
         // Bytes before any request answer nothing we asked: such a connection is not trustworthy.
-        if (spare.readableLength > 0) {
-          spare.destroy();
+        if (spare.socket.readableLength > 0) {
+          spare.socket.destroy();
           return null;
         }
-        spare.setTimeout(0);
-        return spare;
+        return spare.socket;
       },
     };
   }
 
   close(): void {
-    for (const spare of this.spares.values()) spare.destroy();
+    for (const spare of this.spares.values()) {
+      clearTimeout(spare.expiry);
+      spare.socket.destroy();
+    }
     this.spares.clear();
     this.lean.close();
     for (const agent of this.agents.values()) agent.destroy();
