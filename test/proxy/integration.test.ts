@@ -362,7 +362,7 @@ describe('the upstream handshake runs alongside the guest\'s', () => {
       await new Promise((resolve) => setTimeout(resolve, 150));
       expect(o.seen.handshakes).toBe(0);
       release();
-      for (let i = 0; i < 100 && o.seen.handshakes === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      for (let i = 0; i < 500 && o.seen.handshakes === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
       expect(o.seen).toEqual({ handshakes: 1, requests: [] });
       tls.destroy();
     } finally {
