@@ -4,8 +4,8 @@
  * and nothing outside the schema (no secret) is ever written.
  */
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { open as openFile } from 'node:fs/promises';
+import fs, { appendFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -33,12 +33,14 @@ async function records(path: string): Promise<AuditRecord[]> {
 
 describe('group commit', () => {
   it('10,000 concurrent appends are all durable, in call order, in a valid chain, with few syncs', async () => {
-    const probe = await openFile(join(dir.path, 'probe'), 'w');
-    const datasync = vi.spyOn(Object.getPrototypeOf(probe) as { datasync(): Promise<void> }, 'datasync');
-    await probe.close();
+    // The writer imports fdatasync by name: spy on node's fs object and push it to the ESM binding.
+    const datasync = vi.spyOn(fs, 'fdatasync');
+    syncBuiltinESMExports();
     const audit = await openAuditLog({ path: log, workspace: 'ws-audit', maxPending: 1000 });
     await Promise.all(Array.from({ length: 10_000 }, (_, i) => audit.append(decision(i))));
     const syncs = datasync.mock.calls.length;
+    datasync.mockRestore();
+    syncBuiltinESMExports();
     await audit.close();
     const all = await records(log);
     expect(all.map((r) => r.seq)).toEqual(Array.from({ length: 10_000 }, (_, i) => i + 1));
