@@ -55,6 +55,8 @@ export class LeanPool {
   private readonly open = new Set<Connection>();
   /** Connections dialled ahead of their first exchange (see prewarm), one per target at most. */
   private readonly warming = new Map<string, Promise<Connection>>();
+  /** Dials in flight per target, for exchanges and prewarms alike. */
+  private readonly dialling = new Map<string, number>();
   private closed = false;
 
   constructor(
@@ -94,13 +96,14 @@ export class LeanPool {
   }
 
   /**
-   * Dials `target` before its first exchange needs it, unless a connection is idle or being dialled
-   * already; the next exchange takes it (a failed dial fails that exchange, as its own dial would).
+   * Dials `target` before its first exchange needs it, unless a connection to it is idle or being
+   * dialled already (by an exchange or a prewarm); the next exchange takes it (a failed dial fails
+   * that exchange, as its own dial would).
    */
   prewarm(target: CheckedTarget, tls: boolean): void {
     assertCheckedTarget(target);
     const key = `${tls ? 's' : 'p'}|${target.key}`;
-    if (this.warming.has(key) || (this.idle.get(key)?.length ?? 0) > 0) return;
+    if (this.dialling.has(key) || (this.idle.get(key)?.length ?? 0) > 0) return;
     const dialling = this.connect(target, tls, key);
     this.warming.set(key, dialling);
     dialling.then(
@@ -126,7 +129,15 @@ export class LeanPool {
   }
 
   private async connect(target: CheckedTarget, tls: boolean, key: string): Promise<Connection> {
-    const socket = await this.dial(target, tls);
+    this.dialling.set(key, (this.dialling.get(key) ?? 0) + 1);
+    let socket: Socket;
+    try {
+      socket = await this.dial(target, tls);
+    } finally {
+      const left = (this.dialling.get(key) ?? 1) - 1;
+      if (left === 0) this.dialling.delete(key);
+      else this.dialling.set(key, left);
+    }
     const conn: Connection = { socket, key, exchange: null };
     this.open.add(conn);
     socket.setTimeout(this.idleTimeoutMs);

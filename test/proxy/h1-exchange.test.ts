@@ -257,6 +257,17 @@ describe('lean exchange over real sockets', () => {
     expect(other.connections).toHaveLength(1);
   });
 
+  it('a prewarm while an exchange is dialling the same target dials nothing more', async () => {
+    const o = await origin((_, __, socket) => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'));
+    const p = leanPool();
+    const target = targetFor(o.port);
+    const first = fetchOnce(p, target);
+    p.prewarm(target, false);
+    expect(await first).toMatchObject({ status: 200, body: 'ok' });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(o.connections).toHaveLength(1);
+  });
+
   it('a prewarm that fails leaves the next exchange its own dial; close ends a prewarm still dialling', async () => {
     const o = await origin((_, __, socket) => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'));
     let failNext = true;
