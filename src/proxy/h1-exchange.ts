@@ -1,7 +1,8 @@
 /**
  * The lean HTTP/1.1 upstream exchange for bodiless requests: the request head goes out in one write on
  * an idle keep-alive connection to the checked target (or a fresh one the pool dialled and, for TLS,
- * verified), and the response, framed by h1-response.ts, streams back as a Readable. It replaces node's
+ * verified, possibly ahead of the request: see prewarm), and the response, framed by h1-response.ts,
+ * streams back as a Readable. It replaces node's
  * http.request + Agent on the hot path, which cost more CPU per request than the rest of the proxy.
  * Never writes to a connection the pool did not dial for this target; never reuses a connection whose
  * last response was not framed cleanly.
