@@ -314,17 +314,12 @@ describe('the upstream handshake runs alongside the guest\'s', () => {
     return { seen, port: await listen(server), close: () => server.close() };
   }
 
-  it('an HTTP/2 guest to an HTTP/1.1-only origin: its first request uses the connection dialled during its handshake', async () => {
+  it.each([
+    ['an HTTP/2 guest (h2 session attempt, kept HTTP/1.1 socket)', '--http2'],
+    ['an HTTP/1.1 guest (lean exchange)', '--http1.1'],
+  ])('%s to an HTTP/1.1-only origin: its first request uses the connection dialled during its handshake', async (_, flag) => {
     const o = await countingOrigin();
-    const r = await viaProxy(`https://origin.test:${o.port}/first`, '--http2');
-    expect([r.status, r.body]).toEqual([200, 'ok']);
-    expect(o.seen).toEqual({ handshakes: 1, requests: ['GET /first'] });
-    o.close();
-  });
-
-  it('an HTTP/1.1 guest: the same on the lean exchange', async () => {
-    const o = await countingOrigin();
-    const r = await viaProxy(`https://origin.test:${o.port}/first`, '--http1.1');
+    const r = await viaProxy(`https://origin.test:${o.port}/first`, flag);
     expect([r.status, r.body]).toEqual([200, 'ok']);
     expect(o.seen).toEqual({ handshakes: 1, requests: ['GET /first'] });
     o.close();
