@@ -37,13 +37,13 @@ const { accelerator } = await probeAccelerator({ stateDir, kernelPath: assets.ke
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const vmRssKiB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
 
-/** Spawns the CLI; resolves with wall times to the first stdout byte and to exit. */
+/** Runs the CLI as users do (the executable, through its shebang); resolves with wall times to the first stdout byte and to exit. */
 function timeCli(args) {
   const start = performance.now();
   let first = null;
   let stdout = '';
   let stderr = '';
-  const child = spawn(process.execPath, [CLI, '--state-dir', stateDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(CLI, ['--state-dir', stateDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout.on('data', (d) => { first ??= performance.now() - start; stdout += d; });
   child.stderr.on('data', (d) => (stderr += d));
   return new Promise((resolve, reject) => child.on('close', (code) => {

@@ -1,7 +1,9 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS MICROAGENT_EXTRA_CA_CERTS=${NODE_EXTRA_CA_CERTS} node
 /**
  * `microagent`: the one executable. It finds the command module for the first word, hands it the
  * rest of argv, and prints the result in the chosen output mode. No logic of its own lives here.
+ * The shebang hands NODE_EXTRA_CA_CERTS over under another name, so Node does not parse it at start-up
+ * and it is read only by a command that opens a TLS connection (src/tls-trust.ts).
  */
 import { homedir } from 'node:os';
 import { join } from 'node:path';

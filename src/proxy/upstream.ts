@@ -7,7 +7,8 @@
 import { Agent, type AgentOptions } from 'node:http';
 import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
 import { connect as netConnect, type Socket } from 'node:net';
-import { connect as tlsConnect, createSecureContext, rootCertificates, type SecureContext, type TLSSocket } from 'node:tls';
+import { connect as tlsConnect, createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
+import { trustedCas } from '../tls-trust.js';
 import { assertCheckedTarget, type CheckedTarget } from './checked-target.js';
 import { LeanPool } from './h1-exchange.js';
 
@@ -38,12 +39,13 @@ export function classifyUpstreamError(err: unknown): UpstreamFailure {
 }
 
 /**
- * One trust store, built once: Node's root certificates plus the operator's extra CAs. Without extra
- * CAs the context uses Node's own shared root store instead of parsing the ~140 roots into a second
- * one (40-47 ms and ~1 MiB at every proxy start).
+ * One trust store, built once: the host's roots (src/tls-trust.ts) plus the operator's extra CAs.
+ * With neither extra CAs nor deferred host CAs, the context uses Node's own shared root store instead
+ * of parsing the ~140 roots into a second one (40-47 ms and ~1 MiB at every proxy start).
  */
 export function createUpstreamTrust(extraCaPems: readonly string[]): SecureContext {
-  return extraCaPems.length === 0 ? createSecureContext() : createSecureContext({ ca: [...rootCertificates, ...extraCaPems] });
+  const ca = trustedCas(extraCaPems);
+  return ca === undefined ? createSecureContext() : createSecureContext({ ca });
 }
 
 /** Consumers attach their own error handling; this keeps an error in a gap between owners from crashing the proxy. */

@@ -1,64 +1,84 @@
 // `microagent proxy` as a user runs it: spawned from dist/ (run `npm run build` first), it prints
 // where it listens and where the CA is, serves, reloads the policy on change, and stops on SIGINT
-// with its audit records flushed.
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+// with its audit records flushed; run as an executable, it trusts the host's NODE_EXTRA_CA_CERTS,
+// which its shebang hands over unparsed (src/tls-trust.ts).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readAuditRecords, verifyAuditLog } from '../../src/audit/index.js';
-import { curl, startHttpOrigin } from './helpers.js';
+import { curl, makeOriginCa, startHttpOrigin, startHttpsOrigin } from './helpers.js';
 
-const ALLOW = (rule: 'allow' | 'deny') => `version: 1\nmode: guarded\nrules:\n  - id: loopback\n    action: ${rule}\n    cidrs: [127.0.0.1/32]\n`;
+const ALLOW = (rule: 'allow' | 'deny') => `version: 1\nmode: guarded\nrules:\n  - id: loopback\n    action: ${rule}\n    cidrs: [127.0.0.1/32]\n    tls: true\n`;
+
+interface RunningProxy {
+  readonly child: ChildProcess;
+  readonly dir: string;
+  readonly policyFile: string;
+  readonly url: string;
+  readonly caPath: string;
+  readonly stderr: string[];
+  waitFor(pattern: RegExp): Promise<RegExpMatchArray>;
+}
+
+/** Starts `microagent proxy` on a free loopback port, as `command` (node and the script, or the script itself). */
+async function startProxyCli(command: string[], env: NodeJS.ProcessEnv = process.env): Promise<RunningProxy> {
+  const dir = mkdtempSync(join(tmpdir(), 'proxy-cli-'));
+  const policyFile = join(dir, 'policy.yaml');
+  writeFileSync(policyFile, ALLOW('allow'));
+  const [file, ...args] = command as [string, ...string[]];
+  const child = spawn(file, [...args, '--state-dir', dir, 'proxy', '--policy', policyFile, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  let out = '';
+  const waitFor = (pattern: RegExp) =>
+    new Promise<RegExpMatchArray>((resolve, reject) => {
+      const check = () => {
+        const m = pattern.exec(out);
+        if (m !== null) {
+          child.stdout?.off('data', onData);
+          resolve(m);
+        }
+      };
+      const onData = (c: Buffer) => {
+        out += c.toString();
+        check();
+      };
+      child.stdout?.on('data', onData);
+      child.once('exit', () => reject(new Error(`proxy exited early:\n${out}`)));
+      check();
+    });
+  const stderr: string[] = [];
+  child.stderr?.on('data', (c: Buffer) => stderr.push(c.toString()));
+  const listening = await waitFor(/listening on http:\/\/127\.0\.0\.1:(\d+)/);
+  const caLine = await waitFor(/CA certificate (\S+)/);
+  return { child, dir, policyFile, url: `http://127.0.0.1:${listening[1]}`, caPath: caLine[1] as string, stderr, waitFor };
+}
+
+async function interrupt(proxy: RunningProxy): Promise<number | null> {
+  proxy.child.kill('SIGINT');
+  return new Promise((resolve) => proxy.child.once('exit', resolve));
+}
 
 describe('microagent proxy', () => {
   it('serves, hot-reloads the policy, and shuts down cleanly on SIGINT', async () => {
     const { port: originPort, server } = await startHttpOrigin();
-    const dir = mkdtempSync(join(tmpdir(), 'proxy-cli-'));
-    const policyFile = join(dir, 'policy.yaml');
-    writeFileSync(policyFile, ALLOW('allow'));
-    const child = spawn(process.execPath, ['dist/cli/main.js', '--state-dir', dir, 'proxy', '--policy', policyFile, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    const waitFor = (pattern: RegExp) =>
-      new Promise<RegExpMatchArray>((resolve, reject) => {
-        const check = () => {
-          const m = pattern.exec(out);
-          if (m !== null) {
-            child.stdout.off('data', onData);
-            resolve(m);
-          }
-        };
-        const onData = (c: Buffer) => {
-          out += c.toString();
-          check();
-        };
-        child.stdout.on('data', onData);
-        child.once('exit', () => reject(new Error(`proxy exited early:\n${out}`)));
-        check();
-      });
-    const stderr: string[] = [];
-    child.stderr.on('data', (c: Buffer) => stderr.push(c.toString()));
-    const listening = await waitFor(/listening on http:\/\/127\.0\.0\.1:(\d+)/);
-    const caLine = await waitFor(/CA certificate (\S+)/);
-    expect(caLine[1]).toBe(join(dir, 'proxy-ca', 'ca.pem'));
-    expect(existsSync(caLine[1] as string)).toBe(true);
-    const proxyUrl = `http://127.0.0.1:${listening[1]}`;
+    const proxy = await startProxyCli([process.execPath, 'dist/cli/main.js']);
+    expect(proxy.caPath).toBe(join(proxy.dir, 'proxy-ca', 'ca.pem'));
+    expect(existsSync(proxy.caPath)).toBe(true);
 
-    const allowed = await curl(['-x', proxyUrl, `http://127.0.0.1:${originPort}/echo`]);
+    const allowed = await curl(['-x', proxy.url, `http://127.0.0.1:${originPort}/echo`]);
     expect(allowed.status).toBe(200);
 
-    writeFileSync(policyFile, ALLOW('deny'));
-    await waitFor(/policy reloaded/);
-    const denied = await curl(['-x', proxyUrl, `http://127.0.0.1:${originPort}/echo`]);
+    writeFileSync(proxy.policyFile, ALLOW('deny'));
+    await proxy.waitFor(/policy reloaded/);
+    const denied = await curl(['-x', proxy.url, `http://127.0.0.1:${originPort}/echo`]);
     expect(denied.status).toBe(403);
     expect(denied.body).toBe(`microagent: denied by rule "loopback" (rule_deny) for 127.0.0.1:${originPort}\n`);
 
-    child.kill('SIGINT');
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-    expect(code, stderr.join('')).toBe(0);
+    expect(await interrupt(proxy), proxy.stderr.join('')).toBe(0);
     server.close();
 
-    const auditPath = join(dir, 'proxy-audit.jsonl');
+    const auditPath = join(proxy.dir, 'proxy-audit.jsonl');
     const events: string[] = [];
     for await (const r of readAuditRecords(auditPath)) events.push(`${r.event}${'reason' in r && r.reason ? `:${r.reason}` : ''}`);
     expect(events).toContain('policy.reload:reload_ok');
@@ -66,5 +86,34 @@ describe('microagent proxy', () => {
     expect(events).toContain('egress.decision:rule_deny');
     expect(events.filter((e) => e.startsWith('egress.close')).length).toBeGreaterThan(0);
     expect((await verifyAuditLog(auditPath)).ok).toBe(true);
+  });
+
+  it('trusts the CAs NODE_EXTRA_CA_CERTS names upstream, though its shebang keeps Node from loading them at start-up', async () => {
+    const originCa = makeOriginCa();
+    const { server, port } = await startHttpsOrigin(originCa);
+    const cases = [
+      { env: { NODE_EXTRA_CA_CERTS: originCa.caPath }, status: 200 },
+      { env: { NODE_EXTRA_CA_CERTS: join(originCa.dir, 'missing.pem') }, status: 502 },
+      { env: {}, status: 502 },
+    ];
+    try {
+      for (const { env, status } of cases) {
+        const base = { ...process.env };
+        delete base['NODE_EXTRA_CA_CERTS'];
+        const proxy = await startProxyCli(['dist/cli/main.js'], { ...base, ...env });
+        try {
+          const environ = readFileSync(`/proc/${proxy.child.pid}/environ`, 'utf8').split('\0');
+          expect(environ.some((v) => v.startsWith('NODE_EXTRA_CA_CERTS='))).toBe(false);
+          expect(environ).toContain(`MICROAGENT_EXTRA_CA_CERTS=${env.NODE_EXTRA_CA_CERTS ?? ''}`);
+          const reply = await curl(['-x', proxy.url, '--cacert', proxy.caPath, `https://127.0.0.1:${port}/echo`]);
+          expect(reply.status, JSON.stringify(env)).toBe(status);
+          if (status !== 200) expect(reply.headers).toMatch(/x-microagent-reason: upstream_cert_invalid/i);
+        } finally {
+          await interrupt(proxy);
+        }
+      }
+    } finally {
+      server.close();
+    }
   });
 });

@@ -1,11 +1,11 @@
 /**
- * The HTTP client under the registry source: one GET over node:http or node:https (system CAs plus any
+ * The HTTP client under the registry source: one GET over node:http or node:https (the host's CAs plus any
  * configured extra CA certificates), with an idle timeout, no automatic redirects and no cookies. It only
  * moves bytes; auth, redirects and verification are the caller's (source-registry.ts, registry-auth.ts).
  */
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { rootCertificates } from 'node:tls';
+import { trustedCas } from '../../tls-trust.js';
 
 /** Seconds of silence on a connection before a pull is abandoned. */
 const IDLE_TIMEOUT_MS = 60_000;
@@ -44,14 +44,14 @@ function wrap(res: IncomingMessage): HttpResponse {
   };
 }
 
-/** GET url. `extraCa` (PEM) is trusted in addition to the system roots for https URLs. */
+/** GET url. `extraCa` (PEM) is trusted in addition to the host's roots (src/tls-trust.ts) for https URLs. */
 export function httpGet(url: URL, headers: Readonly<Record<string, string>>, extraCa: readonly string[] = []): Promise<HttpResponse> {
   return new Promise((resolve, reject) => {
     const options = { method: 'GET', headers: { 'user-agent': 'microagent', ...headers } };
     const onResponse = (res: IncomingMessage): void => resolve(wrap(res));
     const req =
       url.protocol === 'https:'
-        ? httpsRequest(url, { ...options, ...(extraCa.length > 0 ? { ca: [...rootCertificates, ...extraCa] } : {}) }, onResponse)
+        ? httpsRequest(url, { ...options, ca: trustedCas(extraCa) }, onResponse)
         : httpRequest(url, options, onResponse);
     req.setTimeout(IDLE_TIMEOUT_MS, () => req.destroy(new Error(`no data from ${url.host} for ${IDLE_TIMEOUT_MS / 1000}s`)));
     req.on('error', reject);

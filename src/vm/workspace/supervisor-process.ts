@@ -12,6 +12,7 @@ import { mkdir, open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { PACKAGE_ROOT } from '../../paths.js';
+import { deferExtraCaCerts } from '../../tls-trust.js';
 import type { LaunchRequest } from '../supervisor/supervisor.js';
 import { workspacePaths, workspacesRoot } from './store.js';
 
@@ -39,7 +40,7 @@ export async function spawnSupervisor(stateDir: string, logPath?: string): Promi
   const log = await open(logPath ?? (pendingLog as string), 'a', 0o600);
   const args = pendingLog === null ? [SUPERVISOR_MAIN, stateDir] : [SUPERVISOR_MAIN, stateDir, pendingLog];
   // fd 3: the supervisor writes one line there when the start has settled, so nobody polls for it.
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['pipe', log.fd, log.fd, 'pipe'] });
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['pipe', log.fd, log.fd, 'pipe'], env: deferExtraCaCerts(process.env) });
   const spawned = new Promise<number>((resolve, reject) => {
     child.once('spawn', () => resolve(child.pid as number));
     child.once('error', reject);

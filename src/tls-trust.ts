@@ -1,0 +1,58 @@
+/**
+ * Which certificate authorities microagent's own TLS clients (upstream dials, registry pulls) trust:
+ * Node's root certificates, the host's extra CAs (the file NODE_EXTRA_CA_CERTS names) and any the
+ * caller configured.
+ * Node parses NODE_EXTRA_CA_CERTS, together with all its roots, at every process start-up, whether
+ * or not the process ever opens a TLS connection: ~45 ms for a system bundle on a small machine, paid
+ * twice on the way to a guest's boot (the CLI, then the supervisor). So the CLI's launcher (the
+ * shebang of src/cli/main.ts) and the supervisor's spawn hand the file over under DEFERRED_EXTRA_CA_ENV
+ * instead, and it is read here, once per process, by the first TLS client that needs it.
+ */
+import { readFileSync } from 'node:fs';
+import { rootCertificates } from 'node:tls';
+import { childLog } from './log.js';
+
+const log = childLog('tls');
+
+/** Set by the CLI's shebang; empty when NODE_EXTRA_CA_CERTS was not set either. */
+export const DEFERRED_EXTRA_CA_ENV = 'MICROAGENT_EXTRA_CA_CERTS';
+const NODE_EXTRA_CA_ENV = 'NODE_EXTRA_CA_CERTS';
+
+/** The environment for a Node process microagent spawns: the host's extra CAs deferred, not parsed at start-up. */
+export function deferExtraCaCerts(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { [NODE_EXTRA_CA_ENV]: file, ...rest } = env;
+  return file === undefined ? env : { ...rest, [DEFERRED_EXTRA_CA_ENV]: file };
+}
+
+const read = new Map<string, string | null>();
+
+/**
+ * The PEM text of the host's extra CAs, or null when there are none. An unreadable file is left out
+ * with a warning, as Node does with NODE_EXTRA_CA_CERTS: fewer roots only ever means more refusals.
+ */
+function hostExtraCaPem(env: NodeJS.ProcessEnv): string | null {
+  const file = env[NODE_EXTRA_CA_ENV] || env[DEFERRED_EXTRA_CA_ENV];
+  if (file === undefined || file === '') return null;
+  let pem = read.get(file);
+  if (pem === undefined) {
+    try {
+      pem = readFileSync(file, 'utf8');
+    } catch (err) {
+      log.warn({ err, file }, `ignoring the extra CA certificates in ${file}: cannot read them`);
+      pem = null;
+    }
+    read.set(file, pem);
+  }
+  return pem;
+}
+
+/**
+ * The `ca` option for a TLS client that trusts the host's roots and extra CAs plus `extraPems`, or
+ * undefined when Node's default store is exactly that (it saves parsing the ~140 roots again).
+ */
+export function trustedCas(extraPems: readonly string[], env: NodeJS.ProcessEnv = process.env): string[] | undefined {
+  // With NODE_EXTRA_CA_CERTS set, Node loaded the file into its default store at start-up.
+  if (extraPems.length === 0 && (env[NODE_EXTRA_CA_ENV] || !env[DEFERRED_EXTRA_CA_ENV])) return undefined;
+  const host = hostExtraCaPem(env);
+  return [...rootCertificates, ...(host === null ? [] : [host]), ...extraPems];
+}

@@ -1,0 +1,62 @@
+// Which CAs microagent's TLS clients trust (src/tls-trust.ts), judged by real TLS handshakes against a
+// local origin whose CA only the host's extra-CA file holds.
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { connect, rootCertificates } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { deferExtraCaCerts, DEFERRED_EXTRA_CA_ENV, trustedCas } from '../src/tls-trust.js';
+import { makeOriginCa, startHttpsOrigin, type OriginCa } from './proxy/helpers.js';
+
+let originCa: OriginCa;
+let port: number;
+let close: () => void;
+let otherCaPath: string;
+
+beforeAll(async () => {
+  originCa = makeOriginCa();
+  const origin = await startHttpsOrigin(originCa);
+  port = origin.port;
+  close = () => origin.server.close();
+  otherCaPath = join(originCa.dir, 'other.pem');
+  writeFileSync(otherCaPath, rootCertificates[0] as string);
+});
+afterAll(() => close());
+
+/** The handshake's outcome against the origin: 'trusted' or the verification error's code. */
+function handshake(ca: string[] | undefined): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port, servername: 'origin.test', ...(ca === undefined ? {} : { ca }) });
+    socket.once('secureConnect', () => {
+      socket.destroy();
+      resolve('trusted');
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+  });
+}
+
+describe('trustedCas', () => {
+  const missing = () => join(originCa.dir, 'missing.pem');
+  it.each([
+    ['nothing extra: Node\'s default store', () => ({}), [], 'default', null],
+    ['NODE_EXTRA_CA_CERTS set: Node loaded it at start-up, the default store has it', () => ({ NODE_EXTRA_CA_CERTS: originCa.caPath }), [], 'default', null],
+    ['deferred file, empty (NODE_EXTRA_CA_CERTS was unset)', () => ({ [DEFERRED_EXTRA_CA_ENV]: '' }), [], 'default', null],
+    ['deferred file holding the origin CA', () => ({ [DEFERRED_EXTRA_CA_ENV]: originCa.caPath }), [], 'explicit', 'trusted'],
+    ['deferred file holding another CA', () => ({ [DEFERRED_EXTRA_CA_ENV]: otherCaPath }), [], 'explicit', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE'],
+    ['deferred file unreadable: left out, fewer roots', () => ({ [DEFERRED_EXTRA_CA_ENV]: missing() }), [], 'explicit', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE'],
+    ['configured extra CA alone', () => ({}), ['origin'], 'explicit', 'trusted'],
+    ['configured extra CA besides NODE_EXTRA_CA_CERTS naming another', () => ({ NODE_EXTRA_CA_CERTS: otherCaPath }), ['origin'], 'explicit', 'trusted'],
+    ['NODE_EXTRA_CA_CERTS kept in an explicit list', () => ({ NODE_EXTRA_CA_CERTS: originCa.caPath }), ['other'], 'explicit', 'trusted'],
+  ] as const)('%s', async (_, env, extras, store, outcome) => {
+    const pems = extras.map((e) => (e === 'origin' ? originCa.caPem : (rootCertificates[1] as string)));
+    const ca = trustedCas(pems, env());
+    expect(ca === undefined ? 'default' : 'explicit').toBe(store);
+    if (ca !== undefined) expect(ca.slice(0, rootCertificates.length)).toEqual(rootCertificates);
+    // The default store is this test process's own, whatever its environment: judge only explicit lists.
+    if (outcome !== null && ca !== undefined) expect(await handshake(ca)).toBe(outcome);
+  });
+
+  it('moves NODE_EXTRA_CA_CERTS aside for the Node processes microagent spawns', () => {
+    expect(deferExtraCaCerts({ PATH: '/bin', NODE_EXTRA_CA_CERTS: '/etc/extra.pem' })).toEqual({ PATH: '/bin', [DEFERRED_EXTRA_CA_ENV]: '/etc/extra.pem' });
+    expect(deferExtraCaCerts({ PATH: '/bin', [DEFERRED_EXTRA_CA_ENV]: '/etc/extra.pem' })).toEqual({ PATH: '/bin', [DEFERRED_EXTRA_CA_ENV]: '/etc/extra.pem' });
+  });
+});
