@@ -6,6 +6,13 @@ import { connect, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { MicroagentError } from '../errors.js';
 
+/**
+ * QEMU creates its sockets some 50-80 ms into its start-up, and the guest runs only once QMP is
+ * connected (the vCPUs are held for the kernel check): a coarse retry would delay every boot by up to
+ * its interval. A refused connect to a Unix socket costs microseconds.
+ */
+const RETRY_MS = 5;
+
 /** Resolves with whatever `open` makes of a connected socket; `fail` turns the last error into a typed one. */
 export async function connectWithRetry<T>(
   path: string,
@@ -23,7 +30,7 @@ export async function connectWithRetry<T>(
       return await open(socket);
     } catch (err) {
       if (Date.now() > deadline) throw fail(err);
-      await sleep(50);
+      await sleep(RETRY_MS);
     }
   }
 }
