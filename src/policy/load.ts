@@ -4,12 +4,11 @@
  * bad globs, CIDRs, ports and contradictory rules (a passthrough with paths) are all refused, because a
  * silently ignored line in a security policy is a hole nobody sees.
  */
-import { readFile } from 'node:fs/promises';
 import { isMap, type Node, type Pair } from 'yaml';
-import { MicroagentError } from '../errors.js';
 import { parseTestCases } from './cases.js';
 import { ok, parseCidr, parseHostPattern, parsePort, type Checked } from './patterns.js';
 import { buildPolicy, type Policy, type PolicyRule, type PolicySource } from './policy.js';
+import { readPolicyFile } from './read.js';
 import { parseHeaderName, parseHeaderTemplate, parseMethod, parsePathGlob } from './request.js';
 import { MODES, type Action, type HeaderInjection, type Protocol } from './types.js';
 import {
@@ -188,16 +187,5 @@ export function parsePolicy(text: string, file: string): Policy {
 }
 
 export async function loadPolicy(path: string): Promise<Policy> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new MicroagentError(code === 'ENOENT' ? 'not_found' : 'invalid', `cannot read policy ${path}: ${(err as Error).message}`, {
-      code: 'policy.read',
-      remediation: code === 'ENOENT' ? 'check the path, or start from policies/guarded.yaml' : 'make the file readable',
-      cause: err,
-    });
-  }
-  return parsePolicy(text, path);
+  return parsePolicy((await readPolicyFile(path)).toString('utf8'), path);
 }

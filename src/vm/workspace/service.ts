@@ -4,7 +4,7 @@
  * acts on the state directory or asks the workspace's supervisor over its control socket.
  */
 import { randomUUID } from 'node:crypto';
-import { copyFile, readFile, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MicroagentError, type ErrorKind } from '../../errors.js';
@@ -15,6 +15,7 @@ import { prepareWorkspaceDisk } from '../rootfs/ext4.js';
 import { imageRunSpec } from '../rootfs/image-config.js';
 import type { ProgressListener } from '../rootfs/progress.js';
 import { ControlClient, type ExecOptions, type ExecResult } from '../supervisor/control-client.js';
+import { checkPolicyFile } from './checked-policy.js';
 import { transition, VM_STATES, type Verb, type WorkspaceState } from './lifecycle.js';
 import { processAlive, withWorkspaceLock } from './lock.js';
 import { PROFILES, parsePublish, type Profile } from './options.js';
@@ -28,6 +29,7 @@ import {
   recordState,
   removeWorkspaceDir,
   workspacePaths,
+  writeAtomic,
   writeManifest,
   writeRuntime,
   type RuntimeRecord,
@@ -57,10 +59,7 @@ export interface CreateOptions {
 /** Builds the root filesystem (cached base + private copy) and records the workspace as `prepared`. */
 export async function createWorkspace(stateDir: string, name: string, options: CreateOptions = {}): Promise<WorkspaceManifest> {
   const policyFile = options.policyFile ?? DEFAULT_POLICY_FILE;
-  // The policy parser (yaml) and the image code (registry client, layer unpacking) load where they are
-  // used, not at the top: exec, the verb agents call most, needs neither, and loading them is most of its start-up.
-  const { loadPolicy } = await import('../../policy/load.js');
-  const policy = await loadPolicy(policyFile);
+  const policy = await checkPolicyFile(stateDir, policyFile);
   const egress = options.egress ?? policy.mode;
   if (egress === 'off' && options.egress !== 'off') {
     throw new MicroagentError('invalid', `the policy ${policyFile} turns egress mediation off`, {
@@ -74,10 +73,12 @@ export async function createWorkspace(stateDir: string, name: string, options: C
   const paths = await createWorkspaceDir(stateDir, name);
   try {
     const progress = options.onProgress === undefined ? {} : { onProgress: options.onProgress };
+    // The image code (registry client, layer unpacking) loads where it is used, not at the top: exec,
+    // the verb agents call most, never needs it, and loading it would be most of its start-up.
     const { ensureDefaultImage, isDefaultImageReference, resolveImage } = await import('../rootfs/index.js');
     const image = options.image === undefined || isDefaultImageReference(options.image) ? await ensureDefaultImage(stateDir, progress) : await resolveImage(options.image, { stateDir, ...progress });
     await prepareWorkspaceDisk(image.rootfsPath, paths.disk);
-    await copyFile(policyFile, paths.policy);
+    await writeAtomic(paths.policy, policy.text);
     const config: WorkspaceConfig = {
       image: image.reference,
       imageDigest: image.digest,
@@ -338,8 +339,7 @@ export async function workspaceStatus(stateDir: string, name: string): Promise<W
     // The record says a VM runs but its supervisor is gone: report the truth; gc repairs it.
     state = 'failed';
   }
-  const { loadPolicy } = await import('../../policy/load.js'); // see createWorkspace: exec never needs it
-  const policyHash = await loadPolicy(paths.policy).then((p) => p.hash, () => null);
+  const policyHash = await checkPolicyFile(stateDir, paths.policy).then((p) => p.hash, () => null);
   return {
     name,
     id: manifest.id,

@@ -97,7 +97,8 @@ export function workspacePaths(stateDir: string, name: string) {
 }
 export type WorkspacePaths = ReturnType<typeof workspacePaths>;
 
-async function writeAtomic(path: string, data: string): Promise<void> {
+/** Written whole or not at all: a reader never sees a half-written file. */
+export async function writeAtomic(path: string, data: string | Buffer): Promise<void> {
   const tmp = `${path}.${process.pid}.${randomUUID().slice(0, 8)}.tmp`;
   await writeFile(tmp, data, { mode: 0o600 });
   await rename(tmp, path);
