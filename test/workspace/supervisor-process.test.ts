@@ -1,8 +1,9 @@
 // The supervisor spawned before its workspace is named (src/vm/workspace/supervisor-process.ts), with
 // the real supervisor process from dist/ (npm test builds first) and no VM: a caller that gives up leaves
 // nothing behind, and a supervisor gone before it could record anything fails the start at once instead
-// of leaving the caller waiting out its timeout.
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+// of leaving the caller waiting out its timeout. It starts without NODE_EXTRA_CA_CERTS for Node to parse,
+// the file handed over under src/tls-trust.ts's name instead.
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -28,9 +29,16 @@ async function exited(pid: number): Promise<boolean> {
 }
 
 describe('a supervisor spawned before its workspace is named', () => {
-  it('exits and removes its pending log when the caller gives up, and was never listed as a workspace', async () => {
+  it('starts with NODE_EXTRA_CA_CERTS deferred, exits and removes its pending log when the caller gives up, and was never listed as a workspace', async () => {
     const dir = stateDir();
-    const supervisor = await spawnSupervisor(dir);
+    const saved = process.env['NODE_EXTRA_CA_CERTS'];
+    process.env['NODE_EXTRA_CA_CERTS'] = '/etc/extra-ca.pem';
+    const supervisor = await spawnSupervisor(dir).finally(() => {
+      if (saved === undefined) delete process.env['NODE_EXTRA_CA_CERTS'];
+      else process.env['NODE_EXTRA_CA_CERTS'] = saved;
+    });
+    const environ = readFileSync(`/proc/${supervisor.pid}/environ`, 'utf8').split('\0');
+    expect(environ.filter((v) => v.includes('EXTRA_CA_CERTS='))).toEqual(['MICROAGENT_EXTRA_CA_CERTS=/etc/extra-ca.pem']);
     const pending = readdirSync(workspacesRoot(dir));
     expect(pending).toHaveLength(1);
     expect(pending[0]).toMatch(/^\.supervisor-[0-9a-f]{12}\.log$/);
