@@ -24,7 +24,8 @@ export function deferExtraCaCerts(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return file === undefined ? env : { ...rest, [DEFERRED_EXTRA_CA_ENV]: file };
 }
 
-const read = new Map<string, string | null>();
+/** Each file is read once per process. */
+const readFiles = new Map<string, string | null>();
 
 /**
  * The PEM text of the host's extra CAs, or null when there are none. An unreadable file is left out
@@ -33,7 +34,7 @@ const read = new Map<string, string | null>();
 function hostExtraCaPem(env: NodeJS.ProcessEnv): string | null {
   const file = env[NODE_EXTRA_CA_ENV] || env[DEFERRED_EXTRA_CA_ENV];
   if (file === undefined || file === '') return null;
-  let pem = read.get(file);
+  let pem = readFiles.get(file);
   if (pem === undefined) {
     try {
       pem = readFileSync(file, 'utf8');
@@ -41,7 +42,7 @@ function hostExtraCaPem(env: NodeJS.ProcessEnv): string | null {
       log.warn({ err, file }, `ignoring the extra CA certificates in ${file}: cannot read them`);
       pem = null;
     }
-    read.set(file, pem);
+    readFiles.set(file, pem);
   }
   return pem;
 }
