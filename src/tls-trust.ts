@@ -9,7 +9,7 @@
  * instead, and it is read here, once per process, by the first TLS client that needs it.
  */
 import { readFileSync } from 'node:fs';
-import { rootCertificates } from 'node:tls';
+import { createRequire } from 'node:module';
 import { childLog } from './log.js';
 
 const log = childLog('tls');
@@ -55,5 +55,8 @@ export function trustedCas(extraPems: readonly string[], env: NodeJS.ProcessEnv 
   // With NODE_EXTRA_CA_CERTS set, Node loaded the file into its default store at start-up.
   if (extraPems.length === 0 && (env[NODE_EXTRA_CA_ENV] || !env[DEFERRED_EXTRA_CA_ENV])) return undefined;
   const host = hostExtraCaPem(env);
+  // node:tls (~6 ms to load) only once a list is built: `run` imports this module on its way to
+  // spawning the supervisor, long before it needs any TLS.
+  const { rootCertificates } = createRequire(import.meta.url)('node:tls') as typeof import('node:tls');
   return [...rootCertificates, ...(host === null ? [] : [host]), ...extraPems];
 }

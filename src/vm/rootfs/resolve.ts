@@ -12,9 +12,8 @@ import { freshWorkPath, readCachedImage, withBuildLock } from './image-cache.js'
 import type { ImageConfig } from './image-config.js';
 import type { ProgressListener } from './progress.js';
 import { formatImageReference, parseImageReference, type ImageReference } from './reference.js';
-import { openArchive } from './source-archive.js';
 import { openLayout } from './source-layout.js';
-import { openRegistry, type RegistryOptions } from './source-registry.js';
+import type { RegistryOptions } from './source-registry.js';
 import { selectImageManifest, type ImageSource } from './source.js';
 
 export interface ResolveImageOptions extends RegistryOptions, BuildLimits {
@@ -35,14 +34,20 @@ export interface ResolvedImage {
   readonly reference: string;
 }
 
+/**
+ * The registry client (https, auth) and the archive reader (tar, decompression) load only for their own
+ * kind of reference: the default image is a layout, and `run` waits for this on its way to the boot.
+ */
 async function openSource(ref: ImageReference, opts: ResolveImageOptions): Promise<ImageSource> {
   switch (ref.kind) {
     case 'registry':
-      return openRegistry(ref, opts);
+      return (await import('./source-registry.js')).openRegistry(ref, opts);
     case 'layout':
       return openLayout(ref.path, ref.tag);
-    case 'archive':
+    case 'archive': {
+      const { openArchive } = await import('./source-archive.js');
       return openArchive(ref.path, ref.format, await freshWorkPath(opts.stateDir, 'archive'), ref.tag);
+    }
     case 'path': {
       const info = await stat(ref.path).catch(() => null);
       if (info === null) {
@@ -52,6 +57,7 @@ async function openSource(ref: ImageReference, opts: ResolveImageOptions): Promi
         });
       }
       if (info.isDirectory()) return openLayout(ref.path, undefined);
+      const { openArchive } = await import('./source-archive.js');
       return openArchive(ref.path, 'auto', await freshWorkPath(opts.stateDir, 'archive'), undefined);
     }
     default: {

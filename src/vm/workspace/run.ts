@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { summarizeAuditLog, type AuditSummary } from '../../audit/query.js';
+import type { AuditSummary } from '../../audit/query.js';
 import { MicroagentError } from '../../errors.js';
 import { readManifest, workspacePaths } from './store.js';
 import { createWorkspace, deleteWorkspace, execInWorkspace, signalWorkspace, startWorkspace, type CreateOptions } from './service.js';
@@ -102,7 +102,8 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
       totalMs: Math.round(performance.now() - t0),
     },
     audit: join(kept, 'audit.jsonl'),
-    auditSummary: await summarizeAuditLog(join(kept, 'audit.jsonl')),
+    // Loaded at the end: nothing on the way to the boot needs the audit reader.
+    auditSummary: await (await import('../../audit/query.js')).summarizeAuditLog(join(kept, 'audit.jsonl')),
   };
 }
 
