@@ -10,6 +10,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import type { SecureContext } from 'node:tls';
 import { childLog } from './log.js';
 
 const log = childLog('tls');
@@ -47,6 +48,9 @@ function hostExtraCaPem(env: NodeJS.ProcessEnv): string | null {
   return pem;
 }
 
+/** node:tls (~6 ms to load) only once trust is built: `run` imports this module on its way to spawning the supervisor. */
+const tls = (): typeof import('node:tls') => createRequire(import.meta.url)('node:tls') as typeof import('node:tls');
+
 /**
  * The `ca` option for a TLS client that trusts the host's roots and extra CAs plus `extraPems`, or
  * undefined when Node's default store is exactly that (it saves parsing the ~140 roots again).
@@ -55,8 +59,24 @@ export function trustedCas(extraPems: readonly string[], env: NodeJS.ProcessEnv 
   // With NODE_EXTRA_CA_CERTS set, Node loaded the file into its default store at start-up.
   if (extraPems.length === 0 && (env[NODE_EXTRA_CA_ENV] || !env[DEFERRED_EXTRA_CA_ENV])) return undefined;
   const host = hostExtraCaPem(env);
-  // node:tls (~6 ms to load) only once a list is built: `run` imports this module on its way to
-  // spawning the supervisor, long before it needs any TLS.
-  const { rootCertificates } = createRequire(import.meta.url)('node:tls') as typeof import('node:tls');
-  return [...rootCertificates, ...(host === null ? [] : [host]), ...extraPems];
+  return [...tls().rootCertificates, ...(host === null ? [] : [host]), ...extraPems];
+}
+
+const contexts = new Map<string, SecureContext>();
+
+/**
+ * The TLS context for `trustedCas(extraPems)`, built once per process and list: parsing the roots
+ * takes 40-70 ms, so a client must never do it per connection. Undefined: Node's default context.
+ */
+export function trustedContext(extraPems: readonly string[], env: NodeJS.ProcessEnv = process.env): SecureContext | undefined {
+  const ca = trustedCas(extraPems, env);
+  if (ca === undefined) return undefined;
+  // The roots are the same in every list: what follows them tells the lists apart.
+  const key = ca.slice(tls().rootCertificates.length).join('\n');
+  let context = contexts.get(key);
+  if (context === undefined) {
+    context = tls().createSecureContext({ ca });
+    contexts.set(key, context);
+  }
+  return context;
 }

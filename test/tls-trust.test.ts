@@ -2,9 +2,9 @@
 // local origin whose CA only the host's extra-CA file holds.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { connect, rootCertificates } from 'node:tls';
+import { connect, rootCertificates, type SecureContext } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deferExtraCaCerts, DEFERRED_EXTRA_CA_ENV, trustedCas } from '../src/tls-trust.js';
+import { deferExtraCaCerts, DEFERRED_EXTRA_CA_ENV, trustedCas, trustedContext } from '../src/tls-trust.js';
 import { makeOriginCa, startHttpsOrigin, type OriginCa } from './proxy/helpers.js';
 
 let originCa: OriginCa;
@@ -23,9 +23,9 @@ beforeAll(async () => {
 afterAll(() => close());
 
 /** The handshake's outcome against the origin: 'trusted' or the verification error's code. */
-function handshake(ca: string[] | undefined): Promise<string> {
+function handshake(secureContext: SecureContext): Promise<string> {
   return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port, servername: 'origin.test', ...(ca === undefined ? {} : { ca }) });
+    const socket = connect({ host: '127.0.0.1', port, servername: 'origin.test', secureContext });
     socket.once('secureConnect', () => {
       socket.destroy();
       resolve('trusted');
@@ -52,7 +52,18 @@ describe('trustedCas', () => {
     expect(ca === undefined ? 'default' : 'explicit').toBe(store);
     if (ca !== undefined) expect(ca.slice(0, rootCertificates.length)).toEqual(rootCertificates);
     // The default store is this test process's own, whatever its environment: judge only explicit lists.
-    if (outcome !== null && ca !== undefined) expect(await handshake(ca)).toBe(outcome);
+    const context = trustedContext(pems, env());
+    expect(context === undefined).toBe(ca === undefined);
+    if (outcome !== null && context !== undefined) expect(await handshake(context)).toBe(outcome);
+  });
+
+  it('builds one context per list and process, never one per connection', () => {
+    const env = { [DEFERRED_EXTRA_CA_ENV]: originCa.caPath };
+    const first = trustedContext([], env);
+    expect(first).toBeDefined();
+    expect(trustedContext([], env)).toBe(first);
+    expect(trustedContext([originCa.caPem], env)).not.toBe(first);
+    expect(trustedContext([originCa.caPem], env)).toBe(trustedContext([originCa.caPem], env));
   });
 
   it('moves NODE_EXTRA_CA_CERTS aside for the Node processes microagent spawns', () => {

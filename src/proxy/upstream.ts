@@ -8,7 +8,7 @@ import { Agent, type AgentOptions } from 'node:http';
 import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
-import { trustedCas } from '../tls-trust.js';
+import { trustedContext } from '../tls-trust.js';
 import { assertCheckedTarget, type CheckedTarget } from './checked-target.js';
 import { LeanPool } from './h1-exchange.js';
 
@@ -44,8 +44,7 @@ export function classifyUpstreamError(err: unknown): UpstreamFailure {
  * of parsing the ~140 roots into a second one (40-47 ms and ~1 MiB at every proxy start).
  */
 export function createUpstreamTrust(extraCaPems: readonly string[]): SecureContext {
-  const ca = trustedCas(extraCaPems);
-  return ca === undefined ? createSecureContext() : createSecureContext({ ca });
+  return trustedContext(extraCaPems) ?? createSecureContext();
 }
 
 /** Consumers attach their own error handling; this keeps an error in a gap between owners from crashing the proxy. */

@@ -4,8 +4,9 @@
  * moves bytes; auth, redirects and verification are the caller's (source-registry.ts, registry-auth.ts).
  */
 import { request as httpRequest, type IncomingMessage } from 'node:http';
-import { request as httpsRequest } from 'node:https';
-import { trustedCas } from '../../tls-trust.js';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import type { SecureContext } from 'node:tls';
+import { trustedContext } from '../../tls-trust.js';
 
 /** Seconds of silence on a connection before a pull is abandoned. */
 const IDLE_TIMEOUT_MS = 60_000;
@@ -44,6 +45,19 @@ function wrap(res: IncomingMessage): HttpResponse {
   };
 }
 
+const agents = new WeakMap<SecureContext, HttpsAgent>();
+
+/** One keep-alive agent per trust context: a connection is only ever reused under the trust that verified it. */
+function agentFor(context: SecureContext | undefined): { agent?: HttpsAgent } {
+  if (context === undefined) return {};
+  let agent = agents.get(context);
+  if (agent === undefined) {
+    agent = new HttpsAgent({ keepAlive: true, secureContext: context });
+    agents.set(context, agent);
+  }
+  return { agent };
+}
+
 /** GET url. `extraCa` (PEM) is trusted in addition to the host's roots (src/tls-trust.ts) for https URLs. */
 export function httpGet(url: URL, headers: Readonly<Record<string, string>>, extraCa: readonly string[] = []): Promise<HttpResponse> {
   return new Promise((resolve, reject) => {
@@ -51,7 +65,7 @@ export function httpGet(url: URL, headers: Readonly<Record<string, string>>, ext
     const onResponse = (res: IncomingMessage): void => resolve(wrap(res));
     const req =
       url.protocol === 'https:'
-        ? httpsRequest(url, { ...options, ca: trustedCas(extraCa) }, onResponse)
+        ? httpsRequest(url, { ...options, ...agentFor(trustedContext(extraCa)) }, onResponse)
         : httpRequest(url, options, onResponse);
     req.setTimeout(IDLE_TIMEOUT_MS, () => req.destroy(new Error(`no data from ${url.host} for ${IDLE_TIMEOUT_MS / 1000}s`)));
     req.on('error', reject);
