@@ -4,7 +4,7 @@
  * typed errors for a missing kernel, a tampered kernel and a host without QEMU; `doctor` on this host
  * (real KVM probe).
  */
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +12,7 @@ import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bootVm, loadKernel, prepareBootAssets, qemuBackend } from '../../src/vm/index.js';
+import { withoutSignature } from '../../src/vm/initramfs.js';
 import { isPvhElf } from '../../src/vm/kernel-image.js';
 import { removeTestDirs, runDir, TEST_STATE_DIR, testKernel, testRootfs } from './helpers.js';
 
@@ -95,6 +96,23 @@ describe('guest kernel install', () => {
     // The KVM probe (uncached in this state directory) never booted it either.
     expect(existsSync(join(stateDir, 'probe'))).toBe(false);
   }, 60_000);
+});
+
+describe('the initramfs', () => {
+  it('carries the installed kernel\'s modules without the signatures Debian appended', async () => {
+    const kernel = await testKernel();
+    const { initramfsPath } = await prepareBootAssets(TEST_STATE_DIR);
+    const archive = readFileSync(initramfsPath);
+    const marker = Buffer.from('~Module signature appended~\n');
+    for (const name of kernel.modules) {
+      const installed = readFileSync(join(kernel.dir, 'modules', name));
+      expect(installed.subarray(-marker.length).equals(marker), `${name} is signed as installed`).toBe(true);
+      const packed = execFileSync('cpio', ['-i', '--quiet', '--to-stdout', `lib/modules/${name}`], { input: archive, maxBuffer: 16 << 20 });
+      expect(packed.subarray(-marker.length).equals(marker), `${name} in the initramfs`).toBe(false);
+      expect(packed.equals(withoutSignature(installed))).toBe(true);
+      expect(packed.length).toBeLessThan(installed.length);
+    }
+  });
 });
 
 describe('the guest waits for the boot check', () => {

@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { encodeCpio, initramfsEntries } from '../../src/vm/initramfs.js';
+import { encodeCpio, initramfsEntries, withoutSignature } from '../../src/vm/initramfs.js';
 import { resolveModules } from '../../src/vm/modules.js';
 import { encodeFrame, FRAME_MAX_PAYLOAD, splitFrames, type Frame } from '../../src/vm/protocol.js';
 import { buildQemuArgs, netdevArgs } from '../../src/vm/qemu-args.js';
@@ -54,6 +54,25 @@ describe('initramfs cpio', () => {
     expect(listing).toMatch(/lib\/modules\/virtio_blk\.ko$/m);
     const list = execFileSync('cpio', ['-i', '--quiet', '--to-stdout', 'etc/modules.list'], { input: archive }).toString();
     expect(list).toBe('virtio_blk.ko\n');
+  });
+});
+
+describe('module signatures', () => {
+  const marker = Buffer.from('~Module signature appended~\n');
+  const signed = (code: Buffer, signature: Buffer, declared = signature.length) => {
+    const info = Buffer.alloc(12);
+    info.writeUInt32BE(declared, 8);
+    return Buffer.concat([code, signature, info, marker]);
+  };
+  const code = Buffer.from('\x7fELF module code');
+
+  it.each([
+    ['a signed module loses signature, info and marker', signed(code, Buffer.alloc(415, 7)), code],
+    ['an unsigned module is unchanged', code, code],
+    ['a declared length past the start is left for the kernel to judge', signed(code, Buffer.alloc(8), 4096), signed(code, Buffer.alloc(8), 4096)],
+    ['a file shorter than the signature trailer is unchanged', marker.subarray(3), marker.subarray(3)],
+  ])('%s', (_, input, expected) => {
+    expect(withoutSignature(input).equals(expected)).toBe(true);
   });
 });
 
