@@ -1,6 +1,6 @@
 /**
  * The guest initramfs: a cpio (newc) archive holding the guest agent as /init, the kernel modules
- * the guest needs (signatures stripped, see withoutSignature) and their load order, and /dev/console. `encodeCpio` is pure; `buildInitramfs`
+ * the guest needs and their load order, and /dev/console. `encodeCpio` is pure; `buildInitramfs`
  * writes the archive once per (agent, kernel) pair into a cache and reuses it. It never includes
  * anything from the host but the agent binary and the installed kernel's verified modules.
  */
@@ -73,25 +73,6 @@ export function initramfsEntries(agent: Buffer, modules: ReadonlyArray<{ name: s
   ];
 }
 
-/** What the kernel's sign-file appends to a signed module (include/linux/module_signature.h). */
-const SIGNATURE_MARKER = Buffer.from('~Module signature appended~\n');
-/** struct module_signature before the marker: algo, hash, id_type, signer_len, key_id_len, pad[3], be32 sig_len. */
-const SIGNATURE_INFO_BYTES = 12;
-
-/**
- * A kernel module without its appended signature; anything else unchanged. The guest kernel does not
- * enforce module signatures (Debian's only taints the kernel when one is missing), so checking them
- * bought nothing and cost ~100 ms of every TCG boot (RSA and SHA-256 emulated). The modules' integrity
- * is the host's to check: the initramfs is built from the installed kernel's modules, whose SHA-256s
- * are checked at install and before every boot, and cached by the hash of what went in.
- */
-export function withoutSignature(module: Buffer): Buffer {
-  const infoEnd = module.length - SIGNATURE_MARKER.length;
-  if (infoEnd < SIGNATURE_INFO_BYTES || !module.subarray(infoEnd).equals(SIGNATURE_MARKER)) return module;
-  const end = infoEnd - SIGNATURE_INFO_BYTES - module.readUInt32BE(infoEnd - 4);
-  return end > 0 ? module.subarray(0, end) : module;
-}
-
 /**
  * Builds (or reuses) the initramfs for this kernel and the current guest agent source.
  * Returns its path under `<stateDir>/initramfs/`.
@@ -99,7 +80,7 @@ export function withoutSignature(module: Buffer): Buffer {
 export async function buildInitramfs(stateDir: string, kernel: InstalledKernel): Promise<string> {
   const agentPath = await buildGuestAgent(stateDir);
   const agent = readFileSync(agentPath);
-  const modules = kernel.modules.map((name) => ({ name, data: withoutSignature(readFileSync(join(kernel.dir, 'modules', name))) }));
+  const modules = kernel.modules.map((name) => ({ name, data: readFileSync(join(kernel.dir, 'modules', name)) }));
   const hash = createHash('sha256').update(agent);
   for (const m of modules) hash.update(m.name).update(m.data);
   const dir = join(stateDir, 'initramfs');

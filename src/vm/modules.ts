@@ -1,7 +1,8 @@
 /**
  * Which kernel modules the guest needs, in load order, computed from a kernel's modules.dep and
- * modules.builtin. Pure: text in, relative module paths out. It never includes a module the guest
- * does not need, and fails when a required driver is neither built in nor available as a module.
+ * modules.builtin, and whether their signatures must be kept. Pure: text and bytes in, answers out.
+ * It never includes a module the guest does not need, and fails when a required driver is neither
+ * built in nor available as a module.
  */
 import { MicroagentError } from '../errors.js';
 
@@ -47,4 +48,27 @@ export function resolveModules(modulesDep: string, modulesBuiltin: string): stri
   }
   for (const name of OPTIONAL_MODULES) visit(name);
   return order;
+}
+
+/** What the kernel's sign-file appends to a signed module (include/linux/module_signature.h). */
+const SIGNATURE_MARKER = Buffer.from('~Module signature appended~\n');
+/** struct module_signature before the marker: algo, hash, id_type, signer_len, key_id_len, pad[3], be32 sig_len. */
+const SIGNATURE_INFO_BYTES = 12;
+
+/** A kernel module without its appended signature; anything else unchanged. */
+export function withoutSignature(module: Buffer): Buffer {
+  const infoEnd = module.length - SIGNATURE_MARKER.length;
+  if (infoEnd < SIGNATURE_INFO_BYTES || !module.subarray(infoEnd).equals(SIGNATURE_MARKER)) return module;
+  const end = infoEnd - SIGNATURE_INFO_BYTES - module.readUInt32BE(infoEnd - 4);
+  return end > 0 ? module.subarray(0, end) : module;
+}
+
+/**
+ * Whether a kernel refuses modules without a valid signature, from its build config (null: none
+ * shipped). Only a config showing neither forced signatures nor forced lockdown lets install strip
+ * them; without a config they stay.
+ */
+export function moduleSignaturesEnforced(config: string | null): boolean {
+  if (config === null) return true;
+  return /^CONFIG_MODULE_SIG_FORCE=y$/m.test(config) || /^CONFIG_LOCK_DOWN_KERNEL_FORCE_(INTEGRITY|CONFIDENTIALITY)=y$/m.test(config);
 }

@@ -4,7 +4,7 @@
  * typed errors for a missing kernel, a tampered kernel and a host without QEMU; `doctor` on this host
  * (real KVM probe).
  */
-import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,7 +12,6 @@ import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bootVm, loadKernel, prepareBootAssets, qemuBackend } from '../../src/vm/index.js';
-import { withoutSignature } from '../../src/vm/initramfs.js';
 import { isPvhElf } from '../../src/vm/kernel-image.js';
 import { removeTestDirs, runDir, TEST_STATE_DIR, testKernel, testRootfs } from './helpers.js';
 
@@ -53,6 +52,9 @@ describe('guest kernel install', () => {
     expect(isPvhElf(readFileSync(installed.image))).toBe(true);
     expect(existsSync(join(installed.dir, 'vmlinuz'))).toBe(false);
     for (const m of ['virtio_mmio.ko', 'virtio_blk.ko', 'virtio_console.ko', 'virtio_net.ko']) expect(installed.modules).toContain(m);
+    // Debian signs its modules but does not enforce signatures (its config says so): install strips them.
+    const marker = Buffer.from('~Module signature appended~\n');
+    for (const m of installed.modules) expect(readFileSync(join(installed.dir, 'modules', m)).subarray(-marker.length).equals(marker), m).toBe(false);
     // Dependencies load before their users.
     expect(installed.modules.indexOf('virtio_ring.ko')).toBeLessThan(installed.modules.indexOf('virtio_mmio.ko'));
     const manifest = JSON.parse(readFileSync(join(installed.dir, 'manifest.json'), 'utf8')) as { files: Record<string, string> };
@@ -96,23 +98,6 @@ describe('guest kernel install', () => {
     // The KVM probe (uncached in this state directory) never booted it either.
     expect(existsSync(join(stateDir, 'probe'))).toBe(false);
   }, 60_000);
-});
-
-describe('the initramfs', () => {
-  it('carries the installed kernel\'s modules without the signatures Debian appended', async () => {
-    const kernel = await testKernel();
-    const { initramfsPath } = await prepareBootAssets(TEST_STATE_DIR);
-    const archive = readFileSync(initramfsPath);
-    const marker = Buffer.from('~Module signature appended~\n');
-    for (const name of kernel.modules) {
-      const installed = readFileSync(join(kernel.dir, 'modules', name));
-      expect(installed.subarray(-marker.length).equals(marker), `${name} is signed as installed`).toBe(true);
-      const packed = execFileSync('cpio', ['-i', '--quiet', '--to-stdout', `lib/modules/${name}`], { input: archive, maxBuffer: 16 << 20 });
-      expect(packed.subarray(-marker.length).equals(marker), `${name} in the initramfs`).toBe(false);
-      expect(packed.equals(withoutSignature(installed))).toBe(true);
-      expect(packed.length).toBeLessThan(installed.length);
-    }
-  });
 });
 
 describe('the guest waits for the boot check', () => {

@@ -6,8 +6,8 @@
 import { execFileSync } from 'node:child_process';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { encodeCpio, initramfsEntries, withoutSignature } from '../../src/vm/initramfs.js';
-import { resolveModules } from '../../src/vm/modules.js';
+import { encodeCpio, initramfsEntries } from '../../src/vm/initramfs.js';
+import { moduleSignaturesEnforced, resolveModules, withoutSignature } from '../../src/vm/modules.js';
 import { encodeFrame, FRAME_MAX_PAYLOAD, splitFrames, type Frame } from '../../src/vm/protocol.js';
 import { buildQemuArgs, netdevArgs } from '../../src/vm/qemu-args.js';
 import type { BootSpec } from '../../src/vm/backend.js';
@@ -73,6 +73,17 @@ describe('module signatures', () => {
     ['a file shorter than the signature trailer is unchanged', marker.subarray(3), marker.subarray(3)],
   ])('%s', (_, input, expected) => {
     expect(withoutSignature(input).equals(expected)).toBe(true);
+  });
+
+  it.each([
+    ['Debian cloud: signed, not forced, no forced lockdown', '# CONFIG_MODULE_SIG_FORCE is not set\nCONFIG_LOCK_DOWN_KERNEL_FORCE_NONE=y\n', false],
+    ['signatures forced', 'CONFIG_MODULE_SIG=y\nCONFIG_MODULE_SIG_FORCE=y\n', true],
+    ['integrity lockdown forced', '# CONFIG_MODULE_SIG_FORCE is not set\nCONFIG_LOCK_DOWN_KERNEL_FORCE_INTEGRITY=y\n', true],
+    ['confidentiality lockdown forced', 'CONFIG_LOCK_DOWN_KERNEL_FORCE_CONFIDENTIALITY=y\n', true],
+    ['a commented-out force is not a force', '# CONFIG_MODULE_SIG_FORCE=y is a comment\n', false],
+    ['no config shipped: keep them', null, true],
+  ])('signatures enforced? %s', (_, config, enforced) => {
+    expect(moduleSignaturesEnforced(config)).toBe(enforced);
   });
 });
 
