@@ -128,6 +128,15 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
+// A reader that went away (`microagent ... | head -1`) ends the output, like SIGPIPE ends a C tool;
+// it is not an error worth a stack trace.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    process.exit(process.exitCode ?? 0);
+  });
+}
+
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;

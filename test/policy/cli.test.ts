@@ -159,3 +159,17 @@ describe('policy explain', () => {
     expect(r.stderr).toMatch(/fix: write a URL/);
   });
 });
+
+describe('output to a reader that went away', () => {
+  it('ends quietly, like a C tool on SIGPIPE, instead of a stack trace', async () => {
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, [CLI, 'policy', 'check', GUARDED], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    // Our end of stdout closes before the CLI writes anything: its first write fails with EPIPE.
+    child.stdout.destroy();
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(stderr).not.toMatch(/EPIPE|\n\s+at /);
+    expect(code).toBe(0);
+  });
+});
