@@ -63,7 +63,7 @@ async function bareBoot() {
   await prepareWorkspaceDisk(image.rootfsPath, rootfsPath);
   const size = PROFILES[PROFILE];
   const args = buildQemuArgs(
-    { kernelPath: assets.kernel.image, initramfsPath: assets.initramfsPath, rootfsPath, memoryMiB: size.memoryMiB, cpus: size.cpus, network: { mode: 'user' }, runDir, accelerator },
+    { kernelPath: assets.kernel.image, virtioDiscovery: assets.kernel.virtioDiscovery, initramfsPath: assets.initramfsPath, rootfsPath, memoryMiB: size.memoryMiB, cpus: size.cpus, network: { mode: 'user' }, runDir, accelerator },
     runPaths(runDir),
     hostFacts(),
   );

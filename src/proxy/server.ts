@@ -198,9 +198,12 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
         http.closeIdleConnections();
         const deadline = Date.now() + (options.drainMs ?? 2000);
         while (sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
-        for (const socket of sockets) socket.destroy();
-        // Close handlers append their egress.close records on the next turns; let them run first.
-        await new Promise((r) => setTimeout(r, 20));
+        if (sockets.size > 0) {
+          for (const socket of sockets) socket.destroy();
+          // Close handlers append their egress.close records on the next turns; let them run first.
+          // With nothing left to end there are none, and a workspace's kill does not wait for them.
+          await new Promise((r) => setTimeout(r, 20));
+        }
         pool.close();
         intercept.server.close();
         await stopped;

@@ -5,6 +5,7 @@
  */
 import type { AgentClient } from './agent-client.js';
 import type { MediationOptions } from './mediation-tunnel.js';
+import type { VirtioDiscovery } from './kernel.js';
 
 /** Fixed guest addresses of QEMU user networking as microagent lays it out (docs/guest.md). */
 export const GUEST_NET = {
@@ -45,6 +46,8 @@ export type Accelerator = 'kvm' | 'tcg';
 
 export interface BootSpec {
   readonly kernelPath: string;
+  /** From the kernel's manifest: 'cmdline' boots microvm without ACPI (kernel.ts). Default 'acpi'. */
+  readonly virtioDiscovery?: VirtioDiscovery;
   readonly initramfsPath: string;
   /** ext4 image the guest mounts as / (read-write). */
   readonly rootfsPath: string;

@@ -37,6 +37,22 @@ export interface InstalledKernel {
   readonly source: string;
   /** Relative path -> sha256 hex, from the manifest. */
   readonly files: Readonly<Record<string, string>>;
+  readonly virtioDiscovery: VirtioDiscovery;
+}
+
+/**
+ * How the guest kernel finds its virtio-mmio devices: from microvm's ACPI tables, or from the
+ * `virtio_mmio.device=` words QEMU adds to the command line when ACPI is off. Only a kernel whose
+ * config shows no ACPI and built-in command-line devices gets 'cmdline'; a module could not read
+ * them (the agent loads modules without parameters).
+ */
+export type VirtioDiscovery = 'acpi' | 'cmdline';
+
+export function virtioDiscovery(config: string | null): VirtioDiscovery {
+  if (config === null) return 'acpi';
+  const acpi = /^CONFIG_ACPI=y$/m.test(config);
+  const cmdlineDevices = /^CONFIG_VIRTIO_MMIO=y$/m.test(config) && /^CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y$/m.test(config);
+  return !acpi && cmdlineDevices ? 'cmdline' : 'acpi';
 }
 
 interface Manifest {
@@ -48,6 +64,8 @@ interface Manifest {
   readonly image?: 'vmlinux' | 'vmlinuz';
   /** Relative path -> sha256 hex. */
   readonly files: Readonly<Record<string, string>>;
+  /** Absent in manifests written before it existed: 'acpi'. */
+  readonly virtioDiscovery?: VirtioDiscovery;
 }
 
 const REINSTALL = 'Run `microagent kernel install` to install the guest kernel again.';
@@ -159,6 +177,8 @@ export interface InstallOptions {
   readonly stateDir: string;
   /** A kernel .deb, an extracted package/directory with boot/vmlinuz-*, or a bare kernel image. */
   readonly from?: string;
+  /** What the manifest names as the kernel's origin, instead of the path (a build names its sources). */
+  readonly source?: string;
 }
 
 export async function installKernel(options: InstallOptions): Promise<InstalledKernel> {
@@ -192,9 +212,11 @@ export async function installKernel(options: InstallOptions): Promise<InstalledK
     let version: string;
     let modules: string[] = [];
     let shipped: Buffer;
+    let config: string | null = null;
     if (root !== undefined) {
       const found = locateKernel(root);
       version = found.version;
+      config = found.config;
       shipped = readFileSync(found.vmlinuz);
       if (found.modulesDir !== undefined) {
         modules = await stageModules(root, version, found.modulesDir, stage, moduleSignaturesEnforced(found.config));
@@ -214,7 +236,10 @@ export async function installKernel(options: InstallOptions): Promise<InstalledK
     }
     const files: Record<string, string> = { [image]: sha256File(join(stage, image)) };
     for (const m of modules) files[`modules/${m}`] = sha256File(join(stage, 'modules', m));
-    const manifest: Manifest = { version, source, installedAt: new Date().toISOString(), modules, image, files };
+    const manifest: Manifest = {
+      version, source: options.source ?? source, installedAt: new Date().toISOString(), modules, image, files,
+      virtioDiscovery: virtioDiscovery(config),
+    };
     writeFileSync(join(stage, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
     const kernelsDir = join(options.stateDir, 'kernels');
     const dest = join(kernelsDir, version);
@@ -261,7 +286,7 @@ export function readKernel(stateDir: string, version?: string): InstalledKernel 
   }
   return {
     version: manifest.version, dir, image: join(dir, manifest.image ?? 'vmlinuz'), modules: manifest.modules,
-    source: manifest.source, files: manifest.files,
+    source: manifest.source, files: manifest.files, virtioDiscovery: manifest.virtioDiscovery ?? 'acpi',
   };
 }
 

@@ -76,6 +76,11 @@ export function netdevArgs(network: NetworkConfig): string[] {
  * - panic=-1 + reboot=t: a panic or the agent's halt resets the machine, and QEMU (-no-reboot) exits.
  * - tsc_early_khz (TCG only): under TCG the guest reads the host TSC; PIT calibration fails on a busy
  *   host and leaves the guest on jiffies, making boots ten times slower.
+ * - nolapic_timer (TCG, kernels booted without ACPI): TCG's CPUs have no TSC-deadline timer, so the
+ *   kernel calibrates its local APIC timer against the tick, polling with interrupts off: 0.2 s of
+ *   every TCG boot. The PIT serves as the tick instead. Under KVM the TSC-deadline timer needs no
+ *   calibration. Only for the machine without ACPI (the built kernel, kernel-build.ts): on microvm's
+ *   ACPI machine Debian's cloud kernel lost its timers with it (sleeps and timeouts never ended).
  * - mitigations=off: the guest kernel's own speculation mitigations (PTI) cost heavily under TCG and
  *   protect nothing on the host side; all guest processes belong to the same workspace.
  * - pci=off, i8042.*: microvm has neither; probing them only wastes boot time.
@@ -95,6 +100,7 @@ export function kernelCommandLine(spec: BootSpec, host: HostFacts): string {
     'rcupdate.rcu_expedited=1', 'cryptomgr.notests', 'init_on_alloc=0', 'apparmor=0', 'audit=0',
     'initcall_blacklist=init_kprobe_trace,init_trace_printk_function_export,stack_trace_init,init_graph_tracefs,crypto_kdf108_init',
     ...(spec.accelerator === 'tcg' && host.tscKhz !== undefined ? [`tsc_early_khz=${host.tscKhz}`] : []),
+    ...(spec.accelerator === 'tcg' && spec.virtioDiscovery === 'cmdline' ? ['nolapic_timer'] : []),
     'microagent.root=/dev/vda',
     ...(spec.kernelArgs ?? []),
   ].join(' ');
@@ -105,9 +111,18 @@ export interface HostFacts {
   readonly tscKhz?: number;
 }
 
+/**
+ * The microvm machine. acpi=off only for a kernel that finds its devices on the command line
+ * (kernel.ts, virtioDiscovery): QEMU then appends their `virtio_mmio.device=` words itself, and the
+ * guest skips ACPI's table parsing, which a TCG boot pays for instruction by instruction.
+ */
+function machine(spec: BootSpec): string {
+  return `microvm,x-option-roms=off,rtc=on${spec.virtioDiscovery === 'cmdline' ? ',acpi=off' : ''}`;
+}
+
 export function buildQemuArgs(spec: BootSpec, paths: RunPaths, host: HostFacts = {}): string[] {
   return [
-    '-M', 'microvm,x-option-roms=off,rtc=on',
+    '-M', machine(spec),
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
     ...(spec.accelerator === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg,thread=multi', '-cpu', 'max']),
     '-m', String(spec.memoryMiB),

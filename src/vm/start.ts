@@ -62,6 +62,7 @@ export async function bootVm(options: BootVmOptions): Promise<RunningVm> {
       : options.accelerator;
   const spec: BootSpec = {
     kernelPath: assets.kernel.image,
+    virtioDiscovery: assets.kernel.virtioDiscovery,
     initramfsPath: assets.initramfsPath,
     rootfsPath: options.rootfsPath,
     memoryMiB: options.memoryMiB ?? size.memoryMiB,

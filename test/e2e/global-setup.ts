@@ -1,12 +1,13 @@
 /**
- * vitest globalSetup for test/e2e: installs the guest kernel and builds the default image once, in the
- * state directory every e2e file shares (E2E_STATE_DIR), so no test pays for it. Skipped when the run
- * names only other test folders (they need no kernel). Never deletes the state directory: later runs
- * reuse the verified kernel and the cached image.
+ * vitest globalSetup for test/e2e: builds the microVM guest kernel (the one scripts/setup.sh makes the
+ * default; test/vm boots Debian's cloud kernel) and the default image once, in the state directory
+ * every e2e file shares (E2E_STATE_DIR), so no test pays for it. Skipped when the run names only other
+ * test folders (they need no kernel). Never deletes the state directory: later runs reuse the verified
+ * kernel and the cached image.
  */
 import { mkdirSync } from 'node:fs';
 import { ensureDefaultImage } from '../../src/vm/rootfs/index.js';
-import { installKernel, loadKernel, prepareBootAssets } from '../../src/vm/index.js';
+import { buildKernel, loadKernel, prepareBootAssets } from '../../src/vm/index.js';
 import { E2E_STATE_DIR } from './helpers.js';
 
 function runIncludesE2e(): boolean {
@@ -18,11 +19,13 @@ function runIncludesE2e(): boolean {
 export default async function setup(): Promise<void> {
   if (!runIncludesE2e()) return;
   mkdirSync(E2E_STATE_DIR, { recursive: true, mode: 0o700 });
+  let built = false;
   try {
-    loadKernel(E2E_STATE_DIR);
+    built = loadKernel(E2E_STATE_DIR).source.startsWith('build:');
   } catch {
-    await installKernel({ stateDir: E2E_STATE_DIR });
+    // none yet, or one that no longer matches its manifest: build
   }
+  if (!built) await buildKernel({ stateDir: E2E_STATE_DIR, onProgress: (line) => console.log(`[e2e setup] kernel build: ${line}`) });
   await prepareBootAssets(E2E_STATE_DIR);
   await ensureDefaultImage(E2E_STATE_DIR);
 }

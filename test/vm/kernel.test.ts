@@ -1,12 +1,13 @@
 /**
  * Kernel install from Debian's linux-image-cloud-amd64 through the CLI (real apt-get download into
  * a fresh state directory), manifest verification (a boot holds the guest until it passes), and the
- * typed errors for a missing kernel, a tampered kernel and a host without QEMU; `doctor` on this host
- * (real KVM probe).
+ * typed errors for a missing kernel, a tampered kernel, bad `kernel build` input and a host without
+ * QEMU; `doctor` on this host (real KVM probe). The kernel build itself runs in test/e2e/global-setup.ts
+ * and is checked in test/e2e/kernel-build.test.ts.
  */
 import { execFile, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -123,6 +124,26 @@ describe('the guest waits for the boot check', () => {
 });
 
 describe('typed errors before any boot', () => {
+  it('kernel build refuses bad input with a typed error before compiling anything', async () => {
+    const other = mkdtempSync(join(tmpdir(), 'ma-kernel-build-'));
+    scratch.push(other);
+    const jobs = await cli(['--mode=ax', 'kernel', 'build', '--jobs', '0', '--state-dir', other]);
+    expect(jobs.code).not.toBe(0);
+    expect(JSON.parse(jobs.stdout)).toMatchObject({ ok: false, error: { kind: 'invalid', message: expect.stringContaining('--jobs 0'), remediation: expect.stringContaining('usage: microagent kernel build') } });
+    const missing = await cli(['--mode=ax', 'kernel', 'build', '--source', '/nonexistent/linux-source-6.1.tar.xz', '--state-dir', other]);
+    expect(JSON.parse(missing.stdout)).toMatchObject({ ok: false, error: { kind: 'not_found', message: expect.stringContaining('/nonexistent/linux-source-6.1.tar.xz') } });
+    // A real tarball that holds no kernel tree: unpacked, then refused, and nothing is left behind.
+    // The tree of a killed build (its pid is gone) is removed first; a running build's stays.
+    const notKernel = join(other, 'linux-source-9.9.tar.xz');
+    spawnSync('tar', ['-cJf', notKernel, '-C', join(import.meta.dirname, '../../src/vm'), 'guest-kernel']);
+    mkdirSync(join(other, 'kernel-build-999999999-killed', 'linux-source-9.9'), { recursive: true });
+    mkdirSync(join(other, `kernel-build-${process.pid}-running`));
+    const wrong = await cli(['--mode=ax', 'kernel', 'build', '--source', notKernel, '--state-dir', other]);
+    expect(JSON.parse(wrong.stdout)).toMatchObject({ ok: false, error: { kind: 'invalid', message: expect.stringContaining('holds no kernel source tree') } });
+    expect(readdirSync(other).filter((n) => n.startsWith('kernel-build-'))).toEqual([`kernel-build-${process.pid}-running`]);
+    expect(() => loadKernel(other)).toThrow(expect.objectContaining({ code: 'vm.kernel_missing' }));
+  });
+
   it('a missing kernel is not_found with the install command as the fix', async () => {
     const empty = mkdtempSync(join(tmpdir(), 'ma-nokernel-'));
     scratch.push(empty);

@@ -1,15 +1,21 @@
 /**
  * Pure parts of the microVM layer, no guest needed: the frame splitter (any cut of a valid stream
  * splits to the same frames), the cpio writer (checked by the real cpio tool), module resolution
- * from modules.dep, and the QEMU command line per network mode.
+ * from modules.dep, what a kernel's config tells the boot, the kernel build's source lookup and
+ * config check, and the QEMU command line per network mode and kernel.
  */
 import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { findKernelSource, parseConfigFragment, unmetSettings } from '../../src/vm/kernel-build.js';
+import { virtioDiscovery } from '../../src/vm/kernel.js';
 import { encodeCpio, initramfsEntries } from '../../src/vm/initramfs.js';
 import { moduleSignaturesEnforced, resolveModules, withoutSignature } from '../../src/vm/modules.js';
 import { encodeFrame, FRAME_MAX_PAYLOAD, splitFrames, type Frame } from '../../src/vm/protocol.js';
-import { buildQemuArgs, netdevArgs } from '../../src/vm/qemu-args.js';
+import { buildQemuArgs, kernelCommandLine, netdevArgs } from '../../src/vm/qemu-args.js';
 import type { BootSpec } from '../../src/vm/backend.js';
 
 describe('frame splitting', () => {
@@ -87,6 +93,70 @@ describe('module signatures', () => {
   });
 });
 
+describe('virtio device discovery from the kernel config', () => {
+  it.each([
+    ['microagent build: no ACPI, built-in command-line devices', '# CONFIG_ACPI is not set\nCONFIG_VIRTIO_MMIO=y\nCONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y\n', 'cmdline'],
+    ['Debian cloud: ACPI, virtio-mmio a module', 'CONFIG_ACPI=y\nCONFIG_VIRTIO_MMIO=m\nCONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y\n', 'acpi'],
+    ['no ACPI but virtio-mmio a module (it could not read the command line)', 'CONFIG_VIRTIO_MMIO=m\nCONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y\n', 'acpi'],
+    ['no ACPI and no command-line devices', 'CONFIG_VIRTIO_MMIO=y\n# CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES is not set\n', 'acpi'],
+    ['both ACPI and command-line devices: ACPI stays on', 'CONFIG_ACPI=y\nCONFIG_VIRTIO_MMIO=y\nCONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y\n', 'acpi'],
+    ['no config (a bare image): ACPI', null, 'acpi'],
+  ] as const)('%s', (_, config, expected) => {
+    expect(virtioDiscovery(config)).toBe(expected);
+  });
+});
+
+describe('kernel build: config check', () => {
+  const fragment = parseConfigFragment('# comment\nCONFIG_A=y\nCONFIG_B=n\n# CONFIG_C is not set\nCONFIG_D="-microagent"\nCONFIG_E=16\n');
+
+  it('reads set, =n and "is not set" lines, and skips comments', () => {
+    expect([...fragment]).toEqual([['CONFIG_A', 'y'], ['CONFIG_B', 'n'], ['CONFIG_C', 'n'], ['CONFIG_D', '"-microagent"'], ['CONFIG_E', '16']]);
+  });
+
+  it.each([
+    ['everything held (absent means n)', 'CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_D="-microagent"\nCONFIG_E=16\n', []],
+    ['a y that Kconfig dropped', '# CONFIG_A is not set\nCONFIG_D="-microagent"\nCONFIG_E=16\n', ['CONFIG_A=y (got n)']],
+    ['an n that a dependency forced on', 'CONFIG_A=y\nCONFIG_B=y\nCONFIG_C=m\nCONFIG_D="-microagent"\nCONFIG_E=16\n', ['CONFIG_B=n (got y)', 'CONFIG_C=n (got m)']],
+    ['a changed value', 'CONFIG_A=y\nCONFIG_D=""\nCONFIG_E=8\n', ['CONFIG_D="-microagent" (got "")', 'CONFIG_E=16 (got 8)']],
+  ])('%s', (_, final, unmet) => {
+    expect(unmetSettings(fragment, parseConfigFragment(final))).toEqual(unmet);
+  });
+});
+
+describe('kernel build: source lookup', () => {
+  const layout = (files: readonly string[]): string => {
+    const root = mkdtempSync(join(tmpdir(), 'ma-usrsrc-'));
+    for (const f of files) {
+      mkdirSync(join(root, f, '..'), { recursive: true });
+      writeFileSync(join(root, f), '');
+    }
+    return root;
+  };
+
+  it.each([
+    ['Debian: the tarball in /usr/src', ['linux-source-6.1.tar.xz', 'linux-config-6.1/config.amd64_none_amd64.xz'], 'linux-source-6.1.tar.xz'],
+    ['Ubuntu: the tarball in its own directory', ['linux-source-6.8.0/linux-source-6.8.0.tar.bz2', 'linux-source-6.8.0/debian/rules'], 'linux-source-6.8.0/linux-source-6.8.0.tar.bz2'],
+    ['the newest version wins, compared as numbers', ['linux-source-6.9.tar.xz', 'linux-source-6.10.tar.xz', 'linux-source-6.1.tar.xz'], 'linux-source-6.10.tar.xz'],
+  ])('%s', (_, files, expected) => {
+    const root = layout(files);
+    try {
+      expect(findKernelSource(root)).toBe(join(root, expected));
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('says which package to install when there is none', () => {
+    const root = layout(['linux-headers-6.1/Makefile', 'linux-source-6.1.tar.xz.partial']);
+    try {
+      expect(() => findKernelSource(root)).toThrow(expect.objectContaining({ kind: 'not_found', code: 'vm.kernel_source_missing', remediation: expect.stringContaining('linux-source') }));
+      expect(() => findKernelSource(join(root, 'absent'))).toThrow(expect.objectContaining({ code: 'vm.kernel_source_missing' }));
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('module resolution', () => {
   const dep = [
     'kernel/drivers/virtio/virtio_ring.ko:',
@@ -142,6 +212,21 @@ describe('QEMU command line', () => {
     expect(buildQemuArgs(spec, paths).join(' ')).not.toContain('vsock');
     expect(buildQemuArgs({ ...spec, vsockCid: 7 }, paths)).toContain('vhost-vsock-device,guest-cid=7');
     expect(() => buildQemuArgs({ ...spec, vsockCid: 2 }, paths)).toThrow(expect.objectContaining({ kind: 'invalid' }));
+  });
+
+  it('turns ACPI off only for a kernel that finds its devices on the command line', () => {
+    const machineOf = (args: string[]) => args[args.indexOf('-M') + 1];
+    expect(machineOf(buildQemuArgs(spec, paths))).toBe('microvm,x-option-roms=off,rtc=on');
+    expect(machineOf(buildQemuArgs({ ...spec, virtioDiscovery: 'acpi' }, paths))).toBe('microvm,x-option-roms=off,rtc=on');
+    expect(machineOf(buildQemuArgs({ ...spec, virtioDiscovery: 'cmdline' }, paths))).toBe('microvm,x-option-roms=off,rtc=on,acpi=off');
+  });
+
+  it('skips the local APIC timer calibration only under TCG on the machine without ACPI', () => {
+    const words = (s: BootSpec) => kernelCommandLine(s, {}).split(' ');
+    expect(words({ ...spec, virtioDiscovery: 'cmdline' })).toContain('nolapic_timer');
+    expect(words({ ...spec, virtioDiscovery: 'cmdline', accelerator: 'kvm' })).not.toContain('nolapic_timer');
+    expect(words({ ...spec, virtioDiscovery: 'acpi' })).not.toContain('nolapic_timer');
+    expect(words(spec)).not.toContain('nolapic_timer');
   });
 
   it('leaves restrict off only in egress-off mode', () => {

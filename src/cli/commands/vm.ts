@@ -1,5 +1,5 @@
-/** `microagent kernel install` and `microagent doctor`: thin wrappers over src/vm. */
-import { installKernel, loadKernel, runDoctor } from '../../vm/index.js';
+/** `microagent kernel install|build|show` and `microagent doctor`: thin wrappers over src/vm. */
+import { buildKernel, installKernel, loadKernel, runDoctor, type InstalledKernel } from '../../vm/index.js';
 import { parseCommandArgs, usageError, type Command } from '../command.js';
 
 const kernelInstall: Command = {
@@ -11,10 +11,32 @@ const kernelInstall: Command = {
     if (positionals.length > 0) throw usageError(`kernel install: unexpected argument ${positionals[0]}`, `usage: microagent kernel install ${this.usage}`);
     ctx.out.info(values.from === undefined ? 'downloading linux-image-cloud-amd64 with apt-get...' : `installing kernel from ${values.from}...`);
     const kernel = await installKernel({ stateDir: ctx.stateDir, ...(values.from !== undefined ? { from: values.from } : {}) });
-    return {
-      result: kernel,
-      human: `installed kernel ${kernel.version} (${kernel.source})\n  ${kernel.dir}\n  modules: ${kernel.modules.join(' ') || 'none (drivers built in)'}`,
-    };
+    return { result: kernel, human: installedText(kernel) };
+  },
+};
+
+function installedText(kernel: InstalledKernel): string {
+  return `installed kernel ${kernel.version} (${kernel.source})\n  ${kernel.dir}\n  modules: ${kernel.modules.join(' ') || 'none (drivers built in)'}`;
+}
+
+const kernelBuild: Command = {
+  name: 'kernel build',
+  summary: "Build the microVM guest kernel from the distribution's linux-source package (boots about twice as fast as a distribution kernel) and make it the default",
+  usage: '[--source TARBALL] [--jobs N]',
+  async run(args, ctx) {
+    const { values, positionals } = parseCommandArgs(this, args, { source: { type: 'string' }, jobs: { type: 'string' } });
+    if (positionals.length > 0) throw usageError(`kernel build: unexpected argument ${positionals[0]}`, `usage: microagent kernel build ${this.usage}`);
+    const jobs = values.jobs === undefined ? undefined : Number(values.jobs);
+    if (jobs !== undefined && !(Number.isInteger(jobs) && jobs > 0)) {
+      throw usageError(`kernel build: --jobs ${values.jobs} is not a positive whole number`, `usage: microagent kernel build ${this.usage}`);
+    }
+    const kernel = await buildKernel({
+      stateDir: ctx.stateDir,
+      onProgress: (line) => ctx.out.info(line),
+      ...(values.source !== undefined ? { source: values.source } : {}),
+      ...(jobs !== undefined ? { jobs } : {}),
+    });
+    return { result: kernel, human: installedText(kernel) };
   },
 };
 
@@ -44,4 +66,4 @@ const doctor: Command = {
   },
 };
 
-export const commands: readonly Command[] = [kernelInstall, kernelShow, doctor];
+export const commands: readonly Command[] = [kernelInstall, kernelBuild, kernelShow, doctor];

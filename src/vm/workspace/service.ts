@@ -253,12 +253,17 @@ async function killWithoutSupervisor(stateDir: string, name: string): Promise<bo
   return true;
 }
 
+/**
+ * Returns once the supervisor has cleared its runtime record (its last step) or died. Polled every
+ * 5 ms: a supervisor shutting down after a kill takes 10-20 ms, and `run` waits for it before it
+ * keeps the audit log, so a coarser poll added its whole period to every run.
+ */
 async function waitForSupervisorExit(stateDir: string, name: string, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const runtime = await readRuntime(stateDir, name);
     if (runtime === null || !processAlive(runtime.supervisorPid)) return;
-    await sleep(50);
+    await sleep(5);
   }
 }
 

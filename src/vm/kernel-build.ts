@@ -1,0 +1,203 @@
+/**
+ * Builds the microVM guest kernel from the distribution's own kernel source package (Debian's and
+ * Ubuntu's `linux-source`, installed through apt: no download of our own), configured by
+ * `make tinyconfig` plus src/vm/guest-kernel/microvm.config, and installs it like any other kernel
+ * (kernel.ts: manifest, SHA-256s, default). A distribution kernel probes hundreds of drivers that a
+ * microVM does not have; under TCG, where every instruction is emulated, Debian's cloud kernel took
+ * 1.5-2.3 s to the agent's HELLO and this one takes 0.5-0.8 s (docs/guest.md).
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { basename, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MicroagentError } from '../errors.js';
+import { childLog } from '../log.js';
+import { findExecutable } from './host-tools.js';
+import { installKernel, type InstalledKernel } from './kernel.js';
+
+const log = childLog('vm.kernel');
+
+/** Where the distributions put their kernel source tarballs (Debian: directly; Ubuntu: in a directory). */
+const SOURCE_ROOT = '/usr/src';
+/** Tools `make bzImage` runs for an x86 kernel (objtool needs libelf's headers: libelf-dev). */
+const BUILD_TOOLS = ['make', 'gcc', 'flex', 'bison', 'bc', 'tar', 'xz'] as const;
+const SETUP = 'Run ./scripts/setup.sh, or `apt-get install linux-source flex bison bc libelf-dev`.';
+
+export function microvmConfigPath(): string {
+  return fileURLToPath(new URL('../../src/vm/guest-kernel/microvm.config', import.meta.url));
+}
+
+/** The newest kernel source tarball apt installed, e.g. /usr/src/linux-source-6.1.tar.xz. */
+export function findKernelSource(root = SOURCE_ROOT): string {
+  const tarball = /^linux-source-[\d.]+\.tar\.(xz|bz2|gz)$/;
+  const found: string[] = [];
+  for (const name of existsSync(root) ? readdirSync(root) : []) {
+    if (tarball.test(name)) found.push(join(root, name));
+    else if (/^linux-source-[\d.]+$/.test(name) && statSync(join(root, name)).isDirectory()) {
+      for (const inner of readdirSync(join(root, name))) if (tarball.test(inner)) found.push(join(root, name, inner));
+    }
+  }
+  const byVersion = (path: string) => basename(path).match(/\d+/g)!.map(Number);
+  found.sort((a, b) => {
+    const [va, vb] = [byVersion(a), byVersion(b)];
+    for (let i = 0; i < Math.max(va.length, vb.length); i++) if ((va[i] ?? 0) !== (vb[i] ?? 0)) return (va[i] ?? 0) - (vb[i] ?? 0);
+    return 0;
+  });
+  const newest = found.pop();
+  if (newest === undefined) {
+    throw new MicroagentError('not_found', `no kernel source package (linux-source-<version>.tar.*) in ${root}`, {
+      code: 'vm.kernel_source_missing',
+      remediation: `${SETUP} Or give --source PATH to a kernel source tarball.`,
+    });
+  }
+  return newest;
+}
+
+/** A config fragment's settings: `CONFIG_X=value`, with `=n` and `# CONFIG_X is not set` as 'n'. */
+export function parseConfigFragment(text: string): Map<string, string> {
+  const settings = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const set = /^(CONFIG_\w+)=(.*)$/.exec(line);
+    const unset = /^# (CONFIG_\w+) is not set$/.exec(line);
+    if (set) settings.set(set[1]!, set[2] === 'n' ? 'n' : set[2]!);
+    else if (unset) settings.set(unset[1]!, 'n');
+  }
+  return settings;
+}
+
+/** Fragment settings the final .config does not have (Kconfig drops what its dependencies forbid). */
+export function unmetSettings(fragment: Map<string, string>, final: Map<string, string>): string[] {
+  const unmet: string[] = [];
+  for (const [name, wanted] of fragment) {
+    const actual = final.get(name) ?? 'n';
+    if (actual !== wanted) unmet.push(`${name}=${wanted} (got ${actual})`);
+  }
+  return unmet;
+}
+
+export interface BuildOptions {
+  readonly stateDir: string;
+  /** A kernel source tarball; default: the newest under /usr/src. */
+  readonly source?: string;
+  /** Parallel make jobs; default: the CPUs available. */
+  readonly jobs?: number;
+  /** One line per step, for a terminal. */
+  readonly onProgress?: (line: string) => void;
+}
+
+export async function buildKernel(options: BuildOptions): Promise<InstalledKernel> {
+  for (const tool of BUILD_TOOLS) {
+    if (findExecutable(tool) === undefined) {
+      throw new MicroagentError('unsupported', `${tool} is needed to build the guest kernel but was not found`, {
+        code: 'vm.tool_missing', remediation: SETUP,
+      });
+    }
+  }
+  const source = options.source ?? findKernelSource();
+  if (!existsSync(source)) {
+    throw new MicroagentError('not_found', `kernel source ${source} does not exist`, {
+      code: 'vm.kernel_source_missing', remediation: 'Give --source an existing linux-source tarball.',
+    });
+  }
+  const fragmentText = readFileSync(microvmConfigPath(), 'utf8');
+  const fragmentHash = createHash('sha256').update(fragmentText).digest('hex').slice(0, 12);
+  const progress = options.onProgress ?? (() => undefined);
+  mkdirSync(options.stateDir, { recursive: true });
+  removeAbandonedTrees(options.stateDir);
+  // Under the state directory, not /tmp: the tree is ~1.5 GB and /tmp is often a small tmpfs.
+  const work = mkdtempSync(join(options.stateDir, `${WORK_PREFIX}${process.pid}-`));
+  // Kept after the build (the next one replaces it), so a failure can be read in full.
+  const buildLog = join(options.stateDir, 'kernel-build.log');
+  writeFileSync(buildLog, '');
+  try {
+    progress(`unpacking ${source}`);
+    await step('tar', ['-xf', source, '-C', work], work, buildLog);
+    const tree = readdirSync(work).map((n) => join(work, n)).find((p) => statSync(p).isDirectory());
+    if (tree === undefined || !existsSync(join(tree, 'Makefile'))) {
+      throw new MicroagentError('invalid', `${source} holds no kernel source tree`, {
+        code: 'vm.kernel_source_missing', remediation: 'Give --source a linux-source tarball.',
+      });
+    }
+    progress('configuring: make tinyconfig + src/vm/guest-kernel/microvm.config');
+    writeFileSync(join(tree, 'microvm.config'), fragmentText);
+    await step('make', ['tinyconfig'], tree, buildLog);
+    await step('scripts/kconfig/merge_config.sh', ['-m', '.config', 'microvm.config'], tree, buildLog);
+    await step('make', ['olddefconfig'], tree, buildLog);
+    const config = readFileSync(join(tree, '.config'), 'utf8');
+    const unmet = unmetSettings(parseConfigFragment(fragmentText), parseConfigFragment(config));
+    if (unmet.length > 0) {
+      throw new MicroagentError('unsupported', `${basename(source)} cannot be configured as the microVM kernel: ${unmet.join(', ')}`, {
+        code: 'vm.kernel_config_rejected',
+        remediation: 'Use a kernel source of the series microagent was tested with (Debian 12 linux-source-6.1), or install a distribution kernel with `microagent kernel install`.',
+      });
+    }
+    const jobs = options.jobs ?? availableParallelism();
+    progress(`compiling with ${jobs} job${jobs === 1 ? '' : 's'} (a few minutes; log: ${buildLog})`);
+    await step('make', [`-j${jobs}`, 'bzImage'], tree, buildLog);
+    const release = (await step('make', ['-s', 'kernelrelease'], tree, buildLog, true)).trim();
+    // Installed as a directory holding boot/vmlinuz-<release> and its config, like a package.
+    const boot = join(work, 'install', 'boot');
+    mkdirSync(boot, { recursive: true });
+    copyFileSync(join(tree, 'arch/x86/boot/bzImage'), join(boot, `vmlinuz-${release}`));
+    writeFileSync(join(boot, `config-${release}`), config);
+    progress(`installing ${release}`);
+    const kernel = await installKernel({
+      stateDir: options.stateDir,
+      from: join(work, 'install'),
+      source: `build:${basename(source)}+microvm.config@${fragmentHash}`,
+    });
+    log.info({ version: kernel.version, source: kernel.source }, 'guest kernel built');
+    return kernel;
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+const WORK_PREFIX = 'kernel-build-';
+
+/** Trees of builds whose process is gone (killed mid-build) are removed; a running build's are kept. */
+function removeAbandonedTrees(stateDir: string): void {
+  for (const name of readdirSync(stateDir)) {
+    const pid = Number(/^kernel-build-(\d+)-/.exec(name)?.[1]);
+    if (!Number.isInteger(pid) || pid === process.pid || processAlive(pid)) continue;
+    log.info({ dir: name }, 'removing the tree of an interrupted kernel build');
+    rmSync(join(stateDir, name), { recursive: true, force: true });
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Runs one build step with its output appended to the build log (stdout returned instead when
+ * `capture`); a failure quotes the log's tail.
+ */
+async function step(cmd: string, args: readonly string[], cwd: string, buildLog: string, capture = false): Promise<string> {
+  const fd = openSync(buildLog, 'a');
+  let stdout = '';
+  try {
+    const exit = await new Promise<number | string>((resolve) => {
+      const child = spawn(cmd, args, { cwd, stdio: ['ignore', capture ? 'pipe' : fd, fd] });
+      child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+      child.once('error', (err) => resolve(err.message));
+      child.once('close', (code, signal) => resolve(code ?? String(signal)));
+    });
+    if (exit !== 0) {
+      const tail = readFileSync(buildLog, 'utf8').trim().split('\n').slice(-15).join('\n');
+      throw new MicroagentError('transient', `kernel build step \`${cmd} ${args.join(' ')}\` failed (${exit}); the end of ${buildLog}:\n${tail}`, {
+        code: 'vm.kernel_build', remediation: `${SETUP} Then run \`microagent kernel build\` again.`,
+      });
+    }
+    return stdout;
+  } finally {
+    closeSync(fd);
+  }
+}
