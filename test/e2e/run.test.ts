@@ -60,6 +60,13 @@ describe.sequential('microagent run', () => {
     expect(r.code).toBe(7);
   });
 
+  it('keeps time on two vCPUs: sleeps and timeouts end when they should', { timeout: VM_TIMEOUT }, async () => {
+    // The built kernel ticks from the PIT under TCG (nolapic_timer), which the second vCPU only gets by broadcast.
+    const r = await cli(['run', '--cpus', '2', '--', 'sh', '-c', 'nproc; timeout 1 sleep 30; echo "timeout=$?"; sleep 0.3; echo slept']);
+    expect(r.stdout.split('\n').slice(0, 3), r.stderr).toEqual(['2', 'timeout=143', 'slept']);
+    expect(r.code).toBe(0);
+  });
+
   it('a required mediation channel whose target is down fails the start, leaving no VM or workspace', { timeout: VM_TIMEOUT }, async () => {
     const r = await cli(['run', '--profile', 'tiny', '--mediation', '7000=127.0.0.1:1', '--', 'echo', 'never']);
     expect(r.code, `stderr: ${r.stderr}`).toBe(75);
