@@ -3,7 +3,7 @@ import { MODES, type Mode } from '../../policy/types.js';
 import type { ImageProgressEvent } from '../../vm/rootfs/progress.js';
 import { parseCpus, parseMemory, parseProfile } from '../../vm/workspace/options.js';
 import { runInWorkspace } from '../../vm/workspace/run.js';
-import { createWorkspace, type CreateOptions } from '../../vm/workspace/service.js';
+import type { CreateOptions } from '../../vm/workspace/service.js';
 import { parseCommandArgs, usageError, type Command, type CliContext } from '../command.js';
 
 const WORKSPACE_FLAGS = {
@@ -114,6 +114,7 @@ const create: Command = {
     if (name === undefined) throw usageError('create: NAME is required', `usage: microagent create ${create.usage}`);
     if (rest.length > 0) throw usageError(`create: unexpected ${rest.join(' ')}`, 'put the command after "--"');
     const command = dash < 0 ? [] : args.slice(dash + 1);
+    const { createWorkspace } = await import('../../vm/workspace/service.js');
     const manifest = await createWorkspace(ctx.stateDir, name, createOptions(values, values.image, command, ctx));
     return { result: manifest, human: `created ${name} (${manifest.id}) from ${manifest.config.image}: prepared` };
   },

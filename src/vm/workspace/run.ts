@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AuditSummary } from '../../audit/query.js';
 import { MicroagentError } from '../../errors.js';
+import type { CreateOptions } from './service.js';
 import { readManifest, workspacePaths } from './store.js';
-import { createWorkspace, deleteWorkspace, execInWorkspace, signalWorkspace, startWorkspace, type CreateOptions } from './service.js';
 import { spawnSupervisor } from './supervisor-process.js';
 
 export interface RunOptions extends CreateOptions {
@@ -33,8 +33,10 @@ export interface RunResult {
 export async function runInWorkspace(stateDir: string, options: RunOptions): Promise<RunResult> {
   const t0 = performance.now();
   const name = `run-${randomBytes(4).toString('hex')}`;
-  // Spawned first, so its start-up overlaps building the workspace's disk.
+  // Spawned first, so its start-up overlaps building the workspace's disk; the rest of the workspace
+  // code loads after the spawn, while the supervisor's node starts (~15 ms sooner on its way to QEMU).
   const supervisor = await spawnSupervisor(stateDir);
+  const { createWorkspace, deleteWorkspace, execInWorkspace, signalWorkspace, startWorkspace } = await import('./service.js');
   try {
     await createWorkspace(stateDir, name, options);
   } catch (err) {
@@ -89,7 +91,7 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
   }
   // A failed run is thrown away like a successful one; its logs move next to its audit log.
   const kept = await keepRunFiles(stateDir, name, failure === null ? [] : ['supervisor.log', 'serial.log']);
-  await deleteWhenSupervisorGone(stateDir, name);
+  await deleteWhenSupervisorGone(() => deleteWorkspace(stateDir, name));
   if (failure !== null) throw pointAt(failure, workspacePaths(stateDir, name).dir, kept);
   return {
     workspace: name,
@@ -119,10 +121,10 @@ async function keepRunFiles(stateDir: string, name: string, extra: readonly stri
 }
 
 /** A supervisor that failed to start may still be closing its mediator: delete is refused until it exits. */
-async function deleteWhenSupervisorGone(stateDir: string, name: string): Promise<void> {
+async function deleteWhenSupervisorGone(deleteWorkspace: () => Promise<void>): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     try {
-      return await deleteWorkspace(stateDir, name);
+      return await deleteWorkspace();
     } catch (err) {
       if ((err as MicroagentError).kind !== 'conflict' || attempt >= 100) throw err;
       await sleep(100);
