@@ -7,16 +7,16 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { MicroagentError } from '../errors.js';
+import { PACKAGE_ROOT } from '../paths.js';
 import { findExecutable } from './host-tools.js';
 
 const run = promisify(execFile);
 
 /** The C sources ship in the package (package.json "files": src/vm/guest), next to dist/. */
 export function guestSourceDir(): string {
-  return fileURLToPath(new URL('../../src/vm/guest/', import.meta.url));
+  return join(PACKAGE_ROOT, 'src', 'vm', 'guest');
 }
 
 export async function buildGuestAgent(stateDir: string, sourceDir = guestSourceDir()): Promise<string> {

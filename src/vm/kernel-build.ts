@@ -11,9 +11,9 @@ import { createHash } from 'node:crypto';
 import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { basename, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { MicroagentError } from '../errors.js';
 import { childLog } from '../log.js';
+import { PACKAGE_ROOT } from '../paths.js';
 import { findExecutable } from './host-tools.js';
 import { installKernel, type InstalledKernel } from './kernel.js';
 
@@ -26,7 +26,7 @@ const BUILD_TOOLS = ['make', 'gcc', 'flex', 'bison', 'bc', 'tar', 'xz'] as const
 const SETUP = 'Run ./scripts/setup.sh, or `apt-get install linux-source flex bison bc libelf-dev`.';
 
 export function microvmConfigPath(): string {
-  return fileURLToPath(new URL('../../src/vm/guest-kernel/microvm.config', import.meta.url));
+  return join(PACKAGE_ROOT, 'src', 'vm', 'guest-kernel', 'microvm.config');
 }
 
 /** The newest kernel source tarball apt installed, e.g. /usr/src/linux-source-6.1.tar.xz. */

@@ -1,7 +1,7 @@
 /**
- * The supervisor process entry: `node dist/vm/supervisor/main.js STATE_DIR [PENDING_LOG]`, spawned
- * detached by src/vm/workspace/supervisor-process.ts; its stdout/stderr go to the workspace's
- * supervisor.log. The launch line (JSON: the workspace's name and whether to probe its shell) arrives
+ * The supervisor process entry: `node dist/supervisor/main.js STATE_DIR [PENDING_LOG]` (this module
+ * bundled, see package.json "build"), spawned detached by src/vm/workspace/supervisor-process.ts; its
+ * stdout/stderr go to the workspace's supervisor.log. The launch line (JSON: the workspace's name and whether to probe its shell) arrives
  * on stdin, so the boot assets below (kernel manifest, initramfs) are ready while the caller is still creating the workspace. No line
  * (the caller gave up): exit, removing the pending log the caller made for it.
  */
