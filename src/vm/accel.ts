@@ -38,16 +38,29 @@ function hostBootId(): string {
   }
 }
 
-async function bootProbe(options: ProbeOptions): Promise<string | null> {
-  options.beforeBoot?.();
+export interface ProbeBootOptions {
+  readonly kernelPath: string;
+  readonly initramfsPath: string;
+  readonly accelerator: Accelerator;
+  /** false for a kernel without ACPI (kernel.ts, virtioDiscovery 'cmdline'). */
+  readonly acpi: boolean;
+  /** Where the guest's serial output goes (replaced). */
+  readonly serialLog: string;
+  readonly timeoutMs: number;
+}
+
+/**
+ * Boots a kernel and the agent's initramfs in probe mode (`microagent.probe`: the agent prints
+ * `probe ok` and resets at once). Null when the guest got that far and QEMU exited cleanly, else why not.
+ */
+export async function probeBoot(options: ProbeBootOptions): Promise<string | null> {
   const qemu = requireQemu();
-  const dir = join(options.stateDir, 'probe');
-  mkdirSync(dir, { recursive: true });
-  const serial = join(dir, 'serial.log');
+  const serial = options.serialLog;
   rmSync(serial, { force: true });
+  const accel = options.accelerator === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg', '-cpu', 'max'];
   const args = [
-    '-M', 'microvm,x-option-roms=off', '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
-    '-accel', 'kvm', '-cpu', 'host', '-m', '128', '-smp', '1',
+    '-M', `microvm,x-option-roms=off${options.acpi ? '' : ',acpi=off'}`, '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
+    ...accel, '-m', '128', '-smp', '1',
     '-kernel', options.kernelPath, '-initrd', options.initramfsPath,
     '-append', 'console=ttyS0 earlyprintk=ttyS0 panic=-1 quiet microagent.probe',
     '-chardev', `file,id=console,path=${serial.replaceAll(',', ',,')}`, '-serial', 'chardev:console',
@@ -55,23 +68,37 @@ async function bootProbe(options: ProbeOptions): Promise<string | null> {
   const child = spawn(qemu, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
-  const timeoutMs = options.timeoutMs ?? 15_000;
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
     child.kill('SIGKILL');
-  }, timeoutMs);
+  }, options.timeoutMs);
   const exit = await new Promise<{ code: number | null; signal: string | null }>((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }));
     child.once('error', (err) => resolve({ code: null, signal: err.message }));
   });
   clearTimeout(timer);
   const booted = existsSync(serial) && readFileSync(serial, 'utf8').includes('probe ok');
+  const what = options.accelerator === 'kvm' ? 'KVM' : 'TCG';
   if (exit.code === 0 && booted) return null;
-  if (timedOut) return `the KVM probe guest did not power off within ${timeoutMs} ms`;
+  if (timedOut) return `the ${what} probe guest did not power off within ${options.timeoutMs} ms`;
   const how = exit.code !== null ? `exit ${exit.code}` : `signal ${exit.signal}`;
   const lines = stderr.trim().split('\n').filter(Boolean);
-  return `QEMU with KVM failed (${how}${booted ? '' : ', guest never booted'}): ${lines.slice(0, 2).join('; ')}`;
+  return `QEMU with ${what} failed (${how}${booted ? '' : ', guest never booted'}): ${lines.slice(0, 2).join('; ')}`;
+}
+
+async function bootProbe(options: ProbeOptions): Promise<string | null> {
+  options.beforeBoot?.();
+  const dir = join(options.stateDir, 'probe');
+  mkdirSync(dir, { recursive: true });
+  return probeBoot({
+    kernelPath: options.kernelPath,
+    initramfsPath: options.initramfsPath,
+    accelerator: 'kvm',
+    acpi: true,
+    serialLog: join(dir, 'serial.log'),
+    timeoutMs: options.timeoutMs ?? 15_000,
+  });
 }
 
 export async function probeAccelerator(options: ProbeOptions): Promise<AccelProbe> {

@@ -15,7 +15,9 @@ import { MicroagentError } from '../errors.js';
 import { childLog } from '../log.js';
 import { PACKAGE_ROOT } from '../paths.js';
 import { findExecutable } from './host-tools.js';
-import { installKernel, type InstalledKernel } from './kernel.js';
+import { probeBoot } from './accel.js';
+import { buildInitramfs } from './initramfs.js';
+import { installKernel, setDefaultKernel, type InstalledKernel } from './kernel.js';
 
 const log = childLog('vm.kernel');
 
@@ -147,12 +149,43 @@ export async function buildKernel(options: BuildOptions): Promise<InstalledKerne
       stateDir: options.stateDir,
       from: join(work, 'install'),
       source: `build:${basename(source)}+microvm.config@${fragmentHash}`,
+      makeDefault: false,
     });
+    progress('booting it once (TCG, the agent in probe mode) before it becomes the default');
+    await smokeBoot(kernel, options.stateDir, work);
+    setDefaultKernel(options.stateDir, kernel.version);
     log.info({ version: kernel.version, source: kernel.source }, 'guest kernel built');
     return kernel;
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * A kernel that builds may still not boot (a source series whose defaults differ): it is booted once
+ * under TCG, which every host has, with the agent's initramfs in probe mode, and becomes the default
+ * only if the agent ran. Otherwise it is removed and the default is left as it was.
+ */
+export async function smokeBoot(kernel: InstalledKernel, stateDir: string, work: string): Promise<void> {
+  const serialLog = join(work, 'smoke-serial.log');
+  const failure = await probeBoot({
+    kernelPath: kernel.image,
+    initramfsPath: await buildInitramfs(stateDir, kernel),
+    accelerator: 'tcg',
+    acpi: kernel.virtioDiscovery !== 'cmdline',
+    serialLog,
+    timeoutMs: 60_000,
+  });
+  if (failure === null) return;
+  const serial = existsSync(serialLog) ? readFileSync(serialLog, 'utf8').trim().split('\n').slice(-10).join('\n') : '';
+  rmSync(kernel.dir, { recursive: true, force: true });
+  const defaultFile = join(stateDir, 'kernels', 'default');
+  // A rebuild of the default's own version replaced it on install: there is no default left to keep.
+  const replacedDefault = existsSync(defaultFile) && readFileSync(defaultFile, 'utf8').trim() === kernel.version;
+  throw new MicroagentError('unsupported', `the built kernel ${kernel.version} did not boot: ${failure}${serial ? `; its console ended:\n${serial}` : ''}`, {
+    code: 'vm.kernel_unbootable',
+    remediation: `${replacedDefault ? `It replaced the installed ${kernel.version}, so no kernel is installed now.` : 'The default kernel was not changed.'} Install a distribution kernel with \`microagent kernel install\`, or build from the sources microagent was tested with (Debian 12 linux-source-6.1).`,
+  });
 }
 
 const WORK_PREFIX = 'kernel-build-';

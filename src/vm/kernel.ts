@@ -179,6 +179,8 @@ export interface InstallOptions {
   readonly from?: string;
   /** What the manifest names as the kernel's origin, instead of the path (a build names its sources). */
   readonly source?: string;
+  /** false: installed, but the default stays as it was until setDefaultKernel (a build boots it first). */
+  readonly makeDefault?: boolean;
 }
 
 export async function installKernel(options: InstallOptions): Promise<InstalledKernel> {
@@ -246,12 +248,17 @@ export async function installKernel(options: InstallOptions): Promise<InstalledK
     mkdirSync(kernelsDir, { recursive: true });
     rmSync(dest, { recursive: true, force: true });
     renameSync(stage, dest);
-    writeFileSync(join(kernelsDir, 'default'), `${version}\n`);
+    if (options.makeDefault !== false) setDefaultKernel(options.stateDir, version);
     log.info({ version, source, modules: modules.length }, 'kernel installed');
     return loadKernel(options.stateDir, version);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+/** Makes an installed kernel the one workspaces boot. */
+export function setDefaultKernel(stateDir: string, version: string): void {
+  writeFileSync(join(stateDir, 'kernels', 'default'), `${version}\n`);
 }
 
 /** The installed kernel (the default one unless `version` is given), verified against its manifest. */
