@@ -4,6 +4,7 @@
  * the mediation fallback (guest 127.0.0.1:PORT) tunnels to a host broker socket, and a published
  * port forwards host loopback into the guest.
  */
+import { readFileSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import dnsPacket from 'dns-packet';
@@ -183,7 +184,11 @@ describe('microVM guest in egress-off mode (plain NAT, no restrict)', () => {
     const port = (hostOnly.address() as { port: number }).port;
     const vm = await bootVm({ stateDir: TEST_STATE_DIR, rootfsPath: testRootfs(), runDir: runDir(), profile: 'medium', network: { mode: 'off' } });
     try {
-      await vm.agent.ready(240_000);
+      // One CI run saw this two-vCPU guest never say HELLO (boots take 2-4 s; alone it never recurred):
+      // the guest's console goes with the failure, so the next one shows where it stopped.
+      await vm.agent.ready(240_000).catch((err: Error) => {
+        throw new Error(`${err.message}; the guest's console ended:\n${readFileSync(vm.serialLog, 'utf8').split('\n').slice(-30).join('\n')}`);
+      });
       const out = await vm.agent.run({ argv: ['sh', '-c', `echo x | nc -w 5 10.0.2.2 ${port}`], timeoutMs: 30_000 });
       expect(out.stdout).toBe('REACHABLE\n');
       expect((await vm.agent.run({ argv: ['nproc'] })).stdout).toBe('2\n');
