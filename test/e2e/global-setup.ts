@@ -25,7 +25,7 @@ export default async function setup(): Promise<void> {
   } catch {
     // none yet, or one that no longer matches its manifest: build
   }
-  if (!built) await buildKernel({ stateDir: E2E_STATE_DIR, onProgress: (line) => console.log(`[e2e setup] kernel build: ${line}`) });
+  if (!built) await buildKernel({ stateDir: E2E_STATE_DIR, onProgress: (line) => process.stderr.write(`[e2e setup] kernel build: ${line}\n`) });
   await prepareBootAssets(E2E_STATE_DIR);
   await ensureDefaultImage(E2E_STATE_DIR);
 }
