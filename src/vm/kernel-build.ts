@@ -14,10 +14,11 @@ import { basename, join } from 'node:path';
 import { MicroagentError } from '../errors.js';
 import { childLog } from '../log.js';
 import { PACKAGE_ROOT } from '../paths.js';
+import { processAlive } from '../pid-lock.js';
 import { findExecutable } from './host-tools.js';
 import { probeBoot } from './accel.js';
 import { buildInitramfs } from './initramfs.js';
-import { installKernel, setDefaultKernel, type InstalledKernel } from './kernel.js';
+import { defaultKernelVersion, installKernel, setDefaultKernel, type InstalledKernel } from './kernel.js';
 
 const log = childLog('vm.kernel');
 
@@ -179,9 +180,8 @@ export async function smokeBoot(kernel: InstalledKernel, stateDir: string, work:
   if (failure === null) return;
   const serial = existsSync(serialLog) ? readFileSync(serialLog, 'utf8').trim().split('\n').slice(-10).join('\n') : '';
   rmSync(kernel.dir, { recursive: true, force: true });
-  const defaultFile = join(stateDir, 'kernels', 'default');
   // A rebuild of the default's own version replaced it on install: there is no default left to keep.
-  const replacedDefault = existsSync(defaultFile) && readFileSync(defaultFile, 'utf8').trim() === kernel.version;
+  const replacedDefault = defaultKernelVersion(stateDir) === kernel.version;
   throw new MicroagentError('unsupported', `the built kernel ${kernel.version} did not boot: ${failure}${serial ? `; its console ended:\n${serial}` : ''}`, {
     code: 'vm.kernel_unbootable',
     remediation: `${replacedDefault ? `It replaced the installed ${kernel.version}, so no kernel is installed now.` : 'The default kernel was not changed.'} Install a distribution kernel with \`microagent kernel install\`, or build from the sources microagent was tested with (Debian 12 linux-source-6.1).`,
@@ -193,19 +193,10 @@ const WORK_PREFIX = 'kernel-build-';
 /** Trees of builds whose process is gone (killed mid-build) are removed; a running build's are kept. */
 function removeAbandonedTrees(stateDir: string): void {
   for (const name of readdirSync(stateDir)) {
-    const pid = Number(/^kernel-build-(\d+)-/.exec(name)?.[1]);
+    const pid = name.startsWith(WORK_PREFIX) ? Number(name.slice(WORK_PREFIX.length).split('-')[0]) : NaN;
     if (!Number.isInteger(pid) || pid === process.pid || processAlive(pid)) continue;
     log.info({ dir: name }, 'removing the tree of an interrupted kernel build');
     rmSync(join(stateDir, name), { recursive: true, force: true });
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -258,7 +258,17 @@ export async function installKernel(options: InstallOptions): Promise<InstalledK
 
 /** Makes an installed kernel the one workspaces boot. */
 export function setDefaultKernel(stateDir: string, version: string): void {
-  writeFileSync(join(stateDir, 'kernels', 'default'), `${version}\n`);
+  writeFileSync(defaultKernelFile(stateDir), `${version}\n`);
+}
+
+/** The version workspaces boot, or undefined when none was made the default. */
+export function defaultKernelVersion(stateDir: string): string | undefined {
+  const file = defaultKernelFile(stateDir);
+  return existsSync(file) ? readFileSync(file, 'utf8').trim() : undefined;
+}
+
+function defaultKernelFile(stateDir: string): string {
+  return join(stateDir, 'kernels', 'default');
 }
 
 /** The installed kernel (the default one unless `version` is given), verified against its manifest. */
@@ -274,8 +284,7 @@ export function loadKernel(stateDir: string, version?: string): InstalledKernel 
  */
 export function readKernel(stateDir: string, version?: string): InstalledKernel {
   const kernelsDir = join(stateDir, 'kernels');
-  const defaultFile = join(kernelsDir, 'default');
-  const chosen = version ?? (existsSync(defaultFile) ? readFileSync(defaultFile, 'utf8').trim() : undefined);
+  const chosen = version ?? defaultKernelVersion(stateDir);
   const dir = chosen === undefined ? undefined : join(kernelsDir, chosen);
   if (chosen === undefined || dir === undefined || !existsSync(join(dir, 'manifest.json'))) {
     throw new MicroagentError('not_found', `no guest kernel is installed${chosen ? ` (version ${chosen})` : ''} in ${kernelsDir}`, {
