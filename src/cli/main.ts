@@ -115,6 +115,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     const onSignal = (s: NodeJS.Signals) => signalled(s);
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
+    onBrokenPipe = () => signalled('SIGPIPE');
     const ctx: CliContext = { out, stateDir: globals.stateDir, interrupted };
     const { result, human, exitCode } = await command.run(args, ctx);
     process.off('SIGINT', onSignal);
@@ -128,12 +129,15 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
-// A reader that went away (`microagent ... | head -1`) ends the output, like SIGPIPE ends a C tool;
-// it is not an error worth a stack trace.
+// A reader that went away (`microagent ... | head -1`) interrupts the command as SIGINT would, not
+// with a stack trace: `run` still kills and removes its workspace (exiting at once would leave the VM
+// running), a foreground proxy still flushes its audit log, and a follow stops. Later writes to the
+// closed stream are dropped.
+let onBrokenPipe: () => void = () => {};
 for (const stream of [process.stdout, process.stderr]) {
   stream.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code !== 'EPIPE') throw err;
-    process.exit(process.exitCode ?? 0);
+    onBrokenPipe();
   });
 }
 

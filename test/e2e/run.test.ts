@@ -5,13 +5,15 @@
  * a mediation round trip, and the audit records of all of it. Each `run` boots one VM, so each test
  * packs several checks into one guest command.
  */
-import { existsSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { queryAuditLog } from '../../src/audit/index.js';
 import {
   cliJson,
   cli,
+  CLI,
   E2E_STATE_DIR,
   expectNoStackTrace,
   makeOriginCa,
@@ -65,6 +67,21 @@ describe.sequential('microagent run', () => {
     const r = await cli(['run', '--cpus', '2', '--', 'sh', '-c', 'nproc; timeout 1 sleep 30; echo "timeout=$?"; sleep 0.3; echo slept']);
     expect(r.stdout.split('\n').slice(0, 3), r.stderr).toEqual(['2', 'timeout=143', 'slept']);
     expect(r.code).toBe(0);
+  });
+
+  it('a reader that goes away ends the run like Ctrl-C: the workspace is killed and removed, its audit log kept', { timeout: VM_TIMEOUT }, async () => {
+    const child = spawn(CLI, ['--state-dir', E2E_STATE_DIR, 'run', '--profile', 'tiny', '--', 'sh', '-c', 'while true; do echo y; sleep 0.05; done'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    // Like `| head -1`: read the first output, then close the pipe.
+    child.stdout.once('data', () => child.stdout.destroy());
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(code, stderr).not.toBe(0);
+    expect(stderr).toContain('run interrupted');
+    expect(stderr).not.toMatch(/EPIPE|\n\s+at /);
+    const name = /workspace (run-[0-9a-f]{8})/.exec(stderr)?.[1] as string;
+    expect(readdirSync(join(E2E_STATE_DIR, 'workspaces'))).not.toContain(name);
+    expect(existsSync(join(E2E_STATE_DIR, 'runs', name, 'audit.jsonl'))).toBe(true);
   });
 
   it('a required mediation channel whose target is down fails the start, leaving no VM or workspace', { timeout: VM_TIMEOUT }, async () => {
