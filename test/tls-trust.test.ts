@@ -4,13 +4,15 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, rootCertificates, type SecureContext } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deferExtraCaCerts, DEFERRED_EXTRA_CA_ENV, trustedCas, trustedContext } from '../src/tls-trust.js';
+import { createUpstreamTrust } from '../src/proxy/upstream.js';
+import { deferExtraCaCerts, DEFERRED_EXTRA_CA_ENV, trustedCas, trustedContext, withoutRoots } from '../src/tls-trust.js';
 import { makeOriginCa, startHttpsOrigin, type OriginCa } from './proxy/helpers.js';
 
 let originCa: OriginCa;
 let port: number;
 let close: () => void;
 let otherCaPath: string;
+let bundlePath: string;
 
 beforeAll(async () => {
   originCa = makeOriginCa();
@@ -19,8 +21,16 @@ beforeAll(async () => {
   close = () => origin.server.close();
   otherCaPath = join(originCa.dir, 'other.pem');
   writeFileSync(otherCaPath, rootCertificates[0] as string);
+  // A distribution bundle: Node's roots, re-wrapped at 76 columns with CRLF, around the origin's CA.
+  bundlePath = join(originCa.dir, 'bundle.pem');
+  writeFileSync(bundlePath, [...rootCertificates.slice(0, 20).map(rewrap), originCa.caPem, ...rootCertificates.slice(20).map(rewrap)].join('\r\n'));
 });
 afterAll(() => close());
+
+function rewrap(pem: string): string {
+  const body = pem.replace(/-----[A-Z ]+-----|\s+/g, '');
+  return `-----BEGIN CERTIFICATE-----\r\n${body.match(/.{1,76}/g)?.join('\r\n')}\r\n-----END CERTIFICATE-----`;
+}
 
 /** The handshake's outcome against the origin: 'trusted' or the verification error's code. */
 function handshake(secureContext: SecureContext): Promise<string> {
@@ -42,6 +52,7 @@ describe('trustedCas', () => {
     ['deferred file, empty (NODE_EXTRA_CA_CERTS was unset)', () => ({ [DEFERRED_EXTRA_CA_ENV]: '' }), [], 'default', null],
     ['deferred file holding the origin CA', () => ({ [DEFERRED_EXTRA_CA_ENV]: originCa.caPath }), [], 'explicit', 'trusted'],
     ['deferred file holding another CA', () => ({ [DEFERRED_EXTRA_CA_ENV]: otherCaPath }), [], 'explicit', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE'],
+    ['deferred bundle repeating Node\'s roots around the origin CA', () => ({ [DEFERRED_EXTRA_CA_ENV]: bundlePath }), [], 'explicit', 'trusted'],
     ['deferred file unreadable: left out, fewer roots', () => ({ [DEFERRED_EXTRA_CA_ENV]: missing() }), [], 'explicit', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE'],
     ['configured extra CA alone', () => ({}), ['origin'], 'explicit', 'trusted'],
     ['configured extra CA besides NODE_EXTRA_CA_CERTS naming another', () => ({ NODE_EXTRA_CA_CERTS: otherCaPath }), ['origin'], 'explicit', 'trusted'],
@@ -66,8 +77,29 @@ describe('trustedCas', () => {
     expect(trustedContext([originCa.caPem], env)).toBe(trustedContext([originCa.caPem], env));
   });
 
+  it('builds the proxy\'s upstream store once, at its first use', () => {
+    const trust = createUpstreamTrust([originCa.caPem]);
+    expect(trust()).toBe(trust());
+    expect(trust()).toBe(trustedContext([originCa.caPem]));
+  });
+
   it('moves NODE_EXTRA_CA_CERTS aside for the Node processes microagent spawns', () => {
     expect(deferExtraCaCerts({ PATH: '/bin', NODE_EXTRA_CA_CERTS: '/etc/extra.pem' })).toEqual({ PATH: '/bin', [DEFERRED_EXTRA_CA_ENV]: '/etc/extra.pem' });
     expect(deferExtraCaCerts({ PATH: '/bin', [DEFERRED_EXTRA_CA_ENV]: '/etc/extra.pem' })).toEqual({ PATH: '/bin', [DEFERRED_EXTRA_CA_ENV]: '/etc/extra.pem' });
+  });
+});
+
+describe('withoutRoots', () => {
+  const root = rootCertificates[3] as string;
+  const trustedBlock = '-----BEGIN TRUSTED CERTIFICATE-----\nMIIB\n-----END TRUSTED CERTIFICATE-----\n';
+  it.each([
+    ['a root as Node spells it', () => root, () => ''],
+    ['a root re-wrapped with CRLF', () => rewrap(root), () => ''],
+    ['a CA Node does not ship', () => originCa.caPem, () => originCa.caPem],
+    ['roots around a CA Node does not ship', () => `${root}\n${originCa.caPem}\n${rewrap(root)}`, () => `\n${originCa.caPem}\n`],
+    ['a TRUSTED CERTIFICATE block (OpenSSL aux form)', () => trustedBlock, () => trustedBlock],
+    ['comments and text that hold no certificate', () => '# bundle\nnothing here\n', () => '# bundle\nnothing here\n'],
+  ])('%s', (_, input, expected) => {
+    expect(withoutRoots(input())).toBe(expected());
   });
 });

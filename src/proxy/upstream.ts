@@ -38,13 +38,19 @@ export function classifyUpstreamError(err: unknown): UpstreamFailure {
   return typeof code === 'string' && CERT_ERROR_CODES.has(code) ? 'upstream_cert_invalid' : 'upstream_unreachable';
 }
 
+/** The upstream trust store, built at the first TLS dial and then kept. */
+export type UpstreamTrust = () => SecureContext;
+
 /**
  * One trust store, built once: the host's roots (src/tls-trust.ts) plus the operator's extra CAs.
  * With neither extra CAs nor deferred host CAs, the context uses Node's own shared root store instead
- * of parsing the ~140 roots into a second one (40-47 ms and ~1 MiB at every proxy start).
+ * of parsing the ~140 roots into a second one. Otherwise parsing them takes 35-70 ms of CPU: built at
+ * the proxy's start, that ran while a workspace's guest was booting and slowed its boot (two cores
+ * shared by QEMU and the supervisor), so it waits for the first upstream that needs it.
  */
-export function createUpstreamTrust(extraCaPems: readonly string[]): SecureContext {
-  return trustedContext(extraCaPems) ?? createSecureContext();
+export function createUpstreamTrust(extraCaPems: readonly string[]): UpstreamTrust {
+  let context: SecureContext | undefined;
+  return () => (context ??= trustedContext(extraCaPems) ?? createSecureContext());
 }
 
 /** Consumers attach their own error handling; this keeps an error in a gap between owners from crashing the proxy. */
@@ -103,7 +109,7 @@ export class UpstreamPool {
   /** Keep-alive connections for the lean HTTP/1.1 exchange (bodiless requests), dialled by dial() below. */
   readonly lean = new LeanPool((target, tls) => this.dial(target, tls), IDLE_TIMEOUT_MS);
 
-  constructor(private readonly trust: SecureContext) {}
+  constructor(private readonly trust: UpstreamTrust) {}
 
   /** An HTTP/1.1 agent whose sockets go only to `target` (TLS-verified first when `tls`). */
   agentFor(target: CheckedTarget, tls: boolean): Agent {
@@ -121,7 +127,7 @@ export class UpstreamPool {
     const trust = this.trust;
     agent.createConnection = (_options: unknown, callback: (err: Error | null, socket?: Socket) => void) => {
       if (!tls) return dialTcp(target);
-      dialTls(target, ['http/1.1'], trust).then(
+      dialTls(target, ['http/1.1'], trust()).then(
         (socket) => callback(null, socket),
         (err: Error) => callback(err),
       );
@@ -138,7 +144,7 @@ export class UpstreamPool {
 
   /** A fresh connection to `target` (TLS verified first when `tls`), for upgrades that leave the pool. */
   async dial(target: CheckedTarget, tls: boolean): Promise<Socket> {
-    if (tls) return dialTls(target, ['http/1.1'], this.trust);
+    if (tls) return dialTls(target, ['http/1.1'], this.trust());
     const socket = dialTcp(target);
     return new Promise((resolve, reject) => {
       socket.once('connect', () => {
@@ -178,7 +184,7 @@ export class UpstreamPool {
   }
 
   private async openSession(target: CheckedTarget): Promise<UpstreamSession> {
-    const socket = await dialTls(target, ['h2', 'http/1.1'], this.trust);
+    const socket = await dialTls(target, ['h2', 'http/1.1'], this.trust());
     if (socket.alpnProtocol !== 'h2') {
       this.h1Only.add(target.key);
       this.sessions.delete(target.key);
