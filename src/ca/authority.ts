@@ -174,7 +174,8 @@ export class CertificateAuthority {
     // A leaf never outlives its CA: clients would reject the chain at the CA's expiry anyway.
     const notAfter = Math.min(now + this.leafValidityMs, caNotAfter);
     const pem = await this.signLeaf(leaf, { notBefore: new Date(now - LEAF_BACKDATE_MS), notAfter: new Date(notAfter) });
-    const context = createSecureContext({ key: this.leafKeyPem, cert: pem, minVersion: 'TLSv1.2' });
+    // `ca: []`: a server context needs no trust store (see the intercept server in src/proxy).
+    const context = createSecureContext({ key: this.leafKeyPem, cert: pem, minVersion: 'TLSv1.2', ca: [] });
     this.counters.minted++;
     // Retire the context well before the leaf expires so no handshake is served a dying certificate.
     const lifetime = notAfter - now;

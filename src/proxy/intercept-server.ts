@@ -32,6 +32,9 @@ export function createInterceptServer(rt: ProxyRuntime, onClientError: (err: Nod
   const flows = new WeakMap<object, InterceptedFlow>();
   let handingOff: InterceptedFlow | null = null;
   const server = createSecureServer({
+    // No trust store: this server verifies no client certificates. Without `ca`, Node gives every
+    // context its root store, and the first one parses the 144 roots (~25 ms of the proxy's start).
+    ca: [],
     allowHTTP1: true,
     settings: { maxHeaderListSize: rt.limits.maxHeaderBytes, maxConcurrentStreams: 256 },
     maxSessionMemory: 64,
