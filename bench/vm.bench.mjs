@@ -178,6 +178,8 @@ row('`halt` (CLI) to VM exit vs CLI `status` (ms)', halt, cliFloor);
 row('supervisor VmRSS (MiB)', supervisorRss / 1024, null, 'MiB');
 row('host memory per running workspace, supervisor + QEMU VmRSS vs bare QEMU (MiB)', (supervisorRss + qemuRss) / 1024, median(bareRss) / 1024, 'MiB');
 const pairRatios = runFirst.map((ms, i) => ms / bareFirst[i]).sort((x, y) => x - y);
+const pairOverheads = runFirst.map((ms, i) => ms - bareFirst[i]).sort((x, y) => x - y);
 console.log(`\nbare boot: agent HELLO at ${median(bare).toFixed(0)} ms, \`echo hi\` output at ${median(bareFirst).toFixed(0)} ms (medians)`);
 console.log(`run-to-first-output / bare boot's first output, per back-to-back pair: ${pairRatios.map((r) => `${r.toFixed(2)}x`).join(' ')} (median ${median(pairRatios).toFixed(2)}x)`);
+console.log(`the same pairs' difference, the orchestration's own time (ms): ${pairOverheads.map((ms) => ms.toFixed(0)).join(' ')} (median ${median(pairOverheads).toFixed(0)})`);
 console.log(`\none run's breakdown: create (rootfs copy, policy) ${breakdown.createMs} ms, start (mediator, QEMU boot, agent ready, CONFIG) ${breakdown.startMs} ms, whole run ${breakdown.totalMs} ms (in-process, without CLI start-up)`);
