@@ -24,7 +24,7 @@ import { PROFILES } from '../dist/vm/workspace/options.js';
 const stateDir = process.env.MICROAGENT_BENCH_STATE ?? '/tmp/microagent-e2e-state';
 const CLI = new URL('../dist/cli/main.js', import.meta.url).pathname;
 // Guest boots under TCG vary by ±25% with the host's load: more pairs, and the per-pair ratios besides.
-const RUNS = 12;
+const RUNS = 20;
 const EXECS = 10;
 const PROFILE = 'tiny';
 
