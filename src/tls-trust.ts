@@ -73,6 +73,8 @@ export function trustedCas(extraPems: readonly string[], env: NodeJS.ProcessEnv 
   // With NODE_EXTRA_CA_CERTS set, Node loaded the file into its default store at start-up.
   if (extraPems.length === 0 && (env[NODE_EXTRA_CA_ENV] || !env[DEFERRED_EXTRA_CA_ENV])) return undefined;
   const host = hostExtraCaPem(env);
+  // A host file holding only Node's own roots (a distribution's bundle, as a rule) adds nothing.
+  if (extraPems.length === 0 && (host === null || !host.includes('-----BEGIN'))) return undefined;
   return [...tls().rootCertificates, ...(host === null ? [] : [host]), ...extraPems];
 }
 

@@ -13,6 +13,7 @@ let port: number;
 let close: () => void;
 let otherCaPath: string;
 let bundlePath: string;
+let rootsOnlyPath: string;
 
 beforeAll(async () => {
   originCa = makeOriginCa();
@@ -24,6 +25,8 @@ beforeAll(async () => {
   // A distribution bundle: Node's roots, re-wrapped at 76 columns with CRLF, around the origin's CA.
   bundlePath = join(originCa.dir, 'bundle.pem');
   writeFileSync(bundlePath, [...rootCertificates.slice(0, 20).map(rewrap), originCa.caPem, ...rootCertificates.slice(20).map(rewrap)].join('\r\n'));
+  rootsOnlyPath = join(originCa.dir, 'roots-only.pem');
+  writeFileSync(rootsOnlyPath, `# a distribution's bundle\n${rootCertificates.map(rewrap).join('\n')}\n`);
 });
 afterAll(() => close());
 
@@ -51,9 +54,12 @@ describe('trustedCas', () => {
     ['NODE_EXTRA_CA_CERTS set: Node loaded it at start-up, the default store has it', () => ({ NODE_EXTRA_CA_CERTS: originCa.caPath }), [], 'default', null],
     ['deferred file, empty (NODE_EXTRA_CA_CERTS was unset)', () => ({ [DEFERRED_EXTRA_CA_ENV]: '' }), [], 'default', null],
     ['deferred file holding the origin CA', () => ({ [DEFERRED_EXTRA_CA_ENV]: originCa.caPath }), [], 'explicit', 'trusted'],
-    ['deferred file holding another CA', () => ({ [DEFERRED_EXTRA_CA_ENV]: otherCaPath }), [], 'explicit', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE'],
+    ['deferred file holding one of Node\'s roots: nothing to add', () => ({ [DEFERRED_EXTRA_CA_ENV]: otherCaPath }), [], 'default', null],
     ['deferred bundle repeating Node\'s roots around the origin CA', () => ({ [DEFERRED_EXTRA_CA_ENV]: bundlePath }), [], 'explicit', 'trusted'],
-    ['deferred file unreadable: left out, fewer roots', () => ({ [DEFERRED_EXTRA_CA_ENV]: missing() }), [], 'explicit', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE'],
+    ['deferred bundle of Node\'s roots only: nothing to add, Node\'s default store', () => ({ [DEFERRED_EXTRA_CA_ENV]: rootsOnlyPath }), [], 'default', null],
+    ['deferred bundle of Node\'s roots only, with a configured extra CA', () => ({ [DEFERRED_EXTRA_CA_ENV]: rootsOnlyPath }), ['origin'], 'explicit', 'trusted'],
+    ['deferred file unreadable: left out, Node\'s default store', () => ({ [DEFERRED_EXTRA_CA_ENV]: missing() }), [], 'default', null],
+    ['deferred file unreadable, with a configured extra CA: that CA and the roots', () => ({ [DEFERRED_EXTRA_CA_ENV]: missing() }), ['origin'], 'explicit', 'trusted'],
     ['configured extra CA alone', () => ({}), ['origin'], 'explicit', 'trusted'],
     ['configured extra CA besides NODE_EXTRA_CA_CERTS naming another', () => ({ NODE_EXTRA_CA_CERTS: otherCaPath }), ['origin'], 'explicit', 'trusted'],
     ['NODE_EXTRA_CA_CERTS kept in an explicit list', () => ({ NODE_EXTRA_CA_CERTS: originCa.caPath }), ['other'], 'explicit', 'trusted'],
