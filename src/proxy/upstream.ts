@@ -43,10 +43,10 @@ export type UpstreamTrust = () => SecureContext;
 
 /**
  * One trust store, built once: the host's roots (src/tls-trust.ts) plus the operator's extra CAs.
- * With neither extra CAs nor deferred host CAs, the context uses Node's own shared root store instead
- * of parsing the ~140 roots into a second one. Otherwise parsing them takes 35-70 ms of CPU: built at
- * the proxy's start, that ran while a workspace's guest was booting and slowed its boot (two cores
- * shared by QEMU and the supervisor), so it waits for the first upstream that needs it.
+ * With no CA beyond Node's own roots, the context uses Node's shared root store instead of parsing the
+ * ~140 roots into a second one. Either store costs 25-35 ms of CPU to build: at the proxy's start, that
+ * ran while a workspace's guest was booting and slowed its boot (two cores shared by QEMU and the
+ * supervisor), so it waits for the first upstream that needs it.
  */
 export function createUpstreamTrust(extraCaPems: readonly string[]): UpstreamTrust {
   let context: SecureContext | undefined;
