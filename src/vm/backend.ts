@@ -51,6 +51,12 @@ export interface BootSpec {
   readonly initramfsPath: string;
   /** ext4 image the guest mounts as / (read-write). */
   readonly rootfsPath: string;
+  /**
+   * When set, `rootfsPath` is opened read-only and the guest's writes go to a temporary file in this
+   * directory, which QEMU deletes as soon as it has opened it (`snapshot=on`): nothing of them
+   * outlives the VM. `run` boots the cached image this way instead of copying it for each run.
+   */
+  readonly rootfsWritesTo?: string;
   readonly memoryMiB: number;
   readonly cpus: number;
   readonly network: NetworkConfig;

@@ -132,7 +132,7 @@ export function buildQemuArgs(spec: BootSpec, paths: RunPaths, host: HostFacts =
     '-append', kernelCommandLine(spec, host),
     '-chardev', `file,id=console,path=${optValue(paths.serialLog)}`,
     '-serial', 'chardev:console',
-    '-drive', `id=root,file=${optValue(spec.rootfsPath)},format=raw,if=none`,
+    '-drive', `id=root,file=${optValue(spec.rootfsPath)},format=raw,if=none${spec.rootfsWritesTo === undefined ? '' : ',snapshot=on'}`,
     '-device', 'virtio-blk-device,drive=root',
     '-device', 'virtio-rng-device',
     '-chardev', `socket,id=agent,path=${optValue(paths.agentSocket)},server=on,wait=off`,

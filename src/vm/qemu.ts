@@ -185,7 +185,9 @@ export const qemuBackend: VmBackend = {
     const qemuLog = join(spec.runDir, 'qemu.log');
     const args = buildQemuArgs(spec, paths, hostFacts());
     log.debug({ args }, 'starting QEMU');
-    const child = spawn(qemu, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    // QEMU puts snapshot=on's temporary file in TMPDIR.
+    const env = spec.rootfsWritesTo === undefined ? process.env : { ...process.env, TMPDIR: spec.rootfsWritesTo };
+    const child = spawn(qemu, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
     child.stderr?.pipe(createWriteStream(qemuLog));
     const exited = new Promise<VmExit>((resolve) => {
       child.once('exit', (code, signal) => resolve({ code, signal }));

@@ -32,6 +32,8 @@ export interface BootVmOptions {
   /** microagent state directory: kernels, initramfs and agent caches, accelerator probe. */
   readonly stateDir: string;
   readonly rootfsPath: string;
+  /** See BootSpec.rootfsWritesTo: the guest's writes go to a deleted temporary file in this directory. */
+  readonly rootfsWritesTo?: string;
   /** Per-VM directory for sockets and logs; keep it short (Unix socket paths max 107 bytes). */
   readonly runDir: string;
   readonly profile?: ProfileName;
@@ -65,6 +67,7 @@ export async function bootVm(options: BootVmOptions): Promise<RunningVm> {
     virtioDiscovery: assets.kernel.virtioDiscovery,
     initramfsPath: assets.initramfsPath,
     rootfsPath: options.rootfsPath,
+    ...(options.rootfsWritesTo === undefined ? {} : { rootfsWritesTo: options.rootfsWritesTo }),
     memoryMiB: options.memoryMiB ?? size.memoryMiB,
     cpus: options.cpus ?? size.cpus,
     network: options.network,

@@ -6,10 +6,12 @@
  * packs several checks into one guest command.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { queryAuditLog } from '../../src/audit/index.js';
+import { ensureDefaultImage } from '../../src/vm/rootfs/index.js';
 import {
   cliJson,
   cli,
@@ -60,6 +62,29 @@ describe.sequential('microagent run', () => {
     expect(Math.abs(guestClock - Date.now() / 1000)).toBeLessThan(120);
     expect(r.stderr).toContain('to-stderr');
     expect(r.code).toBe(7);
+  });
+
+  it('boots the cached image read-only: a run\'s writes reach neither the image nor the next run', { timeout: VM_TIMEOUT }, async () => {
+    const { rootfsPath } = await ensureDefaultImage(E2E_STATE_DIR);
+    const digest = () => createHash('sha256').update(readFileSync(rootfsPath)).digest('hex');
+    const before = digest();
+    const child = spawn(CLI, ['--state-dir', E2E_STATE_DIR, 'run', '--profile', 'tiny', '--', 'sh', '-c', 'echo written > /etc/probe && sync && hostname && cat /etc/probe && sleep 1'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let stdout = '';
+    const name = await new Promise<string>((resolve) => child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      const m = /^(run-[0-9a-f]{8})$/m.exec(stdout);
+      if (m !== null) resolve(m[1] as string);
+    }));
+    // While the guest runs: its workspace has no disk of its own, and says which image it boots.
+    const dir = join(E2E_STATE_DIR, 'workspaces', name);
+    expect(JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')).config.disk).toEqual({ kind: 'throwaway', base: rootfsPath });
+    expect(existsSync(join(dir, 'disk.ext4'))).toBe(false);
+    expect(await new Promise((resolve) => child.on('close', resolve))).toBe(0);
+    expect(stdout).toBe(`${name}\nwritten\n`);
+    const second = await cli(['run', '--profile', 'tiny', '--', 'cat', '/etc/probe']);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toContain('/etc/probe');
+    expect(digest()).toBe(before);
   });
 
   it('keeps time on two vCPUs: sleeps and timeouts end when they should', { timeout: VM_TIMEOUT }, async () => {

@@ -208,6 +208,12 @@ describe('QEMU command line', () => {
     expect(netdev).toContain('hostfwd=tcp:127.0.0.1:8080-:80');
   });
 
+  it('opens the root disk read-only, its writes in a throwaway file, only when asked to', () => {
+    const driveOf = (args: string[]) => args[args.indexOf('-drive') + 1];
+    expect(driveOf(buildQemuArgs(spec, paths))).toBe('id=root,file=/r/root,,1.img,format=raw,if=none');
+    expect(driveOf(buildQemuArgs({ ...spec, rootfsWritesTo: '/w/ws' }, paths))).toBe('id=root,file=/r/root,,1.img,format=raw,if=none,snapshot=on');
+  });
+
   it('adds a vhost-vsock device only when a valid CID is given', () => {
     expect(buildQemuArgs(spec, paths).join(' ')).not.toContain('vsock');
     expect(buildQemuArgs({ ...spec, vsockCid: 7 }, paths)).toContain('vhost-vsock-device,guest-cid=7');

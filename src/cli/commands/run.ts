@@ -71,7 +71,7 @@ function splitImageAndCommand(name: string, positionals: readonly string[], dash
 
 const run: Command = {
   name: 'run',
-  summary: 'Run one command in a throwaway microVM workspace with all egress mediated; exits with its exit code',
+  summary: 'Run one command in a throwaway microVM workspace (the image read-only, its writes discarded) with all egress mediated; exits with its exit code',
   usage: `[IMAGE] [--] [CMD...] ${FLAG_USAGE} [--timeout SECONDS]`,
   async run(args, ctx) {
     const dash = args.indexOf('--');

@@ -304,7 +304,7 @@ export async function superviseWorkspace(stateDir: string, launch: LaunchRequest
     const vmUp = bootVm({
       stateDir,
       assets: bootAssets,
-      rootfsPath: paths.disk,
+      ...(config.disk?.kind === 'throwaway' ? { rootfsPath: config.disk.base, rootfsWritesTo: paths.dir } : { rootfsPath: paths.disk }),
       runDir,
       memoryMiB: config.memoryMiB,
       cpus: config.cpus,

@@ -1,6 +1,7 @@
 /**
  * `microagent run`: a throwaway workspace for one command. Create, start, exec the image's command,
  * kill, delete; the audit log is kept under `<stateDir>/runs/NAME/` so the run's decisions outlive it.
+ * The guest boots the cached image read-only and its writes are lost with the VM: no disk copy.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rename } from 'node:fs/promises';
@@ -38,7 +39,7 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
   const supervisor = await spawnSupervisor(stateDir);
   const { createWorkspace, deleteWorkspace, execInWorkspace, signalWorkspace, startWorkspace } = await import('./service.js');
   try {
-    await createWorkspace(stateDir, name, options);
+    await createWorkspace(stateDir, name, { ...options, throwawayDisk: true });
   } catch (err) {
     supervisor.cancel();
     throw err;

@@ -42,6 +42,12 @@ export interface WorkspaceConfig {
   readonly dnsUpstreams: readonly string[];
   /** Extra CA certificates (PEM text) the proxy trusts for upstream TLS, besides the system roots. */
   readonly upstreamCa: readonly string[];
+  /**
+   * The root disk. `copy` (also when absent, as in manifests written before the field): the
+   * workspace's own `disk.ext4`, kept across restarts. `throwaway` (`run`): the cached image at `base`,
+   * opened read-only, the guest's writes lost when the VM stops.
+   */
+  readonly disk?: { readonly kind: 'copy' } | { readonly kind: 'throwaway'; readonly base: string };
 }
 
 export interface WorkspaceManifest {
