@@ -182,4 +182,4 @@ const pairOverheads = runFirst.map((ms, i) => ms - bareFirst[i]).sort((x, y) => 
 console.log(`\nbare boot: agent HELLO at ${median(bare).toFixed(0)} ms, \`echo hi\` output at ${median(bareFirst).toFixed(0)} ms (medians)`);
 console.log(`run-to-first-output / bare boot's first output, per back-to-back pair: ${pairRatios.map((r) => `${r.toFixed(2)}x`).join(' ')} (median ${median(pairRatios).toFixed(2)}x)`);
 console.log(`the same pairs' difference, the orchestration's own time (ms): ${pairOverheads.map((ms) => ms.toFixed(0)).join(' ')} (median ${median(pairOverheads).toFixed(0)})`);
-console.log(`\none run's breakdown: create (rootfs copy, policy) ${breakdown.createMs} ms, start (mediator, QEMU boot, agent ready, CONFIG) ${breakdown.startMs} ms, whole run ${breakdown.totalMs} ms (in-process, without CLI start-up)`);
+console.log(`\none run's breakdown: create (image lookup, policy) ${breakdown.createMs} ms, start (mediator, QEMU boot, agent ready, CONFIG) ${breakdown.startMs} ms, whole run ${breakdown.totalMs} ms (in-process, without CLI start-up)`);
