@@ -37,7 +37,7 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
   // Spawned first, so its start-up overlaps building the workspace's disk; the rest of the workspace
   // code loads after the spawn, while the supervisor's node starts (~15 ms sooner on its way to QEMU).
   const supervisor = await spawnSupervisor(stateDir);
-  const { createWorkspace, deleteWorkspace, execInWorkspace, signalWorkspace, startWorkspace } = await import('./service.js');
+  const { createWorkspace, deleteWorkspace, execInWorkspace, sendSignal, startWorkspace } = await import('./service.js');
   try {
     await createWorkspace(stateDir, name, { ...options, throwawayDisk: true });
   } catch (err) {
@@ -52,6 +52,7 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
   };
   let exit: { code: number | null; signal: string | null } = { code: null, signal: null };
   let failure: unknown = null;
+  let auditQuery: Promise<typeof import('../../audit/query.js')> | null = null;
   try {
     // The command itself comes next: a /bin/sh probe first would only delay it (and cold-load a shell it may not use).
     await startWorkspace(stateDir, name, { supervisor, shellProbe: false });
@@ -85,9 +86,11 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
   } catch (err) {
     failure = err;
   } finally {
+    // Loaded while the VM is torn down: nothing on the way to the boot needs the audit reader.
+    auditQuery = import('../../audit/query.js');
     const manifest = await readManifest(stateDir, name);
     if (manifest.state !== 'prepared' && manifest.state !== 'stopped' && manifest.state !== 'failed') {
-      await signalWorkspace(stateDir, name, 'kill').catch(() => undefined);
+      await sendSignal(stateDir, name, 'kill', supervisor.exited).catch(() => undefined);
     }
   }
   // A failed run is thrown away like a successful one; its logs move next to its audit log.
@@ -105,8 +108,7 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
       totalMs: Math.round(performance.now() - t0),
     },
     audit: join(kept, 'audit.jsonl'),
-    // Loaded at the end: nothing on the way to the boot needs the audit reader.
-    auditSummary: await (await import('../../audit/query.js')).summarizeAuditLog(join(kept, 'audit.jsonl')),
+    auditSummary: await (await auditQuery).summarizeAuditLog(join(kept, 'audit.jsonl')),
   };
 }
 

@@ -233,7 +233,19 @@ async function control(stateDir: string, name: string): Promise<{ client: Contro
 }
 
 /** A verb the supervisor performs (halt, pause, resume, stop, kill, quarantine). */
-export async function signalWorkspace(stateDir: string, name: string, verb: Exclude<Verb, 'start' | 'delete' | 'exec'>): Promise<WorkspaceStatus> {
+export async function signalWorkspace(stateDir: string, name: string, verb: SignalVerb): Promise<WorkspaceStatus> {
+  await sendSignal(stateDir, name, verb);
+  return workspaceStatus(stateDir, name);
+}
+
+type SignalVerb = Exclude<Verb, 'start' | 'delete' | 'exec'>;
+
+/**
+ * `signalWorkspace` without reading the status afterwards, for a caller that does not show it
+ * (`run`'s teardown). `supervisorExited`, from a caller that spawned the supervisor, ends the wait for
+ * its exit at once instead of at the next poll.
+ */
+export async function sendSignal(stateDir: string, name: string, verb: SignalVerb, supervisorExited?: Promise<void>): Promise<void> {
   const paths = workspacePaths(stateDir, name);
   await withWorkspaceLock(paths.lock, name, async () => {
     const manifest = await readManifest(stateDir, name);
@@ -245,9 +257,8 @@ export async function signalWorkspace(stateDir: string, name: string, verb: Excl
     } finally {
       client.close();
     }
-    if (verb === 'halt' || verb === 'kill' || verb === 'stop') await waitForSupervisorExit(stateDir, name);
+    if (verb === 'halt' || verb === 'kill' || verb === 'stop') await waitForSupervisorExit(stateDir, name, supervisorExited);
   });
-  return workspaceStatus(stateDir, name);
 }
 
 /** Kill when the supervisor is already gone: the VM process is killed directly. */
@@ -265,12 +276,14 @@ async function killWithoutSupervisor(stateDir: string, name: string): Promise<bo
  * 5 ms: a supervisor shutting down after a kill takes 10-20 ms, and `run` waits for it before it
  * keeps the audit log, so a coarser poll added its whole period to every run.
  */
-async function waitForSupervisorExit(stateDir: string, name: string, timeoutMs = 20_000): Promise<void> {
+async function waitForSupervisorExit(stateDir: string, name: string, exited?: Promise<void>, timeoutMs = 20_000): Promise<void> {
+  let gone = false;
+  void exited?.then(() => (gone = true));
   const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
+  while (!gone && Date.now() < deadline) {
     const runtime = await readRuntime(stateDir, name);
     if (runtime === null || !processAlive(runtime.supervisorPid)) return;
-    await sleep(5);
+    await Promise.race([sleep(5), ...(exited === undefined ? [] : [exited])]);
   }
 }
 

@@ -24,6 +24,8 @@ export interface SupervisorProcess {
   readonly pid: number;
   /** Resolves once the start has settled (running, or failed and recorded) or the supervisor is gone. */
   readonly settled: Promise<void>;
+  /** Resolves when the supervisor process has exited (while this process lives to see it). */
+  readonly exited: Promise<void>;
   /** Names the workspace to run (a pending log becomes that workspace's supervisor.log). */
   launch(request: LaunchRequest): Promise<void>;
   /** The workspace will not be started: the supervisor exits and removes its log. */
@@ -47,6 +49,7 @@ export async function spawnSupervisor(stateDir: string, logPath?: string): Promi
     child.once('spawn', () => resolve(child.pid as number));
     child.once('error', reject);
   });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   child.unref();
   const stdin = child.stdin as NodeJS.WritableStream;
   // A supervisor that died before its name arrived makes the write fail; the start then reports its log.
@@ -63,6 +66,7 @@ export async function spawnSupervisor(stateDir: string, logPath?: string): Promi
   return {
     pid,
     settled,
+    exited,
     async launch(request) {
       if (pendingLog !== null) await rename(pendingLog, workspacePaths(stateDir, request.name).supervisorLog);
       stdin.end(`${JSON.stringify(request)}\n`);
