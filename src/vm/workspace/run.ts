@@ -34,8 +34,8 @@ export interface RunResult {
 export async function runInWorkspace(stateDir: string, options: RunOptions): Promise<RunResult> {
   const t0 = performance.now();
   const name = `run-${randomBytes(4).toString('hex')}`;
-  // Spawned first, so its start-up overlaps building the workspace's disk; the rest of the workspace
-  // code loads after the spawn, while the supervisor's node starts (~15 ms sooner on its way to QEMU).
+  // Spawned first, so its start-up overlaps creating the workspace; the rest of the workspace code
+  // loads after the spawn, while the supervisor's node starts (~15 ms sooner on its way to QEMU).
   const supervisor = await spawnSupervisor(stateDir);
   const { createWorkspace, deleteWorkspace, execInWorkspace, sendSignal, startWorkspace } = await import('./service.js');
   try {

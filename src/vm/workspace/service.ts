@@ -62,7 +62,7 @@ export interface CreateOptions {
   readonly throwawayDisk?: boolean;
 }
 
-/** Builds the root filesystem (cached base + private copy) and records the workspace as `prepared`. */
+/** Builds the root filesystem (cached base, plus a private copy unless `throwawayDisk`) and records the workspace as `prepared`. */
 export async function createWorkspace(stateDir: string, name: string, options: CreateOptions = {}): Promise<WorkspaceManifest> {
   const policyFile = options.policyFile ?? DEFAULT_POLICY_FILE;
   const policy = await checkPolicyFile(stateDir, policyFile);
@@ -272,7 +272,8 @@ async function killWithoutSupervisor(stateDir: string, name: string): Promise<bo
 }
 
 /**
- * Returns once the supervisor has cleared its runtime record (its last step) or died. Polled every
+ * Returns once the supervisor has cleared its runtime record (its last step) or died, or `exited`
+ * (the child's exit event, for the process that spawned it) resolves. Polled every
  * 5 ms: a supervisor shutting down after a kill takes 10-20 ms, and `run` waits for it before it
  * keeps the audit log, so a coarser poll added its whole period to every run.
  */
