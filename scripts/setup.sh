@@ -69,10 +69,14 @@ fi
 # state directory, so the first `microagent run` works offline. The kernel is built from Debian's
 # linux-source with microagent's microVM config (a few minutes, once; it boots about twice as fast as
 # a distribution kernel). Should the build fail, Debian's linux-image-cloud-amd64 is installed instead.
-# Both come through apt: no download of our own. A kernel the user gave with --from is left alone.
+# Both come through apt: no download of our own. A kernel the user gave with --from is left alone; one
+# built from an older src/vm/guest-kernel/microvm.config is built again.
 if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then $SUDO apt-get update -q; fi
 kernel=$(node dist/cli/main.js --json kernel show 2>/dev/null || true)
-if [ -z "$kernel" ] || node -e 'process.exit(JSON.parse(process.argv[1]).source.startsWith("debian:") ? 0 : 1)' "$kernel"; then
+if [ -z "$kernel" ] || node --input-type=module -e '
+  const { isCurrentBuild } = await import("./dist/vm/kernel-build.js");
+  const { source } = JSON.parse(process.argv[1]);
+  process.exit(source.startsWith("debian:") || (source.startsWith("build:") && !isCurrentBuild(source)) ? 0 : 1);' "$kernel"; then
   echo "[setup] building the microVM guest kernel (microagent kernel build)" >&2
   if ! node dist/cli/main.js kernel build; then
     echo "[setup] warning: the kernel build failed (see above); installing Debian's cloud kernel instead" >&2

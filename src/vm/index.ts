@@ -3,7 +3,7 @@
  * accelerator probe, booting a guest and talking to its agent. Re-exports only.
  */
 export { installKernel, loadKernel, KERNEL_META_PACKAGE, type InstalledKernel, type InstallOptions } from './kernel.js';
-export { buildKernel, type BuildOptions } from './kernel-build.js';
+export { buildKernel, isCurrentBuild, type BuildOptions } from './kernel-build.js';
 export { buildGuestAgent } from './agent-build.js';
 export { buildInitramfs, encodeCpio, type CpioEntry } from './initramfs.js';
 export { probeAccelerator, type AccelProbe, type ProbeOptions } from './accel.js';

@@ -32,6 +32,24 @@ export function microvmConfigPath(): string {
   return join(PACKAGE_ROOT, 'src', 'vm', 'guest-kernel', 'microvm.config');
 }
 
+/** Between the tarball and the fragment's hash in a built kernel's `source`. */
+const FRAGMENT_MARK = '+microvm.config@';
+
+/** The fragment this package ships, and the SHA-256 prefix a build from it records in its `source`. */
+function shippedFragment(): { text: string; hash: string } {
+  const text = readFileSync(microvmConfigPath(), 'utf8');
+  return { text, hash: createHash('sha256').update(text).digest('hex').slice(0, 12) };
+}
+
+/**
+ * Whether a kernel's `source` says `kernel build` made it from the fragment this package ships. A
+ * build from an older fragment boots, but without what the fragment gained since (setup and the e2e
+ * tests rebuild it).
+ */
+export function isCurrentBuild(source: string): boolean {
+  return source.startsWith('build:') && source.endsWith(`${FRAGMENT_MARK}${shippedFragment().hash}`);
+}
+
 /** The newest kernel source tarball apt installed, e.g. /usr/src/linux-source-6.1.tar.xz. */
 export function findKernelSource(root = SOURCE_ROOT): string {
   const tarball = /^linux-source-[\d.]+\.tar\.(xz|bz2|gz)$/;
@@ -104,8 +122,7 @@ export async function buildKernel(options: BuildOptions): Promise<InstalledKerne
       code: 'vm.kernel_source_missing', remediation: 'Give --source an existing linux-source tarball.',
     });
   }
-  const fragmentText = readFileSync(microvmConfigPath(), 'utf8');
-  const fragmentHash = createHash('sha256').update(fragmentText).digest('hex').slice(0, 12);
+  const { text: fragmentText, hash: fragmentHash } = shippedFragment();
   const progress = options.onProgress ?? (() => undefined);
   mkdirSync(options.stateDir, { recursive: true });
   removeAbandonedTrees(options.stateDir);
@@ -149,7 +166,7 @@ export async function buildKernel(options: BuildOptions): Promise<InstalledKerne
     const kernel = await installKernel({
       stateDir: options.stateDir,
       from: join(work, 'install'),
-      source: `build:${basename(source)}+microvm.config@${fragmentHash}`,
+      source: `build:${basename(source)}${FRAGMENT_MARK}${fragmentHash}`,
       makeDefault: false,
     });
     progress('booting it once (TCG, the agent in probe mode) before it becomes the default');

@@ -7,7 +7,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { ensureDefaultImage } from '../../src/vm/rootfs/index.js';
-import { buildKernel, loadKernel, prepareBootAssets } from '../../src/vm/index.js';
+import { buildKernel, isCurrentBuild, loadKernel, prepareBootAssets } from '../../src/vm/index.js';
 import { E2E_STATE_DIR } from './helpers.js';
 
 function runIncludesE2e(): boolean {
@@ -21,7 +21,7 @@ export default async function setup(): Promise<void> {
   mkdirSync(E2E_STATE_DIR, { recursive: true, mode: 0o700 });
   let built = false;
   try {
-    built = loadKernel(E2E_STATE_DIR).source.startsWith('build:');
+    built = isCurrentBuild(loadKernel(E2E_STATE_DIR).source);
   } catch {
     // none yet, or one that no longer matches its manifest: build
   }

@@ -5,12 +5,13 @@
  * config check, and the QEMU command line per network mode and kernel.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { findKernelSource, parseConfigFragment, unmetSettings } from '../../src/vm/kernel-build.js';
+import { findKernelSource, isCurrentBuild, microvmConfigPath, parseConfigFragment, unmetSettings } from '../../src/vm/kernel-build.js';
 import { virtioDiscovery } from '../../src/vm/kernel.js';
 import { encodeCpio, initramfsEntries } from '../../src/vm/initramfs.js';
 import { moduleSignaturesEnforced, resolveModules, withoutSignature } from '../../src/vm/modules.js';
@@ -107,6 +108,16 @@ describe('virtio device discovery from the kernel config', () => {
 });
 
 describe('kernel build: config check', () => {
+  it.each([
+    ['built from the shipped fragment', (h: string) => `build:linux-source-6.1.tar.xz+microvm.config@${h}`, true],
+    ['built from an older fragment', () => 'build:linux-source-6.1.tar.xz+microvm.config@000000000000', false],
+    ['a distribution kernel', () => 'debian:linux-image-6.1.0-56-cloud-amd64', false],
+    ['a kernel the user gave', () => 'path:/boot/vmlinuz-6.1', false],
+  ])('tells a current build: %s', (_, source, current) => {
+    const shipped = createHash('sha256').update(readFileSync(microvmConfigPath())).digest('hex').slice(0, 12);
+    expect(isCurrentBuild(source(shipped))).toBe(current);
+  });
+
   const fragment = parseConfigFragment('# comment\nCONFIG_A=y\nCONFIG_B=n\n# CONFIG_C is not set\nCONFIG_D="-microagent"\nCONFIG_E=16\n');
 
   it('reads set, =n and "is not set" lines, and skips comments', () => {
