@@ -68,7 +68,8 @@ fi
 # The guest kernel and the default OCI image (busybox + curl from Debian packages), into the default
 # state directory, so the first `microagent run` works offline. The kernel is built from Debian's
 # linux-source with microagent's microVM config (a few minutes, once; it boots about twice as fast as
-# a distribution kernel). Should the build fail, Debian's linux-image-cloud-amd64 is installed instead.
+# a distribution kernel). Should the build fail with no kernel installed, Debian's
+# linux-image-cloud-amd64 is installed instead; an installed one is kept.
 # Both come through apt: no download of our own. A kernel the user gave with --from is left alone; one
 # built from an older src/vm/guest-kernel/microvm.config is built again.
 if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then $SUDO apt-get update -q; fi
@@ -79,8 +80,12 @@ if [ -z "$kernel" ] || node --input-type=module -e '
   process.exit(source.startsWith("debian:") || (source.startsWith("build:") && !isCurrentBuild(source)) ? 0 : 1);' "$kernel"; then
   echo "[setup] building the microVM guest kernel (microagent kernel build)" >&2
   if ! node dist/cli/main.js kernel build; then
-    echo "[setup] warning: the kernel build failed (see above); installing Debian's cloud kernel instead" >&2
-    node dist/cli/main.js kernel install
+    if [ -z "$kernel" ]; then
+      echo "[setup] warning: the kernel build failed (see above); installing Debian's cloud kernel instead" >&2
+      node dist/cli/main.js kernel install
+    else
+      echo "[setup] warning: the kernel build failed (see above); keeping the kernel already installed" >&2
+    fi
   fi
 fi
 ./scripts/build-default-image.sh
