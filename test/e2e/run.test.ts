@@ -9,9 +9,11 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { queryAuditLog } from '../../src/audit/index.js';
 import { ensureDefaultImage } from '../../src/vm/rootfs/index.js';
+import { runInWorkspace } from '../../src/vm/workspace/run.js';
 import {
   cliJson,
   cli,
@@ -107,6 +109,36 @@ describe.sequential('microagent run', () => {
     const name = /workspace (run-[0-9a-f]{8})/.exec(stderr)?.[1] as string;
     expect(readdirSync(join(E2E_STATE_DIR, 'workspaces'))).not.toContain(name);
     expect(existsSync(join(E2E_STATE_DIR, 'runs', name, 'audit.jsonl'))).toBe(true);
+  });
+
+  it('stdin written before the guest is up reaches the command: the supervisor holds it with the command until the start', { timeout: VM_TIMEOUT }, async () => {
+    const stdin = new PassThrough();
+    stdin.end('sent-before-boot\n');
+    let stdout = '';
+    const r = await runInWorkspace(E2E_STATE_DIR, {
+      profile: 'tiny',
+      command: ['sh', '-c', 'read line; echo "got $line"; exit 5'],
+      stdin,
+      onStdout: (d) => (stdout += d.toString()),
+      onStderr: () => undefined,
+    });
+    expect(stdout).toBe('got sent-before-boot\n');
+    expect(r.exitCode).toBe(5);
+    expect(readdirSync(join(E2E_STATE_DIR, 'workspaces'))).not.toContain(r.workspace);
+  });
+
+  it('a run whose CLI is killed outright still ends its VM: the supervisor kills the workspace once the command has ended', { timeout: VM_TIMEOUT }, async () => {
+    const child = spawn(CLI, ['--state-dir', E2E_STATE_DIR, 'run', '--profile', 'tiny', '--', 'sh', '-c', 'hostname; sleep 600'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const name = await new Promise<string>((resolve) => child.stdout.on('data', (d: Buffer) => resolve(d.toString().trim())));
+    expect(name).toMatch(/^run-[0-9a-f]{8}$/);
+    child.kill('SIGKILL');
+    // Its control connection closed: the command is killed in the guest, and with it the workspace.
+    const dir = join(E2E_STATE_DIR, 'workspaces', name);
+    for (let i = 0; i < 200 && existsSync(join(dir, 'runtime.json')); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(existsSync(join(dir, 'runtime.json'))).toBe(false);
+    expect(JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')).state).toBe('stopped');
+    const deleted = await cli(['delete', name]);
+    expect(deleted.code, deleted.stderr).toBe(0);
   });
 
   it('a required mediation channel whose target is down fails the start, leaving no VM or workspace', { timeout: VM_TIMEOUT }, async () => {

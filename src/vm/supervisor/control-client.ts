@@ -18,6 +18,9 @@ export interface ExecOptions {
   readonly stdin?: NodeJS.ReadableStream;
   readonly onStdout: (data: Buffer) => void;
   readonly onStderr: (data: Buffer) => void;
+  /** See the exec request (protocol.ts): sent while the workspace starts, and ending it. */
+  readonly waitForStart?: boolean;
+  readonly killWhenDone?: boolean;
 }
 
 export interface ExecResult {
@@ -103,6 +106,8 @@ export class ControlClient {
         ...(options.gid === undefined ? {} : { gid: options.gid }),
         ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
         stdin: options.stdin !== undefined,
+        ...(options.waitForStart === true ? { waitForStart: true } : {}),
+        ...(options.killWhenDone === true ? { killWhenDone: true } : {}),
       },
       (reply) => {
         if ('stream' in reply) (reply.stream === 'stdout' ? options.onStdout : options.onStderr)(Buffer.from(reply.data, 'base64'));
@@ -116,7 +121,12 @@ export class ControlClient {
       });
       options.stdin.on('end', () => this.socket.write(encodeLine({ id: this.nextId++, op: 'stdin_eof', exec: id })));
     }
-    const result = (await done) as ExecResult | null;
+    // With the exit in hand, a connection that closes before the reply (a workspace ending with its
+    // command) has told us everything.
+    const result = (await done.catch((err: unknown) => {
+      if (exit === undefined) throw err;
+      return null;
+    })) as ExecResult | null;
     return exit ?? result ?? { code: null, signal: null };
   }
 

@@ -19,6 +19,10 @@ export type ControlRequest =
       readonly gid?: number;
       readonly timeoutMs?: number;
       readonly stdin: boolean;
+      /** Sent while the workspace starts: run once it is running, or fail with the start's error. */
+      readonly waitForStart?: boolean;
+      /** Kill the workspace once this command has exited (`run`'s throwaway workspace). */
+      readonly killWhenDone?: boolean;
     }
   | { readonly id: number; readonly op: 'stdin'; readonly exec: number; readonly data: string }
   | { readonly id: number; readonly op: 'stdin_eof'; readonly exec: number };

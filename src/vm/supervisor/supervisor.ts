@@ -17,12 +17,13 @@ import { bootVm, standardGuestConfig, type BootAssets } from '../start.js';
 import type { ExitStatus } from '../protocol.js';
 import { transition, type Verb, type WorkspaceState } from '../workspace/lifecycle.js';
 import {
+  controlSocketOf,
   readManifest,
   recordState,
+  runDirOf,
   workspacePaths,
   writeRuntime,
   type WorkspaceManifest,
-  type WorkspacePaths,
 } from '../workspace/store.js';
 import { startControlServer, type ControlConnection } from './control-server.js';
 import type { ControlRequest } from './protocol.js';
@@ -30,17 +31,12 @@ import type { Mediator } from './mediator.js';
 import { allocatePortBackends } from './published-ports.js';
 import { mediatorSockets } from './sockets.js';
 import { emptyReadiness, observe, type Readiness } from './readiness.js';
+import { StartGate } from './start-gate.js';
 
 const log = childLog('supervisor');
 
 /** How long `stop` waits for the guest to power off before marking the workspace failed. */
 export const STOP_GRACE_MS = 5_000;
-
-/** Unix socket paths are limited to 107 bytes: fall back to a short private directory when needed. */
-function runDirFor(paths: WorkspacePaths, id: string): string {
-  const preferred = join(paths.dir, 'run');
-  return preferred.length <= 60 ? preferred : join('/tmp', `microagent-${id.slice(0, 12)}`);
-}
 
 function exitOf(status: ExitStatus): { code: number | null; signal: string | null } {
   if (status.kind === 'exited') return { code: status.code, signal: null };
@@ -51,7 +47,6 @@ function exitOf(status: ExitStatus): { code: number | null; signal: string | nul
 class Supervisor {
   private state: WorkspaceState = 'starting';
   private vm: RunningVm | null = null;
-  private control: Server | null = null;
   private readonly readiness: Readiness = emptyReadiness();
   /** Set by halt/stop/kill so the VM's exit is recorded as what was asked for. */
   private exitAs: { verb: Verb; state: WorkspaceState } | null = null;
@@ -64,22 +59,26 @@ class Supervisor {
     private readonly runtimeId: string,
     private readonly runDir: string,
     private readonly mediator: Mediator,
+    private readonly control: Server,
   ) {}
 
   private async record(verb: string, state: WorkspaceState, detail?: string): Promise<void> {
     this.state = state;
-    await recordState(this.stateDir, this.manifest.name, verb, state, this.runtimeId, detail);
-    await this.mediator.audit
-      .append({ event: `lifecycle.${state}`, state, ...(detail === undefined ? {} : { detail }) })
-      .catch((err: unknown) => log.error({ err }, 'lifecycle record not written to the audit log'));
+    await Promise.all([
+      recordState(this.stateDir, this.manifest.name, verb, state, this.runtimeId, detail),
+      this.mediator.audit
+        .append({ event: `lifecycle.${state}`, state, ...(detail === undefined ? {} : { detail }) })
+        .catch((err: unknown) => log.error({ err }, 'lifecycle record not written to the audit log')),
+    ]);
   }
 
   /**
    * Finishes a start once the mediator is up and QEMU has been spawned (they start side by side): the
    * required channels must be ready, then the guest agent, its configuration and (unless the starter
-   * declined it) a shell probe.
+   * declined it) a shell probe. Once `running` is recorded, `gate` lets the control requests through,
+   * an exec the starter sent ahead first.
    */
-  async boot(vm: RunningVm, network: NetworkConfig, mediationPorts: readonly number[], bootStarted: number, shellProbe: boolean): Promise<void> {
+  async boot(vm: RunningVm, network: NetworkConfig, mediationPorts: readonly number[], bootStarted: number, shellProbe: boolean, gate: StartGate): Promise<void> {
     const { config } = this.manifest;
     const m = this.mediator;
     this.vm = vm;
@@ -88,7 +87,7 @@ class Supervisor {
       runtimeId: this.runtimeId,
       supervisorPid: process.pid,
       vmPid: vm.pid,
-      controlSocket: join(this.runDir, 'control.sock'),
+      controlSocket: controlSocketOf(this.runDir),
       startedAt: new Date().toISOString(),
       backend: 'qemu-microvm',
       accelerator: vm.accelerator,
@@ -119,11 +118,11 @@ class Supervisor {
     } else {
       this.readiness.shellReady = observe(false, 'not probed: the starter runs its own command next');
     }
-    this.control = await startControlServer(join(this.runDir, 'control.sock'), (req, conn) => this.handle(req, conn));
     const after = shellProbe ? 'configure+probe' : 'configure (no shell probe)';
     const timings = `mediator up at ${upMs} ms, boot to agent ${Math.round(agentUp - bootStarted)} ms, ${after} ${Math.round(performance.now() - agentUp)} ms`;
     await this.record('start', 'running', `${vm.accelerator}, pid ${vm.pid}; ${timings}`);
-    tellStarter();
+    gate.open((req, conn) => this.handle(req, conn));
+    tellStarter('running');
   }
 
   /** A failed boot must not leave its QEMU running: nothing would ever stop it (gc only sees a dead supervisor). */
@@ -144,9 +143,11 @@ class Supervisor {
   }
 
   async shutdown(): Promise<void> {
-    this.control?.close();
-    await this.mediator.close().catch((err: unknown) => log.error({ err }, 'mediator close failed'));
-    await rm(this.runDir, { recursive: true, force: true }).catch(() => undefined);
+    this.control.close();
+    await Promise.all([
+      this.mediator.close().catch((err: unknown) => log.error({ err }, 'mediator close failed')),
+      rm(this.runDir, { recursive: true, force: true }).catch(() => undefined),
+    ]);
     // Last: while the runtime record names a live supervisor, delete waits; removing it earlier let a
     // delete race this cleanup inside the workspace directory.
     await writeRuntime(this.stateDir, this.manifest.name, null).catch(() => undefined);
@@ -188,6 +189,8 @@ class Supervisor {
           return { ...exit, timedOut: status.timedOut };
         } finally {
           execs.delete(req.id);
+          // After this request's reply has gone out (replies follow the handler's promise).
+          if (req.killWhenDone === true) setImmediate(() => void this.endWithCommand());
         }
       }
       case 'stdin':
@@ -219,12 +222,8 @@ class Supervisor {
         await this.requireVm().halt();
         return { state: next };
       }
-      case 'kill': {
-        const next = transition(name, this.state, 'kill');
-        this.exitAs = { verb: 'kill', state: next };
-        await this.requireVm().kill();
-        return { state: next };
-      }
+      case 'kill':
+        return this.kill();
       case 'stop': {
         transition(name, this.state, 'stop');
         const vm = this.requireVm();
@@ -243,6 +242,19 @@ class Supervisor {
     }
   }
 
+  private async kill(): Promise<{ state: WorkspaceState }> {
+    const next = transition(this.manifest.name, this.state, 'kill');
+    this.exitAs = { verb: 'kill', state: next };
+    await this.requireVm().kill();
+    return { state: next };
+  }
+
+  /** `run`'s workspace ends with its command: killed as by the kill verb, unless something ended it first. */
+  private async endWithCommand(): Promise<void> {
+    if (this.exitAs !== null) return;
+    await this.kill().catch((err: unknown) => log.warn({ err }, 'could not kill the workspace after its command'));
+  }
+
   /**
    * Running commands per control connection: each client numbers its own requests from 1, so a request
    * id names an exec only within its connection (one shared map let client B's exec 1 replace client A's,
@@ -258,13 +270,14 @@ class Supervisor {
 }
 
 /**
- * Tells the process that spawned this one (fd 3, src/vm/workspace/supervisor-process.ts) that the start
- * has settled and its outcome is recorded. A starter that is gone, or no fd 3, is not an error.
+ * Tells the process that spawned this one (fd 3, src/vm/workspace/supervisor-process.ts) how the start
+ * goes: `control` when the control socket listens, then `running` or `failed` once that outcome is
+ * recorded, which ends the report. A starter that is gone, or no fd 3, is not an error.
  */
-function tellStarter(): void {
+function tellStarter(line: 'control' | 'running' | 'failed'): void {
   try {
-    writeSync(3, 'settled\n');
-    closeSync(3);
+    writeSync(3, `${line}\n`);
+    if (line !== 'control') closeSync(3);
   } catch {
     // Nobody is waiting: the state directory holds the outcome.
   }
@@ -284,12 +297,14 @@ export async function superviseWorkspace(stateDir: string, launch: LaunchRequest
   const { config } = manifest;
   const paths = workspacePaths(stateDir, name);
   const runtimeId = randomUUID();
-  const runDir = runDirFor(paths, manifest.id);
+  const runDir = runDirOf(paths, manifest.id);
   await mkdir(runDir, { recursive: true, mode: 0o700 });
   const sockets = mediatorSockets(runDir);
   const mediationPorts = config.mediation.map((c) => c.port);
+  const gate = new StartGate(name);
   let mediator: Mediator | null = null;
   let vm: RunningVm | null = null;
+  let control: Server | null = null;
   let supervisor: Supervisor | null = null;
   try {
     const backends = await allocatePortBackends(config.publish);
@@ -316,18 +331,26 @@ export async function superviseWorkspace(stateDir: string, launch: LaunchRequest
     // once the guest runs. Evaluating its modules holds this thread for ~100 ms; started with the
     // boot, that delayed the QMP handshake and so the guest's first instruction by 35-45 ms.
     const mediatorUp = vmUp.then(async () => (await import('./mediator.js')).startMediator(manifest, paths, sockets, runtimeId, backends));
-    const [m, v] = await Promise.allSettled([mediatorUp, vmUp]);
+    // Listens while QEMU starts, behind the gate: the starter's command can be on its way before the guest is up.
+    const controlUp = startControlServer(controlSocketOf(runDir), gate.handle).then((server) => {
+      tellStarter('control');
+      return server;
+    });
+    const [m, v, c] = await Promise.allSettled([mediatorUp, vmUp, controlUp]);
     if (m.status === 'fulfilled') mediator = m.value;
     if (v.status === 'fulfilled') vm = v.value;
+    if (c.status === 'fulfilled') control = c.value;
     if (m.status === 'rejected') throw m.reason;
     if (v.status === 'rejected') throw v.reason;
-    const started = new Supervisor(stateDir, manifest, runtimeId, runDir, mediator as Mediator);
+    if (c.status === 'rejected') throw c.reason;
+    const started = new Supervisor(stateDir, manifest, runtimeId, runDir, mediator as Mediator, control as Server);
     supervisor = started;
     process.once('SIGTERM', () => void started.shutdown());
-    await started.boot(vm as RunningVm, network, mediationPorts, bootStarted, launch.shellProbe);
+    await started.boot(vm as RunningVm, network, mediationPorts, bootStarted, launch.shellProbe, gate);
   } catch (err) {
     const e = asMicroagentError(err);
     log.error({ err: e }, 'workspace start failed');
+    gate.fail(e);
     // A failed start must not leave its QEMU running: nothing would ever stop it.
     if (supervisor !== null) await supervisor.abandonBoot();
     else await vm?.kill().catch((killErr: unknown) => log.error({ err: killErr }, 'could not kill the VM of a failed start'));
@@ -335,9 +358,10 @@ export async function superviseWorkspace(stateDir: string, launch: LaunchRequest
     await writeFile(paths.startError, JSON.stringify({ kind: e.kind, code: e.code, message: e.message, remediation: e.remediation }), { mode: 0o600 }).catch(() => undefined);
     await recordState(stateDir, name, 'start', 'failed', runtimeId, `${e.message}${e.remediation ? ` (fix: ${e.remediation})` : ''}`);
     await mediator?.close().catch(() => undefined);
+    control?.close();
     await rm(runDir, { recursive: true, force: true }).catch(() => undefined);
     await writeRuntime(stateDir, name, null).catch(() => undefined);
-    tellStarter();
+    tellStarter('failed');
     process.exit(1);
   }
 }

@@ -10,8 +10,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { AuditSummary } from '../../audit/query.js';
 import { MicroagentError } from '../../errors.js';
 import type { CreateOptions } from './service.js';
-import { readManifest, workspacePaths } from './store.js';
-import { spawnSupervisor } from './supervisor-process.js';
+import { readManifest, workspacePaths, type WorkspaceManifest } from './store.js';
+import { spawnSupervisor, type SupervisorProcess } from './supervisor-process.js';
+
+/** How long a supervisor may take to end the workspace after its command and exit, before `kill` is sent. */
+const SUPERVISOR_EXIT_MS = 10_000;
 
 export interface RunOptions extends CreateOptions {
   readonly onStdout: (data: Buffer) => void;
@@ -37,9 +40,10 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
   // Spawned first, so its start-up overlaps creating the workspace; the rest of the workspace code
   // loads after the spawn, while the supervisor's node starts (~15 ms sooner on its way to QEMU).
   const supervisor = await spawnSupervisor(stateDir);
-  const { createWorkspace, deleteWorkspace, execInWorkspace, sendSignal, startWorkspace } = await import('./service.js');
+  const { createWorkspace, deleteWorkspace, execAtStart, sendSignal, startWorkspace } = await import('./service.js');
+  let manifest: WorkspaceManifest;
   try {
-    await createWorkspace(stateDir, name, { ...options, throwawayDisk: true });
+    manifest = await createWorkspace(stateDir, name, { ...options, throwawayDisk: true });
   } catch (err) {
     supervisor.cancel();
     throw err;
@@ -51,14 +55,13 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
     firstOutput ??= performance.now();
   };
   let exit: { code: number | null; signal: string | null } = { code: null, signal: null };
+  let endedWithCommand = false;
   let failure: unknown = null;
   let auditQuery: Promise<typeof import('../../audit/query.js')> | null = null;
   try {
-    // The command itself comes next: a /bin/sh probe first would only delay it (and cold-load a shell it may not use).
-    await startWorkspace(stateDir, name, { supervisor, shellProbe: false });
-    started = performance.now();
-    const { run } = (await readManifest(stateDir, name)).config;
-    if (run.argv.length === 0) {
+    const { argv } = manifest.config.run;
+    if (argv.length === 0) {
+      supervisor.cancel();
       throw new MicroagentError('invalid', 'the image defines no Entrypoint or Cmd, and no command was given', {
         code: 'image.no_command',
         remediation: 'give a command after "--", e.g. microagent run IMAGE -- /bin/sh -c "echo hi"',
@@ -70,8 +73,11 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
       if (options.signal?.aborted === true) stop();
       options.signal?.addEventListener('abort', stop, { once: true });
     });
-    exit = await Promise.race([interrupted, execInWorkspace(stateDir, name, {
-      argv: run.argv,
+    // The command goes to the supervisor while the guest boots: it starts the moment the guest is
+    // configured, and the supervisor kills the workspace when it exits. No /bin/sh probe before it:
+    // that would only delay the command (and cold-load a shell it may not use).
+    const command = execAtStart(stateDir, manifest, supervisor, {
+      argv,
       ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
       ...(options.stdin === undefined ? {} : { stdin: options.stdin }),
       onStdout: (d) => {
@@ -82,15 +88,23 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
         first();
         options.onStderr(d);
       },
-    })]);
+    });
+    command.catch(() => undefined); // a failed start is reported by the start
+    await startWorkspace(stateDir, name, { supervisor, shellProbe: false });
+    started = performance.now();
+    exit = await Promise.race([interrupted, command]);
+    endedWithCommand = true;
   } catch (err) {
     failure = err;
   } finally {
     // Loaded while the VM is torn down: nothing on the way to the boot needs the audit reader.
     auditQuery = import('../../audit/query.js');
-    const manifest = await readManifest(stateDir, name);
-    if (manifest.state !== 'prepared' && manifest.state !== 'stopped' && manifest.state !== 'failed') {
-      await sendSignal(stateDir, name, 'kill', supervisor.exited).catch(() => undefined);
+    // After the command, the supervisor kills the workspace itself; `kill` is for every other ending.
+    if (!(endedWithCommand && (await exitsWithin(supervisor, SUPERVISOR_EXIT_MS)))) {
+      const { state } = await readManifest(stateDir, name);
+      if (state !== 'prepared' && state !== 'stopped' && state !== 'failed') {
+        await sendSignal(stateDir, name, 'kill', supervisor.exited).catch(() => undefined);
+      }
     }
   }
   // A failed run is thrown away like a successful one; its logs move next to its audit log.
@@ -110,6 +124,17 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
     audit: join(kept, 'audit.jsonl'),
     auditSummary: await (await auditQuery).summarizeAuditLog(join(kept, 'audit.jsonl')),
   };
+}
+
+/** Whether the supervisor exits within `ms`; the timer also keeps this process up to see its exit event. */
+async function exitsWithin(supervisor: SupervisorProcess, ms: number): Promise<boolean> {
+  const timer = new AbortController();
+  const timedOut = sleep(ms, false, { signal: timer.signal }).catch(() => false);
+  try {
+    return await Promise.race([supervisor.exited.then(() => true), timedOut]);
+  } finally {
+    timer.abort();
+  }
 }
 
 /** Moves every segment of the workspace's audit log (and `extra` files) to `<stateDir>/runs/NAME/`. */

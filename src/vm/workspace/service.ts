@@ -21,6 +21,7 @@ import { processAlive, withWorkspaceLock } from './lock.js';
 import { PROFILES, parsePublish, type Profile } from './options.js';
 import { spawnSupervisor, type SupervisorProcess } from './supervisor-process.js';
 import {
+  controlSocketOf,
   createWorkspaceDir,
   listWorkspaceNames,
   readEvents,
@@ -28,6 +29,7 @@ import {
   readRuntime,
   recordState,
   removeWorkspaceDir,
+  runDirOf,
   workspacePaths,
   writeAtomic,
   writeManifest,
@@ -192,7 +194,7 @@ export async function startWorkspace(stateDir: string, name: string, options: St
     });
   }
   // Settled means recorded, or a supervisor that died first (its workspace still says starting).
-  if ((await readManifest(stateDir, name)).state === 'running') return;
+  if (outcome === 'running') return;
   throw await startFailure(stateDir, name);
 }
 
@@ -293,17 +295,35 @@ export async function execInWorkspace(stateDir: string, name: string, options: E
   transition(name, manifest.state, 'exec');
   const { client } = await control(stateDir, name);
   try {
-    const { run, env } = manifest.config;
-    return await client.exec({
-      cwd: run.cwd,
-      uid: run.uid,
-      gid: run.gid,
-      ...options,
-      env: [...run.env, ...env, ...(options.env ?? [])],
-    });
+    return await client.exec(withImageDefaults(manifest, options));
   } finally {
     client.close();
   }
+}
+
+/**
+ * `run`'s command, handed to the supervisor while its workspace starts (`supervisor`: the one the
+ * caller spawned and launched): it runs the moment the guest is configured, with no round trip
+ * through the CLI in between, and the supervisor kills the workspace once it has exited. Rejects when
+ * the start fails; the start itself says why.
+ */
+export async function execAtStart(stateDir: string, manifest: WorkspaceManifest, supervisor: SupervisorProcess, options: ExecOptions): Promise<ExecResult> {
+  const { name } = manifest;
+  if (!(await supervisor.listening)) {
+    throw new MicroagentError('transient', `workspace "${name}" did not start`, { code: 'lifecycle.start_failed', remediation: `see ${workspacePaths(stateDir, name).supervisorLog}` });
+  }
+  const client = await ControlClient.connect(controlSocketOf(runDirOf(workspacePaths(stateDir, name), manifest.id)), name);
+  try {
+    return await client.exec({ ...withImageDefaults(manifest, options), waitForStart: true, killWhenDone: true });
+  } finally {
+    client.close();
+  }
+}
+
+/** The image's working directory and user, and its environment under the workspace's and the command's own. */
+function withImageDefaults(manifest: WorkspaceManifest, options: ExecOptions): ExecOptions {
+  const { run, env } = manifest.config;
+  return { cwd: run.cwd, uid: run.uid, gid: run.gid, ...options, env: [...run.env, ...env, ...(options.env ?? [])] };
 }
 
 /** Removes the workspace; refused while a VM process may still run. */

@@ -103,6 +103,20 @@ export function workspacePaths(stateDir: string, name: string) {
 }
 export type WorkspacePaths = ReturnType<typeof workspacePaths>;
 
+/**
+ * The control socket of a workspace while its supervisor runs, in the run directory that also holds
+ * the mediator's sockets: `<dir>/run`, or a short private directory under /tmp when that path would
+ * leave no room in a Unix socket path's 107 bytes.
+ */
+export function runDirOf(paths: WorkspacePaths, id: string): string {
+  const preferred = join(paths.dir, 'run');
+  return preferred.length <= 60 ? preferred : join('/tmp', `microagent-${id.slice(0, 12)}`);
+}
+
+export function controlSocketOf(runDir: string): string {
+  return join(runDir, 'control.sock');
+}
+
 /** Written whole or not at all: a reader never sees a half-written file. */
 export async function writeAtomic(path: string, data: string | Buffer): Promise<void> {
   const tmp = `${path}.${process.pid}.${randomUUID().slice(0, 8)}.tmp`;

@@ -4,7 +4,8 @@
  * the workspace exists: node's start-up, the supervisor's module loading and its boot assets
  * (together a few hundred milliseconds on the way to the guest's boot) overlap the caller's own work,
  * such as `run` building the workspace's disk. A supervisor never named exits and removes its log.
- * It reports on fd 3 when the start has settled; see `settled`.
+ * It reports on fd 3, one word per line: `control` when its control socket listens (`listening`), then
+ * `running` or `failed` once the start's outcome is recorded (`settled`).
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -20,10 +21,15 @@ import { workspacePaths, workspacesRoot } from './store.js';
 // instead of ~60 modules, so node loads it ~15-25 ms sooner on the way to QEMU's spawn.
 const SUPERVISOR_MAIN = join(PACKAGE_ROOT, 'dist', 'supervisor', 'main.js');
 
+/** How a start settled: recorded as running, recorded as failed, or the supervisor died first. */
+export type StartOutcome = 'running' | 'failed' | 'gone';
+
 export interface SupervisorProcess {
   readonly pid: number;
+  /** Resolves true once the workspace's control socket listens (requests wait behind its start gate), false if the start ended first. */
+  readonly listening: Promise<boolean>;
   /** Resolves once the start has settled (running, or failed and recorded) or the supervisor is gone. */
-  readonly settled: Promise<void>;
+  readonly settled: Promise<StartOutcome>;
   /** Resolves when the supervisor process has exited (while this process lives to see it). */
   readonly exited: Promise<void>;
   /** Names the workspace to run (a pending log becomes that workspace's supervisor.log). */
@@ -43,7 +49,7 @@ export async function spawnSupervisor(stateDir: string, logPath?: string): Promi
   const pendingLog = logPath === undefined ? join(workspacesRoot(stateDir), `.supervisor-${randomBytes(6).toString('hex')}.log`) : null;
   const log = await open(logPath ?? (pendingLog as string), 'a', 0o600);
   const args = pendingLog === null ? [SUPERVISOR_MAIN, stateDir] : [SUPERVISOR_MAIN, stateDir, pendingLog];
-  // fd 3: the supervisor writes one line there when the start has settled, so nobody polls for it.
+  // fd 3: the supervisor reports the start's progress there, so nobody polls for it.
   const child = spawn(process.execPath, args, { detached: true, stdio: ['pipe', log.fd, log.fd, 'pipe'], env: deferExtraCaCerts(process.env) });
   const spawned = new Promise<number>((resolve, reject) => {
     child.once('spawn', () => resolve(child.pid as number));
@@ -56,15 +62,30 @@ export async function spawnSupervisor(stateDir: string, logPath?: string): Promi
   stdin.on('error', () => undefined);
   const pid = await spawned.finally(() => log.close());
   const report = child.stdio[3] as Readable;
-  const settled = new Promise<void>((resolve) => {
-    const done = () => {
-      report.destroy();
-      resolve();
-    };
-    report.once('data', done).once('end', done).once('error', done);
+  let listen!: (listening: boolean) => void;
+  let settle!: (outcome: StartOutcome) => void;
+  const listening = new Promise<boolean>((resolve) => (listen = resolve));
+  const settled = new Promise<StartOutcome>((resolve) => (settle = resolve));
+  const end = (outcome: StartOutcome) => {
+    listen(false);
+    settle(outcome);
+    report.destroy();
+  };
+  let text = '';
+  report.setEncoding('utf8');
+  report.on('data', (chunk: string) => {
+    text += chunk;
+    for (let eol = text.indexOf('\n'); eol >= 0; eol = text.indexOf('\n')) {
+      const line = text.slice(0, eol);
+      text = text.slice(eol + 1);
+      if (line === 'control') listen(true);
+      else if (line === 'running' || line === 'failed') end(line);
+    }
   });
+  report.once('end', () => end('gone')).once('error', () => end('gone'));
   return {
     pid,
+    listening,
     settled,
     exited,
     async launch(request) {
