@@ -105,10 +105,14 @@ class Supervisor {
         remediation: 'start the channel target first, or declare it with --mediation-optional',
       });
     }
+    // CONFIG goes out while the guest still boots: the agent channel holds it (as it holds the PINGs
+    // below), so the agent applies it right after its HELLO instead of a round trip later.
+    const configured = vm.agent.configure(standardGuestConfig({ caPem: m.ca.certPem, hostname: this.manifest.name, network, mediationPorts }));
+    configured.catch(() => undefined); // awaited after HELLO; a guest that never says it fails there
     const hello = await vm.agent.ready();
     const agentUp = performance.now();
     this.readiness.guestReady = observe(true, `kernel ${hello.kernel}`);
-    await vm.agent.configure(standardGuestConfig({ caPem: m.ca.certPem, hostname: this.manifest.name, network, mediationPorts }));
+    await configured;
     this.readiness.execReady = observe(true);
     if (shellProbe) {
       const shell = await vm.agent.run({ argv: ['/bin/sh', '-c', 'true'], timeoutMs: 30_000 }).catch((err: Error) => err);
