@@ -141,6 +141,23 @@ describe.sequential('microagent run', () => {
     expect(deleted.code, deleted.stderr).toBe(0);
   });
 
+  it('Ctrl-C while the guest boots ends the run once the start has settled: killed, removed, a clear message', { timeout: VM_TIMEOUT }, async () => {
+    const child = spawn(CLI, ['--state-dir', E2E_STATE_DIR, 'run', '--profile', 'tiny', '--', 'sh', '-c', 'echo never-printed-before-the-interrupt; sleep 600'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    // The supervisor's spawn is the CLI's first step; its pending log shows the run has begun.
+    const root = join(E2E_STATE_DIR, 'workspaces');
+    const running = () => existsSync(root) && readdirSync(root).some((f) => f.startsWith('run-'));
+    for (let i = 0; i < 400 && !running(); i++) await new Promise((resolve) => setTimeout(resolve, 5));
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(code, stderr).toBe(75);
+    expect(stderr).toContain('run interrupted');
+    expect(stderr).not.toMatch(/\n\s+at /);
+    const name = /workspace (run-[0-9a-f]{8})/.exec(stderr)?.[1] as string;
+    expect(readdirSync(root)).not.toContain(name);
+  });
+
   it('a required mediation channel whose target is down fails the start, leaving no VM or workspace', { timeout: VM_TIMEOUT }, async () => {
     const r = await cli(['run', '--profile', 'tiny', '--mediation', '7000=127.0.0.1:1', '--', 'echo', 'never']);
     expect(r.code, `stderr: ${r.stderr}`).toBe(75);

@@ -73,6 +73,9 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
       if (options.signal?.aborted === true) stop();
       options.signal?.addEventListener('abort', stop, { once: true });
     });
+    // Ctrl-C during the boot is acted on once the start has settled (a starting workspace takes no
+    // kill): until the race below, nobody else listens.
+    interrupted.catch(() => undefined);
     // The command goes to the supervisor while the guest boots: it starts the moment the guest is
     // configured, and the supervisor kills the workspace when it exits. No /bin/sh probe before it:
     // that would only delay the command (and cold-load a shell it may not use).
