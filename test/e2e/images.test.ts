@@ -19,15 +19,19 @@ interface Descriptor {
   size: number;
 }
 
-/** The default image (built by global-setup) re-tagged with an extra Env and `architecture`. */
-function defaultImageVariant(env: string, architecture = 'amd64'): BuiltImage {
+/** The default image (built by global-setup) re-tagged with an extra Env and `architecture`, and without a command if `commandless`. */
+function defaultImageVariant(env: string, architecture = 'amd64', commandless = false): BuiltImage {
   const layout = join(E2E_STATE_DIR, 'images', 'default-layout');
   const blob = (digest: string) => readFileSync(join(layout, 'blobs', 'sha256', digest.slice('sha256:'.length)));
   const index = JSON.parse(readFileSync(join(layout, 'index.json'), 'utf8')) as { manifests: Descriptor[] };
   const manifest = JSON.parse(blob((index.manifests[0] as Descriptor).digest).toString()) as { config: Descriptor; layers: Descriptor[] };
-  const config = JSON.parse(blob(manifest.config.digest).toString()) as { architecture: string; config: { Env?: string[] } };
+  const config = JSON.parse(blob(manifest.config.digest).toString()) as { architecture: string; config: { Env?: string[]; Cmd?: string[]; Entrypoint?: string[] } };
   config.architecture = architecture;
   config.config.Env = [...(config.config.Env ?? []), env];
+  if (commandless) {
+    delete config.config.Cmd;
+    delete config.config.Entrypoint;
+  }
   const configBytes = Buffer.from(JSON.stringify(config));
   const configDigest = sha256Digest(configBytes);
   const manifestBytes = Buffer.from(
@@ -94,6 +98,23 @@ describe.sequential('images from a registry, and bad input', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('is built for linux/arm64, not linux/amd64');
     expectNoStackTrace(r);
+  });
+
+  it('an image with no command, run without one, is refused before anything boots and leaves nothing behind', { timeout: VM_TIMEOUT }, async () => {
+    await pushImage(registry.host, 'e2e/commandless', 'v1', defaultImageVariant('X=1', 'amd64', true));
+    // A state directory of its own (no kernel needed: nothing boots), so other files' runs do not show in it.
+    const stateDir = join(dir, 'commandless-state');
+    const r = await cli(['run', `${registry.host}/e2e/commandless:v1`], { stateDir });
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toContain('the image defines no Entrypoint or Cmd, and no command was given');
+    expect(r.stderr).toContain('give a command after "--"');
+    expectNoStackTrace(r);
+    // Neither the throwaway workspace nor the supervisor spawned for it remains; the supervisor, told
+    // to give up, removes its pending log as it exits.
+    const root = join(stateDir, 'workspaces');
+    const left = () => readdirSync(root);
+    for (let i = 0; i < 200 && left().length > 0; i++) await new Promise((resolve) => setTimeout(resolve, 25));
+    expect(left()).toEqual([]);
   });
 
   it('a corrupt layer is refused with a digest mismatch', { timeout: VM_TIMEOUT }, async () => {
