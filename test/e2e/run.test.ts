@@ -127,7 +127,7 @@ describe.sequential('microagent run', () => {
     expect(readdirSync(join(E2E_STATE_DIR, 'workspaces'))).not.toContain(r.workspace);
   });
 
-  it('a run whose CLI is killed outright still ends its VM: the supervisor kills the workspace once the command has ended', { timeout: VM_TIMEOUT }, async () => {
+  it('a run whose CLI is killed outright still ends its VM; gc then removes the workspace and keeps its audit log', { timeout: VM_TIMEOUT }, async () => {
     const child = spawn(CLI, ['--state-dir', E2E_STATE_DIR, 'run', '--profile', 'tiny', '--', 'sh', '-c', 'hostname; sleep 600'], { stdio: ['ignore', 'pipe', 'inherit'] });
     const name = await new Promise<string>((resolve) => child.stdout.on('data', (d: Buffer) => resolve(d.toString().trim())));
     expect(name).toMatch(/^run-[0-9a-f]{8}$/);
@@ -137,8 +137,13 @@ describe.sequential('microagent run', () => {
     for (let i = 0; i < 200 && existsSync(join(dir, 'runtime.json')); i++) await new Promise((resolve) => setTimeout(resolve, 50));
     expect(existsSync(join(dir, 'runtime.json'))).toBe(false);
     expect(JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')).state).toBe('stopped');
-    const deleted = await cli(['delete', name]);
-    expect(deleted.code, deleted.stderr).toBe(0);
+    // Nobody is left to remove it but gc, which keeps the run's decisions where run itself would have.
+    const gc = await cliJson<{ name: string; repaired: string }[]>(['gc']);
+    expect(gc.code, gc.stderr).toBe(0);
+    expect(gc.json).toContainEqual({ name, repaired: `abandoned run removed; its audit log is kept in ${join(E2E_STATE_DIR, 'runs', name)}` });
+    expect(existsSync(dir)).toBe(false);
+    const kept = readFileSync(join(E2E_STATE_DIR, 'runs', name, 'audit.jsonl'), 'utf8');
+    expect(kept).toContain('"event":"lifecycle.stopped"');
   });
 
   it('Ctrl-C while the guest boots ends the run once the start has settled: killed, removed, a clear message', { timeout: VM_TIMEOUT }, async () => {

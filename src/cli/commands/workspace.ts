@@ -118,13 +118,13 @@ const connect: Command = {
 
 const del: Command = {
   name: 'delete',
-  summary: 'Remove a workspace and its state (refused while its VM runs)',
+  summary: 'Remove a workspace and its state (refused while its VM runs); a run\'s audit log is kept under runs/',
   usage: 'NAME',
   async run(args, ctx) {
     const { positionals } = parseCommandArgs(del, args, {});
     const name = oneName(del, positionals);
-    await deleteWorkspace(ctx.stateDir, name);
-    return { result: { deleted: name }, human: `deleted ${name}` };
+    const kept = await deleteWorkspace(ctx.stateDir, name);
+    return { result: { deleted: name, ...(kept === null ? {} : { auditKeptIn: kept }) }, human: kept === null ? `deleted ${name}` : `deleted ${name}; its audit log is kept in ${kept}` };
   },
 };
 
@@ -256,7 +256,7 @@ const wait: Command = {
 
 const gc: Command = {
   name: 'gc',
-  summary: 'Reconcile workspaces whose supervisor or VM died',
+  summary: 'Reconcile workspaces whose supervisor or VM died; remove runs whose CLI went away, keeping their audit logs',
   usage: '',
   async run(args, ctx) {
     parseCommandArgs(gc, args, {}, false);

@@ -4,13 +4,13 @@
  * The guest boots the cached image read-only and its writes are lost with the VM: no disk copy.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rename } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AuditSummary } from '../../audit/query.js';
 import { MicroagentError } from '../../errors.js';
 import type { CreateOptions } from './service.js';
-import { readManifest, workspacePaths, type WorkspaceManifest } from './store.js';
+import { readManifest, runLogsDir, workspacePaths, type WorkspaceManifest } from './store.js';
 import { spawnSupervisor, type SupervisorProcess } from './supervisor-process.js';
 
 /** How long a supervisor may take to end the workspace after its command and exit, before `kill` is sent. */
@@ -111,8 +111,7 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
     }
   }
   // A failed run is thrown away like a successful one; its logs move next to its audit log.
-  const kept = await keepRunFiles(stateDir, name, failure === null ? [] : ['supervisor.log', 'serial.log']);
-  await deleteWhenSupervisorGone(() => deleteWorkspace(stateDir, name));
+  const kept = await deleteWhenSupervisorGone(stateDir, name, () => deleteWorkspace(stateDir, name, failure === null ? [] : ['supervisor.log', 'serial.log']));
   if (failure !== null) throw pointAt(failure, workspacePaths(stateDir, name).dir, kept);
   return {
     workspace: name,
@@ -140,23 +139,18 @@ async function exitsWithin(supervisor: SupervisorProcess, ms: number): Promise<b
   }
 }
 
-/** Moves every segment of the workspace's audit log (and `extra` files) to `<stateDir>/runs/NAME/`. */
-async function keepRunFiles(stateDir: string, name: string, extra: readonly string[]): Promise<string> {
-  const paths = workspacePaths(stateDir, name);
-  const dest = join(stateDir, 'runs', name);
-  await mkdir(dest, { recursive: true, mode: 0o700 });
-  for (const f of await readdir(paths.dir)) {
-    if (f.startsWith('audit.jsonl') || extra.includes(f)) await rename(join(paths.dir, f), join(dest, f));
-  }
-  return dest;
-}
-
-/** A supervisor that failed to start may still be closing its mediator: delete is refused until it exits. */
-async function deleteWhenSupervisorGone(deleteWorkspace: () => Promise<void>): Promise<void> {
+/**
+ * Deletes the workspace, keeping its logs (see deleteWorkspace), and returns where they are. A
+ * supervisor that failed to start may still be closing its mediator: delete is refused until it
+ * exits. A `gc` that took the workspace first has kept the logs in the same place.
+ */
+async function deleteWhenSupervisorGone(stateDir: string, name: string, deleteWorkspace: () => Promise<string | null>): Promise<string> {
   for (let attempt = 0; ; attempt++) {
     try {
-      return await deleteWorkspace();
+      return (await deleteWorkspace()) ?? runLogsDir(stateDir, name);
     } catch (err) {
+      const gone = (err as MicroagentError).kind === 'not_found' || (err as NodeJS.ErrnoException).code === 'ENOENT';
+      if (gone && existsSync(runLogsDir(stateDir, name))) return runLogsDir(stateDir, name);
       if ((err as MicroagentError).kind !== 'conflict' || attempt >= 100) throw err;
       await sleep(100);
     }

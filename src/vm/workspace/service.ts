@@ -23,6 +23,7 @@ import { spawnSupervisor, type SupervisorProcess } from './supervisor-process.js
 import {
   controlSocketOf,
   createWorkspaceDir,
+  keepRunLogs,
   listWorkspaceNames,
   readEvents,
   readManifest,
@@ -326,10 +327,14 @@ function withImageDefaults(manifest: WorkspaceManifest, options: ExecOptions): E
   return { cwd: run.cwd, uid: run.uid, gid: run.gid, ...options, env: [...run.env, ...env, ...(options.env ?? [])] };
 }
 
-/** Removes the workspace; refused while a VM process may still run. */
-export async function deleteWorkspace(stateDir: string, name: string): Promise<void> {
+/**
+ * Removes the workspace; refused while a VM process may still run. A throwaway (`run`) workspace's
+ * audit log, and the `alsoKeep` files, move to `<stateDir>/runs/NAME/` first: the decisions of a run
+ * outlive it, whoever removes it. Returns that folder, or null for a workspace with nothing kept.
+ */
+export async function deleteWorkspace(stateDir: string, name: string, alsoKeep: readonly string[] = []): Promise<string | null> {
   const paths = workspacePaths(stateDir, name);
-  await withWorkspaceLock(paths.lock, name, async () => {
+  return withWorkspaceLock(paths.lock, name, async () => {
     const manifest = await readManifest(stateDir, name);
     transition(name, manifest.state, 'delete');
     const runtime = await readRuntime(stateDir, name);
@@ -339,9 +344,19 @@ export async function deleteWorkspace(stateDir: string, name: string): Promise<v
         remediation: 'stop, halt or kill it first',
       });
     }
-    // Removed while the lock is held, so no other call acts on a half-removed workspace.
-    await removeWorkspaceDir(stateDir, name);
+    return removeLocked(stateDir, manifest, alsoKeep);
   });
+}
+
+/** The removal itself, under the workspace lock, so no other call acts on a half-removed workspace. */
+async function removeLocked(stateDir: string, manifest: WorkspaceManifest, alsoKeep: readonly string[]): Promise<string | null> {
+  const kept = manifest.config.disk?.kind === 'throwaway' ? await keepRunLogs(stateDir, manifest.name, alsoKeep) : null;
+  await removeWorkspaceDir(stateDir, manifest.name);
+  return kept;
+}
+
+function abandonedRun(manifest: WorkspaceManifest, runtime: RuntimeRecord | null): boolean {
+  return manifest.config.disk?.kind === 'throwaway' && (manifest.state === 'stopped' || manifest.state === 'failed') && (runtime?.vmPid == null || !processAlive(runtime.vmPid));
 }
 
 /** True when `err` says the workspace vanished under us (deleted by a concurrent call): skip it. */
@@ -425,6 +440,13 @@ export async function gcWorkspaces(stateDir: string): Promise<{ name: string; re
       const manifest = await readManifest(stateDir, name);
       const runtime = await readRuntime(stateDir, name);
       if (runtime !== null && processAlive(runtime.supervisorPid)) return;
+      if (abandonedRun(manifest, runtime)) {
+        // A run ends stopped or failed and its own teardown removes it at once (under this lock too):
+        // one still here lost its CLI. Prepared is left alone: that is a run between create and start.
+        const kept = await removeLocked(stateDir, manifest, ['supervisor.log', 'serial.log']);
+        repaired.push({ name, repaired: `abandoned run removed; its audit log is kept in ${kept}` });
+        return;
+      }
       if (!VM_STATES.has(manifest.state) && runtime === null) return;
       let detail = 'supervisor gone';
       if (runtime?.vmPid != null && processAlive(runtime.vmPid)) {

@@ -213,6 +213,22 @@ export async function createWorkspaceDir(stateDir: string, name: string): Promis
   return paths;
 }
 
+/** Where a `run`'s audit log (and a failed run's logs) outlive its throwaway workspace. */
+export function runLogsDir(stateDir: string, name: string): string {
+  return join(stateDir, 'runs', validateWorkspaceName(name));
+}
+
+/** Moves every segment of the workspace's audit log (and `extra` files) to runLogsDir; returns it. */
+export async function keepRunLogs(stateDir: string, name: string, extra: readonly string[]): Promise<string> {
+  const from = workspacePaths(stateDir, name).dir;
+  const dest = runLogsDir(stateDir, name);
+  await mkdir(dest, { recursive: true, mode: 0o700 });
+  for (const f of await readdir(from)) {
+    if (f.startsWith('audit.jsonl') || extra.includes(f)) await rename(join(from, f), join(dest, f));
+  }
+  return dest;
+}
+
 export async function removeWorkspaceDir(stateDir: string, name: string): Promise<void> {
   // Retries: a concurrent call may be creating its lock file inside while we remove the folder.
   await rm(workspacePaths(stateDir, name).dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });

@@ -1,0 +1,78 @@
+// A run's throwaway workspace keeps its audit log under runs/NAME whoever removes it (delete, or gc
+// for a run whose CLI went away), and gc removes only runs that have ended: a prepared one is a run
+// between create and start. State directories made by hand, no VM.
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { WorkspaceState } from '../../src/vm/workspace/lifecycle.js';
+import { deleteWorkspace, gcWorkspaces } from '../../src/vm/workspace/service.js';
+import { createWorkspaceDir, runLogsDir, workspacePaths, writeManifest, type WorkspaceConfig } from '../../src/vm/workspace/store.js';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+function stateDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'microagent-leftovers-'));
+  dirs.push(dir);
+  return dir;
+}
+
+async function workspace(dir: string, name: string, state: WorkspaceState, disk: WorkspaceConfig['disk']): Promise<void> {
+  await createWorkspaceDir(dir, name);
+  await writeManifest(dir, {
+    name,
+    id: '00000000-0000-4000-8000-000000000002',
+    createdAt: new Date().toISOString(),
+    state,
+    config: {
+      image: 'test', imageDigest: 'sha256:0', run: { argv: ['true'], env: [], cwd: '/', uid: 0, gid: 0 }, env: [], network: 'isolated',
+      egress: 'guarded', policySource: null, publish: [], mediation: [], memoryMiB: 128, cpus: 1, dnsUpstreams: [], upstreamCa: [],
+      ...(disk === undefined ? {} : { disk }),
+    },
+  });
+  const paths = workspacePaths(dir, name);
+  writeFileSync(paths.audit, `{"seq":1,"event":"lifecycle.${state}"}\n`);
+  writeFileSync(`${paths.audit}.1`, '{"seq":0}\n');
+  writeFileSync(paths.serialLog, 'serial\n');
+}
+
+const throwaway = { kind: 'throwaway', base: '/images/rootfs.ext4' } as const;
+
+describe("a run's leftovers", () => {
+  it.each<[string, WorkspaceConfig['disk'], boolean]>([
+    ['a run\'s throwaway workspace keeps its audit log, every segment', throwaway, true],
+    ['a persistent workspace (its own disk) takes its audit log with it', { kind: 'copy' }, false],
+    ['a workspace from before the disk field takes its audit log with it', undefined, false],
+  ])('delete: %s', async (_, disk, kept) => {
+    const dir = stateDir();
+    await workspace(dir, 'w1', 'stopped', disk);
+    expect(await deleteWorkspace(dir, 'w1')).toBe(kept ? runLogsDir(dir, 'w1') : null);
+    expect(existsSync(workspacePaths(dir, 'w1').dir)).toBe(false);
+    expect(existsSync(join(runLogsDir(dir, 'w1'), 'audit.jsonl'))).toBe(kept);
+    if (kept) {
+      expect(readFileSync(join(runLogsDir(dir, 'w1'), 'audit.jsonl.1'), 'utf8')).toBe('{"seq":0}\n');
+      expect(existsSync(join(runLogsDir(dir, 'w1'), 'serial.log'))).toBe(false);
+    }
+  });
+
+  it('gc removes ended runs, keeping their audit and start logs, and leaves alone a prepared run and every persistent workspace', async () => {
+    const dir = stateDir();
+    await workspace(dir, 'run-stopped', 'stopped', throwaway);
+    await workspace(dir, 'run-failed', 'failed', throwaway);
+    await workspace(dir, 'run-prepared', 'prepared', throwaway);
+    await workspace(dir, 'kept-stopped', 'stopped', { kind: 'copy' });
+    const repaired = await gcWorkspaces(dir);
+    expect(repaired.map((r) => r.name).sort()).toEqual(['run-failed', 'run-stopped']);
+    expect(repaired).toContainEqual({ name: 'run-failed', repaired: `abandoned run removed; its audit log is kept in ${runLogsDir(dir, 'run-failed')}` });
+    for (const name of ['run-stopped', 'run-failed']) {
+      expect(existsSync(workspacePaths(dir, name).dir)).toBe(false);
+      expect(existsSync(join(runLogsDir(dir, name), 'audit.jsonl'))).toBe(true);
+      expect(existsSync(join(runLogsDir(dir, name), 'serial.log'))).toBe(true);
+    }
+    expect(existsSync(workspacePaths(dir, 'run-prepared').dir)).toBe(true);
+    expect(existsSync(workspacePaths(dir, 'kept-stopped').dir)).toBe(true);
+  });
+});
