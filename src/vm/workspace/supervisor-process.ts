@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { PACKAGE_ROOT } from '../../paths.js';
 import { deferExtraCaCerts } from '../../tls-trust.js';
+import { splitLines } from '../supervisor/protocol.js';
 import type { LaunchRequest } from '../supervisor/supervisor.js';
 import { workspacePaths, workspacesRoot } from './store.js';
 
@@ -71,13 +72,12 @@ export async function spawnSupervisor(stateDir: string, logPath?: string): Promi
     settle(outcome);
     report.destroy();
   };
-  let text = '';
+  let pending = '';
   report.setEncoding('utf8');
   report.on('data', (chunk: string) => {
-    text += chunk;
-    for (let eol = text.indexOf('\n'); eol >= 0; eol = text.indexOf('\n')) {
-      const line = text.slice(0, eol);
-      text = text.slice(eol + 1);
+    const { lines, rest } = splitLines(pending, chunk);
+    pending = rest;
+    for (const line of lines) {
       if (line === 'control') listen(true);
       else if (line === 'running' || line === 'failed') end(line);
     }
