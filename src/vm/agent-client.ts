@@ -8,6 +8,7 @@ import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MicroagentError } from '../errors.js';
 import { childLog } from '../log.js';
+import { StdinFlow } from './stdin-flow.js';
 import { connectWithRetry } from './unix-connect.js';
 import {
   decodeExit,
@@ -32,7 +33,12 @@ export interface ExecHandle {
   readonly stderr: PassThrough;
   /** Resolves when the command ended (EXIT); rejects when the guest refused it or the channel broke. */
   readonly exit: Promise<ExitStatus>;
-  writeStdin(data: Buffer | string): void;
+  /**
+   * Queues bytes for the command's stdin; they go out as the guest's window allows (stdin-flow.ts).
+   * False once more than a MiB waits on the host: hold the source until `stdinDrained`.
+   */
+  writeStdin(data: Buffer | string): boolean;
+  stdinDrained(listener: () => void): void;
   endStdin(): void;
   signal(signo: number): void;
 }
@@ -57,6 +63,7 @@ interface Pending {
 interface Session {
   readonly stdout: PassThrough;
   readonly stderr: PassThrough;
+  readonly stdin: StdinFlow;
   readonly settle: Pending;
 }
 
@@ -145,19 +152,21 @@ export class AgentClient {
     const toCommand = (type: number, payload?: Buffer) => {
       if (this.sessions.has(stream)) this.sendFrame(type, stream, payload);
     };
+    const stdin = new StdinFlow(toCommand);
     const handle: ExecHandle = {
       stdout,
       stderr,
       exit,
-      writeStdin: (data) => toCommand(MSG.STDIN, Buffer.from(data)),
-      endStdin: () => toCommand(MSG.STDIN_EOF),
+      writeStdin: (data) => stdin.write(Buffer.from(data)),
+      stdinDrained: (listener) => stdin.drained(listener),
+      endStdin: () => stdin.end(),
       signal: (signo) => {
         const p = Buffer.alloc(4);
         p.writeUInt32BE(signo);
         toCommand(MSG.SIGNAL, p);
       },
     };
-    this.sessions.set(stream, { stdout, stderr, settle });
+    this.sessions.set(stream, { stdout, stderr, stdin, settle });
     this.send(MSG.EXEC, stream, encodeExec(req));
     return handle;
   }
@@ -240,6 +249,9 @@ export class AgentClient {
         this.configs.delete(frame.stream);
         return;
       }
+      case MSG.STDIN_CREDIT:
+        if (frame.payload.length === 4) this.sessions.get(frame.stream)?.stdin.credit(frame.payload.readUInt32BE(0));
+        return;
       case MSG.STDOUT:
       case MSG.STDERR: {
         const s = this.sessions.get(frame.stream);

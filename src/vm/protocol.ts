@@ -5,11 +5,13 @@
  * Must stay in step with src/vm/guest/agent.h.
  */
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 export const FRAME_HEADER = 9;
 export const FRAME_MAX_PAYLOAD = 1 << 20;
 /** Bytes a tunnel peer may send before it sees a CREDIT (both directions). */
 export const TUNNEL_WINDOW = 256 * 1024;
+/** STDIN bytes the host may send one command before the guest's STDIN_CREDIT gives the window back. */
+export const STDIN_WINDOW = 256 * 1024;
 /** Stream ids with this bit set are allocated by the guest (tunnel streams); exec ids never have it. */
 export const GUEST_STREAM_BIT = 0x8000_0000;
 
@@ -29,6 +31,7 @@ export const MSG = {
   EXIT: 0x85,
   ERROR: 0x86,
   HALTING: 0x88,
+  STDIN_CREDIT: 0x89,
   T_OPEN: 0x40,
   T_OPENED: 0x41,
   T_DATA: 0x42,

@@ -58,6 +58,23 @@ describe('microVM guest agent (isolated network)', () => {
     expect(out.stderr).toBe('oops\n');
   });
 
+  it("holds a command's unread stdin on the host: the guest agent takes no more than its window", async () => {
+    // 16 MiB at once to a command that reads nothing for a second: without the window the agent
+    // (PID 1) would buffer all of it in the guest's 128 MiB.
+    const handle = vm.agent.exec({ argv: ['sh', '-c', 'sleep 1; wc -c'], stdin: true });
+    const chunks: Buffer[] = [];
+    handle.stdout.on('data', (d: Buffer) => chunks.push(d));
+    const input = Buffer.alloc(16 * 1024 * 1024, 7);
+    expect(handle.writeStdin(input)).toBe(false); // past the host's high-water mark: hold the source
+    const drained = new Promise<void>((resolve) => handle.stdinDrained(resolve));
+    handle.endStdin();
+    const rss = await vm.agent.run({ argv: ['sh', '-c', "sed -n 's/^VmRSS: *\\([0-9]*\\) kB/\\1/p' /proc/1/status"] });
+    expect(Number(rss.stdout.trim())).toBeLessThan(4 * 1024);
+    await drained;
+    expect((await handle.exit).kind).toBe('exited');
+    expect(Buffer.concat(chunks).toString().trim()).toBe(String(input.length));
+  });
+
   it('multiplexes concurrent commands', async () => {
     const runs = await Promise.all(
       [1, 2, 3, 4].map((n) => vm.agent.run({ argv: ['sh', '-c', `sleep 0.${n}; echo run-${n}; exit ${n}`] })),

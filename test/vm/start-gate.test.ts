@@ -6,7 +6,8 @@ import type { ControlConnection } from '../../src/vm/supervisor/control-server.j
 import type { ControlRequest } from '../../src/vm/supervisor/protocol.js';
 import { StartGate } from '../../src/vm/supervisor/start-gate.js';
 
-const conn: ControlConnection = { send: () => undefined, closed: new Promise(() => undefined) };
+const holds: Promise<unknown>[] = [];
+const conn: ControlConnection = { send: () => undefined, closed: new Promise(() => undefined), hold: (until) => void holds.push(until) };
 const exec = (id: number, waitForStart?: boolean): ControlRequest => ({ id, op: 'exec', argv: ['true'], env: [], stdin: true, ...(waitForStart === undefined ? {} : { waitForStart }) });
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 
@@ -23,6 +24,7 @@ describe('the start gate', () => {
 
   it('holds an exec that asked to wait, and its stdin, then hands them over in the order they came', async () => {
     const gate = new StartGate('w1');
+    holds.length = 0;
     const seen: string[] = [];
     const held = [
       gate.handle(exec(1, true), conn),
@@ -31,11 +33,18 @@ describe('the start gate', () => {
     ];
     await tick();
     expect(seen).toEqual([]);
+    // Meanwhile the connection reads nothing more: the client's stdin waits in its own socket.
+    expect(holds).toHaveLength(3);
+    let released = false;
+    void Promise.all(holds).then(() => (released = true));
+    await tick();
+    expect(released).toBe(false);
     gate.open(async (request) => {
       seen.push(request.op);
       return request.id;
     });
     expect(await Promise.all(held)).toEqual([1, 2, 3]);
+    expect(released).toBe(true);
     expect(seen).toEqual(['exec', 'stdin', 'stdin_eof']);
     // Once open, everything goes straight through.
     expect(await gate.handle({ id: 4, op: 'status' }, conn)).toBe(4);

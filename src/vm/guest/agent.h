@@ -12,10 +12,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define AGENT_PROTOCOL_VERSION 1
+#define AGENT_PROTOCOL_VERSION 2
 #define FRAME_HEADER 9
 #define FRAME_MAX_PAYLOAD (1u << 20)
 #define TUNNEL_WINDOW (256u * 1024u)
+/* STDIN bytes the host may send a command before a STDIN_CREDIT; credits go out per quarter window. */
+#define STDIN_WINDOW (256u * 1024u)
 #define OUT_HIGH_WATER (4u << 20)
 
 /* Host -> guest */
@@ -36,6 +38,7 @@ enum {
   MSG_EXIT = 0x85,
   MSG_ERROR = 0x86,
   MSG_HALTING = 0x88,
+  MSG_STDIN_CREDIT = 0x89,
   /* Mediation tunnel, both directions */
   MSG_T_OPEN = 0x40,
   MSG_T_OPENED = 0x41,

@@ -27,6 +27,7 @@ struct session {
   pid_t pid;
   int in_fd, out_fd, err_fd;
   struct buf in_pending;
+  uint32_t in_uncredited; /* stdin bytes written (or dropped) since the last STDIN_CREDIT */
   int in_eof;
   int64_t deadline;
   int timed_out;
@@ -195,24 +196,42 @@ done:
   free(envp);
 }
 
+/* Gives the host back the window for bytes the command has taken (or that were dropped), so stdin
+   the command does not read yet waits on the host, never here: PID 1's memory stays bounded. */
+static void credit_stdin(struct session *s, int all) {
+  if (s->in_uncredited == 0 || (!all && s->in_uncredited < STDIN_WINDOW / 4)) return;
+  uint8_t n[4];
+  put_be32(n, s->in_uncredited);
+  send_frame(MSG_STDIN_CREDIT, s->stream, n, sizeof n);
+  s->in_uncredited = 0;
+}
+
 static void flush_stdin(struct session *s) {
   while (s->in_fd >= 0 && s->in_pending.len) {
     ssize_t n = write(s->in_fd, s->in_pending.data, s->in_pending.len);
     if (n > 0) {
       buf_consume(&s->in_pending, (size_t)n);
+      s->in_uncredited += (uint32_t)n;
     } else if (n < 0 && errno == EAGAIN) {
-      return;
+      break;
     } else {
+      s->in_uncredited += (uint32_t)s->in_pending.len;
       s->in_pending.len = 0; /* reader gone: drop what it will never read */
       close_fd(&s->in_fd);
     }
   }
+  credit_stdin(s, s->in_pending.len == 0);
   if (s->in_eof && s->in_pending.len == 0) close_fd(&s->in_fd);
 }
 
 void exec_stdin(uint32_t stream, const uint8_t *data, size_t len, int eof) {
   struct session *s = find(stream);
-  if (!s || s->in_fd < 0) return; /* stdin of a finished command, or one started without stdin */
+  if (!s) return; /* stdin of a finished command */
+  if (s->in_fd < 0) {
+    /* Started without stdin, or its reader is gone: nothing to write, the window comes straight back. */
+    s->in_uncredited += (uint32_t)len;
+    return credit_stdin(s, 1);
+  }
   buf_append(&s->in_pending, data, len);
   if (eof) s->in_eof = 1;
   flush_stdin(s);

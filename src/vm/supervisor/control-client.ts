@@ -30,6 +30,9 @@ export interface ExecResult {
 
 type Op = Exclude<ControlRequest, { op: 'exec' | 'stdin' | 'stdin_eof' }>['op'];
 
+/** Stdin bytes (base64 lines) this client lets wait in its socket before it stops reading its source. */
+const STDIN_BUFFER = 1024 * 1024;
+
 export class ControlClient {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
@@ -115,9 +118,16 @@ export class ControlClient {
       },
     );
     if (options.stdin !== undefined) {
-      options.stdin.on('data', (chunk: Buffer | string) => {
+      const input = options.stdin;
+      input.on('data', (chunk: Buffer | string) => {
         const data = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
         this.socket.write(encodeLine({ id: this.nextId++, op: 'stdin', exec: id, data: data.toString('base64') }));
+        // A supervisor that holds back (the command is not reading) fills this socket: stop reading
+        // stdin until it drains. Not at every chunk past node's 16 KiB mark: that halved the rate.
+        if (this.socket.writableLength > STDIN_BUFFER) {
+          input.pause();
+          this.socket.once('drain', () => input.resume());
+        }
       });
       options.stdin.on('end', () => this.socket.write(encodeLine({ id: this.nextId++, op: 'stdin_eof', exec: id })));
     }

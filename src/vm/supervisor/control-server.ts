@@ -11,6 +11,8 @@ export interface ControlConnection {
   send(reply: ControlReply): void;
   /** Resolves when the client hangs up (an exec's owner went away). */
   readonly closed: Promise<void>;
+  /** Reads no more requests until `until` settles: the client's writes then wait in its own socket (back-pressure for stdin). */
+  hold(until: Promise<unknown>): void;
 }
 
 export type ControlHandler = (request: ControlRequest, conn: ControlConnection) => Promise<unknown>;
@@ -30,11 +32,19 @@ function serve(socket: Socket, handler: ControlHandler): void {
   socket.setEncoding('utf8');
   let pending = '';
   const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  let holds = 0;
   const conn: ControlConnection = {
     send: (reply) => {
       if (!socket.destroyed) socket.write(encodeLine(reply));
     },
     closed,
+    hold(until) {
+      if (holds++ === 0) socket.pause();
+      const release = () => {
+        if (--holds === 0) socket.resume();
+      };
+      until.then(release, release);
+    },
   };
   socket.on('error', () => socket.destroy());
   socket.on('data', (chunk: string) => {

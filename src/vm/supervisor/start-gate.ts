@@ -33,7 +33,11 @@ export class StartGate {
   readonly handle: ControlHandler = async (request, conn) => {
     if (this.handler !== null) return this.handler(request, conn);
     const held = (request.op === 'exec' && request.waitForStart === true) || request.op === 'stdin' || request.op === 'stdin_eof';
-    if (held) return (await this.running)(request, conn);
+    if (held) {
+      // Nothing runs the held requests yet: read no more of the client's until the workspace does.
+      conn.hold(this.running);
+      return (await this.running)(request, conn);
+    }
     throw new MicroagentError('conflict', `workspace "${this.workspace}" is still starting`, {
       code: 'lifecycle.starting',
       remediation: `wait for it with "microagent wait ${this.workspace}"`,

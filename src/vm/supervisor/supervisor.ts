@@ -198,7 +198,11 @@ class Supervisor {
         }
       }
       case 'stdin':
-        this.execsOf(conn).get(req.exec)?.writeStdin(Buffer.from(req.data, 'base64'));
+      {
+        const command = this.execsOf(conn).get(req.exec);
+        // Past the host's high-water mark, the client's further stdin waits in its own socket.
+        if (command !== undefined && !command.writeStdin(Buffer.from(req.data, 'base64'))) conn.hold(new Promise<void>((resolve) => command.stdinDrained(resolve)));
+      }
         return null;
       case 'stdin_eof':
         this.execsOf(conn).get(req.exec)?.endStdin();
