@@ -18,6 +18,7 @@ import {
   encodeFrame,
   GUEST_STREAM_BIT,
   MSG,
+  OUTPUT_WINDOW,
   splitFrames,
   type ExecRequest,
   type ExitStatus,
@@ -65,6 +66,9 @@ interface Session {
   readonly stderr: PassThrough;
   readonly stdin: StdinFlow;
   readonly settle: Pending;
+  /** Output bytes received and not credited back yet (see creditOutput). */
+  owed: number;
+  waitingForDrain: boolean;
 }
 
 export class AgentClient {
@@ -166,7 +170,7 @@ export class AgentClient {
         toCommand(MSG.SIGNAL, p);
       },
     };
-    this.sessions.set(stream, { stdout, stderr, stdin, settle });
+    this.sessions.set(stream, { stdout, stderr, stdin, settle, owed: 0, waitingForDrain: false });
     this.send(MSG.EXEC, stream, encodeExec(req));
     return handle;
   }
@@ -255,7 +259,10 @@ export class AgentClient {
       case MSG.STDOUT:
       case MSG.STDERR: {
         const s = this.sessions.get(frame.stream);
-        (frame.type === MSG.STDOUT ? s?.stdout : s?.stderr)?.write(Buffer.from(frame.payload));
+        if (!s) return;
+        (frame.type === MSG.STDOUT ? s.stdout : s.stderr).write(Buffer.from(frame.payload));
+        s.owed += frame.payload.length;
+        this.creditOutput(frame.stream, s);
         return;
       }
       case MSG.EXIT: {
@@ -276,6 +283,29 @@ export class AgentClient {
       default:
         log.warn({ type: frame.type }, 'unknown frame type from guest agent');
     }
+  }
+
+  /**
+   * Gives the guest back its output window for what the command's reader has taken: while a reader
+   * holds its stream (paused, or not keeping up), nothing is credited, and after OUTPUT_WINDOW bytes
+   * the guest stops reading the command's pipes. Credits go out per quarter window.
+   */
+  private creditOutput(stream: number, s: Session): void {
+    if (s.stdout.writableNeedDrain || s.stderr.writableNeedDrain) {
+      if (s.waitingForDrain) return;
+      s.waitingForDrain = true;
+      const retry = () => {
+        s.waitingForDrain = false;
+        if (this.sessions.get(stream) === s) this.creditOutput(stream, s);
+      };
+      (s.stdout.writableNeedDrain ? s.stdout : s.stderr).once('drain', retry);
+      return;
+    }
+    if (s.owed < OUTPUT_WINDOW / 4) return;
+    const n = Buffer.alloc(4);
+    n.writeUInt32BE(s.owed);
+    s.owed = 0;
+    this.sendFrame(MSG.OUTPUT_CREDIT, stream, n);
   }
 
   private onGuestError(stream: number, message: string): void {

@@ -12,6 +12,8 @@ export const FRAME_MAX_PAYLOAD = 1 << 20;
 export const TUNNEL_WINDOW = 256 * 1024;
 /** STDIN bytes the host may send one command before the guest's STDIN_CREDIT gives the window back. */
 export const STDIN_WINDOW = 256 * 1024;
+/** Output bytes (stdout and stderr together) a command may send before the host's OUTPUT_CREDIT. */
+export const OUTPUT_WINDOW = 1024 * 1024;
 /** Stream ids with this bit set are allocated by the guest (tunnel streams); exec ids never have it. */
 export const GUEST_STREAM_BIT = 0x8000_0000;
 
@@ -24,6 +26,7 @@ export const MSG = {
   HALT: 0x06,
   PING: 0x07,
   STOP: 0x08,
+  OUTPUT_CREDIT: 0x09,
   HELLO: 0x81,
   READY: 0x82,
   STDOUT: 0x83,

@@ -75,6 +75,25 @@ describe('microVM guest agent (isolated network)', () => {
     expect(Buffer.concat(chunks).toString().trim()).toBe(String(input.length));
   });
 
+  it("holds a command's output while its reader does: the command waits on its pipe, then everything arrives", async () => {
+    // 8 MiB stream out in under half a second when taken (above); here nothing is taken for 3 s.
+    const size = 8 * 1024 * 1024;
+    const handle = vm.agent.exec({ argv: ['sh', '-c', `head -c ${size} /dev/zero; touch /tmp/output-done`] });
+    handle.stdout.pause(); // a reader that takes nothing for now
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    const during = await vm.agent.run({ argv: ['sh', '-c', 'test -e /tmp/output-done && echo done || echo waiting'] });
+    expect(during.stdout).toBe('waiting\n');
+    // What waits on the host is about the guest's window (1 MiB), not the command's whole output.
+    expect(handle.stdout.writableLength + handle.stdout.readableLength).toBeLessThanOrEqual(1.5 * 1024 * 1024);
+    let received = 0;
+    const ended = new Promise((resolve) => handle.stdout.once('end', resolve));
+    handle.stdout.on('data', (d: Buffer) => (received += d.length));
+    handle.stdout.resume();
+    expect((await handle.exit).kind).toBe('exited');
+    await ended;
+    expect(received).toBe(size);
+  });
+
   it('multiplexes concurrent commands', async () => {
     const runs = await Promise.all(
       [1, 2, 3, 4].map((n) => vm.agent.run({ argv: ['sh', '-c', `sleep 0.${n}; echo run-${n}; exit ${n}`] })),

@@ -7,7 +7,7 @@ import type { ControlRequest } from '../../src/vm/supervisor/protocol.js';
 import { StartGate } from '../../src/vm/supervisor/start-gate.js';
 
 const holds: Promise<unknown>[] = [];
-const conn: ControlConnection = { send: () => undefined, closed: new Promise(() => undefined), hold: (until) => void holds.push(until) };
+const conn: ControlConnection = { send: () => true, whenDrained: (listener) => listener(), closed: new Promise(() => undefined), hold: (until) => void holds.push(until) };
 const exec = (id: number, waitForStart?: boolean): ControlRequest => ({ id, op: 'exec', argv: ['true'], env: [], stdin: true, ...(waitForStart === undefined ? {} : { waitForStart }) });
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 

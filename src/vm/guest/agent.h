@@ -18,6 +18,9 @@
 #define TUNNEL_WINDOW (256u * 1024u)
 /* STDIN bytes the host may send a command before a STDIN_CREDIT; credits go out per quarter window. */
 #define STDIN_WINDOW (256u * 1024u)
+/* Output bytes a command may send the host before an OUTPUT_CREDIT: a host that cannot pass them on
+   stops crediting, and the command blocks on its pipe. */
+#define OUTPUT_WINDOW (1024u * 1024u)
 #define OUT_HIGH_WATER (4u << 20)
 
 /* Host -> guest */
@@ -30,6 +33,7 @@ enum {
   MSG_HALT = 0x06,
   MSG_PING = 0x07,
   MSG_STOP = 0x08, /* graceful: SIGTERM everything, power off once no process is left; never escalates */
+  MSG_OUTPUT_CREDIT = 0x09,
   /* Guest -> host */
   MSG_HELLO = 0x81,
   MSG_READY = 0x82,
@@ -106,6 +110,7 @@ struct pollfd;
 void exec_start(uint32_t stream, const uint8_t *payload, size_t len);
 void exec_stdin(uint32_t stream, const uint8_t *data, size_t len, int eof);
 void exec_signal(uint32_t stream, int signo);
+void exec_output_credit(uint32_t stream, uint32_t bytes);
 void exec_on_sigchld(void);
 int exec_poll_fds(struct pollfd *fds, int max, int *tags);
 void exec_handle(int tag, short revents);

@@ -28,6 +28,7 @@ struct session {
   int in_fd, out_fd, err_fd;
   struct buf in_pending;
   uint32_t in_uncredited; /* stdin bytes written (or dropped) since the last STDIN_CREDIT */
+  uint32_t out_unacked;   /* output bytes sent that the host has not credited yet */
   int in_eof;
   int64_t deadline;
   int timed_out;
@@ -237,6 +238,11 @@ void exec_stdin(uint32_t stream, const uint8_t *data, size_t len, int eof) {
   flush_stdin(s);
 }
 
+void exec_output_credit(uint32_t stream, uint32_t bytes) {
+  struct session *s = find(stream);
+  if (s) s->out_unacked = bytes >= s->out_unacked ? 0 : s->out_unacked - bytes;
+}
+
 void exec_signal(uint32_t stream, int signo) {
   struct session *s = find(stream);
   if (!s || s->reaped) return;
@@ -245,28 +251,30 @@ void exec_signal(uint32_t stream, int signo) {
 }
 
 /* Reads what a pipe holds now; returns 0 at EOF or error, 1 while it may have more. */
-static int pump(int fd, uint8_t type, uint32_t stream) {
+static int pump(struct session *s, int fd, uint8_t type) {
   uint8_t chunk[32768];
   ssize_t n = read(fd, chunk, sizeof chunk);
   if (n > 0) {
-    send_frame(type, stream, chunk, (size_t)n);
+    send_frame(type, s->stream, chunk, (size_t)n);
+    s->out_unacked += (uint32_t)n;
     return 1;
   }
   if (n < 0 && (errno == EAGAIN || errno == EINTR)) return 1;
   return 0;
 }
 
-static void drain(int fd, uint8_t type, uint32_t stream) {
+/* At the command's end, whatever its pipe still holds (a pipe's worth at most) goes out past the window. */
+static void drain(struct session *s, int fd, uint8_t type) {
   for (;;) {
     struct pollfd p = {fd, POLLIN, 0};
-    if (fd < 0 || poll(&p, 1, 0) <= 0 || !(p.revents & POLLIN) || !pump(fd, type, stream)) return;
+    if (fd < 0 || poll(&p, 1, 0) <= 0 || !(p.revents & POLLIN) || !pump(s, fd, type)) return;
   }
 }
 
 static void finish(struct session *s) {
   /* Everything the process wrote before it exited is in the pipes now: drain it, then EXIT. */
-  drain(s->out_fd, MSG_STDOUT, s->stream);
-  drain(s->err_fd, MSG_STDERR, s->stream);
+  drain(s, s->out_fd, MSG_STDOUT);
+  drain(s, s->err_fd, MSG_STDERR);
   struct buf b = {0};
   if (WIFEXITED(s->status)) tlv_put_u32(&b, EXIT_CODE, (uint32_t)WEXITSTATUS(s->status));
   if (WIFSIGNALED(s->status)) tlv_put_u32(&b, EXIT_SIGNAL, (uint32_t)WTERMSIG(s->status));
@@ -304,8 +312,9 @@ int exec_poll_fds(struct pollfd *fds, int max, int *tags) {
   for (int i = 0; i < MAX_SESSIONS && n + 3 <= max; i++) {
     struct session *s = &sessions[i];
     if (!s->used) continue;
-    if (s->out_fd >= 0 && !backpressure) { fds[n] = (struct pollfd){s->out_fd, POLLIN, 0}; tags[n++] = TAG(1, i * 4 + 0); }
-    if (s->err_fd >= 0 && !backpressure) { fds[n] = (struct pollfd){s->err_fd, POLLIN, 0}; tags[n++] = TAG(1, i * 4 + 1); }
+    int read_output = !backpressure && s->out_unacked < OUTPUT_WINDOW;
+    if (s->out_fd >= 0 && read_output) { fds[n] = (struct pollfd){s->out_fd, POLLIN, 0}; tags[n++] = TAG(1, i * 4 + 0); }
+    if (s->err_fd >= 0 && read_output) { fds[n] = (struct pollfd){s->err_fd, POLLIN, 0}; tags[n++] = TAG(1, i * 4 + 1); }
     if (s->in_fd >= 0 && s->in_pending.len) { fds[n] = (struct pollfd){s->in_fd, POLLOUT, 0}; tags[n++] = TAG(1, i * 4 + 2); }
   }
   return n;
@@ -316,8 +325,8 @@ void exec_handle(int tag, short revents) {
   struct session *s = &sessions[idx / 4];
   if (!s->used) return;
   switch (idx % 4) {
-    case 0: if (!pump(s->out_fd, MSG_STDOUT, s->stream)) close_fd(&s->out_fd); break;
-    case 1: if (!pump(s->err_fd, MSG_STDERR, s->stream)) close_fd(&s->err_fd); break;
+    case 0: if (!pump(s, s->out_fd, MSG_STDOUT)) close_fd(&s->out_fd); break;
+    case 1: if (!pump(s, s->err_fd, MSG_STDERR)) close_fd(&s->err_fd); break;
     case 2: if (revents & (POLLOUT | POLLERR | POLLHUP)) flush_stdin(s); break;
     default: break;
   }

@@ -105,6 +105,9 @@ static void dispatch(uint8_t type, uint32_t stream, const uint8_t *p, size_t len
     case MSG_EXEC: exec_start(stream, p, len); break;
     case MSG_STDIN: exec_stdin(stream, p, len, 0); break;
     case MSG_STDIN_EOF: exec_stdin(stream, p, 0, 1); break;
+    case MSG_OUTPUT_CREDIT:
+      if (len == 4) exec_output_credit(stream, be32(p));
+      break;
     case MSG_SIGNAL:
       if (len == 4) exec_signal(stream, (int)be32(p));
       else send_error(stream, "SIGNAL payload must be 4 bytes");

@@ -8,7 +8,9 @@ import { asMicroagentError } from '../../errors.js';
 import { encodeLine, splitLines, type ControlReply, type ControlRequest } from './protocol.js';
 
 export interface ControlConnection {
-  send(reply: ControlReply): void;
+  /** False once more than SEND_BUFFER waits for the client (it is not reading): hold the source until `whenDrained`. */
+  send(reply: ControlReply): boolean;
+  whenDrained(listener: () => void): void;
   /** Resolves when the client hangs up (an exec's owner went away). */
   readonly closed: Promise<void>;
   /** Reads no more requests until `until` settles: the client's writes then wait in its own socket (back-pressure for stdin). */
@@ -16,6 +18,9 @@ export interface ControlConnection {
 }
 
 export type ControlHandler = (request: ControlRequest, conn: ControlConnection) => Promise<unknown>;
+
+/** Reply bytes (exec output as base64 lines) let wait for a client before its command's output is held. */
+const SEND_BUFFER = 1024 * 1024;
 
 export async function startControlServer(socketPath: string, handler: ControlHandler): Promise<Server> {
   await rm(socketPath, { force: true });
@@ -36,6 +41,11 @@ function serve(socket: Socket, handler: ControlHandler): void {
   const conn: ControlConnection = {
     send: (reply) => {
       if (!socket.destroyed) socket.write(encodeLine(reply));
+      return socket.writableLength <= SEND_BUFFER;
+    },
+    whenDrained: (listener) => {
+      if (socket.writableLength <= SEND_BUFFER) listener();
+      else socket.once('drain', listener);
     },
     closed,
     hold(until) {

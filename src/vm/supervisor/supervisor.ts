@@ -181,12 +181,32 @@ class Supervisor {
         });
         const execs = this.execsOf(conn);
         execs.set(req.id, handle);
-        handle.stdout.on('data', (d: Buffer) => conn.send({ id: req.id, stream: 'stdout', data: d.toString('base64') }));
-        handle.stderr.on('data', (d: Buffer) => conn.send({ id: req.id, stream: 'stderr', data: d.toString('base64') }));
-        // The caller hung up: its command must not linger in the guest.
-        void conn.closed.then(() => handle.signal(constants.signals.SIGKILL));
+        // A client that does not keep up holds the output: the agent client then withholds the guest's
+        // credit, and the command blocks on its pipe instead of its output piling up here.
+        let holding = false;
+        const forward = (stream: 'stdout' | 'stderr') => (d: Buffer) => {
+          if (conn.send({ id: req.id, stream, data: d.toString('base64') }) || holding) return;
+          holding = true;
+          handle.stdout.pause();
+          handle.stderr.pause();
+          conn.whenDrained(() => {
+            holding = false;
+            handle.stdout.resume();
+            handle.stderr.resume();
+          });
+        };
+        handle.stdout.on('data', forward('stdout'));
+        handle.stderr.on('data', forward('stderr'));
+        const forwarded = Promise.all([handle.stdout, handle.stderr].map((s) => new Promise<void>((resolve) => s.once('end', resolve).once('close', resolve))));
+        // The caller hung up: its command must not linger in the guest, nor its held output here.
+        void conn.closed.then(() => {
+          handle.signal(constants.signals.SIGKILL);
+          handle.stdout.resume();
+          handle.stderr.resume();
+        });
         try {
           const status = await handle.exit;
+          await forwarded; // every byte goes out before the exit line
           const exit = exitOf(status);
           conn.send({ id: req.id, exit });
           this.readiness.resultReady = observe(true);
