@@ -127,6 +127,16 @@ describe.sequential('microagent run', () => {
     expect(readdirSync(join(E2E_STATE_DIR, 'workspaces'))).not.toContain(r.workspace);
   });
 
+  it('run -i pipes the CLI\'s stdin to the command, all of it, even what arrives before the guest is up', { timeout: VM_TIMEOUT }, async () => {
+    const input = Buffer.alloc(3 * 1024 * 1024 + 7, 'x');
+    const child = spawn(CLI, ['--state-dir', E2E_STATE_DIR, 'run', '-i', '--profile', 'tiny', '--', 'sh', '-c', 'wc -c; exit 6'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    child.stdin.end(input);
+    let stdout = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    expect(await new Promise((resolve) => child.on('close', resolve))).toBe(6);
+    expect(stdout.trim()).toBe(String(input.length));
+  });
+
   it('a run whose CLI is killed outright still ends its VM; gc then removes the workspace and keeps its audit log', { timeout: VM_TIMEOUT }, async () => {
     const child = spawn(CLI, ['--state-dir', E2E_STATE_DIR, 'run', '--profile', 'tiny', '--', 'sh', '-c', 'hostname; sleep 600'], { stdio: ['ignore', 'pipe', 'inherit'] });
     const name = await new Promise<string>((resolve) => child.stdout.on('data', (d: Buffer) => resolve(d.toString().trim())));

@@ -72,11 +72,11 @@ function splitImageAndCommand(name: string, positionals: readonly string[], dash
 const run: Command = {
   name: 'run',
   summary: 'Run one command in a throwaway microVM workspace (the image read-only, its writes discarded) with all egress mediated; exits with its exit code',
-  usage: `[IMAGE] [--] [CMD...] ${FLAG_USAGE} [--timeout SECONDS]`,
+  usage: `[IMAGE] [--] [CMD...] ${FLAG_USAGE} [--timeout SECONDS] [-i]`,
   async run(args, ctx) {
     const dash = args.indexOf('--');
     const flags = dash < 0 ? args : args.slice(0, dash);
-    const { values, positionals } = parseCommandArgs(run, flags, { ...WORKSPACE_FLAGS, timeout: { type: 'string' } });
+    const { values, positionals } = parseCommandArgs(run, flags, { ...WORKSPACE_FLAGS, timeout: { type: 'string' }, interactive: { type: 'boolean', short: 'i' } });
     const all = dash < 0 ? positionals : [...positionals, ...args.slice(dash + 1)];
     const { image, command } = splitImageAndCommand('run', all, dash < 0 ? -1 : positionals.length);
     const timeout = values.timeout === undefined ? undefined : Number(values.timeout);
@@ -90,8 +90,12 @@ const run: Command = {
       signal: abort.signal,
       ...createOptions(values, image, command, ctx),
       ...(timeout === undefined ? {} : { timeoutMs: timeout * 1000 }),
+      // Read from the start: the supervisor holds it for the command while the guest boots.
+      ...(values.interactive === true ? { stdin: process.stdin } : {}),
       onStdout: (d) => (stream ? process.stdout.write(d) : out.push(d)),
       onStderr: (d) => (stream ? process.stderr.write(d) : err.push(d)),
+    }).finally(() => {
+      if (values.interactive === true) process.stdin.destroy();
     });
     const exitCode = result.exitCode ?? 1;
     return {
