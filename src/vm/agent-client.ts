@@ -30,6 +30,10 @@ import {
 const log = childLog('vm.agent');
 
 export interface ExecHandle {
+  /**
+   * The command's output. Read both (or destroy them): like a child process's pipes, output nobody
+   * takes holds the command once the guest's output window (1 MiB) is not credited.
+   */
   readonly stdout: PassThrough;
   readonly stderr: PassThrough;
   /** Resolves when the command ended (EXIT); rejects when the guest refused it or the channel broke. */
