@@ -31,7 +31,7 @@ const log = childLog('vm.agent');
 
 export interface ExecHandle {
   /**
-   * The command's output. Read both (or destroy them): like a child process's pipes, output nobody
+   * The command's output. Read both: like a child process's pipes, output nobody
    * takes holds the command once the guest's output window (1 MiB) is not credited.
    */
   readonly stdout: PassThrough;
