@@ -1,38 +1,18 @@
 // A run's throwaway workspace keeps its audit log under runs/NAME whoever removes it (delete, or gc
 // for a run whose CLI went away), and gc removes only runs that have ended: a prepared one is a run
 // between create and start. State directories made by hand, no VM.
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { WorkspaceState } from '../../src/vm/workspace/lifecycle.js';
 import { deleteWorkspace, gcWorkspaces } from '../../src/vm/workspace/service.js';
-import { createWorkspaceDir, runLogsDir, workspacePaths, writeManifest, type WorkspaceConfig } from '../../src/vm/workspace/store.js';
+import { runLogsDir, workspacePaths, type WorkspaceConfig } from '../../src/vm/workspace/store.js';
+import { tempStateDirs, writeTestWorkspace } from './helpers.js';
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
-});
-
-function stateDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'microagent-leftovers-'));
-  dirs.push(dir);
-  return dir;
-}
+const stateDir = tempStateDirs('microagent-leftovers-');
 
 async function workspace(dir: string, name: string, state: WorkspaceState, disk: WorkspaceConfig['disk']): Promise<void> {
-  await createWorkspaceDir(dir, name);
-  await writeManifest(dir, {
-    name,
-    id: '00000000-0000-4000-8000-000000000002',
-    createdAt: new Date().toISOString(),
-    state,
-    config: {
-      image: 'test', imageDigest: 'sha256:0', run: { argv: ['true'], env: [], cwd: '/', uid: 0, gid: 0 }, env: [], network: 'isolated',
-      egress: 'guarded', policySource: null, publish: [], mediation: [], memoryMiB: 128, cpus: 1, dnsUpstreams: [], upstreamCa: [],
-      ...(disk === undefined ? {} : { disk }),
-    },
-  });
+  await writeTestWorkspace(dir, name, state, disk === undefined ? {} : { disk });
   const paths = workspacePaths(dir, name);
   writeFileSync(paths.audit, `{"seq":1,"event":"lifecycle.${state}"}\n`);
   writeFileSync(`${paths.audit}.1`, '{"seq":0}\n');

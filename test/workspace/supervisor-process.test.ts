@@ -3,25 +3,16 @@
 // nothing behind, and a supervisor gone before it could record anything fails the start at once instead
 // of leaving the caller waiting out its timeout. It starts without NODE_EXTRA_CA_CERTS for Node to parse,
 // the file handed over under src/tls-trust.ts's name instead.
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { startWorkspace } from '../../src/vm/workspace/service.js';
-import { createWorkspaceDir, listWorkspaceNames, workspacesRoot, writeManifest } from '../../src/vm/workspace/store.js';
+import { listWorkspaceNames, workspacesRoot } from '../../src/vm/workspace/store.js';
 import { spawnSupervisor } from '../../src/vm/workspace/supervisor-process.js';
 import { processAlive } from '../../src/vm/workspace/lock.js';
+import { tempStateDirs, writeTestWorkspace } from './helpers.js';
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
-});
-
-function stateDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'microagent-supervisor-'));
-  dirs.push(dir);
-  return dir;
-}
+const stateDir = tempStateDirs('microagent-supervisor-');
 
 async function exited(pid: number): Promise<boolean> {
   for (let i = 0; i < 200 && processAlive(pid); i++) await new Promise((r) => setTimeout(r, 25));
@@ -52,17 +43,7 @@ describe('a supervisor spawned before its workspace is named', () => {
 
   it('a supervisor that died before recording anything fails the start at once, not at the timeout', async () => {
     const dir = stateDir();
-    await createWorkspaceDir(dir, 'w1');
-    await writeManifest(dir, {
-      name: 'w1',
-      id: '00000000-0000-4000-8000-000000000001',
-      createdAt: new Date().toISOString(),
-      state: 'prepared',
-      config: {
-        image: 'test', imageDigest: 'sha256:0', run: { argv: [], env: [], cwd: '/', uid: 0, gid: 0 }, env: [], network: 'isolated',
-        egress: 'guarded', policySource: null, publish: [], mediation: [], memoryMiB: 128, cpus: 1, dnsUpstreams: [], upstreamCa: [],
-      },
-    });
+    await writeTestWorkspace(dir, 'w1', 'prepared', { run: { argv: [], env: [], cwd: '/', uid: 0, gid: 0 } });
     const supervisor = await spawnSupervisor(dir);
     process.kill(supervisor.pid, 'SIGKILL');
     expect(await exited(supervisor.pid)).toBe(true);
