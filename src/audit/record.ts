@@ -191,12 +191,22 @@ export interface AuditEnvelope {
 export type AuditRecord = AuditEnvelope & AuditEvent;
 
 /**
- * The sink every enforcer writes to. `append` resolves once the record is durable (fsync'd) and
- * rejects with a MicroagentError (code `audit.write_failed`) when it cannot be written; the caller must
- * then deny. After one failure the sink stays failed: every later append rejects too (fail closed).
+ * What an append waits for. `durable` (the default): written and fdatasynced, for a record whose
+ * action reaches beyond the host (a dial, a question sent upstream), so a host crash cannot leave the
+ * action without its record. `written`: in the file, which survives a crash of this process, and
+ * durable with the group commit that follows at once; for answers that never leave the host (a DNS
+ * answer from the cache), so they do not wait for the disk.
+ */
+export type AppendWait = 'durable' | 'written';
+
+/**
+ * The sink every enforcer writes to. `append` resolves once the record is durable (fsync'd), or
+ * written when asked for `written`, and rejects with a MicroagentError (code `audit.write_failed`)
+ * when it cannot be written; the caller must then deny. After one failure the sink stays failed:
+ * every later append rejects too (fail closed).
  */
 export interface AuditSink {
-  append(event: AuditEvent): Promise<void>;
+  append(event: AuditEvent, wait?: AppendWait): Promise<void>;
   readonly healthy: boolean;
   close(): Promise<void>;
 }

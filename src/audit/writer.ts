@@ -1,10 +1,11 @@
 /**
- * The audit writer: appends hash-chained records to the active file with group commit. Records that
- * arrive while a write+fdatasync is in flight go out together in the next single write+fdatasync, so
- * an idle log pays no added delay and a busy one pays one sync per batch. `append` resolves only once
- * its record is durable. The writer must never drop a record: a full queue makes callers wait, and a
- * failed write fails the sink for good (every pending and later append rejects with
- * `audit.write_failed`), so enforcers deny instead of acting unrecorded.
+ * The audit writer: appends hash-chained records to the active file with group commit. Records are
+ * written as they come, also while an fdatasync is in flight, and the next single fdatasync covers
+ * every record written meanwhile, so an idle log pays no added delay and a busy one pays one sync per
+ * batch. `append` resolves once its record is durable, or once it is written when the caller asks for
+ * `written`. The writer must never drop a record: a full queue makes callers wait, and a failed write
+ * or sync fails the sink for good (every pending and later append rejects with `audit.write_failed`),
+ * so enforcers deny instead of acting unrecorded.
  */
 import { fdatasync, fstatSync, writeSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
@@ -14,7 +15,7 @@ import { MicroagentError } from '../errors.js';
 import { childLog } from '../log.js';
 import { signCheckpoint, type CheckpointSigner } from './checkpoint.js';
 import { canonicalLine, encodeEventBody, hashCanonical, sealLine } from './encode.js';
-import type { AuditEvent, AuditSink } from './record.js';
+import type { AppendWait, AuditEvent, AuditSink } from './record.js';
 import { segmentPath } from './segments.js';
 
 const log = childLog('audit');
@@ -57,6 +58,8 @@ interface Pending {
   readonly line: string;
   readonly bytes: number;
   readonly done: Deferred | null;
+  /** Resolved after the fdatasync that follows its write, not after the write. */
+  readonly durable: boolean;
 }
 
 /** Events only the writer itself may produce; a caller appending one would be forging chain metadata. */
@@ -73,10 +76,17 @@ export class AuditLogWriter implements AuditLog {
   private lastMs: number;
   private tsText: string;
   private sinceCheckpoint = 0;
+  /** Records not written yet. */
   private queue: Pending[] = [];
+  /** Written records whose callers wait for the next fdatasync. */
+  private unsynced: Deferred[] = [];
+  /** Something was written since the last fdatasync started (every record gets synced, waited for or not). */
+  private dirty = false;
+  /** Callers held back by backpressure. */
   private waiters: Deferred[] = [];
-  private writing = false;
   private scheduled = false;
+  private syncing: Promise<void> | null = null;
+  private rotating = false;
   private drained: Deferred[] = [];
   private failure: MicroagentError | null = null;
   private closing: Promise<void> | null = null;
@@ -101,7 +111,7 @@ export class AuditLogWriter implements AuditLog {
     return { seq: this.seq, hash: this.hash };
   }
 
-  append(event: AuditEvent): Promise<void> {
+  append(event: AuditEvent, wait: AppendWait = 'durable'): Promise<void> {
     if (this.failure !== null) return Promise.reject(this.failure);
     if (this.closing !== null) return Promise.reject(closedError(this.path));
     if (WRITER_EVENTS.has(event.event)) {
@@ -120,17 +130,18 @@ export class AuditLogWriter implements AuditLog {
       return Promise.reject(err);
     }
     // Backpressure: past maxPending queued records, callers wait their turn (FIFO); nothing is dropped.
-    if (this.waiters.length > 0 || this.queue.length >= this.s.maxPending) {
+    const durable = wait === 'durable' && this.s.fsync;
+    if (this.waiters.length > 0 || this.full()) {
       return new Promise<void>((resolve, reject) => {
-        this.waiters.push({ resolve: () => this.enqueue(body).then(resolve, reject), reject });
+        this.waiters.push({ resolve: () => this.enqueue(body, durable).then(resolve, reject), reject });
       });
     }
-    return this.enqueue(body);
+    return this.enqueue(body, durable);
   }
 
   /** Appends an event the writer itself produces (the recovery record at open). */
   appendInternal(event: AuditEvent): Promise<void> {
-    return this.enqueue(encodeBody(event));
+    return this.enqueue(encodeBody(event), this.s.fsync);
   }
 
   close(): Promise<void> {
@@ -138,28 +149,28 @@ export class AuditLogWriter implements AuditLog {
     return this.closing;
   }
 
-  private enqueue(body: string): Promise<void> {
+  private enqueue(body: string, durable: boolean): Promise<void> {
     if (this.failure !== null) return Promise.reject(this.failure);
     return new Promise<void>((resolve, reject) => {
-      this.push(body, { resolve, reject });
+      this.push(body, { resolve, reject }, durable);
       if (this.s.signer !== null && ++this.sinceCheckpoint >= this.s.checkpointEvery) this.pushCheckpoint(false);
       this.schedule();
     });
   }
 
-  private push(body: string, done: Deferred | null): void {
+  private push(body: string, done: Deferred | null, durable: boolean): void {
     const seq = this.seq + 1;
     const canonical = canonicalLine(seq, this.timestamp(), this.s.prefix, body, this.hash);
     const hash = hashCanonical(canonical);
     const line = sealLine(canonical, hash);
     this.seq = seq;
     this.hash = hash;
-    this.queue.push({ line, bytes: Buffer.byteLength(line), done });
+    this.queue.push({ line, bytes: Buffer.byteLength(line), done, durable });
   }
 
   private pushCheckpoint(final: boolean): void {
     this.sinceCheckpoint = 0;
-    this.push(encodeEventBody(signCheckpoint(this.s.signer as CheckpointSigner, this.seq, this.hash, final)), null);
+    this.push(encodeEventBody(signCheckpoint(this.s.signer as CheckpointSigner, this.seq, this.hash, final)), null, false);
   }
 
   /** Milliseconds, never going backwards even if the wall clock does, so `ts` is non-decreasing. */
@@ -173,24 +184,24 @@ export class AuditLogWriter implements AuditLog {
   }
 
   private schedule(): void {
-    if (this.writing || this.scheduled) return;
+    if (this.scheduled) return;
     this.scheduled = true;
-    // Never a timer: an idle log waits for nothing. With fsync, a microtask starts the slow fdatasync at
-    // once and the records arriving meanwhile share the next one. Without, the write is the only cost:
-    // setImmediate lets every append of this turn of the event loop (a burst of datagrams, many sockets'
-    // data) share one write(2), where a microtask would write once per I/O callback.
-    (this.s.fsync ? queueMicrotask : setImmediate)(() => {
+    // Never a timer: an idle log waits for nothing. With fsync and no sync in flight, a microtask writes
+    // and starts the slow fdatasync at once. Otherwise the next sync (or, without fsync, the write) is
+    // the cost: setImmediate lets every append of this turn of the event loop (a burst of datagrams,
+    // many sockets' data) share one write(2), where a microtask would write once per I/O callback.
+    (this.s.fsync && this.syncing === null ? queueMicrotask : setImmediate)(() => {
       this.scheduled = false;
-      void this.drain();
+      this.flush();
     });
   }
 
-  private async drain(): Promise<void> {
-    if (this.writing) return;
-    this.writing = true;
+  /** Writes the queued records now, sync in flight or not, and starts a sync for the durable ones. */
+  private flush(): void {
+    if (this.rotating || this.failure !== null) return;
     let batch: Pending[] = [];
     try {
-      while (this.queue.length > 0 && this.failure === null) {
+      while (this.queue.length > 0) {
         let bytes = 0;
         let take = 0;
         const room = Math.min(this.s.rotateBytes - this.size, MAX_BATCH_BYTES);
@@ -201,22 +212,28 @@ export class AuditLogWriter implements AuditLog {
           take++;
         }
         batch = this.queue.splice(0, take);
-        this.releaseWaiters();
         this.writeFully(Buffer.from(batch.map((p) => p.line).join(''), 'utf8'));
-        if (this.s.fsync) await datasync(this.handle.fd);
-        // Writes to a deleted file succeed but reach nobody: an unlinked log counts as a failed write.
-        if (fstatSync(this.handle.fd).nlink === 0) throw unlinkedError(this.path);
+        this.assertLinked();
         this.size += bytes;
-        for (const p of batch) p.done?.resolve();
+        this.dirty = this.s.fsync;
+        for (const p of batch) {
+          if (p.done === null) continue;
+          if (p.durable) this.unsynced.push(p.done);
+          else p.done.resolve();
+        }
         batch = [];
-        if (this.size >= this.s.rotateBytes) await this.rotate();
+        if (this.size >= this.s.rotateBytes) {
+          void this.rotate();
+          return;
+        }
       }
     } catch (err) {
-      this.fail(err, batch);
-    } finally {
-      this.writing = false;
-      for (const d of this.drained.splice(0)) d.resolve();
+      this.fail(err, batch.map((p) => p.done));
+      return;
     }
+    if (this.dirty) void this.startSync();
+    this.releaseWaiters();
+    this.settle();
   }
 
   /**
@@ -227,13 +244,64 @@ export class AuditLogWriter implements AuditLog {
     for (let off = 0; off < buf.length; ) off += writeSync(this.handle.fd, buf, off, buf.length - off);
   }
 
-  /** Lets waiting callers in, oldest first; each enqueues synchronously, so the queue stays bounded. */
-  private releaseWaiters(): void {
-    while (this.waiters.length > 0 && this.queue.length < this.s.maxPending) (this.waiters.shift() as Deferred).resolve();
+  /** Writes to a deleted file succeed but reach nobody: an unlinked log counts as a failed write. */
+  private assertLinked(): void {
+    if (fstatSync(this.handle.fd).nlink === 0) throw unlinkedError(this.path);
   }
 
-  /** Seals the active file as the next numbered segment and starts a new one; the chain runs on. */
+  /** One sync loop at a time; each round covers every record written before it started. */
+  private startSync(): Promise<void> {
+    this.syncing ??= this.syncWritten().finally(() => {
+      this.syncing = null;
+      this.settle();
+    });
+    return this.syncing;
+  }
+
+  private async syncWritten(): Promise<void> {
+    let covered: Deferred[] = [];
+    try {
+      while (this.dirty && this.failure === null) {
+        this.dirty = false;
+        covered = this.unsynced.splice(0);
+        await datasync(this.handle.fd);
+        this.assertLinked();
+        for (const d of covered) d.resolve();
+        covered = [];
+        this.releaseWaiters();
+      }
+    } catch (err) {
+      this.fail(err, covered);
+    }
+  }
+
+  /** Past maxPending records queued or waiting for their sync, new callers wait (memory stays bounded). */
+  private full(): boolean {
+    return this.queue.length + this.unsynced.length >= this.s.maxPending;
+  }
+
+  /** Lets waiting callers in, oldest first; each enqueues synchronously, so the queue stays bounded. */
+  private releaseWaiters(): void {
+    while (this.waiters.length > 0 && !this.full()) (this.waiters.shift() as Deferred).resolve();
+  }
+
+  /** Seals the active file as the next numbered segment; writes wait meanwhile and resume in the new file. */
   private async rotate(): Promise<void> {
+    this.rotating = true;
+    try {
+      // The sealed segment's records are synced before its rename.
+      if (this.syncing !== null || this.dirty) await this.startSync();
+      if (this.failure === null) await this.startSegment();
+    } catch (err) {
+      this.fail(err, []);
+    }
+    this.rotating = false;
+    this.flush();
+    this.settle();
+  }
+
+  /** Renames the active file to the next segment number and opens a new one; the chain runs on. */
+  private async startSegment(): Promise<void> {
     await this.handle.close();
     const sealed = segmentPath(this.path, this.lastSegment + 1);
     await rename(this.path, sealed);
@@ -244,7 +312,7 @@ export class AuditLogWriter implements AuditLog {
     log.info({ path: this.path, sealed, seq: this.seq }, 'audit log rotated');
   }
 
-  private fail(err: unknown, inFlight: readonly Pending[]): void {
+  private fail(err: unknown, inFlight: readonly (Deferred | null)[]): void {
     if (this.failure === null) {
       const code = (err as NodeJS.ErrnoException).code ?? 'EUNKNOWN';
       this.failure = new MicroagentError(
@@ -262,23 +330,33 @@ export class AuditLogWriter implements AuditLog {
       log.error({ err, path: this.path, code, seq: this.seq }, 'AUDIT LOG WRITE FAILED: failing closed, every append now rejects');
     }
     const failure = this.failure;
-    for (const p of inFlight) p.done?.reject(failure);
+    for (const d of inFlight) d?.reject(failure);
+    for (const d of this.unsynced.splice(0)) d.reject(failure);
     for (const p of this.queue.splice(0)) p.done?.reject(failure);
     for (const w of this.waiters.splice(0)) w.reject(failure);
+    this.settle();
+  }
+
+  private busy(): boolean {
+    return this.scheduled || this.rotating || this.syncing !== null || this.queue.length > 0 || this.waiters.length > 0;
+  }
+
+  /** Wakes close() when the writer has nothing left to do. */
+  private settle(): void {
+    if (!this.busy()) for (const d of this.drained.splice(0)) d.resolve();
   }
 
   private async whenDrained(): Promise<void> {
-    if (!this.writing && !this.scheduled) return new Promise((r) => setImmediate(r));
+    if (!this.busy()) return new Promise((r) => setImmediate(r));
     return new Promise((resolve, reject) => this.drained.push({ resolve, reject }));
   }
 
   private async shutDown(): Promise<void> {
-    const busy = () => this.waiters.length > 0 || this.queue.length > 0 || this.writing || this.scheduled;
-    while (busy() && this.failure === null) await this.whenDrained();
+    while (this.busy() && this.failure === null) await this.whenDrained();
     if (this.s.signer !== null && this.failure === null) {
       this.pushCheckpoint(true);
       this.schedule();
-      while (busy() && this.failure === null) await this.whenDrained();
+      while (this.busy() && this.failure === null) await this.whenDrained();
     }
     this.closed = true;
     await this.handle.close().catch((err: unknown) => {

@@ -1,8 +1,10 @@
 /** Shared helpers for the audit tests: temp dirs, sample events, line surgery on real log files, the CLI. */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import fs, { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { vi } from 'vitest';
 import { openAuditLog, type AuditLogOptions } from '../../src/audit/index.js';
 import { canonicalLine, encodeEventBody, encodeWorkspacePrefix, hashCanonical, sealLine } from '../../src/audit/encode.js';
 import type { AuditEvent, AuditRecord, EgressDecisionEvent } from '../../src/audit/record.js';
@@ -103,4 +105,26 @@ export async function until(check: () => boolean | Promise<boolean>, what: strin
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/**
+ * Holds every fdatasync in this process until `release()`, which runs the real ones: the state a
+ * slow disk leaves the audit writer in, on demand. The writer imports fdatasync by name, so the spy
+ * goes on node's fs object and is pushed to the ESM binding. Call `restore()` in a finally.
+ */
+export function holdSyncs(): { held(): number; release(): void; restore(): void } {
+  const held: (() => void)[] = [];
+  const real = fs.fdatasync;
+  const spy = vi.spyOn(fs, 'fdatasync').mockImplementation(((fd: number, cb: (err: Error | null) => void) => {
+    held.push(() => real(fd, cb));
+  }) as typeof fs.fdatasync);
+  syncBuiltinESMExports();
+  return {
+    held: () => held.length,
+    release: () => held.splice(0).forEach((run) => run()),
+    restore: () => {
+      spy.mockRestore();
+      syncBuiltinESMExports();
+    },
+  };
 }

@@ -12,7 +12,7 @@ import { pathToFileURL } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { openAuditLog, readAuditRecords, verifyAuditLog, type AuditRecord } from '../../src/audit/index.js';
 import { MicroagentError } from '../../src/errors.js';
-import { CLI, cli, decision, parse, readLines, tempDir, until, writeLog } from './helpers.js';
+import { CLI, cli, decision, holdSyncs, parse, readLines, tempDir, until, writeLog } from './helpers.js';
 
 let dir: ReturnType<typeof tempDir>;
 let log: string;
@@ -62,6 +62,76 @@ describe('group commit', () => {
     await audit.close();
     expect(seen).toHaveLength(200);
     expect(seen.every(Boolean)).toBe(true);
+  });
+
+  describe('while an fdatasync is in flight', () => {
+    const settledYet = async (p: Promise<void>): Promise<boolean> => {
+      let settled = false;
+      void p.then(() => (settled = true), () => (settled = true));
+      await new Promise((r) => setTimeout(r, 20));
+      return settled;
+    };
+
+    it('a `written` append resolves once its record is in the file, and the next sync covers it unasked', async () => {
+      const syncs = holdSyncs();
+      try {
+        const audit = await openAuditLog({ path: log, workspace: 'ws-audit' });
+        const durable = audit.append(decision(0));
+        await until(() => syncs.held() === 1, 'an fdatasync');
+        await audit.append(decision(1), 'written');
+        expect(readFileSync(log, 'utf8')).toContain('"conn":"c1",');
+        expect(await settledYet(durable)).toBe(false);
+        syncs.release();
+        await durable;
+        // The written record dirtied the file: a second sync starts without another append.
+        await until(() => syncs.held() === 1, 'an fdatasync');
+        syncs.release();
+        await audit.close();
+        expect(await verifyAuditLog(log)).toMatchObject({ ok: true, records: 2 });
+      } finally {
+        syncs.restore();
+      }
+    });
+
+    it('a durable append is written at once but resolves only after a sync that started after its write', async () => {
+      const syncs = holdSyncs();
+      try {
+        const audit = await openAuditLog({ path: log, workspace: 'ws-audit' });
+        const first = audit.append(decision(0));
+        await until(() => syncs.held() === 1, 'an fdatasync');
+        const second = audit.append(decision(1));
+        await until(() => readFileSync(log, 'utf8').includes('"conn":"c1",'), 'the second record in the file');
+        syncs.release();
+        await first;
+        expect(await settledYet(second)).toBe(false);
+        await until(() => syncs.held() === 1, 'an fdatasync');
+        syncs.release();
+        await second;
+        await audit.close();
+      } finally {
+        syncs.restore();
+      }
+    });
+
+    it('a failed fdatasync rejects the appends waiting for it and fails the sink', async () => {
+      const failing = vi.spyOn(fs, 'fdatasync').mockImplementation(((_fd: number, cb: (err: Error | null) => void) => {
+        setImmediate(() => cb(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' })));
+      }) as typeof fs.fdatasync);
+      syncBuiltinESMExports();
+      try {
+        const audit = await openAuditLog({ path: log, workspace: 'ws-audit' });
+        const written = audit.append(decision(0), 'written');
+        const durable = audit.append(decision(1));
+        await written;
+        await expect(durable).rejects.toMatchObject({ code: 'audit.write_failed' });
+        await expect(audit.append(decision(2), 'written')).rejects.toMatchObject({ code: 'audit.write_failed' });
+        expect(audit.healthy).toBe(false);
+        await audit.close();
+      } finally {
+        failing.mockRestore();
+        syncBuiltinESMExports();
+      }
+    });
   });
 
   it('backpressure makes callers wait instead of dropping (maxPending 4, 500 appends)', async () => {

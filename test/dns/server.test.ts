@@ -10,6 +10,7 @@ import { addressesOf, dig, encodeQuery, queryStream, queryUdp, rcodeOf, sendUdp 
 import { failingAt, GUARDED_POLICY, OFF_POLICY, STRICT_POLICY, startHarness, type Harness } from './helpers/harness.js';
 import { a, aaaa, startTestUpstream, type TestUpstream } from './helpers/upstream.js';
 import { connectTunnel, startTestProxy } from '../proxy/helpers.js';
+import { holdSyncs, until } from '../audit/helpers.js';
 
 let upstream: TestUpstream;
 let h: Harness;
@@ -206,6 +207,32 @@ describe('a question that leaves the host is recorded first', () => {
     ]);
     expect(forwardsOf(readFileSync(h.auditPath, 'utf8'), name)).toHaveLength(1);
     expect((await h.records()).filter((r) => r.name === name)).toHaveLength(6);
+  });
+
+  it('with the disk sync held, an answer goes out once its record is written; a miss leaves only once dns.forward is synced', async () => {
+    const [hit, miss] = ['held-hit.allowed.test', 'held-miss.allowed.test'];
+    upstream.set(hit, 'A', [a(hit, '192.0.2.82', 60)]);
+    upstream.set(miss, 'A', [a(miss, '192.0.2.83', 60)]);
+    await queryUdp(h.port, hit, 'A');
+    const syncs = holdSyncs();
+    let releasing: NodeJS.Timeout | undefined;
+    try {
+      expect(addressesOf(await queryUdp(h.port, hit, 'A'))).toEqual(['192.0.2.82']);
+      // The sync that covers its record has not even started, or is held.
+      await until(() => syncs.held() === 1, 'the sync covering the answer\'s record');
+      expect(readFileSync(h.auditPath, 'utf8')).toMatch(/"name":"held-hit.allowed.test".*"cached":true/);
+      const answered = queryUdp(h.port, miss, 'A');
+      await until(() => readFileSync(h.auditPath, 'utf8').includes(`"event":"dns.forward","name":"${miss}"`), 'the dns.forward record');
+      await new Promise((r) => setTimeout(r, 50));
+      expect(upstream.count(miss)).toBe(0);
+      releasing = setInterval(() => syncs.release(), 5);
+      expect(addressesOf(await answered)).toEqual(['192.0.2.83']);
+      expect(upstream.count(miss)).toBe(1);
+    } finally {
+      clearInterval(releasing);
+      syncs.release();
+      syncs.restore();
+    }
   });
 
   it('when the dns.forward record cannot be written, nothing is sent and the guest gets REFUSED', async () => {

@@ -4,7 +4,9 @@
  * filter, write the `dns.query` record, and only then return the response bytes.
  * Transport-neutral: the UDP and TCP drivers (server.ts) call it and send what it returns.
  * It must never forward a name the policy refused or a question unrecorded, never answer before the
- * audit record is durable, and never throw: anything unexpected becomes REFUSED (fail closed).
+ * answer's record is in the audit file, and never throw: anything unexpected becomes REFUSED (fail
+ * closed). The answer waits for the write, not the fdatasync: it goes only to the guest, and the sync
+ * follows at once (a host crash in between takes the VM that got the answer with it).
  */
 import { decisionFields, type AuditSink, type DnsForwardEvent, type DnsQueryEvent } from '../../audit/record.js';
 import type { Policy } from '../../policy/index.js';
@@ -88,10 +90,10 @@ function forwardEvent(name: string, qtype: string, transport: Transport, verdict
   return { event: 'dns.forward', name, qtype, transport, ...decisionFields(verdict) };
 }
 
-/** Durably records the outcome; false when the audit log could not take it (the caller refuses). */
+/** Writes the outcome's record; false when the audit log could not take it (the caller refuses). */
 async function record(ctx: AnswerContext, event: DnsQueryEvent): Promise<boolean> {
   try {
-    await ctx.audit.append(event);
+    await ctx.audit.append(event, 'written');
     return true;
   } catch (err) {
     log.error({ err, name: event.name }, 'audit append failed; refusing DNS answers (fail closed)');
@@ -148,8 +150,8 @@ async function answerQuery(ctx: AnswerContext, query: ParsedQuery, transport: Tr
   const policy = ctx.policy();
   const qtype = qtypeName(query.qtype);
   const finish = async (outcome: Outcome, response: () => Buffer): Promise<Buffer> => {
-    const durable = await record(ctx, auditEvent(query.name, qtype, transport, outcome));
-    return durable ? response() : respondEmpty(query, RCODE.REFUSED, transport);
+    const recorded = await record(ctx, auditEvent(query.name, qtype, transport, outcome));
+    return recorded ? response() : respondEmpty(query, RCODE.REFUSED, transport);
   };
 
   const admission = admitQuery(ctx.decideName(policy, query.name), ctx.guard, query);

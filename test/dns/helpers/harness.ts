@@ -52,9 +52,9 @@ export function failingAt(event: AuditEvent['event']): (real: AuditSink) => Audi
       get healthy() {
         return !failed && real.healthy;
       },
-      append(e) {
+      append(e, wait) {
         if (e.event === event) failed = true;
-        return failed ? Promise.reject(new Error(`audit write failed (test, at ${event})`)) : real.append(e);
+        return failed ? Promise.reject(new Error(`audit write failed (test, at ${event})`)) : real.append(e, wait);
       },
       close: () => real.close(),
     };
