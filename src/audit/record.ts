@@ -194,8 +194,8 @@ export type AuditRecord = AuditEnvelope & AuditEvent;
  * What an append waits for. `durable` (the default): written and fdatasynced, for a record whose
  * action reaches beyond the host (a dial, a question sent upstream), so a host crash cannot leave the
  * action without its record. `written`: in the file, which survives a crash of this process, and
- * durable with the group commit that follows at once; for answers that never leave the host (a DNS
- * answer from the cache), so they do not wait for the disk.
+ * durable with the next durable append's sync or 2 ms after its write at the latest; for answers
+ * that never leave the host (a DNS answer) and reports of what already happened (a close record).
  */
 export type AppendWait = 'durable' | 'written';
 

@@ -3,7 +3,8 @@
  * written as they come, also while an fdatasync is in flight, and the next single fdatasync covers
  * every record written meanwhile, so an idle log pays no added delay and a busy one pays one sync per
  * batch. `append` resolves once its record is durable, or once it is written when the caller asks for
- * `written`. The writer must never drop a record: a full queue makes callers wait, and a failed write
+ * `written` (such records leave their sync to the next durable one, or to a lazy one 2 ms later).
+ * The writer must never drop a record: a full queue makes callers wait, and a failed write
  * or sync fails the sink for good (every pending and later append rejects with `audit.write_failed`),
  * so enforcers deny instead of acting unrecorded.
  */
@@ -24,6 +25,12 @@ const log = childLog('audit');
 const MAX_RECORD_BYTES = 64 * 1024;
 /** One write call carries at most this much, so a long backlog never becomes one giant string. */
 const MAX_BATCH_BYTES = 4 * 1024 * 1024;
+/**
+ * A record nobody waits on to be durable (`written`) is synced by the next durable append's sync, or
+ * this long after its write at the latest. An fdatasync costs about 100 µs of CPU here, so syncing such
+ * records back to back as they come would cost a busy resolver or proxy a large share of a core.
+ */
+const LAZY_SYNC_MS = 2;
 
 export interface AuditLog extends AuditSink {
   readonly path: string;
@@ -82,9 +89,13 @@ export class AuditLogWriter implements AuditLog {
   private unsynced: Deferred[] = [];
   /** Something was written since the last fdatasync started (every record gets synced, waited for or not). */
   private dirty = false;
+  /** Syncs what only `written` records dirtied, when no durable append's sync does first. */
+  private lazySync: NodeJS.Timeout | null = null;
   /** Callers held back by backpressure. */
   private waiters: Deferred[] = [];
-  private scheduled = false;
+  /** A flush is queued as a microtask (a durable record's sync starts at once) or for the loop turn's end. */
+  private flushSoon = false;
+  private flushAtTurnEnd = false;
   private syncing: Promise<void> | null = null;
   private rotating = false;
   private drained: Deferred[] = [];
@@ -154,7 +165,7 @@ export class AuditLogWriter implements AuditLog {
     return new Promise<void>((resolve, reject) => {
       this.push(body, { resolve, reject }, durable);
       if (this.s.signer !== null && ++this.sinceCheckpoint >= this.s.checkpointEvery) this.pushCheckpoint(false);
-      this.schedule();
+      this.schedule(durable);
     });
   }
 
@@ -183,17 +194,26 @@ export class AuditLogWriter implements AuditLog {
     return this.tsText;
   }
 
-  private schedule(): void {
-    if (this.scheduled) return;
-    this.scheduled = true;
-    // Never a timer: an idle log waits for nothing. With fsync and no sync in flight, a microtask writes
-    // and starts the slow fdatasync at once. Otherwise the next sync (or, without fsync, the write) is
-    // the cost: setImmediate lets every append of this turn of the event loop (a burst of datagrams,
-    // many sockets' data) share one write(2), where a microtask would write once per I/O callback.
-    (this.s.fsync && this.syncing === null ? queueMicrotask : setImmediate)(() => {
-      this.scheduled = false;
-      this.flush();
-    });
+  private schedule(durable: boolean): void {
+    // Never a timer for a durable record: it is written and its fdatasync started in a microtask when no
+    // sync is in flight. Otherwise its wait is the sync in flight (or, for a `written` record or without
+    // fsync, just the write): setImmediate lets every append of this turn of the event loop (a burst of
+    // datagrams, many sockets' data) share one write(2), where a microtask would write once per I/O callback.
+    if (durable && this.syncing === null) {
+      if (this.flushSoon) return;
+      this.flushSoon = true;
+      queueMicrotask(() => {
+        this.flushSoon = false;
+        this.flush();
+      });
+    } else {
+      if (this.flushAtTurnEnd) return;
+      this.flushAtTurnEnd = true;
+      setImmediate(() => {
+        this.flushAtTurnEnd = false;
+        this.flush();
+      });
+    }
   }
 
   /** Writes the queued records now, sync in flight or not, and starts a sync for the durable ones. */
@@ -232,7 +252,8 @@ export class AuditLogWriter implements AuditLog {
       this.fail(err, batch.map((p) => p.done));
       return;
     }
-    if (this.dirty) void this.startSync();
+    if (this.unsynced.length > 0) void this.startSync();
+    else if (this.dirty) this.armLazySync();
     this.releaseWaiters();
     this.settle();
   }
@@ -252,13 +273,16 @@ export class AuditLogWriter implements AuditLog {
 
   /** One sync loop at a time; each round covers every record written before it started. */
   private startSync(): Promise<void> {
+    this.cancelLazySync();
     this.syncing ??= this.syncWritten().finally(() => {
       this.syncing = null;
+      if (this.dirty) this.armLazySync();
       this.settle();
     });
     return this.syncing;
   }
 
+  /** Rounds go on while durable appends wait; records nobody waits on are left to the lazy sync. */
   private async syncWritten(): Promise<void> {
     let covered: Deferred[] = [];
     try {
@@ -270,10 +294,25 @@ export class AuditLogWriter implements AuditLog {
         for (const d of covered) d.resolve();
         covered = [];
         this.releaseWaiters();
+        if (this.unsynced.length === 0) break;
       }
     } catch (err) {
       this.fail(err, covered);
     }
+  }
+
+  private armLazySync(): void {
+    if (this.lazySync !== null || this.syncing !== null || this.failure !== null) return;
+    this.lazySync = setTimeout(() => {
+      this.lazySync = null;
+      void this.startSync();
+    }, LAZY_SYNC_MS);
+  }
+
+  private cancelLazySync(): void {
+    if (this.lazySync === null) return;
+    clearTimeout(this.lazySync);
+    this.lazySync = null;
   }
 
   /** Past maxPending records queued or waiting for their sync, new callers wait (memory stays bounded). */
@@ -335,11 +374,20 @@ export class AuditLogWriter implements AuditLog {
     for (const d of this.unsynced.splice(0)) d.reject(failure);
     for (const p of this.queue.splice(0)) p.done?.reject(failure);
     for (const w of this.waiters.splice(0)) w.reject(failure);
+    this.cancelLazySync();
     this.settle();
   }
 
   private busy(): boolean {
-    return this.scheduled || this.rotating || this.syncing !== null || this.queue.length > 0 || this.waiters.length > 0;
+    return (
+      this.flushSoon ||
+      this.flushAtTurnEnd ||
+      this.rotating ||
+      this.syncing !== null ||
+      this.lazySync !== null ||
+      this.queue.length > 0 ||
+      this.waiters.length > 0
+    );
   }
 
   /** Wakes close() when the writer has nothing left to do. */
@@ -352,12 +400,20 @@ export class AuditLogWriter implements AuditLog {
     return new Promise((resolve, reject) => this.drained.push({ resolve, reject }));
   }
 
+  /** Waits until everything queued is written and synced; closing, nothing waits for the lazy sync. */
+  private async drain(): Promise<void> {
+    while (this.busy() && this.failure === null) {
+      if (this.lazySync !== null) void this.startSync();
+      await this.whenDrained();
+    }
+  }
+
   private async shutDown(): Promise<void> {
-    while (this.busy() && this.failure === null) await this.whenDrained();
+    await this.drain();
     if (this.s.signer !== null && this.failure === null) {
       this.pushCheckpoint(true);
-      this.schedule();
-      while (this.busy() && this.failure === null) await this.whenDrained();
+      this.schedule(false);
+      await this.drain();
     }
     this.closed = true;
     await this.handle.close().catch((err: unknown) => {

@@ -42,6 +42,8 @@ export interface ProxyRuntime {
   /**
    * Appends without blocking the flow (denies, closes, per-request flows' allows); close() waits for
    * these. Resolves true once the record is durable, false if it failed (logged); never rejects.
+   * A close record only reports what already happened, so it resolves once written (AppendWait):
+   * it then rides on the next decision's sync instead of costing one of its own.
    */
   appendInBackground(event: AuditEvent): Promise<boolean>;
   /** True once the workspace byte budget is spent: new flows are refused. */
@@ -67,7 +69,7 @@ export function createRuntime(parts: Omit<ProxyRuntime, 'counters' | 'nextConn' 
     nextConn: () => `${prefix}-${(++sequence).toString(36)}`,
     appendInBackground(event) {
       inFlight++;
-      return parts.audit.append(event).then(
+      return parts.audit.append(event, event.event === 'egress.close' ? 'written' : 'durable').then(
         () => {
           settled();
           return true;

@@ -93,6 +93,31 @@ describe('group commit', () => {
       }
     });
 
+    it('`written` records start no sync of their own: a durable append\'s sync or the lazy one a moment later covers them', async () => {
+      const syncs = holdSyncs();
+      try {
+        const audit = await openAuditLog({ path: log, workspace: 'ws-audit' });
+        // Checked in the same turn as the writes: the lazy sync's timer cannot have fired yet.
+        await Promise.all([audit.append(decision(0), 'written'), audit.append(decision(1), 'written')]);
+        expect(syncs.held()).toBe(0);
+        const durable = audit.append(decision(2));
+        await Promise.resolve();
+        expect(syncs.held()).toBe(1);
+        syncs.release();
+        await durable;
+        // Nothing is left unsynced, so no lazy sync follows; a new written record gets one.
+        await new Promise((r) => setTimeout(r, 20));
+        expect(syncs.held()).toBe(0);
+        await audit.append(decision(3), 'written');
+        await until(() => syncs.held() === 1, 'the lazy fdatasync');
+        syncs.release();
+        await audit.close();
+        expect(await verifyAuditLog(log)).toMatchObject({ ok: true, records: 4 });
+      } finally {
+        syncs.restore();
+      }
+    });
+
     it('a durable append is written at once but resolves only after a sync that started after its write', async () => {
       const syncs = holdSyncs();
       try {

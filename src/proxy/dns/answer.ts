@@ -6,7 +6,7 @@
  * It must never forward a name the policy refused or a question unrecorded, never answer before the
  * answer's record is in the audit file, and never throw: anything unexpected becomes REFUSED (fail
  * closed). The answer waits for the write, not the fdatasync: it goes only to the guest, and the sync
- * follows at once (a host crash in between takes the VM that got the answer with it).
+ * follows within 2 ms (a host crash in between takes the VM that got the answer with it).
  */
 import { decisionFields, type AuditSink, type DnsForwardEvent, type DnsQueryEvent } from '../../audit/record.js';
 import type { Policy } from '../../policy/index.js';
