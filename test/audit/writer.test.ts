@@ -284,6 +284,16 @@ describe('rotation and reopening', () => {
     expect(r.files).toHaveLength(files.length);
   });
 
+  it('written and durable appends mixed across rotations: every record lands, in order, and close() ends it', async () => {
+    const audit = await openAuditLog({ path: log, workspace: 'ws-audit', rotateBytes: 8 * 1024 });
+    await Promise.all(Array.from({ length: 400 }, (_, i) => audit.append(decision(i), i % 3 === 0 ? 'durable' : 'written')));
+    await audit.append(decision(400), 'written');
+    await audit.close();
+    expect(readdirSync(dir.path).length).toBeGreaterThan(5);
+    expect((await records(log)).map((r) => (r as { conn?: string }).conn)).toEqual(Array.from({ length: 401 }, (_, i) => `c${i}`));
+    expect(await verifyAuditLog(log)).toMatchObject({ ok: true, records: 401 });
+  });
+
   it('a deleted middle segment is named by the file and line where the gap shows', async () => {
     await writeLog({ path: log, rotateBytes: 8 * 1024 }, 400);
     const gone = readLines(join(dir.path, 'audit.jsonl.000002'));
