@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { openAuditLog, readAuditRecords, verifyAuditLog, type AuditRecord } from '../../src/audit/index.js';
+import { openAuditLog, readAuditRecords, verifyAuditLog, type AuditLog, type AuditRecord } from '../../src/audit/index.js';
 import { MicroagentError } from '../../src/errors.js';
 import { CLI, cli, decision, holdSyncs, parse, readLines, tempDir, until, writeLog } from './helpers.js';
 
@@ -65,6 +65,15 @@ describe('group commit', () => {
   });
 
   describe('while an fdatasync is in flight', () => {
+    /** Runs `body` against a new log with every fdatasync held until `syncs.release()`. */
+    async function withHeldSyncs(body: (syncs: ReturnType<typeof holdSyncs>, audit: AuditLog) => Promise<void>): Promise<void> {
+      const syncs = holdSyncs();
+      try {
+        await body(syncs, await openAuditLog({ path: log, workspace: 'ws-audit' }));
+      } finally {
+        syncs.restore();
+      }
+    }
     const settledYet = async (p: Promise<void>): Promise<boolean> => {
       let settled = false;
       void p.then(() => (settled = true), () => (settled = true));
@@ -72,10 +81,8 @@ describe('group commit', () => {
       return settled;
     };
 
-    it('a `written` append resolves once its record is in the file, and the next sync covers it unasked', async () => {
-      const syncs = holdSyncs();
-      try {
-        const audit = await openAuditLog({ path: log, workspace: 'ws-audit' });
+    it('a `written` append resolves once its record is in the file, and a sync covers it unasked', () =>
+      withHeldSyncs(async (syncs, audit) => {
         const durable = audit.append(decision(0));
         await until(() => syncs.held() === 1, 'an fdatasync');
         await audit.append(decision(1), 'written');
@@ -83,20 +90,15 @@ describe('group commit', () => {
         expect(await settledYet(durable)).toBe(false);
         syncs.release();
         await durable;
-        // The written record dirtied the file: a second sync starts without another append.
+        // The written record dirtied the file: the lazy sync follows without another append.
         await until(() => syncs.held() === 1, 'an fdatasync');
         syncs.release();
         await audit.close();
         expect(await verifyAuditLog(log)).toMatchObject({ ok: true, records: 2 });
-      } finally {
-        syncs.restore();
-      }
-    });
+      }));
 
-    it('`written` records start no sync of their own: a durable append\'s sync or the lazy one a moment later covers them', async () => {
-      const syncs = holdSyncs();
-      try {
-        const audit = await openAuditLog({ path: log, workspace: 'ws-audit' });
+    it('`written` records start no sync of their own: a durable append\'s sync or the lazy one a moment later covers them', () =>
+      withHeldSyncs(async (syncs, audit) => {
         // Checked in the same turn as the writes: the lazy sync's timer cannot have fired yet.
         await Promise.all([audit.append(decision(0), 'written'), audit.append(decision(1), 'written')]);
         expect(syncs.held()).toBe(0);
@@ -113,15 +115,10 @@ describe('group commit', () => {
         syncs.release();
         await audit.close();
         expect(await verifyAuditLog(log)).toMatchObject({ ok: true, records: 4 });
-      } finally {
-        syncs.restore();
-      }
-    });
+      }));
 
-    it('a durable append is written at once but resolves only after a sync that started after its write', async () => {
-      const syncs = holdSyncs();
-      try {
-        const audit = await openAuditLog({ path: log, workspace: 'ws-audit' });
+    it('a durable append is written at once but resolves only after a sync that started after its write', () =>
+      withHeldSyncs(async (syncs, audit) => {
         const first = audit.append(decision(0));
         await until(() => syncs.held() === 1, 'an fdatasync');
         const second = audit.append(decision(1));
@@ -133,10 +130,7 @@ describe('group commit', () => {
         syncs.release();
         await second;
         await audit.close();
-      } finally {
-        syncs.restore();
-      }
-    });
+      }));
 
     it('a failed fdatasync rejects the appends waiting for it and fails the sink', async () => {
       const failing = vi.spyOn(fs, 'fdatasync').mockImplementation(((_fd: number, cb: (err: Error | null) => void) => {
