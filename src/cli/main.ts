@@ -5,6 +5,7 @@
  * The shebang hands NODE_EXTRA_CA_CERTS over under another name, so Node does not parse it at start-up
  * and it is read only by a command that opens a TLS connection (src/tls-trust.ts).
  */
+import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { asMicroagentError } from '../errors.js';
@@ -66,6 +67,14 @@ function helpText(commands: readonly Command[]): string {
   return commands.map((c) => `  microagent ${c.name} ${c.usage}\n      ${c.summary}`).join('\n');
 }
 
+const VERSION_HELP = '  microagent version\n      Print the version of microagent (also --version)';
+
+/** The installed package's version, read only when asked for. */
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
 async function allCommands(): Promise<Command[]> {
   const loaded = await Promise.all(Object.values(MODULES).map((load) => load()));
   return loaded.flatMap((m) => m.commands);
@@ -100,8 +109,13 @@ export async function main(argv: readonly string[]): Promise<number> {
   try {
     const words = globals.rest;
     if (words.length === 0 || words[0] === 'help' || words[0] === '--help' || words[0] === '-h') {
-      const text = `microagent: egress and mediation for AI-agent sandboxes\n\n${helpText(await allCommands())}`;
-      printResult(globals.mode, { commands: (await allCommands()).map((c) => c.name) }, text);
+      const text = `microagent: egress and mediation for AI-agent sandboxes\n\n${helpText(await allCommands())}\n${VERSION_HELP}`;
+      printResult(globals.mode, { commands: [...(await allCommands()).map((c) => c.name), 'version'] }, text);
+      return 0;
+    }
+    if (words[0] === 'version' || words[0] === '--version' || words[0] === '-V') {
+      const version = packageVersion();
+      printResult(globals.mode, { version }, `microagent ${version}`);
       return 0;
     }
     const { command, args } = await findCommand(words);

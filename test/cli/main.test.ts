@@ -1,0 +1,39 @@
+// The `microagent` entry point as users meet it first: help, version, and a mistyped command, through
+// the built CLI (`npm run build` first).
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const ROOT = join(import.meta.dirname, '../..');
+const CLI = join(ROOT, 'dist/cli/main.js');
+const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+
+function run(...args: string[]) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 30_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('microagent', () => {
+  it.each([['version'], ['--version'], ['-V']])('%s prints the package version', (arg) => {
+    expect(run(arg)).toMatchObject({ code: 0, stdout: `microagent ${VERSION}\n` });
+  });
+
+  it('--json version prints it as an object', () => {
+    expect(JSON.parse(run('--json', 'version').stdout)).toEqual({ version: VERSION });
+  });
+
+  it('help lists every command, version included', () => {
+    const r = run('help');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^ {2}microagent run \[IMAGE\]/m);
+    expect(r.stdout).toMatch(/^ {2}microagent version$/m);
+  });
+
+  it('an unknown command exits 2, naming it and how to list the commands', () => {
+    const r = run('--versoin');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/unknown command "--versoin"/);
+    expect(r.stderr).toMatch(/microagent help/);
+  });
+});
