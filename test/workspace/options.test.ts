@@ -9,6 +9,7 @@ import {
   readManifest,
   recordState,
   validateWorkspaceName,
+  workspacePaths,
   writeManifest,
   type WorkspaceManifest,
 } from '../../src/vm/workspace/store.js';
@@ -68,22 +69,40 @@ describe('state directory', () => {
   });
 
   it('serialises two calls on one workspace and takes over a dead owner\'s lock', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'ma-lock-'));
-    const lock = join(dir, 'lock');
+    const stateDir = await mkdtemp(join(tmpdir(), 'ma-lock-'));
+    await createWorkspaceDir(stateDir, 'w');
+    const lock = workspacePaths(stateDir, 'w').lock;
     const order: string[] = [];
     await Promise.all([
-      withWorkspaceLock(lock, 'w', async () => {
+      withWorkspaceLock(stateDir, 'w', async () => {
         order.push('a-in');
         await new Promise((r) => setTimeout(r, 100));
         order.push('a-out');
       }),
-      new Promise((r) => setTimeout(r, 10)).then(() => withWorkspaceLock(lock, 'w', async () => void order.push('b'))),
+      new Promise((r) => setTimeout(r, 10)).then(() => withWorkspaceLock(stateDir, 'w', async () => void order.push('b'))),
     ]);
     expect(order).toEqual(['a-in', 'a-out', 'b']);
     const { writeFile } = await import('node:fs/promises');
     await writeFile(lock, '999999999');
-    await withWorkspaceLock(lock, 'w', async () => void order.push('c'), 1000);
+    await withWorkspaceLock(stateDir, 'w', async () => void order.push('c'), 1000);
     expect(order.at(-1)).toBe('c');
     await expect(readFile(lock)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('reports a workspace that does not exist as not found, not as a lock file error', async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), 'ma-lock-'));
+    let ran = false;
+    await expect(withWorkspaceLock(stateDir, 'absent', async () => void (ran = true))).rejects.toMatchObject({
+      kind: 'not_found',
+      code: 'workspace.not_found',
+      message: expect.stringContaining('no workspace named "absent"'),
+    });
+    expect(ran).toBe(false);
+  });
+
+  it('passes on what the locked call throws, a missing file included', async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), 'ma-lock-'));
+    await createWorkspaceDir(stateDir, 'w');
+    await expect(withWorkspaceLock(stateDir, 'w', () => readFile(join(stateDir, 'absent')))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 });

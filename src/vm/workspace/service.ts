@@ -160,7 +160,7 @@ export async function startWorkspace(stateDir: string, name: string, options: St
   const timeoutMs = options.timeoutMs ?? 180_000;
   let supervisor = options.supervisor;
   try {
-    await withWorkspaceLock(paths.lock, name, async () => {
+    await withWorkspaceLock(stateDir, name, async () => {
       const manifest = await readManifest(stateDir, name);
       transition(name, manifest.state, 'start');
       await rm(paths.startError, { force: true });
@@ -250,7 +250,7 @@ type SignalVerb = Exclude<Verb, 'start' | 'delete' | 'exec'>;
  */
 export async function sendSignal(stateDir: string, name: string, verb: SignalVerb, supervisorExited?: Promise<void>): Promise<void> {
   const paths = workspacePaths(stateDir, name);
-  await withWorkspaceLock(paths.lock, name, async () => {
+  await withWorkspaceLock(stateDir, name, async () => {
     const manifest = await readManifest(stateDir, name);
     transition(name, manifest.state, verb);
     if (verb === 'kill' && (await killWithoutSupervisor(stateDir, name))) return;
@@ -334,7 +334,7 @@ function withImageDefaults(manifest: WorkspaceManifest, options: ExecOptions): E
  */
 export async function deleteWorkspace(stateDir: string, name: string, alsoKeep: readonly string[] = []): Promise<string | null> {
   const paths = workspacePaths(stateDir, name);
-  return withWorkspaceLock(paths.lock, name, async () => {
+  return withWorkspaceLock(stateDir, name, async () => {
     const manifest = await readManifest(stateDir, name);
     transition(name, manifest.state, 'delete');
     const runtime = await readRuntime(stateDir, name);
@@ -436,7 +436,7 @@ export async function gcWorkspaces(stateDir: string): Promise<{ name: string; re
   const repaired: { name: string; repaired: string }[] = [];
   for (const name of await listWorkspaceNames(stateDir)) {
     const paths = workspacePaths(stateDir, name);
-    await withWorkspaceLock(paths.lock, name, async () => {
+    await withWorkspaceLock(stateDir, name, async () => {
       const manifest = await readManifest(stateDir, name);
       const runtime = await readRuntime(stateDir, name);
       if (runtime !== null && processAlive(runtime.supervisorPid)) return;

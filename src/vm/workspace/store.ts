@@ -124,17 +124,19 @@ export async function writeAtomic(path: string, data: string | Buffer): Promise<
   await rename(tmp, path);
 }
 
+export function workspaceNotFound(stateDir: string, name: string): MicroagentError {
+  return new MicroagentError('not_found', `no workspace named "${name}" in ${workspacesRoot(stateDir)}`, {
+    code: 'workspace.not_found',
+    remediation: 'list workspaces with "microagent list", or create it with "microagent create NAME"',
+  });
+}
+
 export async function readManifest(stateDir: string, name: string): Promise<WorkspaceManifest> {
   const paths = workspacePaths(stateDir, name);
   try {
     return JSON.parse(await readFile(paths.manifest, 'utf8')) as WorkspaceManifest;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new MicroagentError('not_found', `no workspace named "${name}" in ${workspacesRoot(stateDir)}`, {
-        code: 'workspace.not_found',
-        remediation: 'list workspaces with "microagent list", or create it with "microagent create NAME"',
-      });
-    }
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw workspaceNotFound(stateDir, name);
     throw err;
   }
 }
