@@ -158,6 +158,9 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     const write = await exec('sh', '-c', 'echo persisted-across-halt > /root/marker && sync && hostname');
     expect(write.code, write.stderr).toBe(0);
     expect(write.stdout.trim()).toBe(NAME);
+    const late = await cli(['exec', NAME, '--timeout', '1', '--', 'sh', '-c', 'echo started; sleep 30']);
+    expect({ code: late.code, stdout: late.stdout }).toEqual({ code: 137, stdout: 'started\n' });
+    expect(late.stderr).toContain('warning: the command was still running after --timeout 1 s: the guest killed it');
     const curl = await exec('curl', '-sS', '--max-time', '60', `https://origin.test:${origin.port}/before`);
     expect(curl.stdout).toContain('hello from origin.test /before');
 

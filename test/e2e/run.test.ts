@@ -96,6 +96,16 @@ describe.sequential('microagent run', () => {
     expect(r.code).toBe(0);
   });
 
+  it('--timeout: the guest kills the command when it runs out, and the run says so', { timeout: VM_TIMEOUT }, async () => {
+    const r = await cliJson<RunJson & { signal: string | null; timedOut: boolean }>(['run', '--profile', 'tiny', '--timeout', '1', '--', 'sh', '-c', 'echo started; sleep 30; echo finished']);
+    expect(r.json).toMatchObject({ exitCode: 137, signal: 'SIGKILL', timedOut: true, stdout: 'started\n' });
+    expect(r.stderr).toContain('warning: the command was still running after --timeout 1 s: the guest killed it');
+    expect(r.code).toBe(137);
+    const inTime = await cliJson<RunJson & { timedOut: boolean }>(['run', '--profile', 'tiny', '--timeout', '30', '--', 'sh', '-c', 'exit 3']);
+    expect(inTime.json).toMatchObject({ exitCode: 3, timedOut: false });
+    expect(inTime.stderr).not.toContain('--timeout');
+  });
+
   it('a reader that goes away ends the run like Ctrl-C: the workspace is killed and removed, its audit log kept', { timeout: VM_TIMEOUT }, async () => {
     const child = spawn(CLI, ['--state-dir', E2E_STATE_DIR, 'run', '--profile', 'tiny', '--', 'sh', '-c', 'while true; do echo y; sleep 0.05; done'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';

@@ -35,7 +35,7 @@ describe('the control socket', () => {
       if (request.op !== 'exec') return null;
       conn.send({ id: request.id, stream: 'stdout', data: Buffer.from('out\n').toString('base64') });
       conn.send({ id: request.id, stream: 'stderr', data: Buffer.from('err\n').toString('base64') });
-      conn.send({ id: request.id, exit: { code: 3, signal: null } });
+      conn.send({ id: request.id, exit: { code: 3, signal: null, timedOut: false } });
       // The supervisor exits before its reply: its connections are cut.
       for (const socket of sockets) socket.end(() => socket.destroy());
       return new Promise(() => undefined);
@@ -45,7 +45,7 @@ describe('the control socket', () => {
     let stdout = '';
     let stderr = '';
     const exit = await client.exec({ argv: ['sh'], waitForStart: true, killWhenDone: true, onStdout: (d) => (stdout += d), onStderr: (d) => (stderr += d) });
-    expect(exit).toEqual({ code: 3, signal: null });
+    expect(exit).toEqual({ code: 3, signal: null, timedOut: false });
     expect([stdout, stderr]).toEqual(['out\n', 'err\n']);
     expect(seen).toMatchObject({ op: 'exec', argv: ['sh'], waitForStart: true, killWhenDone: true, stdin: false });
   });

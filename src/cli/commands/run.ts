@@ -4,7 +4,7 @@ import type { ImageProgressEvent } from '../../vm/rootfs/progress.js';
 import { parseCpus, parseMemory, parseProfile } from '../../vm/workspace/options.js';
 import { runInWorkspace } from '../../vm/workspace/run.js';
 import type { CreateOptions } from '../../vm/workspace/service.js';
-import { parseCommandArgs, usageError, type Command, type CliContext } from '../command.js';
+import { parseCommandArgs, timedOutWarning, usageError, type Command, type CliContext } from '../command.js';
 
 const WORKSPACE_FLAGS = {
   env: { type: 'string', short: 'e', multiple: true },
@@ -97,6 +97,7 @@ const run: Command = {
     }).finally(() => {
       if (values.interactive === true) process.stdin.destroy();
     });
+    if (result.timedOut && timeout !== undefined) ctx.out.warn(timedOutWarning(timeout));
     const exitCode = result.exitCode ?? 1;
     return {
       result: { ...result, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') },

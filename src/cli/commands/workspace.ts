@@ -14,7 +14,7 @@ import {
   workspaceStatus,
   type WorkspaceStatus,
 } from '../../vm/workspace/service.js';
-import { parseCommandArgs, usageError, type CliContext, type Command } from '../command.js';
+import { parseCommandArgs, timedOutWarning, usageError, type CliContext, type Command } from '../command.js';
 import { table } from '../output.js';
 
 function oneName(command: Command, positionals: readonly string[]): string {
@@ -95,6 +95,7 @@ async function execCommand(command: Command, args: readonly string[], ctx: CliCo
     onStderr: (d) => (stream ? process.stderr.write(d) : err.push(d)),
   });
   if (interactive || values.interactive === true) process.stdin.destroy();
+  if (result.timedOut && timeout !== undefined) ctx.out.warn(timedOutWarning(timeout));
   return {
     result: { ...result, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') },
     human: '',

@@ -4,7 +4,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import { MicroagentError } from '../../errors.js';
-import { encodeLine, splitLines, type ControlReply, type ControlRequest } from './protocol.js';
+import { encodeLine, splitLines, type CommandExit, type ControlReply, type ControlRequest } from './protocol.js';
 
 type Pending = { resolve: (value: unknown) => void; reject: (err: Error) => void; onReply?: (reply: ControlReply) => void };
 
@@ -23,10 +23,7 @@ export interface ExecOptions {
   readonly killWhenDone?: boolean;
 }
 
-export interface ExecResult {
-  readonly code: number | null;
-  readonly signal: string | null;
-}
+export type ExecResult = CommandExit;
 
 type Op = Exclude<ControlRequest, { op: 'exec' | 'stdin' | 'stdin_eof' }>['op'];
 
@@ -137,7 +134,7 @@ export class ControlClient {
       if (exit === undefined) throw err;
       return null;
     })) as ExecResult | null;
-    return exit ?? result ?? { code: null, signal: null };
+    return exit ?? result ?? { code: null, signal: null, timedOut: false };
   }
 
   close(): void {

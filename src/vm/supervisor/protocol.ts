@@ -39,7 +39,14 @@ export type ControlReply =
   | { readonly id: number; readonly ok: false; readonly error: ControlError }
   /** Exec output, base64 so any bytes survive JSON. */
   | { readonly id: number; readonly stream: 'stdout' | 'stderr'; readonly data: string }
-  | { readonly id: number; readonly exit: { readonly code: number | null; readonly signal: string | null } };
+  | { readonly id: number; readonly exit: CommandExit };
+
+/** How a command ended; `timedOut`: the guest killed it when its timeout ran out. */
+export interface CommandExit {
+  readonly code: number | null;
+  readonly signal: string | null;
+  readonly timedOut: boolean;
+}
 
 export function encodeLine(message: ControlRequest | ControlReply): string {
   return JSON.stringify(message) + '\n';

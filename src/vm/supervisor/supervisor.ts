@@ -26,7 +26,7 @@ import {
   type WorkspaceManifest,
 } from '../workspace/store.js';
 import { startControlServer, type ControlConnection } from './control-server.js';
-import type { ControlRequest } from './protocol.js';
+import type { CommandExit, ControlRequest } from './protocol.js';
 import type { Mediator } from './mediator.js';
 import { allocatePortBackends } from './published-ports.js';
 import { mediatorSockets } from './sockets.js';
@@ -38,10 +38,10 @@ const log = childLog('supervisor');
 /** How long `stop` waits for the guest to power off before marking the workspace failed. */
 export const STOP_GRACE_MS = 5_000;
 
-function exitOf(status: ExitStatus): { code: number | null; signal: string | null } {
-  if (status.kind === 'exited') return { code: status.code, signal: null };
+function exitOf(status: ExitStatus): CommandExit {
+  if (status.kind === 'exited') return { code: status.code, signal: null, timedOut: status.timedOut };
   const name = Object.entries(constants.signals).find(([, n]) => n === status.signal)?.[0] ?? String(status.signal);
-  return { code: 128 + status.signal, signal: name };
+  return { code: 128 + status.signal, signal: name, timedOut: status.timedOut };
 }
 
 class Supervisor {
@@ -210,7 +210,7 @@ class Supervisor {
           const exit = exitOf(status);
           conn.send({ id: req.id, exit });
           this.readiness.resultReady = observe(true);
-          return { ...exit, timedOut: status.timedOut };
+          return exit;
         } finally {
           execs.delete(req.id);
           // After this request's reply has gone out (replies follow the handler's promise).

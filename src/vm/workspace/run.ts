@@ -10,6 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { AuditSummary } from '../../audit/query.js';
 import { MicroagentError } from '../../errors.js';
 import type { CreateOptions } from './service.js';
+import type { ExecResult } from '../supervisor/control-client.js';
 import { readManifest, runLogsDir, workspacePaths, type WorkspaceManifest } from './store.js';
 import { spawnSupervisor, type SupervisorProcess } from './supervisor-process.js';
 
@@ -29,6 +30,8 @@ export interface RunResult {
   readonly workspace: string;
   readonly exitCode: number | null;
   readonly signal: string | null;
+  /** The guest killed the command when `timeoutMs` ran out. */
+  readonly timedOut: boolean;
   readonly timings: { readonly createMs: number; readonly startMs: number; readonly firstOutputMs: number | null; readonly totalMs: number };
   readonly audit: string;
   readonly auditSummary: AuditSummary;
@@ -54,7 +57,7 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
   const first = () => {
     firstOutput ??= performance.now();
   };
-  let exit: { code: number | null; signal: string | null } = { code: null, signal: null };
+  let exit: ExecResult = { code: null, signal: null, timedOut: false };
   let endedWithCommand = false;
   let failure: unknown = null;
   let auditQuery: Promise<typeof import('../../audit/query.js')> | null = null;
@@ -117,6 +120,7 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
     workspace: name,
     exitCode: exit.code,
     signal: exit.signal,
+    timedOut: exit.timedOut,
     timings: {
       createMs: Math.round(created - t0),
       startMs: Math.round(started - created),
