@@ -5,7 +5,7 @@
  */
 import { MicroagentError } from '../errors.js';
 import type { AuditRecord } from './record.js';
-import { listLogFiles, readFileLines, type FileLine } from './segments.js';
+import { findLogFiles, readFileLines, type FileLine } from './segments.js';
 
 export interface LocatedRecord {
   readonly record: AuditRecord;
@@ -32,13 +32,7 @@ export function parseRecordLine(file: string, l: FileLine): LocatedRecord {
 
 /** Every record with where it was found. */
 export async function* readLocatedRecords(path: string): AsyncGenerator<LocatedRecord> {
-  const { files } = await listLogFiles(path);
-  if (files.length === 0) {
-    throw new MicroagentError('not_found', `no audit log at ${path}`, {
-      code: 'audit.not_found',
-      remediation: 'Pass the path of the active log file (sealed segments next to it are read too).',
-    });
-  }
+  const { files } = await findLogFiles(path);
   for (const file of files) {
     for await (const l of readFileLines(file)) {
       if (l.terminated) yield parseRecordLine(file, l);

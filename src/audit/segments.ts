@@ -7,6 +7,7 @@
 import { createReadStream } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { MicroagentError } from '../errors.js';
 
 const SEGMENT_DIGITS = 6;
 
@@ -40,6 +41,27 @@ export async function listLogFiles(base: string): Promise<LogFiles> {
   const files = numbered.map((s) => s.file);
   if (activeExists) files.push(base);
   return { files, lastSegment: numbered.at(-1)?.n ?? 0, activeExists };
+}
+
+/**
+ * listLogFiles for the readers (verify, query, summary, tail): a directory that is missing or not a
+ * directory, and a log with no file at all (unless `allowNone`: `tail -f` waits for a log about to be
+ * created), is a not_found error naming the path; any other failure to list it is typed too.
+ */
+export async function findLogFiles(base: string, options: { allowNone?: boolean } = {}): Promise<LogFiles> {
+  const remediation = 'Pass the path of the active log file (e.g. ~/.microagent/workspaces/NAME/audit.jsonl); sealed segments next to it are read too.';
+  const found = await listLogFiles(base).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return null;
+    throw new MicroagentError('invalid', `cannot list the directory of audit log ${base}: ${err.code ?? err.message}`, {
+      code: 'audit.unreadable',
+      remediation: 'Check that this user may read the directory the log is in.',
+      cause: err,
+    });
+  });
+  if (found === null || (found.files.length === 0 && options.allowNone !== true)) {
+    throw new MicroagentError('not_found', `no audit log at ${base}`, { code: 'audit.not_found', remediation });
+  }
+  return found;
 }
 
 export interface FileLine {

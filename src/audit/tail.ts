@@ -7,7 +7,7 @@
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseRecordLine, type LocatedRecord } from './read.js';
-import { listLogFiles, readFileLines, segmentPath } from './segments.js';
+import { findLogFiles, listLogFiles, readFileLines, segmentPath } from './segments.js';
 
 export interface TailOptions {
   /** Records of history to show first (default 10). */
@@ -92,7 +92,8 @@ async function* followRecords(path: string, options: TailOptions): AsyncGenerato
     history.push(r);
     if (history.length > keep) history.shift();
   };
-  let { lastSegment: seenSegment } = await listLogFiles(path);
+  // Following may start before the log's first record is written; showing history may not.
+  let { lastSegment: seenSegment } = await findLogFiles(path, { allowNone: options.follow === true });
   if (seenSegment > 0 && keep > 0) {
     const sealed = segmentPath(path, seenSegment);
     for await (const l of readFileLines(sealed)) if (l.terminated) remember(parseRecordLine(sealed, l));

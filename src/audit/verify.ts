@@ -12,7 +12,7 @@ import { checkCheckpointSignature, checkpointVerifier, type CheckpointVerifier }
 import { decodeLine } from './decode.js';
 import { GENESIS_HASH } from './encode.js';
 import type { AuditRecord, RecoveryEvent } from './record.js';
-import { fileSize, listLogFiles, readFileLines } from './segments.js';
+import { fileSize, findLogFiles, readFileLines } from './segments.js';
 
 export interface BadRecord {
   readonly file: string;
@@ -75,19 +75,7 @@ class Walk {
 export async function verifyAuditLog(path: string, options: VerifyOptions = {}): Promise<VerifyResult> {
   const given = options.key;
   const key: CheckpointVerifier | undefined = given === undefined || 'keyId' in given ? given : checkpointVerifier(given);
-  const { files } = await listLogFiles(path).catch((err: unknown) => {
-    throw new MicroagentError('not_found', `cannot list audit log ${path}: ${(err as Error).message}`, {
-      code: 'audit.not_found',
-      remediation: 'Pass the path of the active log file (e.g. ~/.microagent/workspaces/NAME/audit.jsonl).',
-      cause: err,
-    });
-  });
-  if (files.length === 0) {
-    throw new MicroagentError('not_found', `no audit log at ${path}`, {
-      code: 'audit.not_found',
-      remediation: 'Pass the path of the active log file; sealed segments next to it are found automatically.',
-    });
-  }
+  const { files } = await findLogFiles(path);
   const w = new Walk();
   const result = (firstBad?: BadRecord): VerifyResult => ({
     ok: firstBad === undefined,

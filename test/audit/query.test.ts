@@ -149,3 +149,38 @@ describe('tail', () => {
     expect(seqs).toEqual(Array.from({ length: 40 }, (_, k) => k + 1));
   });
 });
+
+describe('a log that is not there', () => {
+  const paths = {
+    'a file that does not exist': () => join(dir.path, 'absent.jsonl'),
+    'a directory that does not exist': () => join(dir.path, 'absent-dir', 'audit.jsonl'),
+    'a path through a file': () => {
+      writeFileSync(join(dir.path, 'plain'), 'x');
+      return join(dir.path, 'plain', 'audit.jsonl');
+    },
+  };
+  it.each(Object.keys(paths))('%s: verify, query, summary and tail name it and exit 1', (kind) => {
+    const path = paths[kind as keyof typeof paths]();
+    for (const verb of ['verify', 'query', 'summary', 'tail']) {
+      const run = cli(['audit', verb, path]);
+      expect(run.stderr, verb).toBe(`error: no audit log at ${path}\n  fix: Pass the path of the active log file (e.g. ~/.microagent/workspaces/NAME/audit.jsonl); sealed segments next to it are read too.\n`);
+      expect(run.code, verb).toBe(1);
+    }
+  });
+
+  it('tail -f in an existing directory waits for the log to be created', async () => {
+    const stop = new AbortController();
+    const seen: number[] = [];
+    const following = (async () => {
+      for await (const r of tailAuditLog(log, { follow: true, signal: stop.signal, pollMs: 20 })) seen.push(r.record.seq);
+    })();
+    const audit = await openAuditLog({ path: log, workspace: 'ws-audit' });
+    for (let i = 0; i < 3; i++) await audit.append(decision(i));
+    await until(() => seen.length === 3, 'the records of the new log');
+    stop.abort();
+    await following;
+    await audit.close();
+    expect(seen).toEqual([1, 2, 3]);
+    await expect(tailAuditLog(join(dir.path, 'absent-dir', 'audit.jsonl'), { follow: true }).next()).rejects.toMatchObject({ kind: 'not_found', code: 'audit.not_found' });
+  });
+});
