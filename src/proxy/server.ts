@@ -16,6 +16,7 @@ import { handleConnect } from './connect.js';
 import { rawDeny } from './http-facts.js';
 import { createInterceptServer } from './intercept-server.js';
 import { resolveLimits, type ProxyLimits } from './limits.js';
+import { listenOn } from './listen.js';
 import { handlePlainRequest, handlePlainUpgrade } from './plain.js';
 import type { HostResolver } from './resolver.js';
 import { createRuntime, type InterceptCa, type ProxyCounters } from './runtime.js';
@@ -156,14 +157,7 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
 
   let tcp: { host: string; port: number } | null = null;
   if (options.listen !== undefined) {
-    const { host, port } = options.listen;
-    await new Promise<void>((resolve, reject) => {
-      http.once('error', reject);
-      http.listen(port, host, () => {
-        http.off('error', reject);
-        resolve();
-      });
-    });
+    await listenOn(http, options.listen, 'the egress proxy', 'proxy.listen_failed');
     const address = http.address() as AddressInfo;
     tcp = { host: address.address, port: address.port };
   }
@@ -175,12 +169,10 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     unix = createNetServer((socket) => http.emit('connection', socket));
     unix.maxConnections = limits.maxConnections;
     unix.on('drop', recordDropped);
-    await new Promise<void>((resolve, reject) => {
-      unix?.once('error', reject);
-      unix?.listen(path, () => {
-        unix?.off('error', reject);
-        resolve();
-      });
+    // Both doors or none: a TCP listener left open by a failed start would keep the process alive.
+    await listenOn(unix, { path }, 'the egress proxy', 'proxy.listen_failed').catch((err: unknown) => {
+      http.close();
+      throw err;
     });
   }
 

@@ -14,6 +14,7 @@ import type { Policy } from '../../policy/index.js';
 import { answerMessage, type AnswerContext } from './answer.js';
 import { frame, splitFrames } from './framing.js';
 import { createExfiltrationGuard, DEFAULT_EXFILTRATION_LIMITS, type ExfiltrationLimits } from './guard.js';
+import { listenError, listenOn } from '../listen.js';
 import { createNameDecider } from './query-step.js';
 import type { WorkspaceResolver } from './resolver.js';
 
@@ -90,7 +91,7 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
       const path = options.socketPath;
       const server = streamServer(ctx, limits, connections);
       await removeStaleSocket(path);
-      await listen(server, { path });
+      await listenOn(server, { path }, 'DNS', 'dns.listen_failed');
       closers.push(async () => {
         await closeServer(server);
         await unlink(path).catch(() => undefined);
@@ -121,21 +122,14 @@ async function bindUdpAndTcp(
     const udp = await bindUdp(host, port, ctx);
     const tcp = streamServer(ctx, limits, connections);
     try {
-      await listen(tcp, { host, port: udp.address().port });
+      await listenOn(tcp, { host, port: udp.address().port }, 'DNS', 'dns.listen_failed');
       return { udp, tcp };
     } catch (err) {
       await closeUdp(udp);
-      if (port !== 0 || attempt >= 10 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw listenFailure(host, port, err);
+      const taken = ((err as MicroagentError).cause as NodeJS.ErrnoException | undefined)?.code === 'EADDRINUSE';
+      if (port !== 0 || attempt >= 10 || !taken) throw err;
     }
   }
-}
-
-function listenFailure(host: string, port: number, cause: unknown): MicroagentError {
-  return new MicroagentError('conflict', `cannot listen for DNS on ${host}:${port}: ${(cause as Error).message}`, {
-    code: 'dns.listen_failed',
-    remediation: 'choose a free port (or 0 for any) on a local address',
-    cause,
-  });
 }
 
 function bindUdp(host: string, port: number, ctx: AnswerContext): Promise<UdpSocket> {
@@ -148,7 +142,7 @@ function bindUdp(host: string, port: number, ctx: AnswerContext): Promise<UdpSoc
       .catch((err: unknown) => log.warn({ err }, 'DNS UDP answer not sent (socket closing?)'));
   });
   return new Promise((resolve, reject) => {
-    socket.once('error', (err) => reject(listenFailure(host, port, err)));
+    socket.once('error', (err) => reject(listenError('DNS', { host, port }, err, 'dns.listen_failed')));
     socket.bind(port, host, () => {
       socket.removeAllListeners('error');
       // Bursts arrive while answers wait for the audit log's fsync; a deeper queue drops fewer of them.
@@ -197,16 +191,6 @@ function streamServer(ctx: AnswerContext, limits: DnsServerLimits, connections: 
   });
   server.maxConnections = limits.maxTcpConnections;
   return server;
-}
-
-function listen(server: Server, where: { host: string; port: number } | { path: string }): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(where, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
 }
 
 /** A socket file left by a previous run is removed; any other file at the path is left alone. */
