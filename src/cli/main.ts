@@ -131,9 +131,12 @@ export async function main(argv: readonly string[]): Promise<number> {
     process.once('SIGTERM', onSignal);
     onBrokenPipe = () => signalled('SIGPIPE');
     const ctx: CliContext = { out, stateDir: globals.stateDir, interrupted };
-    const { result, human, exitCode } = await command.run(args, ctx);
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    // Handed back once the command is over, failed or not: anything it left running must not make
+    // the process deaf to SIGTERM.
+    const { result, human, exitCode } = await command.run(args, ctx).finally(() => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    });
     printResult(globals.mode, result, human);
     return exitCode ?? 0;
   } catch (err) {
