@@ -92,4 +92,18 @@ describe('microagent dns', () => {
     expect(code, stderr).toBe(2);
     expect(stderr).toContain('--policy FILE is required');
   });
+
+  it.each([
+    ['dns', '--listen', '127.0.0.1:0', '--upstream'],
+    ['create', 'never-created', '--dns-upstream'],
+  ])('%s refuses an upstream resolver given by name, before doing anything', async (...args) => {
+    const policy = join(dir, 'upstream-name.yaml');
+    await writeFile(policy, GUARDED_POLICY);
+    const proc = spawn(process.execPath, [MAIN, '--state-dir', dir, ...args, 'resolver.example', '--policy', policy], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise((resolve) => proc.once('exit', resolve));
+    expect(stderr).toBe('error: upstream resolver "resolver.example" is not an IP address with an optional port\n  fix: give upstreams as 192.0.2.53, 192.0.2.53:5353 or [2001:db8::53]:53\n');
+    expect(code).toBe(1);
+  });
 });

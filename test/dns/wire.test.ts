@@ -9,7 +9,7 @@ import { createExfiltrationGuard, DEFAULT_EXFILTRATION_LIMITS, registeredDomain 
 import { createExpiringCache } from '../../src/proxy/dns/cache.js';
 import { isDohResolverName } from '../../src/proxy/dns/doh.js';
 import { nameserversFromResolvConf } from '../../src/proxy/dns/resolvconf.js';
-import { parseUpstream } from '../../src/proxy/dns/upstream.js';
+import { parseUpstream } from '../../src/proxy/dns/upstream-address.js';
 import { encodeQuery } from './helpers/client.js';
 
 const KINDS = ['query', 'formerr', 'notimp', 'drop'];
@@ -189,7 +189,7 @@ describe('names and addresses', () => {
     ['::1', { host: '::1', port: 53 }],
   ])('parseUpstream(%s)', (raw, expected) => expect(parseUpstream(raw)).toEqual(expected));
 
-  it('rejects an upstream with a bad port', () => {
-    expect(() => parseUpstream('127.0.0.1:99999')).toThrow(/upstream resolver/);
+  it.each(['127.0.0.1:99999', '127.0.0.1:0', 'resolver.example', 'resolver.example:53', '[resolver]:53', ''])('rejects the upstream %j: an IP address and a port', (raw) => {
+    expect(() => parseUpstream(raw)).toThrow(`upstream resolver "${raw}" is not an IP address with an optional port`);
   });
 });

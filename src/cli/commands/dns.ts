@@ -4,7 +4,7 @@ import { openAuditLog } from '../../audit/index.js';
 import { MicroagentError } from '../../errors.js';
 import { MODES, openLivePolicy, type Mode } from '../../policy/index.js';
 import { createWorkspaceResolver, startDnsServer, type DnsServerAddresses } from '../../proxy/dns/index.js';
-import { splitHostPort } from '../../proxy/dns/upstream.js';
+import { splitHostPort } from '../../proxy/dns/upstream-address.js';
 import { parseCommandArgs, usageError, type Command } from '../command.js';
 
 const dns: Command = {

@@ -22,7 +22,7 @@ const WORKSPACE_FLAGS = {
 } as const;
 
 const FLAG_USAGE =
-  '[-e KEY=VAL]... [--egress guarded|strict|off] [--policy FILE] [--network user|isolated] [-p [HOST_IP:]HOST_PORT:GUEST_PORT]... [--mediation PORT=TARGET]... [--mediation-optional] [--profile tiny|small|medium|large] [--memory SIZE] [--cpus N] [--dns-upstream HOST:PORT]... [--upstream-ca FILE]...';
+  '[-e KEY=VAL]... [--egress guarded|strict|off] [--policy FILE] [--network user|isolated] [-p [HOST_IP:]HOST_PORT:GUEST_PORT]... [--mediation PORT=TARGET]... [--mediation-optional] [--profile tiny|small|medium|large] [--memory SIZE] [--cpus N] [--dns-upstream IP:PORT]... [--upstream-ca FILE]...';
 
 type FlagValues = { [K in keyof typeof WORKSPACE_FLAGS]?: (typeof WORKSPACE_FLAGS)[K] extends { multiple: true } ? string[] : (typeof WORKSPACE_FLAGS)[K] extends { type: 'boolean' } ? boolean : string };
 

@@ -12,7 +12,8 @@ import type { HostResolver } from '../resolver.js';
 import { createExpiringCache } from './cache.js';
 import { createAddressMemory, DEFAULT_MEMORY_LIMITS, type AddressMemory } from './memory.js';
 import { systemUpstreams } from './resolvconf.js';
-import { exchangeWithUpstream, openUpstream, parseUpstream, type Upstream, type UpstreamAddress } from './upstream.js';
+import { parseUpstream, type UpstreamAddress } from './upstream-address.js';
+import { exchangeWithUpstream, openUpstream, type Upstream } from './upstream.js';
 import type { UdpPoolOptions } from './udp-pool.js';
 import { RCODE } from './wire.js';
 

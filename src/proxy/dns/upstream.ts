@@ -7,44 +7,18 @@
  * Never decides policy and never caches: that is resolver.ts.
  */
 import { randomInt } from 'node:crypto';
-import { connect, isIPv6 } from 'node:net';
+import { connect } from 'node:net';
 import dnsPacket, { type DecodedPacket } from 'dns-packet';
 import { MicroagentError } from '../../errors.js';
+import type { UpstreamAddress } from './upstream-address.js';
 import { encodeUpstreamQuery } from './wire.js';
 import { frame, splitFrames } from './framing.js';
 import { createUdpPool, DEFAULT_UDP_POOL, type UdpPool, type UdpPoolOptions } from './udp-pool.js';
 
-export interface UpstreamAddress {
-  readonly host: string;
-  readonly port: number;
-}
 
 export interface UpstreamReply {
   readonly packet: DecodedPacket;
   readonly transport: 'udp' | 'tcp';
-}
-
-/** Splits `host:port`, `[v6]:port`, `host` or a bare IPv6 address; port null when absent. */
-export function splitHostPort(raw: string): { host: string; port: number | null } | null {
-  const bracketed = /^\[([0-9a-fA-F:.]+)\](?::(\d{1,5}))?$/.exec(raw);
-  if (bracketed !== null) return { host: bracketed[1] as string, port: bracketed[2] === undefined ? null : Number(bracketed[2]) };
-  if (isIPv6(raw)) return { host: raw, port: null };
-  const plain = /^([^:[\]]+)(?::(\d{1,5}))?$/.exec(raw);
-  if (plain === null) return null;
-  return { host: plain[1] as string, port: plain[2] === undefined ? null : Number(plain[2]) };
-}
-
-/** Parses an upstream resolver address: `host:port`, `[v6]:port`, or a bare address (port 53). */
-export function parseUpstream(raw: string): UpstreamAddress {
-  const split = splitHostPort(raw);
-  const port = split?.port ?? 53;
-  if (split === null || port < 1 || port > 65535) {
-    throw new MicroagentError('invalid', `upstream resolver "${raw}" is not an address with an optional port`, {
-      code: 'dns.upstream_invalid',
-      remediation: 'give upstreams as 192.0.2.53, 192.0.2.53:5353 or [2001:db8::53]:53',
-    });
-  }
-  return { host: split.host, port };
 }
 
 /** One upstream resolver and the UDP sockets kept open to it. */

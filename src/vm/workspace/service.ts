@@ -11,6 +11,7 @@ import { MicroagentError, type ErrorKind } from '../../errors.js';
 import { parseChannelDeclarations } from '../../mediation/channels.js';
 import type { Mode } from '../../policy/types.js';
 import { DEFAULT_POLICY_FILE } from '../../paths.js';
+import { parseUpstream } from '../../proxy/dns/upstream-address.js';
 import { prepareWorkspaceDisk } from '../rootfs/ext4.js';
 import { imageRunSpec } from '../rootfs/image-config.js';
 import type { ProgressListener } from '../rootfs/progress.js';
@@ -78,6 +79,8 @@ export async function createWorkspace(stateDir: string, name: string, options: C
   }
   const publish = (options.publish ?? []).map(parsePublish);
   const channels = parseChannelDeclarations(options.mediation ?? []);
+  const dnsUpstreams = options.dnsUpstreams ?? [];
+  dnsUpstreams.forEach(parseUpstream);
   const size = PROFILES[options.profile ?? 'small'];
   const paths = await createWorkspaceDir(stateDir, name);
   try {
@@ -105,7 +108,7 @@ export async function createWorkspace(stateDir: string, name: string, options: C
       })),
       memoryMiB: options.memoryMiB ?? size.memoryMiB,
       cpus: options.cpus ?? size.cpus,
-      dnsUpstreams: options.dnsUpstreams ?? [],
+      dnsUpstreams,
       upstreamCa: await Promise.all((options.upstreamCaFiles ?? []).map(readCaFile)),
       disk: options.throwawayDisk === true ? { kind: 'throwaway', base: image.rootfsPath } : { kind: 'copy' },
     };
