@@ -40,6 +40,9 @@ describe('workspace flags', () => {
     expect(parseMemory('512')).toBe(512);
     expect(parseMemory('1G')).toBe(1024);
     expect(failure(() => parseMemory('12'))).toMatch(/at least 64M/);
+    expect(parseMemory('2G', 2048)).toBe(2048);
+    expect(failure(() => parseMemory('2049M', 2048))).toBe('--memory "2049M" is not valid | use at most this host\'s memory, 2048M');
+    expect(failure(() => parseMemory('99999999G'))).toMatch(/at most this host's memory, \d+M$/);
     expect(parseCpus('2')).toBe(2);
     expect(failure(() => parseCpus('1.5'))).toMatch(/whole number/);
     expect(parseProfile('small')).toBe('small');

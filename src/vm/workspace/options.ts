@@ -3,6 +3,7 @@
  * Pure; every bad value is a typed error naming the flag and the accepted form.
  */
 import { isIP } from 'node:net';
+import { totalmem } from 'node:os';
 import { MicroagentError } from '../../errors.js';
 
 export const PROFILES = {
@@ -42,12 +43,13 @@ export function parsePublish(value: string): { hostIp: string; hostPort: number;
   };
 }
 
-/** `--memory 512`, `512M`, `1G` -> MiB. */
-export function parseMemory(value: string): number {
+/** `--memory 512`, `512M`, `1G` -> MiB; at most `hostMiB` (this host's memory: QEMU could not back more). */
+export function parseMemory(value: string, hostMiB = Math.floor(totalmem() / 2 ** 20)): number {
   const m = /^(\d+)([MG]i?B?)?$/i.exec(value);
   if (m === null) throw invalid('--memory', value, 'a size in MiB such as 512, 512M or 1G');
   const n = Number(m[1]) * (m[2]?.toUpperCase().startsWith('G') ? 1024 : 1);
   if (n < 64) throw invalid('--memory', value, 'at least 64M');
+  if (n > hostMiB) throw invalid('--memory', value, `at most this host's memory, ${hostMiB}M`);
   return n;
 }
 
