@@ -302,7 +302,9 @@ export class AuditLogWriter implements AuditLog {
   }
 
   private armLazySync(): void {
-    if (this.lazySync !== null || this.syncing !== null || this.failure !== null) return;
+    // While rotating, rotate() syncs what is dirty itself: a timer could fire between the old file's
+    // close and the new one's open.
+    if (this.lazySync !== null || this.syncing !== null || this.failure !== null || this.rotating) return;
     this.lazySync = setTimeout(() => {
       this.lazySync = null;
       void this.startSync();
@@ -329,8 +331,9 @@ export class AuditLogWriter implements AuditLog {
   private async rotate(): Promise<void> {
     this.rotating = true;
     try {
-      // The sealed segment's records are synced before its rename.
-      if (this.syncing !== null || this.dirty) await this.startSync();
+      // The sealed segment's records are synced before its rename: also those written while the sync
+      // in flight ran, which it does not cover. No other sync may start until the new file is open.
+      while (this.failure === null && (this.syncing !== null || this.dirty)) await this.startSync();
       if (this.failure === null) await this.startSegment();
     } catch (err) {
       this.fail(err, []);

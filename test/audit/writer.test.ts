@@ -66,10 +66,10 @@ describe('group commit', () => {
 
   describe('while an fdatasync is in flight', () => {
     /** Runs `body` against a new log with every fdatasync held until `syncs.release()`. */
-    async function withHeldSyncs(body: (syncs: ReturnType<typeof holdSyncs>, audit: AuditLog) => Promise<void>): Promise<void> {
+    async function withHeldSyncs(body: (syncs: ReturnType<typeof holdSyncs>, audit: AuditLog) => Promise<void>, rotateBytes?: number): Promise<void> {
       const syncs = holdSyncs();
       try {
-        await body(syncs, await openAuditLog({ path: log, workspace: 'ws-audit' }));
+        await body(syncs, await openAuditLog({ path: log, workspace: 'ws-audit', ...(rotateBytes === undefined ? {} : { rotateBytes }) }));
       } finally {
         syncs.restore();
       }
@@ -131,6 +131,31 @@ describe('group commit', () => {
         await second;
         await audit.close();
       }));
+
+    it('a rotation syncs the records written during the sync in flight before it seals the segment', () =>
+      withHeldSyncs(async (syncs, audit) => {
+        const durable = audit.append(decision(0));
+        await until(() => syncs.held() === 1, 'an fdatasync');
+        // `written` records are written while that sync is held, past rotateBytes: the rotation waits for the sync.
+        const written = Array.from({ length: 20 }, (_, i) => audit.append(decision(i + 1), 'written'));
+        await until(() => fs.statSync(log).size >= 4096, 'the file past rotateBytes');
+        syncs.release();
+        await durable;
+        // That sync did not cover the records written during it: another one runs before the rename.
+        await until(() => syncs.held() === 1, 'the sync of the records written meanwhile');
+        expect(fs.existsSync(`${log}.000001`)).toBe(false);
+        syncs.release();
+        await until(() => fs.existsSync(`${log}.000001`), 'the sealed segment');
+        // The rest land in the new file; keep letting syncs through until close() has ended.
+        let closed = false;
+        const closing = Promise.all(written).then(() => audit.close()).finally(() => (closed = true));
+        while (!closed) {
+          syncs.release();
+          await new Promise((r) => setTimeout(r, 5));
+        }
+        await closing; // rejects if the log failed on the way
+        expect(await verifyAuditLog(log)).toMatchObject({ ok: true, records: 21 });
+      }, 4096));
 
     it('a failed fdatasync rejects the appends waiting for it and fails the sink', async () => {
       const failing = vi.spyOn(fs, 'fdatasync').mockImplementation(((_fd: number, cb: (err: Error | null) => void) => {
