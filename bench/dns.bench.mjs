@@ -116,7 +116,10 @@ async function dnsperf(port, file, outstanding = 100) {
   const lost = Number(/Queries lost:\s+(\d+)/.exec(out)?.[1] ?? 0);
   const avg = Number(/Average Latency \(s\):\s+([\d.]+)/.exec(out)?.[1]) * 1000;
   const max = Number(/max ([\d.]+)\)/.exec(out)?.[1]) * 1000;
-  return { qps, lost, avg, max };
+  // Answered is not served: a failed audit log answers REFUSED/SERVFAIL (fail closed) at full speed.
+  const codes = /Response codes:\s+(.*)/.exec(out)?.[1] ?? '';
+  const failed = [...codes.matchAll(/([A-Z]+) (\d+)/g)].filter(([, code]) => code !== 'NOERROR').reduce((n, [, , count]) => n + Number(count), 0);
+  return { qps, lost, failed, avg, max };
 }
 
 const ALLOW_BENCH = `
@@ -240,12 +243,12 @@ try {
   rows.push(['node UDP echo, no DNS work (floor for any node server)', floorRun, peerFloor, floorLatency, peerFloorLatency]);
 
   console.log(`DNS resolver vs dnsmasq, dnsperf -c 4 -l ${SECONDS}, loopback UDP, one audit record per query (load average ${loadavg()[0].toFixed(1)} at the end)\n`);
-  console.log('| case | ours qps | dnsmasq qps | ratio | ours avg/max ms | dnsmasq avg/max ms | ours lost | ours p50/p99 ms | dnsmasq p50/p99 ms |');
+  console.log('| case | ours qps | dnsmasq qps | ratio | ours avg/max ms | dnsmasq avg/max ms | ours lost / not NOERROR | ours p50/p99 ms | dnsmasq p50/p99 ms |');
   console.log('|---|---|---|---|---|---|---|---|---|');
   for (const [label, ours, peer, oursLat, peerLat] of rows) {
     console.log(
       `| ${label} | ${fmt(ours.qps)} | ${fmt(peer.qps)} | ${fmt(ours.qps / peer.qps, 2)} | ${fmt(ours.avg, 3)}/${fmt(ours.max, 1)} | ` +
-        `${fmt(peer.avg, 3)}/${fmt(peer.max, 1)} | ${ours.lost} | ` +
+        `${fmt(peer.avg, 3)}/${fmt(peer.max, 1)} | ${ours.lost} / ${ours.failed} | ` +
         `${oursLat ? `${fmt(oursLat.p50, 3)}/${fmt(oursLat.p99, 3)}` : '-'} | ${peerLat ? `${fmt(peerLat.p50, 3)}/${fmt(peerLat.p99, 3)}` : '-'} |`,
     );
   }
@@ -257,6 +260,8 @@ try {
     `Goals, default configuration: cached qps ratio >= 1.0: ${verdict(cached.qps >= cachedPeer.qps)} (${fmt(cached.qps / cachedPeer.qps, 2)}); ` +
       `cached p99 < 1 ms on loopback: ${verdict(cachedLatency.p99 < 1)} (${fmt(cachedLatency.p99, 3)} ms).`,
   );
+  const failures = rows.reduce((n, [, ours]) => n + ours.failed, 0);
+  if (failures > 0) console.log(`NOT VALID: ${failures} of our answers were not NOERROR (see the table): the figures measured refusals.`);
 } finally {
   for (const child of children) child.kill('SIGTERM');
   rmSync(dir, { recursive: true, force: true });
