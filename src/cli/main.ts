@@ -98,7 +98,7 @@ async function findCommand(words: readonly string[]): Promise<{ command: Command
     if (parts.every((p, i) => words[i] === p)) return { command, args: words.slice(parts.length) };
   }
   throw usageError(
-    `unknown command "${words.slice(0, 2).join(' ')}"`,
+    words.length === 1 ? `"${first}" needs one of its commands` : `unknown command "${words.slice(0, 2).join(' ')}"`,
     `the ${first} commands are:\n${helpText(commands)}`,
   );
 }

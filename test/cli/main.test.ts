@@ -36,4 +36,16 @@ describe('microagent', () => {
     expect(r.stderr).toMatch(/unknown command "--versoin"/);
     expect(r.stderr).toMatch(/microagent help/);
   });
+
+  it.each(['policy', 'audit', 'ca', 'mediation'])('%s alone exits 2, listing its commands', (group) => {
+    const r = run(group);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(new RegExp(`^error: "${group}" needs one of its commands\n  fix: the ${group} commands are:\n  microagent ${group} \\w+`));
+  });
+
+  it('a mistyped subcommand is named with its group', () => {
+    const r = run('policy', 'chek');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^error: unknown command "policy chek"\n  fix: the policy commands are:/);
+  });
 });
