@@ -6,7 +6,6 @@
  * by file, line and seq. Never modifies the log.
  */
 import { basename } from 'node:path';
-import { MicroagentError } from '../errors.js';
 import type { KeyObject } from 'node:crypto';
 import { checkCheckpointSignature, checkpointVerifier, type CheckpointVerifier } from './checkpoint.js';
 import { decodeLine } from './decode.js';

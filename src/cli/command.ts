@@ -35,12 +35,12 @@ export interface Command {
   run(args: readonly string[], ctx: CliContext): Promise<CommandResult>;
 }
 
-/** A usage error: exit code 2 in every output mode. */
 /** What `run` and `exec` say on stderr when the guest killed the command because --timeout ran out. */
 export function timedOutWarning(seconds: number): string {
   return `the command was still running after --timeout ${seconds} s: the guest killed it`;
 }
 
+/** A usage error: exit code 2 in every output mode. */
 export function usageError(message: string, remediation: string): MicroagentError {
   return new MicroagentError('invalid', message, { code: 'usage', remediation });
 }

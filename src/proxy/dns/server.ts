@@ -11,10 +11,10 @@ import type { AuditSink } from '../../audit/record.js';
 import { MicroagentError } from '../../errors.js';
 import { childLog } from '../../log.js';
 import type { Policy } from '../../policy/index.js';
+import { listenError, listenOn } from '../listen.js';
 import { answerMessage, type AnswerContext } from './answer.js';
 import { frame, splitFrames } from './framing.js';
 import { createExfiltrationGuard, DEFAULT_EXFILTRATION_LIMITS, type ExfiltrationLimits } from './guard.js';
-import { listenError, listenOn } from '../listen.js';
 import { createNameDecider } from './query-step.js';
 import type { WorkspaceResolver } from './resolver.js';
 

@@ -8,7 +8,6 @@ import { randomUUID } from 'node:crypto';
 import { closeSync, writeSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
-import { join } from 'node:path';
 import type { Server } from 'node:net';
 import { asMicroagentError, MicroagentError } from '../../errors.js';
 import { childLog } from '../../log.js';

@@ -5,7 +5,6 @@
  */
 import { randomUUID } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MicroagentError, type ErrorKind } from '../../errors.js';
 import { parseChannelDeclarations } from '../../mediation/channels.js';
@@ -252,7 +251,6 @@ type SignalVerb = Exclude<Verb, 'start' | 'delete' | 'exec'>;
  * its exit at once instead of at the next poll.
  */
 export async function sendSignal(stateDir: string, name: string, verb: SignalVerb, supervisorExited?: Promise<void>): Promise<void> {
-  const paths = workspacePaths(stateDir, name);
   await withWorkspaceLock(stateDir, name, async () => {
     const manifest = await readManifest(stateDir, name);
     transition(name, manifest.state, verb);
@@ -336,7 +334,6 @@ function withImageDefaults(manifest: WorkspaceManifest, options: ExecOptions): E
  * outlive it, whoever removes it. Returns that folder, or null for a workspace with nothing kept.
  */
 export async function deleteWorkspace(stateDir: string, name: string, alsoKeep: readonly string[] = []): Promise<string | null> {
-  const paths = workspacePaths(stateDir, name);
   return withWorkspaceLock(stateDir, name, async () => {
     const manifest = await readManifest(stateDir, name);
     transition(name, manifest.state, 'delete');
@@ -438,7 +435,6 @@ export async function listWorkspaces(stateDir: string): Promise<WorkspaceStatus[
 export async function gcWorkspaces(stateDir: string): Promise<{ name: string; repaired: string }[]> {
   const repaired: { name: string; repaired: string }[] = [];
   for (const name of await listWorkspaceNames(stateDir)) {
-    const paths = workspacePaths(stateDir, name);
     await withWorkspaceLock(stateDir, name, async () => {
       const manifest = await readManifest(stateDir, name);
       const runtime = await readRuntime(stateDir, name);
