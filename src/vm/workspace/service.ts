@@ -79,7 +79,7 @@ export async function createWorkspace(stateDir: string, name: string, options: C
   const publish = (options.publish ?? []).map(parsePublish);
   const channels = parseChannelDeclarations(options.mediation ?? []);
   const dnsUpstreams = options.dnsUpstreams ?? [];
-  dnsUpstreams.forEach(parseUpstream);
+  for (const upstream of dnsUpstreams) parseUpstream(upstream); // a bad one fails here, not at the start
   const size = PROFILES[options.profile ?? 'small'];
   const paths = await createWorkspaceDir(stateDir, name);
   try {
