@@ -48,4 +48,13 @@ describe('microagent', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/^error: unknown command "policy chek"\n  fix: the policy commands are:/);
   });
+
+  it('docs/cli.md lists every command with the usage and summary help prints', () => {
+    const doc = readFileSync(join(ROOT, 'docs/cli.md'), 'utf8');
+    const block = /## Commands\n\n```\n([\s\S]*?)```/.exec(doc)?.[1] ?? '';
+    const help = run('help').stdout.split('\n').filter((line) => line.startsWith('  '));
+    const documented = help.filter((line) => !/^ {2}microagent version$|^ {6}Print the version/.test(line));
+    expect(block.trimEnd().split('\n').map((line) => line.trimEnd())).toEqual(documented.map((line) => line.trimEnd()));
+  });
 });
+
