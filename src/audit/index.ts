@@ -6,6 +6,7 @@ export { verifyAuditLog, type VerifyResult, type VerifyOptions, type BadRecord, 
 export { readAuditRecords, readLocatedRecords, type LocatedRecord } from './read.js';
 export { queryAuditLog, summarizeAuditLog, compileQuery, recordHost, type AuditQuery, type AuditSummary } from './query.js';
 export { tailAuditLog, type TailOptions } from './tail.js';
+export { recoverAuditLog, type RecoverResult } from './recover.js';
 export {
   checkpointSigner,
   checkpointVerifier,

@@ -104,8 +104,9 @@ async function openWriter(
       throw new MicroagentError('conflict', `audit log ${path} ends in a damaged record (${where}); refusing to append after it`, {
         code: 'audit.corrupt_tail',
         remediation:
-          `Run "microagent audit verify ${path}" and keep the file as evidence. To continue logging, open it with ` +
-          `onCorruptTail: 'new_segment' (the damaged file is sealed as-is and the chain continues from the last intact record).`,
+          `Run "microagent audit verify ${path}" to see the damage, then "microagent audit recover ${path}": it keeps the ` +
+          `damaged file as it is, as a sealed segment, and the chain continues from the last intact record ` +
+          `(in the library: onCorruptTail: 'new_segment').`,
       });
     }
     const line = await lineAt(head.damage.file, head.damage.offset);

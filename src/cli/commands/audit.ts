@@ -1,7 +1,8 @@
-/** `microagent audit ...` commands: verify, query, tail and summarise a workspace's audit log. */
+/** `microagent audit ...` commands: verify, query, tail, summarise and recover a workspace's audit log. */
 import { loadCheckpointVerifier } from '../../audit/checkpoint.js';
 import { parseTimeBound, queryAuditLog, recordHost, summarizeAuditLog, type AuditQuery, type AuditSummary } from '../../audit/query.js';
 import type { AuditRecord } from '../../audit/record.js';
+import { recoverAuditLog } from '../../audit/recover.js';
 import { tailAuditLog } from '../../audit/tail.js';
 import { verifyAuditLog, type VerifyResult } from '../../audit/verify.js';
 import { parseCommandArgs, usageError, type Command } from '../command.js';
@@ -185,4 +186,26 @@ const summary: Command = {
   },
 };
 
-export const commands: readonly Command[] = [verify, query, tail, summary];
+const recover: Command = {
+  name: 'audit recover',
+  summary: 'Set aside a damaged tail (a crash or full disk mid-write) so the log can be written again: the damaged file is sealed as it is and a recovery record names it',
+  usage: 'LOG [--workspace NAME]',
+  async run(args) {
+    const { values, positionals } = parseCommandArgs(recover, args, { workspace: { type: 'string' } });
+    const path = onePath(recover, positionals);
+    const result = await recoverAuditLog(path, values.workspace === undefined ? {} : { workspace: values.workspace });
+    if (!result.recovered) {
+      return { result, human: `nothing to recover: ${path} ends in an intact record${result.last === null ? '' : ` (seq ${result.last.seq})`}` };
+    }
+    const r = result.recovery;
+    return {
+      result,
+      human:
+        `recovered ${path}: ${result.damage}\n` +
+        `  the damaged file is kept as ${r.file} (from line ${r.line}, ${r.discarded_bytes} bytes set aside); ` +
+        `logging continues after seq ${r.seq - 1}, the recovery record is seq ${r.seq}`,
+    };
+  },
+};
+
+export const commands: readonly Command[] = [verify, query, tail, summary, recover];
