@@ -38,9 +38,6 @@ function createOptions(values: FlagValues, image: string | undefined, command: s
   if (values.network !== undefined && values.network !== 'user' && values.network !== 'isolated') {
     throw usageError(`--network must be user or isolated, not "${values.network}"`, 'e.g. --network isolated');
   }
-  for (const e of values.env ?? []) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(e)) throw usageError(`-e "${e}" is not KEY=VALUE`, 'e.g. -e DEBUG=1');
-  }
   const onProgress = progressPrinter(ctx);
   return {
     ...(image === undefined ? {} : { image }),

@@ -1,10 +1,13 @@
 /**
- * Parsing of the workspace flags shared by `run` and `create`: resource profiles, published ports.
+ * Parsing of the workspace flags shared by `run`, `create` and `exec`: resource profiles, published
+ * ports, environment assignments.
  * Pure; every bad value is a typed error naming the flag and the accepted form.
  */
 import { isIP } from 'node:net';
 import { totalmem } from 'node:os';
 import { MicroagentError } from '../../errors.js';
+import { parseChannelDeclarations } from '../../mediation/channels.js';
+import { parseUpstream } from '../../proxy/dns/upstream-address.js';
 
 export const PROFILES = {
   tiny: { memoryMiB: 128, cpus: 1 },
@@ -51,6 +54,24 @@ export function parseMemory(value: string, hostMiB = Math.floor(totalmem() / 2 *
   if (n < 64) throw invalid('--memory', value, 'at least 64M');
   if (n > hostMiB) throw invalid('--memory', value, `at most this host's memory, ${hostMiB}M`);
   return n;
+}
+
+/** `-e KEY=VALUE` entries, checked where the library takes them: a name, then `=`, then any value. */
+export function checkEnv(entries: readonly string[]): void {
+  for (const entry of entries) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(entry)) throw invalid('-e', entry, 'KEY=VALUE with a name of letters, digits and _, e.g. -e DEBUG=1');
+  }
+}
+
+/** The workspace flags given as text, checked together: by createWorkspace, and by `run` before it spawns anything. */
+export function parseWorkspaceFlags(flags: { readonly env?: readonly string[]; readonly publish?: readonly string[]; readonly mediation?: readonly string[]; readonly dnsUpstreams?: readonly string[] }) {
+  checkEnv(flags.env ?? []);
+  // Upstreams are kept as given; a bad one fails here, not when the workspace's resolver starts.
+  for (const upstream of flags.dnsUpstreams ?? []) parseUpstream(upstream);
+  return {
+    publish: (flags.publish ?? []).map(parsePublish),
+    channels: parseChannelDeclarations(flags.mediation ?? []),
+  };
 }
 
 export function parseCpus(value: string): number {

@@ -11,6 +11,7 @@ import type { AuditSummary } from '../../audit/query.js';
 import { MicroagentError } from '../../errors.js';
 import type { CreateOptions } from './service.js';
 import type { ExecResult } from '../supervisor/control-client.js';
+import { parseWorkspaceFlags } from './options.js';
 import { readManifest, runLogsDir, workspacePaths, type WorkspaceManifest } from './store.js';
 import { spawnSupervisor, type SupervisorProcess } from './supervisor-process.js';
 
@@ -40,6 +41,7 @@ export interface RunResult {
 export async function runInWorkspace(stateDir: string, options: RunOptions): Promise<RunResult> {
   const t0 = performance.now();
   const name = `run-${randomBytes(4).toString('hex')}`;
+  parseWorkspaceFlags(options); // before a supervisor is spawned for nothing
   // Spawned first, so its start-up overlaps creating the workspace; the rest of the workspace code
   // loads after the spawn, while the supervisor's node starts (~15 ms sooner on its way to QEMU).
   const supervisor = await spawnSupervisor(stateDir);

@@ -7,10 +7,8 @@ import { randomUUID } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MicroagentError, type ErrorKind } from '../../errors.js';
-import { parseChannelDeclarations } from '../../mediation/channels.js';
 import type { Mode } from '../../policy/types.js';
 import { DEFAULT_POLICY_FILE } from '../../paths.js';
-import { parseUpstream } from '../../proxy/dns/upstream-address.js';
 import { prepareWorkspaceDisk } from '../rootfs/ext4.js';
 import { imageRunSpec } from '../rootfs/image-config.js';
 import type { ProgressListener } from '../rootfs/progress.js';
@@ -18,7 +16,7 @@ import { ControlClient, type ExecOptions, type ExecResult } from '../supervisor/
 import { checkPolicyFile } from './checked-policy.js';
 import { transition, VM_STATES, type Verb, type WorkspaceState } from './lifecycle.js';
 import { processAlive, withWorkspaceLock } from './lock.js';
-import { PROFILES, parsePublish, type Profile } from './options.js';
+import { checkEnv, parseWorkspaceFlags, PROFILES, type Profile } from './options.js';
 import { spawnSupervisor, type SupervisorProcess } from './supervisor-process.js';
 import {
   controlSocketOf,
@@ -76,10 +74,7 @@ export async function createWorkspace(stateDir: string, name: string, options: C
       remediation: 'egress off means plain, unchecked NAT: ask for it explicitly with --egress off',
     });
   }
-  const publish = (options.publish ?? []).map(parsePublish);
-  const channels = parseChannelDeclarations(options.mediation ?? []);
-  const dnsUpstreams = options.dnsUpstreams ?? [];
-  for (const upstream of dnsUpstreams) parseUpstream(upstream); // a bad one fails here, not at the start
+  const { publish, channels } = parseWorkspaceFlags(options);
   const size = PROFILES[options.profile ?? 'small'];
   const paths = await createWorkspaceDir(stateDir, name);
   try {
@@ -107,7 +102,7 @@ export async function createWorkspace(stateDir: string, name: string, options: C
       })),
       memoryMiB: options.memoryMiB ?? size.memoryMiB,
       cpus: options.cpus ?? size.cpus,
-      dnsUpstreams,
+      dnsUpstreams: options.dnsUpstreams ?? [],
       upstreamCa: await Promise.all((options.upstreamCaFiles ?? []).map(readCaFile)),
       disk: options.throwawayDisk === true ? { kind: 'throwaway', base: image.rootfsPath } : { kind: 'copy' },
     };
@@ -293,6 +288,7 @@ async function waitForSupervisorExit(stateDir: string, name: string, exited?: Pr
 }
 
 export async function execInWorkspace(stateDir: string, name: string, options: ExecOptions): Promise<ExecResult> {
+  checkEnv(options.env ?? []);
   const manifest = await readManifest(stateDir, name);
   transition(name, manifest.state, 'exec');
   const { client } = await control(stateDir, name);
