@@ -40,16 +40,24 @@ export function watchPolicy(path: string, handlers: PolicyWatchHandlers, debounc
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
   let reloading: Promise<void> = Promise.resolve();
+  let missing = false;
 
   const reload = async (): Promise<void> => {
     let text: string;
     try {
       text = await readFile(file, 'utf8');
     } catch (err) {
-      // Mid-rename the file can be briefly missing; the next event brings it back.
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw err;
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      // Still missing once the events have settled: deleted or moved away, not an editor's rename.
+      // Said once per disappearance; the policy in force stays, as for an invalid edit.
+      if (missing) return;
+      missing = true;
+      throw new MicroagentError('not_found', `policy file ${path} is gone; the policy loaded before stays in force`, {
+        code: 'policy.file_missing',
+        remediation: `put the policy back at ${path} (it is reloaded when it reappears)`,
+      });
     }
+    missing = false;
     const content = contentHash(text);
     if (closed || content === lastContent) return;
     lastContent = content;

@@ -93,6 +93,20 @@ describe('watchPolicy', () => {
     expect(invalids).toHaveLength(0);
   });
 
+  it('reports a deleted file once, keeps the policy in force, and reloads the file when it is back', async () => {
+    const before = watcher!.current();
+    await rm(file);
+    await until(() => invalids.length === 1, 'the missing file reported');
+    expect(invalids[0]).toMatchObject({ kind: 'not_found', code: 'policy.file_missing', message: `policy file ${file} is gone; the policy loaded before stays in force` });
+    await writeFile(join(dir, 'other.yaml'), v2); // another event in the directory: no second report
+    await new Promise((r) => setTimeout(r, 100));
+    expect(invalids).toHaveLength(1);
+    expect(watcher!.current()).toBe(before);
+    await replaceFile(file, v2);
+    await until(() => reloads.length === 1, 'reload when the file is back');
+    expect(allows(watcher!.current(), 'two.example')).toBe(true);
+  });
+
   it('throws when the initial file is invalid', async () => {
     const bad = join(dir, 'bad.yaml');
     await writeFile(bad, 'version: 1\nrulez: []\n');
