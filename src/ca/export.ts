@@ -1,9 +1,10 @@
 /**
  * Exports the CA certificate (and, only when asked explicitly, its key) for installation in trust
- * stores: PEM, DER, or PKCS#12 (pkcs12.ts, loaded on demand). It never writes files and never logs the
- * key or password.
+ * stores: PEM, DER, or PKCS#12 (pkcs12.ts, loaded on demand). exportCa only returns the bytes;
+ * writeCaExport writes them where the operator asked. Neither logs the key or password.
  */
 import { X509Certificate } from 'node:crypto';
+import { open, type FileHandle } from 'node:fs/promises';
 import { MicroagentError } from '../errors.js';
 
 export type CaExportFormat = 'pem' | 'der' | 'p12';
@@ -44,5 +45,25 @@ export async function exportCa(ca: ExportableCa, format: CaExportFormat, options
         remediation: `use one of ${CA_EXPORT_FORMATS.join(', ')}`,
       });
     }
+  }
+}
+
+/** Writes an export to `path`: mode 0600 when it holds the key (set before any of it is written), else 0644. */
+export async function writeCaExport(path: string, bytes: Buffer, containsKey: boolean): Promise<void> {
+  const mode = containsKey ? 0o600 : 0o644;
+  let handle: FileHandle | undefined;
+  try {
+    handle = await open(path, 'w', mode);
+    // An existing file keeps its own mode when opened: narrow it before the key's bytes go in.
+    await handle.chmod(mode);
+    await handle.writeFile(bytes);
+  } catch (err) {
+    throw new MicroagentError('invalid', `cannot write the export to ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
+      code: 'ca.export_write',
+      remediation: 'give --out a file path in an existing directory this user may write to',
+      cause: err,
+    });
+  } finally {
+    await handle?.close();
   }
 }

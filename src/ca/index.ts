@@ -9,7 +9,7 @@ import { DEFAULT_CA_VALIDITY_DAYS, readCa, writeNewCa, writeRotatedCa } from './
 
 export { CertificateAuthority, DEFAULT_CACHE_SIZE, DEFAULT_LEAF_VALIDITY_DAYS } from './authority.js';
 export type { AuthorityOptions, CaStats, SniCallback } from './authority.js';
-export { exportCa, CA_EXPORT_FORMATS } from './export.js';
+export { exportCa, writeCaExport, CA_EXPORT_FORMATS } from './export.js';
 export type { CaExportFormat, CaExportOptions } from './export.js';
 export { parseLeafName, type LeafName } from './names.js';
 export { CA_CERT_FILE, CA_KEY_FILE, CA_PREVIOUS_CERT_FILE, DEFAULT_CA_VALIDITY_DAYS } from './store.js';

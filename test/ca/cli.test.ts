@@ -1,7 +1,7 @@
 // `microagent ca ...` end to end: the built CLI (dist/, run `npm run build` first) in UX, --json and
 // AX modes, checking output, files and exit codes (0 ok, 1 failed, 2 usage).
 import { X509Certificate } from 'node:crypto';
-import { chmod, readFile, stat } from 'node:fs/promises';
+import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -146,6 +146,24 @@ describe('microagent ca export', () => {
     expect((await stat(p12)).mode & 0o777).toBe(0o600);
     const info = await run('openssl', ['pkcs12', '-info', '-in', p12, '-nodes', '-passin', 'pass:pw']);
     expect(info.stdout).toContain('-----BEGIN PRIVATE KEY-----');
+  });
+
+  it('over an existing world-readable file, a bundle with the key ends 0600', async () => {
+    const dir = await newCaDir();
+    const p12 = join(dir, '..', 'existing.p12');
+    await writeFile(p12, 'old', { mode: 0o644 });
+    expect((await cli(['ca', 'export', '--dir', dir, '--format', 'p12', '--out', p12, '--include-key', '--password', 'pw'])).code).toBe(0);
+    expect((await stat(p12)).mode & 0o777).toBe(0o600);
+  });
+
+  it.each([
+    ['a directory that does not exist', (dir: string) => join(dir, 'absent', 'ca.der'), 'ENOENT'],
+    ['a directory', (dir: string) => dir, 'EISDIR'],
+  ])('--out in %s is a clear error', async (_what, out, code) => {
+    const dir = await newCaDir();
+    const r = await cli(['ca', 'export', '--dir', dir, '--format', 'der', '--out', out(dir)]);
+    expect(r.stderr).toBe(`error: cannot write the export to ${out(dir)}: ${code}\n  fix: give --out a file path in an existing directory this user may write to\n`);
+    expect(r.code).toBe(1);
   });
 });
 

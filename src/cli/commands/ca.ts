@@ -4,7 +4,6 @@
  * the user asked for with --include-key.
  */
 import { existsSync } from 'node:fs';
-import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   CA_EXPORT_FORMATS,
@@ -13,6 +12,7 @@ import {
   exportCa,
   loadCa,
   rotateCa,
+  writeCaExport,
   type CaExportFormat,
   type CertificateAuthority,
 } from '../../ca/index.js';
@@ -136,10 +136,7 @@ const exportCommand: Command = {
       const pem = bytes.toString('utf8');
       return { result: { format, fingerprint_sha256: ca.fingerprint256, pem }, human: pem };
     }
-    // A bundle holding the key gets the key's own mode; a certificate is public.
-    const mode = includeKey ? 0o600 : 0o644;
-    await writeFile(values.out, bytes, { mode });
-    await chmod(values.out, mode);
+    await writeCaExport(values.out, bytes, includeKey);
     const result = { format, out: values.out, bytes: bytes.length, include_key: includeKey, fingerprint_sha256: ca.fingerprint256 };
     return { result, human: `wrote ${format} (${bytes.length} bytes${includeKey ? ', includes the CA key' : ''}) to ${values.out}` };
   },
