@@ -9,8 +9,10 @@
  * instead, and it is read here, once per process, by the first TLS client that needs it.
  */
 import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import type { SecureContext } from 'node:tls';
+import { MicroagentError } from './errors.js';
 import { childLog } from './log.js';
 
 const log = childLog('tls');
@@ -95,4 +97,18 @@ export function trustedContext(extraPems: readonly string[], env: NodeJS.Process
     contexts.set(key, context);
   }
   return context;
+}
+
+/** An extra CA the operator configured (`--upstream-ca FILE`), read now: a file that cannot be used is a typed error naming it. */
+export async function readExtraCaFile(path: string): Promise<string> {
+  const text = await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    throw new MicroagentError('not_found', `cannot read the upstream CA file ${path}: ${err.code ?? err.message}`, {
+      code: 'tls.extra_ca',
+      remediation: 'pass a readable PEM file with --upstream-ca FILE',
+    });
+  });
+  if (!text.includes('-----BEGIN CERTIFICATE-----')) {
+    throw new MicroagentError('invalid', `${path} holds no PEM certificate`, { code: 'tls.extra_ca', remediation: 'pass a PEM file (-----BEGIN CERTIFICATE-----) with --upstream-ca FILE' });
+  }
+  return text;
 }

@@ -168,9 +168,12 @@ function positive(value: number | undefined, fallback: number, name: string): nu
   return value;
 }
 
+/** Out of space or I/O trouble may pass; a path through a file or a directory named as the log will not. */
+const PASSING_OPEN_ERRORS = new Set(['ENOSPC', 'EIO', 'EAGAIN', 'EMFILE', 'ENFILE', 'EBUSY']);
+
 function openFailed(path: string, err: unknown): MicroagentError {
   const code = (err as NodeJS.ErrnoException).code ?? 'EUNKNOWN';
-  return new MicroagentError('transient', `cannot open audit log ${path} (${code}: ${(err as Error).message})`, {
+  return new MicroagentError(PASSING_OPEN_ERRORS.has(code) ? 'transient' : 'invalid', `cannot open audit log ${path} (${code}: ${(err as Error).message})`, {
     code: 'audit.write_failed',
     cause: err,
     remediation: 'Check that the audit directory exists, is writable and has free space.',

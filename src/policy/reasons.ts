@@ -30,7 +30,7 @@ export const REASONS = {
   channel_severed: 'the workspace was quarantined; its channels are closed',
   // Policy lifecycle.
   reload_ok: 'the policy file changed and was swapped in',
-  reload_invalid: 'the changed policy file is invalid; the previous policy stays in force',
+  reload_invalid: 'the changed policy file is invalid, or gone; the previous policy stays in force',
 } as const;
 export type Reason = keyof typeof REASONS;
 

@@ -393,7 +393,8 @@ describe('rotation and reopening', () => {
     writeFileSync(join(dir.path, 'file'), 'x');
     const err = await openAuditLog({ path: join(dir.path, 'file', 'audit.jsonl'), workspace: 'w' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(MicroagentError);
-    expect(err).toMatchObject({ kind: 'transient', code: 'audit.write_failed' });
+    // A path through a file will not get better by retrying: invalid, not transient (exit 1, not 75).
+    expect(err).toMatchObject({ kind: 'invalid', code: 'audit.write_failed', message: expect.stringContaining('(EEXIST') });
     await expect(openAuditLog({ path: log, workspace: 'w', checkpoint: { key: Buffer.alloc(8) } })).rejects.toMatchObject({ code: 'audit.bad_key' });
   });
 });

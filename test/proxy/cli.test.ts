@@ -2,7 +2,7 @@
 // where it listens and where the CA is, serves, reloads the policy on change, and stops on SIGINT
 // with its audit records flushed; run as an executable, it trusts the host's NODE_EXTRA_CA_CERTS,
 // which its shebang hands over unparsed (src/tls-trust.ts).
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -116,4 +116,17 @@ describe('microagent proxy', () => {
       server.close();
     }
   });
+
+  it.each([
+    ['a file that does not exist', (dir: string) => join(dir, 'absent.pem'), (f: string) => `error: cannot read the upstream CA file ${f}: ENOENT\n  fix: pass a readable PEM file with --upstream-ca FILE\n`],
+    ['a file without a certificate', (dir: string) => join(dir, 'policy.yaml'), (f: string) => `error: ${f} holds no PEM certificate\n  fix: pass a PEM file (-----BEGIN CERTIFICATE-----) with --upstream-ca FILE\n`],
+  ])('--upstream-ca naming %s is refused before it listens', (_what, file, message) => {
+    const dir = mkdtempSync(join(tmpdir(), 'proxy-cli-'));
+    writeFileSync(join(dir, 'policy.yaml'), ALLOW('allow'));
+    const ca = file(dir);
+    const r = spawnSync(process.execPath, ['dist/cli/main.js', '--state-dir', dir, 'proxy', '--policy', join(dir, 'policy.yaml'), '--listen', '127.0.0.1:0', '--upstream-ca', ca], { encoding: 'utf8', timeout: 20_000, killSignal: 'SIGKILL' });
+    expect(r.stderr).toBe(message(ca));
+    expect(r.status).toBe(1);
+  });
 });
+

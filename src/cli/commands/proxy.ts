@@ -3,13 +3,13 @@
  * Parses arguments, opens the policy (watched), audit log and CA, prints where it listens and where
  * the CA certificate is, and shuts down cleanly with in-flight audit records flushed. No proxy logic.
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openAuditLog } from '../../audit/index.js';
 import { loadOrCreateCa } from '../../ca/index.js';
 import { MODES, openLivePolicy, type LivePolicy, type Mode } from '../../policy/index.js';
 import { createSystemResolver, startEgressProxy } from '../../proxy/index.js';
 import { parsePort } from '../../proxy/destination.js';
+import { readExtraCaFile } from '../../tls-trust.js';
 import { parseCommandArgs, usageError, type Command } from '../command.js';
 
 const DEFAULT_LISTEN = '127.0.0.1:8080';
@@ -54,7 +54,7 @@ const proxy: Command = {
     const workspace = values.workspace;
     const caDir = values['ca-dir'] ?? join(ctx.stateDir, 'proxy-ca');
     const auditPath = values.audit ?? join(ctx.stateDir, 'proxy-audit.jsonl');
-    const upstreamCa = await Promise.all((values['upstream-ca'] ?? []).map((file) => readFile(file, 'utf8')));
+    const upstreamCa = await Promise.all((values['upstream-ca'] ?? []).map(readExtraCaFile));
 
     const policyFile = values.policy;
     const audit = await openAuditLog({ path: auditPath, workspace, fsync: !values['no-fsync'] });

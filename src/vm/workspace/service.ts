@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { MicroagentError, type ErrorKind } from '../../errors.js';
 import type { Mode } from '../../policy/types.js';
 import { DEFAULT_POLICY_FILE } from '../../paths.js';
+import { readExtraCaFile } from '../../tls-trust.js';
 import { prepareWorkspaceDisk } from '../rootfs/ext4.js';
 import { imageRunSpec } from '../rootfs/image-config.js';
 import type { ProgressListener } from '../rootfs/progress.js';
@@ -103,7 +104,7 @@ export async function createWorkspace(stateDir: string, name: string, options: C
       memoryMiB: options.memoryMiB ?? size.memoryMiB,
       cpus: options.cpus ?? size.cpus,
       dnsUpstreams: options.dnsUpstreams ?? [],
-      upstreamCa: await Promise.all((options.upstreamCaFiles ?? []).map(readCaFile)),
+      upstreamCa: await Promise.all((options.upstreamCaFiles ?? []).map(readExtraCaFile)),
       disk: options.throwawayDisk === true ? { kind: 'throwaway', base: image.rootfsPath } : { kind: 'copy' },
     };
     const manifest: WorkspaceManifest = { name, id: randomUUID(), createdAt: new Date().toISOString(), state: 'prepared', config };
@@ -124,19 +125,6 @@ function runSpecOrShell(config: Parameters<typeof imageRunSpec>[0], command: rea
     if ((err as MicroagentError).code !== 'image.no_command') throw err;
     return { ...imageRunSpec(config, ['/bin/sh']), argv: [] };
   }
-}
-
-async function readCaFile(path: string): Promise<string> {
-  const text = await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
-    throw new MicroagentError('not_found', `cannot read the upstream CA file ${path}: ${err.code ?? err.message}`, {
-      code: 'workspace.upstream_ca',
-      remediation: 'pass a readable PEM file with --upstream-ca FILE',
-    });
-  });
-  if (!text.includes('-----BEGIN CERTIFICATE-----')) {
-    throw new MicroagentError('invalid', `${path} holds no PEM certificate`, { code: 'workspace.upstream_ca', remediation: 'pass a PEM file (-----BEGIN CERTIFICATE-----)' });
-  }
-  return text;
 }
 
 export interface StartOptions {
