@@ -30,6 +30,11 @@ function startsWith(buf: Buffer, magic: readonly number[], at = 0): boolean {
   return buf.length >= at + magic.length && magic.every((b, i) => buf[at + i] === b);
 }
 
+/** Whether `image` can be a Linux kernel QEMU boots: an ELF (vmlinux) or a bzImage (its "HdrS" boot header). */
+export function isKernelImage(image: Buffer): boolean {
+  return startsWith(image, ELF_MAGIC) || (image.length >= 0x206 && image.toString('latin1', 0x202, 0x206) === 'HdrS');
+}
+
 /** The compressed kernel inside a bzImage (boot protocol 2.08+), or null when it is not one. */
 export function bzImagePayload(image: Buffer): { compressor: Compressor; data: Buffer } | null {
   if (image.length < 0x250 || image.toString('latin1', 0x202, 0x206) !== 'HdrS' || image.readUInt16LE(0x206) < 0x208) return null;

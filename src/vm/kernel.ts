@@ -19,7 +19,7 @@ import { gunzipSync } from 'node:zlib';
 import { MicroagentError } from '../errors.js';
 import { childLog } from '../log.js';
 import { findExecutable } from './host-tools.js';
-import { directBootImage } from './kernel-image.js';
+import { directBootImage, isKernelImage } from './kernel-image.js';
 import { moduleName, moduleSignaturesEnforced, resolveModules, withoutSignature } from './modules.js';
 
 const run = promisify(execFile);
@@ -228,6 +228,12 @@ export async function installKernel(options: InstallOptions): Promise<InstalledK
       shipped = readFileSync(bare as string);
       version = `custom-${createHash('sha256').update(shipped).digest('hex').slice(0, 12)}`;
       mkdirSync(join(stage, 'modules'));
+    }
+    if (!isKernelImage(shipped)) {
+      throw new MicroagentError('invalid', `${options.from ?? source} holds no Linux kernel image (neither an ELF vmlinux nor a bzImage)`, {
+        code: 'vm.kernel_invalid',
+        remediation: 'Give --from a kernel image (vmlinuz or vmlinux), a linux-image .deb, or a directory holding one.',
+      });
     }
     const direct = directBootImage(shipped);
     const image = direct.format === 'pvh-elf' ? 'vmlinux' : 'vmlinuz';

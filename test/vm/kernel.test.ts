@@ -7,7 +7,7 @@
  */
 import { execFile, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -21,11 +21,11 @@ const CLI = join(import.meta.dirname, '../../dist/cli/main.js');
 
 async function cli(args: string[], env: NodeJS.ProcessEnv = process.env) {
   try {
-    const { stdout } = await run(process.execPath, [CLI, ...args], { env, maxBuffer: 8 << 20 });
-    return { code: 0, stdout };
+    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env, maxBuffer: 8 << 20 });
+    return { code: 0, stdout, stderr };
   } catch (err) {
-    const e = err as { code: number; stdout: string };
-    return { code: e.code, stdout: e.stdout };
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
   }
 }
 
@@ -77,6 +77,17 @@ describe('guest kernel install', () => {
     expect(loadKernel(other).version).toBe(k.version);
     const missing = await cli(['--mode=ax', 'kernel', 'install', '--from', '/nonexistent/vmlinuz', '--state-dir', other]);
     expect(JSON.parse(missing.stdout)).toMatchObject({ ok: false, error: { kind: 'not_found' } });
+  });
+
+  it('refuses a file that is no kernel image, installing nothing', async () => {
+    const other = mkdtempSync(join(tmpdir(), 'ma-kernel-from-'));
+    scratch.push(other);
+    const notKernel = join(other, 'notes.txt');
+    writeFileSync(notKernel, 'not a kernel\n'.repeat(100));
+    const r = await cli(['kernel', 'install', '--from', notKernel, '--state-dir', other]);
+    expect(r.stderr).toContain(`error: ${notKernel} holds no Linux kernel image (neither an ELF vmlinux nor a bzImage)\n`);
+    expect(r.code).toBe(1);
+    expect(existsSync(join(other, 'kernels'))).toBe(false);
   });
 
   it('refuses a kernel whose files no longer match the manifest, naming the fix', async () => {
