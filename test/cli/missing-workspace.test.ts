@@ -1,7 +1,9 @@
 // Every verb that names a workspace, on one that does not exist: the same not-found error (what, where,
-// how to fix) and exit code, never a file error from inside the state directory. No VM is involved.
+// how to fix) and exit code, never a file error from inside the state directory. And a workspace
+// directory without a readable manifest is named as what it is, without hiding the others from list
+// and gc. No VM is involved.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -23,5 +25,37 @@ describe('a workspace that does not exist', () => {
     const r = spawnSync(process.execPath, [CLI, '--state-dir', STATE, '--mode=ax', 'delete', 'absent'], { encoding: 'utf8', timeout: 30_000 });
     expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, error: { kind: 'not_found', message: `no workspace named "absent" in ${join(STATE, 'workspaces')}` } });
     expect(r.status).toBe(1);
+  });
+});
+
+describe('a workspace directory without a readable manifest', () => {
+  const state = mkdtempSync(join(tmpdir(), 'ma-damaged-'));
+  const root = join(state, 'workspaces');
+  mkdirSync(join(root, 'half'), { recursive: true }); // a create that crashed before its manifest
+  mkdirSync(join(root, 'torn'));
+  writeFileSync(join(root, 'torn', 'manifest.json'), '{"name": "torn", "sta');
+  const run = (...args: string[]) => spawnSync(process.execPath, [CLI, '--state-dir', state, ...args], { encoding: 'utf8', timeout: 30_000 });
+
+  it.each(['status', 'delete', 'create'])('%s names the incomplete one and how to clear it', (verb) => {
+    const r = run(verb, 'half');
+    expect(r.stderr).toBe(`error: workspace "half" is incomplete: ${join(root, 'half')} has no manifest.json (a create that did not finish)\n  fix: if no create of "half" is running, remove ${join(root, 'half')}\n`);
+    expect(r.status).toBe(1);
+  });
+
+  it('status names the damaged manifest', () => {
+    const r = run('status', 'torn');
+    expect(r.stderr).toMatch(new RegExp(`^error: workspace "torn" has a damaged manifest, ${join(root, 'torn', 'manifest.json')}: .+\\n  fix: restore manifest.json, or move ${join(root, 'torn')} aside \\(its audit log is in it\\)\\n$`));
+    expect(r.status).toBe(1);
+  });
+
+  it('list and gc go on past them: the damaged one is a warning, the incomplete one is skipped', () => {
+    const list = run('list');
+    expect(list.stdout).toBe('no workspaces\n');
+    expect(list.stderr).toMatch(/^warning: workspace "torn" has a damaged manifest/);
+    expect(list.stderr).not.toContain('half');
+    expect(list.status).toBe(0);
+    const gc = run('--json', 'gc');
+    expect(JSON.parse(gc.stdout)).toEqual([{ name: 'torn', repaired: expect.stringMatching(/^left alone: workspace "torn" has a damaged manifest/) }]);
+    expect(gc.status).toBe(0);
   });
 });

@@ -59,9 +59,11 @@ describe('state directory', () => {
     const stateDir = await mkdtemp(join(tmpdir(), 'ma-state-'));
     const paths = await createWorkspaceDir(stateDir, 'dev-1');
     expect((await stat(paths.dir)).mode & 0o777).toBe(0o700);
-    await expect(createWorkspaceDir(stateDir, 'dev-1')).rejects.toMatchObject({ kind: 'conflict' });
+    // Before its manifest is written, the folder is a create that has not finished (or crashed).
+    await expect(createWorkspaceDir(stateDir, 'dev-1')).rejects.toMatchObject({ kind: 'invalid', code: 'workspace.incomplete' });
     const manifest = { name: 'dev-1', id: 'id-1', createdAt: new Date().toISOString(), state: 'prepared' } as unknown as WorkspaceManifest;
     await writeManifest(stateDir, manifest);
+    await expect(createWorkspaceDir(stateDir, 'dev-1')).rejects.toMatchObject({ kind: 'conflict', code: 'workspace.exists' });
     await recordState(stateDir, 'dev-1', 'start', 'starting', 'rt-1');
     await recordState(stateDir, 'dev-1', 'start', 'running', 'rt-1', 'guest ready');
     expect((await readManifest(stateDir, 'dev-1')).state).toBe('running');

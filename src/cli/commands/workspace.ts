@@ -147,7 +147,7 @@ function listCommand(name: 'list' | 'ps'): Command {
     usage: '',
     async run(args, ctx) {
       parseCommandArgs(command, args, {}, false);
-      const all = await listWorkspaces(ctx.stateDir);
+      const all = await listWorkspaces(ctx.stateDir, (err) => ctx.out.warn(`${err.message} (fix: ${err.remediation})`));
       const rows = all.map((s) => [s.name, s.state, s.egress, s.network, s.runtime?.vmPid?.toString() ?? '-', s.image]);
       return { result: all, human: all.length === 0 ? 'no workspaces' : table(['NAME', 'STATE', 'EGRESS', 'NETWORK', 'PID', 'IMAGE'], rows) };
     },

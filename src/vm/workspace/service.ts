@@ -343,6 +343,11 @@ function abandonedRun(manifest: WorkspaceManifest, runtime: RuntimeRecord | null
   return manifest.config.disk?.kind === 'throwaway' && (manifest.state === 'stopped' || manifest.state === 'failed') && (runtime?.vmPid == null || !processAlive(runtime.vmPid));
 }
 
+/** True for a workspace directory whose create has not written its manifest (yet): not a workspace to list or repair. */
+function unfinished(err: unknown): boolean {
+  return (err as MicroagentError).code === 'workspace.incomplete';
+}
+
 /** True when `err` says the workspace vanished under us (deleted by a concurrent call): skip it. */
 function vanished(err: unknown): boolean {
   return (err as MicroagentError).kind === 'not_found' || (err as NodeJS.ErrnoException).code === 'ENOENT';
@@ -402,13 +407,16 @@ export async function workspaceStatus(stateDir: string, name: string): Promise<W
   };
 }
 
-export async function listWorkspaces(stateDir: string): Promise<WorkspaceStatus[]> {
+/** Every workspace's status; one whose manifest is damaged is left out and passed to `onDamaged`, so it cannot hide the others. */
+export async function listWorkspaces(stateDir: string, onDamaged: (error: MicroagentError) => void = () => undefined): Promise<WorkspaceStatus[]> {
   const names = await listWorkspaceNames(stateDir);
   const all = await Promise.all(
     names.map((n) =>
       workspaceStatus(stateDir, n).catch((err: unknown) => {
-        if (vanished(err)) return null;
-        throw err;
+        if (vanished(err) || unfinished(err)) return null;
+        if ((err as MicroagentError).code !== 'workspace.manifest_damaged') throw err;
+        onDamaged(err as MicroagentError);
+        return null;
       }),
     ),
   );
@@ -440,7 +448,9 @@ export async function gcWorkspaces(stateDir: string): Promise<{ name: string; re
       await recordState(stateDir, name, 'gc', 'failed', runtime?.runtimeId ?? null, detail);
       repaired.push({ name, repaired: detail });
     }).catch((err: unknown) => {
-      if (!vanished(err)) throw err;
+      if (vanished(err) || unfinished(err)) return;
+      if ((err as MicroagentError).code !== 'workspace.manifest_damaged') throw err;
+      repaired.push({ name, repaired: `left alone: ${(err as MicroagentError).message}` });
     });
   }
   return repaired;

@@ -5,7 +5,7 @@
  * Never turns anything but a validated workspace name into a path.
  */
 import { randomUUID } from 'node:crypto';
-import { appendFile, mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MicroagentError } from '../../errors.js';
 import type { WorkspaceState } from './lifecycle.js';
@@ -131,13 +131,31 @@ export function workspaceNotFound(stateDir: string, name: string): MicroagentErr
   });
 }
 
+/**
+ * The workspace's manifest. A directory without one is a create that has not finished (or never
+ * will: it crashed), `workspace.incomplete`; a manifest that does not parse (it is written by rename,
+ * so only a damaged disk or a hand edit makes one) is `workspace.manifest_damaged`.
+ */
 export async function readManifest(stateDir: string, name: string): Promise<WorkspaceManifest> {
   const paths = workspacePaths(stateDir, name);
+  let text: string;
   try {
-    return JSON.parse(await readFile(paths.manifest, 'utf8')) as WorkspaceManifest;
+    text = await readFile(paths.manifest, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw workspaceNotFound(stateDir, name);
-    throw err;
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    if (!(await stat(paths.dir).then((s) => s.isDirectory(), () => false))) throw workspaceNotFound(stateDir, name);
+    throw new MicroagentError('invalid', `workspace "${name}" is incomplete: ${paths.dir} has no manifest.json (a create that did not finish)`, {
+      code: 'workspace.incomplete',
+      remediation: `if no create of "${name}" is running, remove ${paths.dir}`,
+    });
+  }
+  try {
+    return JSON.parse(text) as WorkspaceManifest;
+  } catch (err) {
+    throw new MicroagentError('invalid', `workspace "${name}" has a damaged manifest, ${paths.manifest}: ${(err as Error).message}`, {
+      code: 'workspace.manifest_damaged',
+      remediation: `restore manifest.json, or move ${paths.dir} aside (its audit log is in it)`,
+    });
   }
 }
 
@@ -205,6 +223,8 @@ export async function createWorkspaceDir(stateDir: string, name: string): Promis
     await mkdir(paths.dir, { mode: 0o700 });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+      // An incomplete or damaged one cannot be deleted with "microagent delete": say what it is.
+      await readManifest(stateDir, name);
       throw new MicroagentError('conflict', `a workspace named "${name}" already exists`, {
         code: 'workspace.exists',
         remediation: 'choose another name, or delete the existing one with "microagent delete NAME"',
