@@ -44,18 +44,32 @@ describe('a workspace directory without a readable manifest', () => {
 
   it('status names the damaged manifest', () => {
     const r = run('status', 'torn');
-    expect(r.stderr).toMatch(new RegExp(`^error: workspace "torn" has a damaged manifest, ${join(root, 'torn', 'manifest.json')}: .+\\n  fix: restore manifest.json, or move ${join(root, 'torn')} aside \\(its audit log is in it\\)\\n$`));
+    expect(r.stderr).toMatch(new RegExp(`^error: workspace "torn" has a damaged manifest.json, ${join(root, 'torn', 'manifest.json')}: .+\\n  fix: restore manifest.json, or move ${join(root, 'torn')} aside \\(its audit log is in it\\)\\n$`));
     expect(r.status).toBe(1);
+  });
+
+  it('a damaged runtime record is named too; a torn last line of the event history is not an event yet', () => {
+    const state2 = mkdtempSync(join(tmpdir(), 'ma-damaged-'));
+    const dir = join(state2, 'workspaces', 'rt');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'manifest.json'), JSON.stringify({ name: 'rt', id: 'id-rt', createdAt: new Date().toISOString(), state: 'stopped', config: {} }));
+    writeFileSync(join(dir, 'runtime.json'), '{"runtimeId": "x", "supervisorP');
+    const status = spawnSync(process.execPath, [CLI, '--state-dir', state2, 'status', 'rt'], { encoding: 'utf8', timeout: 30_000 });
+    expect(status.stderr).toMatch(new RegExp(`^error: workspace "rt" has a damaged runtime\\.json, ${join(dir, 'runtime.json')}: .+\\n  fix: make sure no supervisor or QEMU of "rt" still runs \\(ps\\), then remove ${join(dir, 'runtime.json')}\\n$`));
+    writeFileSync(join(dir, 'events.json'), '{"ts":"2026-11-27T00:00:00.000Z","verb":"create","from":null,"state":"prepared"}\n{"ts":"2026-11-27T00:0');
+    const events = spawnSync(process.execPath, [CLI, '--state-dir', state2, '--json', 'events', 'rt'], { encoding: 'utf8', timeout: 30_000 });
+    expect(JSON.parse(events.stdout)).toMatchObject([{ verb: 'create', state: 'prepared' }]);
+    expect(events.status).toBe(0);
   });
 
   it('list and gc go on past them: the damaged one is a warning, the incomplete one is skipped', () => {
     const list = run('list');
     expect(list.stdout).toBe('no workspaces\n');
-    expect(list.stderr).toMatch(/^warning: workspace "torn" has a damaged manifest/);
+    expect(list.stderr).toMatch(/^warning: workspace "torn" has a damaged manifest\.json/);
     expect(list.stderr).not.toContain('half');
     expect(list.status).toBe(0);
     const gc = run('--json', 'gc');
-    expect(JSON.parse(gc.stdout)).toEqual([{ name: 'torn', repaired: expect.stringMatching(/^left alone: workspace "torn" has a damaged manifest/) }]);
+    expect(JSON.parse(gc.stdout)).toEqual([{ name: 'torn', repaired: expect.stringMatching(/^left alone: workspace "torn" has a damaged manifest\.json/) }]);
     expect(gc.status).toBe(0);
   });
 });

@@ -5,7 +5,7 @@
  * forwards lead to are gone, so the guest's egress fails closed.
  */
 import { randomUUID } from 'node:crypto';
-import { closeSync, writeSync } from 'node:fs';
+import { closeSync, readFileSync, writeSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
 import type { Server } from 'node:net';
@@ -36,6 +36,22 @@ const log = childLog('supervisor');
 
 /** How long `stop` waits for the guest to power off before marking the workspace failed. */
 export const STOP_GRACE_MS = 5_000;
+
+/** What the guest agent (src/vm/guest/main.c, logmsg) puts before each of its console lines. */
+const GUEST_LOG_PREFIX = 'microagent-guest: ';
+
+/** The guest agent's last line on the serial console (the end of the log only), or null if it said nothing. */
+export function guestLastWords(serialLog: string): string | null {
+  let text: string;
+  try {
+    const log = readFileSync(serialLog);
+    text = log.toString('utf8', Math.max(0, log.length - 16_384));
+  } catch {
+    return null;
+  }
+  const said = text.split('\n').filter((line) => line.startsWith(GUEST_LOG_PREFIX));
+  return said.length === 0 ? null : (said.at(-1) as string).slice(GUEST_LOG_PREFIX.length).trim();
+}
 
 function exitOf(status: ExitStatus): CommandExit {
   if (status.kind === 'exited') return { code: status.code, signal: null, timedOut: status.timedOut };
@@ -137,7 +153,12 @@ class Supervisor {
   private async onVmExit(): Promise<void> {
     if (this.abandoned) return;
     const exit = this.exitAs ?? { verb: 'exit', state: this.state === 'stopping' ? 'stopped' : 'failed' };
-    const detail = this.exitAs === null ? 'the VM exited on its own' : undefined;
+    let detail: string | undefined;
+    if (this.exitAs === null) {
+      // Exiting while it starts, the guest usually said why on its console (no root disk, a module missing).
+      const words = this.state === 'starting' ? guestLastWords(workspacePaths(this.stateDir, this.manifest.name).serialLog) : null;
+      detail = words === null ? 'the VM exited on its own' : `the VM exited while starting; the guest's last words: ${words}`;
+    }
     try {
       await this.record(exit.verb, exit.state, detail);
     } finally {

@@ -407,14 +407,14 @@ export async function workspaceStatus(stateDir: string, name: string): Promise<W
   };
 }
 
-/** Every workspace's status; one whose manifest is damaged is left out and passed to `onDamaged`, so it cannot hide the others. */
+/** Every workspace's status; one with a damaged file is left out and passed to `onDamaged`, so it cannot hide the others. */
 export async function listWorkspaces(stateDir: string, onDamaged: (error: MicroagentError) => void = () => undefined): Promise<WorkspaceStatus[]> {
   const names = await listWorkspaceNames(stateDir);
   const all = await Promise.all(
     names.map((n) =>
       workspaceStatus(stateDir, n).catch((err: unknown) => {
         if (vanished(err) || unfinished(err)) return null;
-        if ((err as MicroagentError).code !== 'workspace.manifest_damaged') throw err;
+        if ((err as MicroagentError).code !== 'workspace.damaged') throw err;
         onDamaged(err as MicroagentError);
         return null;
       }),
@@ -449,7 +449,7 @@ export async function gcWorkspaces(stateDir: string): Promise<{ name: string; re
       repaired.push({ name, repaired: detail });
     }).catch((err: unknown) => {
       if (vanished(err) || unfinished(err)) return;
-      if ((err as MicroagentError).code !== 'workspace.manifest_damaged') throw err;
+      if ((err as MicroagentError).code !== 'workspace.damaged') throw err;
       repaired.push({ name, repaired: `left alone: ${(err as MicroagentError).message}` });
     });
   }

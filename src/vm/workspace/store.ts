@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { appendFile, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { MicroagentError } from '../../errors.js';
 import type { WorkspaceState } from './lifecycle.js';
 
@@ -132,9 +132,19 @@ export function workspaceNotFound(stateDir: string, name: string): MicroagentErr
 }
 
 /**
+ * One of a workspace's own files that does not parse. They are written by rename (events.json is
+ * appended to, and its torn last line is skipped), so only a damaged disk or a hand edit makes one.
+ */
+function damagedFile(name: string, file: string, err: unknown, remediation: string): MicroagentError {
+  return new MicroagentError('invalid', `workspace "${name}" has a damaged ${basename(file)}, ${file}: ${(err as Error).message}`, {
+    code: 'workspace.damaged',
+    remediation,
+  });
+}
+
+/**
  * The workspace's manifest. A directory without one is a create that has not finished (or never
- * will: it crashed), `workspace.incomplete`; a manifest that does not parse (it is written by rename,
- * so only a damaged disk or a hand edit makes one) is `workspace.manifest_damaged`.
+ * will: it crashed), `workspace.incomplete`; one that does not parse is `workspace.damaged`.
  */
 export async function readManifest(stateDir: string, name: string): Promise<WorkspaceManifest> {
   const paths = workspacePaths(stateDir, name);
@@ -152,10 +162,7 @@ export async function readManifest(stateDir: string, name: string): Promise<Work
   try {
     return JSON.parse(text) as WorkspaceManifest;
   } catch (err) {
-    throw new MicroagentError('invalid', `workspace "${name}" has a damaged manifest, ${paths.manifest}: ${(err as Error).message}`, {
-      code: 'workspace.manifest_damaged',
-      remediation: `restore manifest.json, or move ${paths.dir} aside (its audit log is in it)`,
-    });
+    throw damagedFile(name, paths.manifest, err, `restore manifest.json, or move ${paths.dir} aside (its audit log is in it)`);
   }
 }
 
@@ -164,11 +171,18 @@ export async function writeManifest(stateDir: string, manifest: WorkspaceManifes
 }
 
 export async function readRuntime(stateDir: string, name: string): Promise<RuntimeRecord | null> {
+  const path = workspacePaths(stateDir, name).runtime;
+  let text: string;
   try {
-    return JSON.parse(await readFile(workspacePaths(stateDir, name).runtime, 'utf8')) as RuntimeRecord;
+    text = await readFile(path, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
+  }
+  try {
+    return JSON.parse(text) as RuntimeRecord;
+  } catch (err) {
+    throw damagedFile(name, path, err, `make sure no supervisor or QEMU of "${name}" still runs (ps), then remove ${path}`);
   }
 }
 
@@ -204,11 +218,20 @@ export async function recordState(
 }
 
 export async function readEvents(stateDir: string, name: string): Promise<LifecycleEventRecord[]> {
-  const text = await readFile(workspacePaths(stateDir, name).events, 'utf8').catch(() => '');
-  return text
-    .split('\n')
+  const path = workspacePaths(stateDir, name).events;
+  const text = await readFile(path, 'utf8').catch(() => '');
+  const lines = text.split('\n');
+  // An append cut short by a crash leaves a last line without its newline: not an event yet.
+  if (!text.endsWith('\n')) lines.pop();
+  return lines
     .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as LifecycleEventRecord);
+    .map((l) => {
+      try {
+        return JSON.parse(l) as LifecycleEventRecord;
+      } catch (err) {
+        throw damagedFile(name, path, err, `the lifecycle history cannot be read; move ${path} aside to start a new one`);
+      }
+    });
 }
 
 export async function listWorkspaceNames(stateDir: string): Promise<string[]> {
