@@ -30,6 +30,18 @@ function startsWith(buf: Buffer, magic: readonly number[], at = 0): boolean {
   return buf.length >= at + magic.length && magic.every((b, i) => buf[at + i] === b);
 }
 
+/**
+ * How a kernel given without its config finds virtio-mmio devices, read from its own strings (the
+ * uncompressed ELF): one built without ACPI but with command-line devices, as microVM kernels often
+ * are (Firecracker's, `microagent kernel build`'s), has the message the command-line registration
+ * prints and none of ACPI's. Anything else is taken to use ACPI, as a distribution kernel does.
+ */
+export function virtioDiscoveryOfImage(elf: Buffer): 'acpi' | 'cmdline' {
+  const acpi = elf.includes('ACPI: Core revision');
+  const cmdlineDevices = elf.includes('Registering device virtio-mmio.');
+  return !acpi && cmdlineDevices ? 'cmdline' : 'acpi';
+}
+
 /** Whether `image` can be a Linux kernel QEMU boots: an ELF (vmlinux) or a bzImage (its "HdrS" boot header). */
 export function isKernelImage(image: Buffer): boolean {
   return startsWith(image, ELF_MAGIC) || (image.length >= 0x206 && image.toString('latin1', 0x202, 0x206) === 'HdrS');

@@ -19,7 +19,7 @@ import { gunzipSync } from 'node:zlib';
 import { MicroagentError } from '../errors.js';
 import { childLog } from '../log.js';
 import { findExecutable } from './host-tools.js';
-import { directBootImage, isKernelImage } from './kernel-image.js';
+import { directBootImage, isKernelImage, virtioDiscoveryOfImage } from './kernel-image.js';
 import { moduleName, moduleSignaturesEnforced, resolveModules, withoutSignature } from './modules.js';
 
 const run = promisify(execFile);
@@ -246,7 +246,8 @@ export async function installKernel(options: InstallOptions): Promise<InstalledK
     for (const m of modules) files[`modules/${m}`] = sha256File(join(stage, 'modules', m));
     const manifest: Manifest = {
       version, source: options.source ?? source, installedAt: new Date().toISOString(), modules, image, files,
-      virtioDiscovery: virtioDiscovery(config),
+      // Without a config (a bare image), the kernel's own strings tell.
+      virtioDiscovery: config !== null ? virtioDiscovery(config) : direct.format === 'pvh-elf' ? virtioDiscoveryOfImage(direct.elf) : 'acpi',
     };
     writeFileSync(join(stage, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
     const kernelsDir = join(options.stateDir, 'kernels');

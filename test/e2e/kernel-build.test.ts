@@ -27,6 +27,13 @@ describe('the built guest kernel', () => {
     expect(kernel.source.endsWith(createHash('sha256').update(fragment).digest('hex').slice(0, 12))).toBe(true);
   });
 
+  it('installed bare with --from, without its config, is still found to use command-line devices', async () => {
+    const other = tempDir('bare-kernel');
+    const r = await cliJson<{ version: string }>(['kernel', 'install', '--from', loadKernel(E2E_STATE_DIR).image], { stateDir: other });
+    expect(r.code, r.stderr).toBe(0);
+    expect(loadKernel(other)).toMatchObject({ version: r.json.version, virtioDiscovery: 'cmdline' });
+  });
+
   it('is what `kernel show` reports, verified', async () => {
     const r = await cliJson<{ version: string; virtioDiscovery: string }>(['kernel', 'show']);
     expect(r.code).toBe(0);

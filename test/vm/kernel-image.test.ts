@@ -7,7 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { bzImagePayload, directBootImage, isPvhElf } from '../../src/vm/kernel-image.js';
+import { bzImagePayload, directBootImage, isKernelImage, isPvhElf, virtioDiscoveryOfImage } from '../../src/vm/kernel-image.js';
 
 /** An ELF64 LE image with one PT_NOTE segment holding a note named `noteName` of type `noteType`. */
 function elf(noteName = 'Xen', noteType = 18, truncateBy = 0): Buffer {
@@ -110,5 +110,23 @@ describe('directBootImage', () => {
     expect(directBootImage(elf())).toEqual({ format: 'pvh-elf', elf: elf() });
     expect(directBootImage(elf('GNU', 1))).toMatchObject({ format: 'unknown' });
     expect(directBootImage(Buffer.alloc(4096))).toMatchObject({ format: 'unknown' });
+  });
+});
+
+describe('virtioDiscoveryOfImage', () => {
+  const image = (...strings: string[]) => Buffer.concat([elf(), Buffer.from(strings.join('\0'), 'latin1')]);
+  it.each([
+    ['command-line devices, no ACPI (a microVM kernel)', image('virtio-mmio: Registering device virtio-mmio.%d at 0x%llx'), 'cmdline'],
+    ['ACPI and command-line devices', image('ACPI: Core revision %08x', 'Registering device virtio-mmio.%d'), 'acpi'],
+    ['ACPI, virtio-mmio as a module (a distribution kernel)', image('ACPI: Core revision %08x'), 'acpi'],
+    ['neither', image('Linux version %s'), 'acpi'],
+  ] as const)('%s: %s', (_what, kernel, expected) => {
+    expect(virtioDiscoveryOfImage(kernel)).toBe(expected);
+  });
+
+  it('isKernelImage takes an ELF or a bzImage and nothing else', () => {
+    const bz = Buffer.alloc(0x300);
+    bz.write('HdrS', 0x202, 'latin1');
+    expect([isKernelImage(elf()), isKernelImage(bz), isKernelImage(Buffer.from('root:x:0:0:root:/root:/bin/bash\n'.repeat(40)))]).toEqual([true, true, false]);
   });
 });

@@ -75,6 +75,14 @@ describe('guest kernel install', () => {
     expect(k.image).toMatch(/\/vmlinux$/);
     expect(k.modules).toEqual([]);
     expect(loadKernel(other).version).toBe(k.version);
+    // Without a config beside it, the image's own strings give its virtio discovery: ACPI for this one,
+    // command-line devices for the suite's built kernel (when that is the suite's kernel).
+    expect(loadKernel(other).virtioDiscovery).toBe('acpi');
+    const suiteKernel = await testKernel();
+    const bare = mkdtempSync(join(tmpdir(), 'ma-kernel-from-'));
+    scratch.push(bare);
+    expect((await cli(['kernel', 'install', '--from', suiteKernel.image, '--state-dir', bare])).code).toBe(0);
+    expect(loadKernel(bare).virtioDiscovery).toBe(suiteKernel.virtioDiscovery);
     const missing = await cli(['--mode=ax', 'kernel', 'install', '--from', '/nonexistent/vmlinuz', '--state-dir', other]);
     expect(JSON.parse(missing.stdout)).toMatchObject({ ok: false, error: { kind: 'not_found' } });
   });
