@@ -1,5 +1,6 @@
 /**
- * `policy check` warnings: valid rules that are probably mistakes. A rule that can never match, an
+ * `policy check` warnings: valid policies that are probably mistakes. No rules at all (often a cases
+ * file checked as a policy), a rule that can never match, an
  * allow that an earlier rule always beats, an allow a deny completely covers, and allows so broad they
  * defeat the policy (`*`, `*.com`, `0.0.0.0/0`). Coverage is checked conservatively: a warning is only
  * given when the covering rule provably matches everything the covered one does.
@@ -9,7 +10,7 @@ import { maskIp, type Cidr, type HostPattern, type PortRange } from './patterns.
 import type { Policy, PolicyRule } from './policy.js';
 import type { SourcePosition } from './types.js';
 
-export type LintKind = 'never_matches' | 'never_decides' | 'shadowed_by_deny' | 'broad_allow';
+export type LintKind = 'no_rules' | 'never_matches' | 'never_decides' | 'shadowed_by_deny' | 'broad_allow';
 
 export interface LintWarning extends SourcePosition {
   readonly rule: string;
@@ -138,6 +139,13 @@ function coverCandidates(policy: Policy, rule: PolicyRule): PolicyRule[] {
 
 export function lintPolicy(policy: Policy): LintWarning[] {
   const warnings: LintWarning[] = [];
+  if (policy.rules.length === 0) {
+    warnings.push({
+      file: policy.file, line: 1, column: 1, rule: '', kind: 'no_rules',
+      message: `the policy has no rules, so ${policy.mode === 'strict' ? 'it denies everything' : 'guarded mode allows every public destination'}; ` +
+        `if ${policy.file} is a cases file, run "microagent policy test POLICY --cases ${policy.file}"`,
+    });
+  }
   const warn = (rule: PolicyRule, kind: LintKind, message: string) =>
     warnings.push({ ...rule.position, rule: rule.id, kind, message: `rule ${rule.id} ${message}` });
   for (const rule of policy.rules) {

@@ -168,6 +168,16 @@ rules:
     expect(kinds('dns-cidr')).toEqual(['never_matches']);
   });
 
+  it.each([
+    ['guarded', 'guarded mode allows every public destination'],
+    ['strict', 'it denies everything'],
+  ])('flags a %s policy with no rules, naming the cases-file mistake', (mode, effect) => {
+    const empty = parsePolicy(`version: 1\nmode: ${mode}\ntests:\n  - {target: https://a.example/, expect: allow}\n`, 'cases.yaml');
+    expect(lintPolicy(empty)).toEqual([
+      { file: 'cases.yaml', line: 1, column: 1, rule: '', kind: 'no_rules', message: `the policy has no rules, so ${effect}; if cases.yaml is a cases file, run "microagent policy test POLICY --cases cases.yaml"` },
+    ]);
+  });
+
   it('has nothing to say about the shipped policies', async () => {
     for (const file of ['guarded.yaml', 'strict-coding-agent.yaml']) {
       const shipped = await loadPolicy(join(import.meta.dirname, '../../policies', file));

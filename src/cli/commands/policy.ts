@@ -55,11 +55,13 @@ const test: Command = {
   name: 'policy test',
   summary: "Run a policy's test cases (inline tests: and/or --cases files); exit 1 on any failure",
   usage: 'FILE [--cases CASES.yaml]...',
-  async run(args) {
+  async run(args, ctx) {
     const { positionals, values } = parseCommandArgs(this, args, { cases: { type: 'string', multiple: true } });
     const [file, ...extra] = positionals;
     if (file === undefined || extra.length > 0) throw usageError('policy test: give exactly one policy FILE', `usage: microagent policy test ${this.usage}`);
     const policy = await loadPolicy(file);
+    // Tested against no rules, a cases file given as the policy fails everything it expects allowed.
+    for (const w of lintPolicy(policy)) if (w.kind === 'no_rules') ctx.out.warn(w.message);
     const cases = [...policy.tests];
     for (const casesFile of values.cases ?? []) cases.push(...(await loadCasesFile(casesFile)));
     if (cases.length === 0) {
