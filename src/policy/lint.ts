@@ -137,12 +137,15 @@ function coverCandidates(policy: Policy, rule: PolicyRule): PolicyRule[] {
   return indices.map((i) => policy.rules[i] as PolicyRule).filter((other) => other !== rule && covers(other, rule));
 }
 
+/** What a policy with no rules does in each mode. */
+const NO_RULES_EFFECT = { guarded: 'guarded mode allows every public destination', strict: 'it denies everything', off: 'nothing is checked (mode off)' } as const;
+
 export function lintPolicy(policy: Policy): LintWarning[] {
   const warnings: LintWarning[] = [];
   if (policy.rules.length === 0) {
     warnings.push({
       file: policy.file, line: 1, column: 1, rule: '', kind: 'no_rules',
-      message: `the policy has no rules, so ${policy.mode === 'strict' ? 'it denies everything' : 'guarded mode allows every public destination'}; ` +
+      message: `the policy has no rules, so ${NO_RULES_EFFECT[policy.mode]}; ` +
         `if ${policy.file} is a cases file, run "microagent policy test POLICY --cases ${policy.file}"`,
     });
   }
