@@ -5,6 +5,8 @@
  * Must stay in step with src/vm/guest/agent.h.
  */
 
+import { MicroagentError } from '../errors.js';
+
 export const PROTOCOL_VERSION = 2;
 export const FRAME_HEADER = 9;
 export const FRAME_MAX_PAYLOAD = 1 << 20;
@@ -89,10 +91,18 @@ export function splitFrames(input: Buffer): SplitResult {
 
 export type Tlv = readonly [key: number, value: Buffer | string | number];
 
-/** Numbers encode as u32; strings as UTF-8. */
+const MAX_U32 = 0xffffffff;
+
+/** Numbers encode as u32 (one that does not fit is refused, never wrapped); strings as UTF-8. */
 export function encodeTlv(records: readonly Tlv[]): Buffer {
   const parts: Buffer[] = [];
   for (const [key, value] of records) {
+    if (typeof value === 'number' && !(Number.isInteger(value) && value >= 0 && value <= MAX_U32)) {
+      throw new MicroagentError('invalid', `${value} does not fit the guest protocol's 32-bit field (key ${key})`, {
+        code: 'vm.protocol_range',
+        remediation: `use a whole number from 0 to ${MAX_U32}`,
+      });
+    }
     const body =
       typeof value === 'number'
         ? Buffer.from([value >>> 24, (value >>> 16) & 0xff, (value >>> 8) & 0xff, value & 0xff])

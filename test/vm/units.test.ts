@@ -15,7 +15,7 @@ import { findKernelSource, isCurrentBuild, microvmConfigPath, parseConfigFragmen
 import { virtioDiscovery } from '../../src/vm/kernel.js';
 import { encodeCpio, initramfsEntries } from '../../src/vm/initramfs.js';
 import { moduleSignaturesEnforced, resolveModules, withoutSignature } from '../../src/vm/modules.js';
-import { encodeFrame, FRAME_MAX_PAYLOAD, splitFrames, type Frame } from '../../src/vm/protocol.js';
+import { decodeTlv, encodeExec, encodeFrame, FRAME_MAX_PAYLOAD, splitFrames, type Frame } from '../../src/vm/protocol.js';
 import { buildQemuArgs, kernelCommandLine, netdevArgs } from '../../src/vm/qemu-args.js';
 import type { BootSpec } from '../../src/vm/backend.js';
 
@@ -49,6 +49,16 @@ describe('frame splitting', () => {
     const head = Buffer.alloc(9);
     head.writeUInt32BE(FRAME_MAX_PAYLOAD + 1, 0);
     expect(splitFrames(head)).toMatchObject({ kind: 'error' });
+  });
+});
+
+describe('exec request numbers', () => {
+  it('encode as 32 bits, and one that does not fit is refused, never wrapped', () => {
+    const fields = decodeTlv(encodeExec({ argv: ['true'], timeoutMs: 0xffffffff })) ?? [];
+    expect(fields.at(-1)?.[1].readUInt32BE(0)).toBe(0xffffffff);
+    for (const timeoutMs of [2 ** 32 + 704, -1, 1.5, Number.NaN]) {
+      expect(() => encodeExec({ argv: ['true'], timeoutMs })).toThrow(expect.objectContaining({ code: 'vm.protocol_range' }));
+    }
   });
 });
 

@@ -1,7 +1,7 @@
 /** `microagent run` and `microagent create`: the flags that describe a workspace, parsed into CreateOptions. */
 import { MODES, type Mode } from '../../policy/types.js';
 import type { ImageProgressEvent } from '../../vm/rootfs/progress.js';
-import { parseCpus, parseMemory, parseProfile } from '../../vm/workspace/options.js';
+import { parseCpus, parseMemory, parseProfile, parseTimeout } from '../../vm/workspace/options.js';
 import { runInWorkspace } from '../../vm/workspace/run.js';
 import type { CreateOptions } from '../../vm/workspace/service.js';
 import { parseCommandArgs, timedOutWarning, usageError, type Command, type CliContext } from '../command.js';
@@ -76,8 +76,7 @@ const run: Command = {
     const { values, positionals } = parseCommandArgs(run, flags, { ...WORKSPACE_FLAGS, timeout: { type: 'string' }, interactive: { type: 'boolean', short: 'i' } });
     const all = dash < 0 ? positionals : [...positionals, ...args.slice(dash + 1)];
     const { image, command } = splitImageAndCommand('run', all, dash < 0 ? -1 : positionals.length);
-    const timeout = values.timeout === undefined ? undefined : Number(values.timeout);
-    if (timeout !== undefined && !(timeout > 0)) throw usageError(`--timeout "${values.timeout}" is not a positive number of seconds`, 'e.g. --timeout 60');
+    const timeoutMs = values.timeout === undefined ? undefined : parseTimeout(values.timeout);
     const stream = ctx.out.mode === 'ux';
     const out: Buffer[] = [];
     const err: Buffer[] = [];
@@ -86,7 +85,7 @@ const run: Command = {
     const result = await runInWorkspace(ctx.stateDir, {
       signal: abort.signal,
       ...createOptions(values, image, command, ctx),
-      ...(timeout === undefined ? {} : { timeoutMs: timeout * 1000 }),
+      ...(timeoutMs === undefined ? {} : { timeoutMs }),
       // Read from the start: the supervisor holds it for the command while the guest boots.
       ...(values.interactive === true ? { stdin: process.stdin } : {}),
       onStdout: (d) => (stream ? process.stdout.write(d) : out.push(d)),
@@ -94,7 +93,7 @@ const run: Command = {
     }).finally(() => {
       if (values.interactive === true) process.stdin.destroy();
     });
-    if (result.timedOut && timeout !== undefined) ctx.out.warn(timedOutWarning(timeout));
+    if (result.timedOut && timeoutMs !== undefined) ctx.out.warn(timedOutWarning(timeoutMs / 1000));
     const exitCode = result.exitCode ?? 1;
     return {
       result: { ...result, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') },

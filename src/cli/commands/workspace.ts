@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MicroagentError } from '../../errors.js';
+import { parseTimeout } from '../../vm/workspace/options.js';
 import { readEvents, readManifest, workspacePaths, type LifecycleEventRecord } from '../../vm/workspace/store.js';
 import {
   deleteWorkspace,
@@ -80,8 +81,7 @@ async function execCommand(command: Command, args: readonly string[], ctx: CliCo
   const name = positionals[0];
   const argv = interactive ? ['/bin/sh', '-i'] : [...positionals.slice(1), ...(dash < 0 ? [] : args.slice(dash + 1))];
   if (name === undefined || argv.length === 0) throw usageError(`${command.name}: expected NAME and a command`, `usage: microagent ${command.name} ${command.usage}`);
-  const timeout = values.timeout === undefined ? undefined : Number(values.timeout);
-  if (timeout !== undefined && !(timeout > 0)) throw usageError(`--timeout "${values.timeout}" is not a positive number of seconds`, 'e.g. --timeout 30');
+  const timeoutMs = values.timeout === undefined ? undefined : parseTimeout(values.timeout);
   const stream = ctx.out.mode === 'ux';
   const out: Buffer[] = [];
   const err: Buffer[] = [];
@@ -89,13 +89,13 @@ async function execCommand(command: Command, args: readonly string[], ctx: CliCo
     argv,
     env: values.env ?? [],
     ...(values.cwd === undefined ? {} : { cwd: values.cwd }),
-    ...(timeout === undefined ? {} : { timeoutMs: timeout * 1000 }),
+    ...(timeoutMs === undefined ? {} : { timeoutMs }),
     ...(interactive || values.interactive === true ? { stdin: process.stdin } : {}),
     onStdout: (d) => (stream ? process.stdout.write(d) : out.push(d)),
     onStderr: (d) => (stream ? process.stderr.write(d) : err.push(d)),
   });
   if (interactive || values.interactive === true) process.stdin.destroy();
-  if (result.timedOut && timeout !== undefined) ctx.out.warn(timedOutWarning(timeout));
+  if (result.timedOut && timeoutMs !== undefined) ctx.out.warn(timedOutWarning(timeoutMs / 1000));
   return {
     result: { ...result, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') },
     human: '',
@@ -240,7 +240,7 @@ const wait: Command = {
   async run(args, ctx) {
     const { values, positionals } = parseCommandArgs(wait, args, { timeout: { type: 'string', default: '120' } });
     const name = oneName(wait, positionals);
-    const deadline = Date.now() + Number(values.timeout) * 1000;
+    const deadline = Date.now() + parseTimeout(values.timeout);
     for (;;) {
       const s = await workspaceStatus(ctx.stateDir, name);
       if (s.state === 'running') return { result: s, human: `${name}: running` };

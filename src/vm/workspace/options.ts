@@ -74,6 +74,18 @@ export function parseWorkspaceFlags(flags: { readonly env?: readonly string[]; r
   };
 }
 
+/** The longest command timeout the guest agent keeps: its field is 32-bit milliseconds (~49 days). */
+export const MAX_TIMEOUT_SECONDS = Math.floor(0xffffffff / 1000);
+
+/** `--timeout SECONDS` as milliseconds: positive and at most MAX_TIMEOUT_SECONDS. */
+export function parseTimeout(value: string): number {
+  const seconds = Number(value);
+  if (!(Number.isFinite(seconds) && seconds > 0 && seconds <= MAX_TIMEOUT_SECONDS)) {
+    throw invalid('--timeout', value, `a number of seconds from 0.001 to ${MAX_TIMEOUT_SECONDS}, e.g. --timeout 60`);
+  }
+  return Math.ceil(seconds * 1000);
+}
+
 export function parseCpus(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1 || n > 64) throw invalid('--cpus', value, 'a whole number from 1 to 64');
