@@ -68,10 +68,17 @@ export function parseWorkspaceFlags(flags: { readonly env?: readonly string[]; r
   checkEnv(flags.env ?? []);
   // Upstreams are kept as given; a bad one fails here, not when the workspace's resolver starts.
   for (const upstream of flags.dnsUpstreams ?? []) parseUpstream(upstream);
-  return {
-    publish: (flags.publish ?? []).map(parsePublish),
-    channels: parseChannelDeclarations(flags.mediation ?? []),
-  };
+  const channels = parseChannelDeclarations(flags.mediation ?? []);
+  // Without a vhost-vsock bridge the guest reaches a channel at 127.0.0.1:PORT (docs/guest.md), so a
+  // vsock port past the TCP range would be declared and never reachable.
+  const beyond = channels.find((c) => c.port > 65535);
+  if (beyond !== undefined) {
+    throw new MicroagentError('invalid', `mediation channel ${beyond.port}: a workspace's guest reaches channels at 127.0.0.1:PORT, so the port must be at most 65535`, {
+      code: 'usage',
+      remediation: 'use --mediation PORT=TARGET with a PORT from 1 to 65535',
+    });
+  }
+  return { publish: (flags.publish ?? []).map(parsePublish), channels };
 }
 
 /** The longest command timeout the guest agent keeps: its field is 32-bit milliseconds (~49 days). */
