@@ -5,7 +5,7 @@
  * forwards lead to are gone, so the guest's egress fails closed.
  */
 import { randomUUID } from 'node:crypto';
-import { closeSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
 import type { Server } from 'node:net';
@@ -43,11 +43,17 @@ const GUEST_LOG_PREFIX = 'microagent-guest: ';
 /** The guest agent's last line on the serial console (the end of the log only), or null if it said nothing. */
 export function guestLastWords(serialLog: string): string | null {
   let text: string;
+  let fd: number | undefined;
   try {
-    const log = readFileSync(serialLog);
-    text = log.toString('utf8', Math.max(0, log.length - 16_384));
+    fd = openSync(serialLog, 'r');
+    const size = fstatSync(fd).size;
+    const end = Buffer.alloc(Math.min(size, 16_384));
+    readSync(fd, end, 0, end.length, size - end.length);
+    text = end.toString('utf8');
   } catch {
     return null;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
   const said = text.split('\n').filter((line) => line.startsWith(GUEST_LOG_PREFIX));
   return said.length === 0 ? null : (said.at(-1) as string).slice(GUEST_LOG_PREFIX.length).trim();
