@@ -17,10 +17,15 @@ export const MAX_UNIX_PATH_BYTES = 107;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const HOST_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i;
 const PORT = /^[1-9]\d{0,4}$/;
+/** socat's and docker's spellings (`tcp:host:port`, `unix:/path`) and URLs, written out of habit. */
+const SCHEME_PREFIX = /^(tcp[46]?|unix|https?):(?!\d+$)/i;
 
 export function parseTarget(text: string): TargetParse {
   if (text.length === 0) return { ok: false, problem: 'is empty' };
   if (text.startsWith('/')) return parseUnixPath(text);
+  const scheme = SCHEME_PREFIX.exec(text)?.[1]?.toLowerCase();
+  if (scheme === 'http' || scheme === 'https') return { ok: false, problem: `"${text}" is a URL: give the HOST:PORT its server listens on` };
+  if (scheme !== undefined) return { ok: false, problem: `"${text}": drop the "${scheme}:" prefix (HOST:PORT is TCP, /abs/path.sock is a Unix socket)` };
   if (text.startsWith('[')) {
     const close = text.indexOf(']');
     if (close < 0 || text[close + 1] !== ':') return { ok: false, problem: `"${text}" is not [IPv6]:port` };

@@ -41,8 +41,9 @@ describe('validateChannels', () => {
     const channels = validateChannels([
       { port: 1, target: 'localhost:1' },
       { port: 2 ** 32 - 1, target: '[::1]:65535' },
+      { port: 3, target: 'unix:8080' }, // a host named unix: no scheme prefix is followed by a bare port
     ]);
-    expect(channels.map((c) => [c.port, c.targetText])).toEqual([[1, 'localhost:1'], [4294967295, '[::1]:65535']]);
+    expect(channels.map((c) => [c.port, c.targetText])).toEqual([[1, 'localhost:1'], [4294967295, '[::1]:65535'], [3, 'unix:8080']]);
   });
 
   it.each([
@@ -56,6 +57,9 @@ describe('validateChannels', () => {
     ['missing target', [{ port: 1 }], /mediation channel 1: field target: must be HOST:PORT.*got nothing/],
     ['TCP port out of range', [{ port: 1, target: '127.0.0.1:65536' }], /needs a TCP port from 1 to 65535/],
     ['bare IPv6', [{ port: 1, target: '::1:80' }], /write an IPv6 target as \[address\]:port/],
+    ['socat-style TCP prefix', [{ port: 1, target: 'tcp:127.0.0.1:80' }], /"tcp:127.0.0.1:80": drop the "tcp:" prefix/],
+    ['socat-style Unix prefix', [{ port: 1, target: 'unix:/run/x.sock' }], /"unix:\/run\/x.sock": drop the "unix:" prefix/],
+    ['URL', [{ port: 1, target: 'http://127.0.0.1:8080/' }], /is a URL: give the HOST:PORT its server listens on/],
     ['bad IPv6', [{ port: 1, target: '[::g]:80' }], /"::g" is not an IPv6 address/],
     ['IPv4 trick', [{ port: 1, target: '127.1:80' }], /"127.1" is not an IPv4 address or host name/],
     ['socket path too long', [{ port: 1, target: `/${'a'.repeat(120)}` }], /longer than 107 bytes/],
