@@ -12,7 +12,7 @@ import { addressCandidates, BY_CIDR, BY_EXACT, hostCandidates, portMatches, PROT
 import { analyzeHost, isLocalhostName } from './host.js';
 import type { Policy } from './policy.js';
 import type { Reason, Signal } from './reasons.js';
-import { normalizeMethod, normalizePath } from './request.js';
+import { normalizeMethod, pathReadings, type PathReadings } from './request.js';
 import type { Action, Decision, DecisionInput, Protocol } from './types.js';
 
 const NONE: readonly never[] = Object.freeze([]);
@@ -25,7 +25,7 @@ const DEFAULT_PORT: Readonly<Record<Protocol, number | undefined>> = { http: 80,
 type Applies = 'no' | 'match' | 'request';
 
 /** Whether a rule whose destination matched also matches protocol, port and the request. */
-function ruleApplies(rule: CompiledRule, protocolBit: number, port: number, method: string | null, path: string | null): Applies {
+function ruleApplies(rule: CompiledRule, protocolBit: number, port: number, method: string | null, path: PathReadings | null): Applies {
   if (protocolBit === PROTOCOL_BITS.dns) {
     // A name must resolve for any allowed connection to it; only whole-host denies block the name.
     if (rule.action !== 'deny') return 'match';
@@ -37,8 +37,15 @@ function ruleApplies(rule: CompiledRule, protocolBit: number, port: number, meth
   if (!rule.requestConditions) return 'match';
   if (method === null || path === null) return 'request';
   if (rule.methods !== null && !rule.methods.has(method)) return 'no';
-  if (rule.paths !== null && !rule.paths.some((re) => re.test(path))) return 'no';
+  if (rule.paths !== null && !pathsMatch(rule.paths, rule.action === 'deny', path)) return 'no';
   return 'match';
+}
+
+/** A deny matches a path if either reading matches it; an allow only if both do (fail closed both ways). */
+function pathsMatch(paths: readonly RegExp[], deny: boolean, path: PathReadings): boolean {
+  const kept = paths.some((re) => re.test(path.kept));
+  if (path.decoded === path.kept || kept === deny) return kept;
+  return paths.some((re) => re.test(path.decoded));
 }
 
 function decision(policy: Policy, verdict: 'allow' | 'deny', action: Action, rule: CompiledRule | null, reason: Reason, signals: readonly Signal[], matched: readonly string[], requestCheck: boolean, tls: boolean): Decision {
@@ -86,7 +93,7 @@ interface Target {
   readonly ip: ParsedIp | null;
   readonly port: number;
   readonly method: string | null;
-  readonly path: string | null;
+  readonly path: PathReadings | null;
 }
 
 function parseTarget(input: DecisionInput, port: number | undefined): Target | null {
@@ -110,7 +117,7 @@ function parseTarget(input: DecisionInput, port: number | undefined): Target | n
   if (input.method === undefined && input.path === undefined) return { name, ip, port, method: null, path: null };
   if (typeof input.method !== 'string' || typeof input.path !== 'string' || (input.protocol !== 'http' && input.protocol !== 'https')) return null;
   const method = normalizeMethod(input.method);
-  const path = normalizePath(input.path);
+  const path = pathReadings(input.path);
   return method === null || path === null ? null : { name, ip, port, method, path };
 }
 

@@ -1,8 +1,10 @@
 /**
  * Request-stage conditions: HTTP methods, path globs and the header templates of inject rules.
  * Paths are normalised once per request (query dropped, unreserved escapes decoded, dot segments
- * removed) so a deny on `/admin/**` cannot be dodged with `/x/../admin` or `/%61dmin`. Encoded
- * slashes and backslashes make the path invalid: servers disagree about them, so we never guess.
+ * removed) so a deny on `/admin/**` cannot be dodged with `/x/../admin` or `/%61dmin`. Servers
+ * disagree about encoded slashes and backslashes (`/@types%2fnode` is one npm package, and some
+ * servers would read `/a%2f..%2fadmin` as `/admin`), so we never guess: such a path has two readings,
+ * the escapes kept inside their segment and the escapes read as `/`, and decide() judges both.
  * Secret values are never looked at here; only their names are collected.
  */
 import type { HeaderInjection } from './types.js';
@@ -38,7 +40,7 @@ export function parsePathGlob(raw: string): Checked<PathGlob> {
     if (segment.includes('**')) return bad(`path "${raw}": "**" must be a whole segment`, 'write "/a/**" or "/a/*.json"');
     source += '/' + segment.split('*').map(escapeRegex).join('[^/]*');
   }
-  const normalized = normalizePath(text.replace(/\*/g, 'x'));
+  const normalized = normalizePath(text.replace(/\*/g, 'x'), 'decode');
   if (normalized === null || normalized !== text.replace(/\*/g, 'x')) {
     return bad(`path "${raw}" is not in normal form (dot segments or escapes)`, 'write the path as the server sees it, without "." or ".." segments and with unreserved characters unescaped');
   }
@@ -53,8 +55,25 @@ function isUnreserved(c: number): boolean {
   return (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 45 || c === 46 || c === 95 || c === 126;
 }
 
-/** RFC 3986 normalisation of a request target's path; null when it is ambiguous or malformed. */
-export function normalizePath(raw: string): string | null {
+/** How an encoded "/" or "\\" (%2F, %5C) is read: kept as an escape inside its segment, or as "/". */
+export type SlashReading = 'keep' | 'decode';
+
+/** Both readings of a request path; the same string twice unless it holds an encoded slash. */
+export interface PathReadings {
+  readonly kept: string;
+  readonly decoded: string;
+}
+
+/** RFC 3986 normalisation of a request target's path in both readings; null when it is malformed. */
+export function pathReadings(raw: string): PathReadings | null {
+  const kept = normalizePath(raw, 'keep');
+  if (kept === null) return null;
+  if (!kept.includes('%2F') && !kept.includes('%5C')) return { kept, decoded: kept };
+  return { kept, decoded: normalizePath(raw, 'decode') as string };
+}
+
+/** RFC 3986 normalisation of a request target's path in one reading; null when it is malformed. */
+export function normalizePath(raw: string, slashes: SlashReading): string | null {
   let end = raw.length;
   const q = raw.indexOf('?');
   if (q !== -1) end = q;
@@ -73,8 +92,9 @@ export function normalizePath(raw: string): string | null {
     const hex = path.slice(i + 1, i + 3);
     if (!/^[0-9a-fA-F]{2}$/.test(hex)) return null;
     const byte = parseInt(hex, 16);
-    if (byte === 47 || byte === 92 || byte === 0) return null; // encoded "/", "\" or NUL
-    decoded += isUnreserved(byte) ? String.fromCharCode(byte) : '%' + hex.toUpperCase();
+    if (byte === 0) return null;
+    if (byte === 47 || byte === 92) decoded += slashes === 'decode' ? '/' : '%' + hex.toUpperCase();
+    else decoded += isUnreserved(byte) ? String.fromCharCode(byte) : '%' + hex.toUpperCase();
     i += 2;
   }
   if (!decoded.includes('/.')) return decoded;

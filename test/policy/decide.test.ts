@@ -288,11 +288,25 @@ describe('connection stage and request stage', () => {
     ['GET', '/repos/../admin/users', 'deny', 'no-admin', 'rule_deny'],
     ['GET', '/%61dmin/users', 'deny', 'no-admin', 'rule_deny'],
     ['GET', '/repos/%2e%2e/admin', 'deny', 'no-admin', 'rule_deny'],
-    ['GET', '/repos%2f..%2fadmin', 'deny', null, 'invalid_target'],
+    // An encoded slash or backslash is judged in both readings (kept in its segment, or read as "/").
+    ['GET', '/repos%2f..%2fadmin', 'deny', 'no-admin', 'rule_deny'], // "/admin" when decoded
+    ['GET', '/admin%2Fusers', 'deny', 'no-admin', 'rule_deny'],
+    ['GET', '/admin%5cusers', 'deny', 'no-admin', 'rule_deny'],
+    ['GET', '/repos/a%2Fb', 'allow', 'read-repos', 'rule_allow'], // allowed in both readings
+    ['GET', '/repos/a%5Cb', 'allow', 'read-repos', 'rule_allow'],
+    ['GET', '/v1/a%2Flist.json', 'deny', null, 'default_deny'], // one segment kept, two decoded: not both
+    ['GET', '/v1/%2e%2e%2Fadmin.json', 'deny', null, 'default_deny'],
+    ['GET', '/repos/%00', 'deny', null, 'invalid_target'],
+    ['GET', '/repos/%zz', 'deny', null, 'invalid_target'],
     ['GET', '\\repos', 'deny', null, 'invalid_target'],
     ['G ET', '/repos', 'deny', null, 'invalid_target'],
   ])('%s %s -> %s by %s (%s)', (method, path, verdict, rule, reason) => {
     expect(decide(staged, req(method, path))).toMatchObject({ verdict, rule, reason, requestCheck: false });
+  });
+
+  it('a path only a rule without paths judges may hold encoded slashes (npm scoped packages)', () => {
+    const scoped = { protocol: 'https', host: 'cdn.example.com', port: 443, method: 'GET', path: '/@types%2fnode' } as const;
+    expect(decide(staged, scoped)).toMatchObject({ verdict: 'allow', rule: 'whole-host', reason: 'rule_allow' });
   });
 
   it('a request stage needs both method and path, over http(s)', () => {

@@ -173,6 +173,49 @@ describe('name confusion (strict policy allowing only github.com)', () => {
   });
 });
 
+describe('encoded slashes in request paths (judged with the escape kept and read as "/")', () => {
+  const PATHS = `version: 1
+mode: strict
+rules:
+  - id: no-admin
+    action: deny
+    hosts: [origin.test]
+    paths: ["/admin/**"]
+  - id: repos
+    action: allow
+    hosts: [origin.test]
+    methods: [GET]
+    paths: ["/repos/**"]
+  - id: registry
+    action: allow
+    hosts: [www.origin.test]
+`;
+  beforeAll(() => tp.setPolicy(PATHS));
+  afterAll(() => tp.setPolicy(POLICY));
+  const get = (host: string, path: string) => rawExchange(tp.port, `GET http://${host}:${http}${path} HTTP/1.1\r\nHost: ${host}:${http}\r\nConnection: close\r\n\r\n`);
+
+  it.each([
+    ['www.origin.test', '/@types%2fnode', 'registry'], // an npm scoped package: a host rule without paths
+    ['origin.test', '/repos/a%2Fb', 'repos'], // allowed in both readings
+  ])('%s%s is allowed by %s and reaches the origin byte for byte', async (host, path, rule) => {
+    const text = await get(host, path);
+    expect(text.startsWith('HTTP/1.1 200')).toBe(true);
+    expect(text).toContain(`"url":"${path}"`); // the origin's echo of the request line
+    expect(await lastDecision((x) => x.path === path)).toMatchObject({ verdict: 'allow', rule });
+  });
+
+  it.each([
+    ['/repos%2f..%2fadmin', 'no-admin', 'rule_deny'], // "/admin" to a server that decodes it
+    ['/admin%2Fusers', 'no-admin', 'rule_deny'],
+    ['/repos%5c..%5cadmin', 'no-admin', 'rule_deny'],
+  ])('origin.test%s -> 403 %s (%s), audited with the path as sent', async (path, rule, reason) => {
+    const text = await get('origin.test', path);
+    expect(text.startsWith('HTTP/1.1 403')).toBe(true);
+    expect(headerOf(text, 'x-microagent-reason')).toBe(reason);
+    expect(await lastDecision((x) => x.path === path)).toMatchObject({ verdict: 'deny', rule, reason });
+  });
+});
+
 describe('framing and limits', () => {
   const smugglingRecorded = async () => lastDecision((x) => x.reason === 'bad_request' && x.signals.includes('smuggling'));
 
