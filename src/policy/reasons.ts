@@ -22,6 +22,7 @@ export const REASONS = {
   limit_exceeded: 'a configured limit (size, count, time or bytes) was exceeded',
   bad_request: 'the request was malformed or ambiguous (e.g. request smuggling)',
   secret_echo: 'the response echoed an injected secret and was withheld',
+  unscannable_response: 'a response that must be scanned for an injected secret could not be decoded, and was withheld',
   secret_unavailable: 'a secret an inject rule references is not configured on the host',
   rate_limited: 'a query rate or exfiltration guard tripped',
   audit_unavailable: 'the audit log could not be written, so the decision failed closed',

@@ -32,6 +32,7 @@ export function statusFor(reason: Reason): number {
     case 'upstream_unreachable':
     case 'upstream_cert_invalid':
     case 'secret_echo':
+    case 'unscannable_response':
     case 'secret_unavailable':
     case 'target_unreachable':
       return 502;

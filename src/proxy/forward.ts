@@ -1,8 +1,10 @@
 /**
  * Forwards one allowed HTTP request to its checked target and streams the answer back: HTTP/2
  * upstream when the guest spoke h2 and the origin does, HTTP/1.1 keep-alive otherwise; bodies stream
- * with size limits; trailers pass (gRPC). When a secret was injected the response is buffered (capped)
- * and scanned, and withheld with 502 secret_echo if it echoes the secret. Never logs a header value.
+ * with size limits; trailers pass (gRPC). When a secret was injected the response is scanned for it
+ * (echo-scan.ts): a body of announced length within the scan cap, or a compressed one, is collected
+ * and withheld whole with 502 secret_echo if it echoes the secret; any other body streams through the
+ * scan and is cut before the echo. Never logs a header value.
  */
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import type { ClientHttp2Stream, IncomingHttpHeaders, IncomingHttpStatusHeader } from 'node:http2';
@@ -15,6 +17,7 @@ import { describeDestination, type Destination } from './destination.js';
 import type { GuestReply } from './guest-reply.js';
 import { forwardHeaders, headerList, isHttp2, responseHeaders, type ClientRequest } from './http-facts.js';
 import type { Injection } from './request-step.js';
+import { bodyEchoes, decodedForScan, headersEcho, secretNeedles, StreamScan } from './echo-scan.js';
 import { requestHead } from './h1-response.js';
 import { closeRecord, type ProxyRuntime } from './runtime.js';
 import { classifyUpstreamError } from './upstream.js';
@@ -91,22 +94,26 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Gue
       }),
     );
   };
-  const fail = (reason: Reason, error?: string, status?: number) => {
-    const answer = denyAnswer(reason, describeDestination(job.destination), status === undefined ? {} : { status });
+  const recordDenial = (reason: Reason, status: number) =>
     rt.appendInBackground(
       decisionRecord(
-        { conn: job.conn, protocol: job.protocol, destination: job.destination, ip: job.target.ip, method: job.method, path: job.recordPath, decrypted: job.decrypted, status: answer.status, ...(job.decrypted ? { sni: job.sni } : {}) },
+        { conn: job.conn, protocol: job.protocol, destination: job.destination, ip: job.target.ip, method: job.method, path: job.recordPath, decrypted: job.decrypted, status, ...(job.decrypted ? { sni: job.sni } : {}) },
         proxyVerdict(job.policy, reason, []),
       ),
     );
+  const fail = (reason: Reason, error?: string, status?: number) => {
+    const answer = denyAnswer(reason, describeDestination(job.destination), status === undefined ? {} : { status });
+    recordDenial(reason, answer.status);
     reply.deny(answer);
     finish(answer.status, reason, error);
   };
 
   const headers = forwardHeaders(req.headers);
   for (const { header, value } of job.inject) headers[header.toLowerCase()] = value;
-  // A compressed echo would slip past the scan: ask for the identity encoding when scanning.
-  if (job.scanFor.length > 0) headers['accept-encoding'] = 'identity';
+  const needles = secretNeedles(job.scanFor);
+  const scanning = needles.length > 0;
+  // Asked uncompressed so the answer can stream through the scan; one compressed anyway is collected.
+  if (scanning) headers['accept-encoding'] = 'identity';
 
   let upstream: Upstream;
   try {
@@ -151,33 +158,60 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Gue
     return;
   }
   const outHeaders = responseHeaders(answer.headers);
-  const maxDown = job.scanFor.length > 0 ? rt.limits.maxScannedResponseBytes : rt.limits.maxResponseBodyBytes;
+  if (scanning && headersEcho(outHeaders, needles)) {
+    upstream.abort();
+    fail('secret_echo');
+    return;
+  }
 
-  // Small bodies of known length are collected and written once (one TLS record, one syscall);
-  // bodies that must be scanned for an echoed secret are collected up to the scan cap.
+  // Small bodies of known length are collected and written once (one TLS record, one syscall), and
+  // so are scanned bodies of known length within the scan cap (an echo gets a clean 502, not a cut)
+  // and compressed scanned bodies (scanned decompressed, so capped too).
   const declared = Number(answer.headers['content-length'] ?? NaN);
-  if (job.scanFor.length > 0 || (declared >= 0 && declared <= SMALL_BODY_BYTES)) {
-    const whole = answer.whole !== null && answer.whole.length <= maxDown ? answer.whole : null;
+  const encoding = answer.headers['content-encoding'];
+  const compressed = encoding !== undefined && encoding.trim().toLowerCase() !== 'identity';
+  const collectScanned = scanning && (compressed || (declared >= 0 && declared <= rt.limits.maxScannedResponseBytes));
+  if (collectScanned || (declared >= 0 && declared <= SMALL_BODY_BYTES)) {
+    const maxCollect = scanning ? rt.limits.maxScannedResponseBytes : rt.limits.maxResponseBodyBytes;
+    const whole = answer.whole !== null && answer.whole.length <= maxCollect ? answer.whole : null;
     if (whole !== null) bytesDown = whole.length;
-    const body = whole ?? (await collect(bodyStream(answer), maxDown, (n) => (bytesDown = n)));
+    const body = whole ?? (await collect(bodyStream(answer), maxCollect, (n) => (bytesDown = n)));
     if (typeof body === 'string') {
       upstream.abort();
       if (body === 'too_large') fail('limit_exceeded', 'response body over the collect limit', 502);
       else fail('upstream_unreachable', 'upstream response failed');
       return;
     }
-    if (job.scanFor.length > 0 && echoes(body, outHeaders, job.scanFor)) {
-      fail('secret_echo');
-      return;
+    const trailers = answer.trailers();
+    if (scanning) {
+      const readable = decodedForScan(body, encoding, rt.limits.maxScannedResponseBytes);
+      if (readable === null) {
+        fail('unscannable_response', `content-encoding "${encoding ?? ''}" could not be decoded within the scan cap`);
+        return;
+      }
+      if (bodyEchoes(readable, needles) || (trailers !== null && headersEcho(trailers, needles))) {
+        fail('secret_echo');
+        return;
+      }
     }
-    reply.whole(answer.status, outHeaders, body, answer.trailers());
+    reply.whole(answer.status, outHeaders, body, trailers);
     finish(answer.status);
     return;
   }
 
+  // Past this point the guest has the status and headers: an echo found now cuts the answer short.
+  const cut = (reason: Reason, error: string) => {
+    upstream.abort();
+    recordDenial(reason, answer.status);
+    reply.destroy();
+    finish(answer.status, reason, error);
+  };
+  const maxDown = rt.limits.maxResponseBodyBytes;
+  const scan = scanning ? new StreamScan(needles) : null;
   reply.start(answer.status, outHeaders, declared >= 0 ? declared : null);
   const body = bodyStream(answer);
   body.on('data', (chunk: Buffer) => {
+    if (finished) return;
     bytesDown += chunk.length;
     if (bytesDown > maxDown) {
       upstream.abort();
@@ -185,13 +219,28 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Gue
       finish(answer.status, 'limit_exceeded', 'response body too large');
       return;
     }
-    if (!reply.write(chunk)) {
+    const out = scan === null ? chunk : scan.push(chunk);
+    if (out === null) {
+      cut('secret_echo', 'the streamed response echoed an injected secret; cut before it');
+      return;
+    }
+    if (out.length > 0 && !reply.write(out)) {
       body.pause();
       reply.onDrain(() => body.resume());
     }
   });
   body.on('end', () => {
-    reply.end(answer.trailers());
+    if (finished) return;
+    const trailers = answer.trailers();
+    if (scan !== null) {
+      if (trailers !== null && headersEcho(trailers, needles)) {
+        cut('secret_echo', 'the response trailers echoed an injected secret');
+        return;
+      }
+      const rest = scan.end();
+      if (rest.length > 0) reply.write(rest);
+    }
+    reply.end(trailers);
     finish(answer.status);
   });
   body.on('error', (err: Error) => {
@@ -228,15 +277,6 @@ function collect(body: NodeJS.ReadableStream, max: number, progress: (bytes: num
     body.once('end', () => resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)));
     body.once('error', () => resolve('failed'));
   });
-}
-
-function echoes(body: Buffer, headers: Record<string, string | string[]>, secrets: readonly string[]): boolean {
-  const headerText = JSON.stringify(headers);
-  for (const secret of secrets) {
-    const encoded = Buffer.from(secret).toString('base64');
-    if (body.includes(secret) || headerText.includes(secret) || body.includes(encoded) || headerText.includes(encoded)) return true;
-  }
-  return false;
 }
 
 interface Upstream {

@@ -8,7 +8,10 @@ export interface ProxyLimits {
   readonly maxHeaderBytes: number;
   readonly maxRequestBodyBytes: number;
   readonly maxResponseBodyBytes: number;
-  /** Responses are buffered for the secret-echo scan only when a secret was injected; this caps that buffer. */
+  /**
+   * When a secret was injected, a response of announced length up to this, or a compressed one, is
+   * buffered for the secret-echo scan (and decompressed within it); other answers stream through it.
+   */
   readonly maxScannedResponseBytes: number;
   readonly maxConnections: number;
   readonly maxTunnels: number;

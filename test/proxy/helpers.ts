@@ -85,9 +85,9 @@ export function originHandler(label: string) {
         res.writeHead(200, { 'content-type': 'text/plain' });
         res.end(req.headers[url.slice('/header-present/'.length).toLowerCase()] === undefined ? 'absent' : 'present');
       } else if (url.startsWith('/echo-header/')) {
-        const value = req.headers[url.slice('/echo-header/'.length).toLowerCase()];
-        res.writeHead(200, { 'content-type': 'text/plain' });
-        res.end(String(value ?? ''));
+        const value = String(req.headers[url.slice('/echo-header/'.length).toLowerCase()] ?? '');
+        res.writeHead(200, { 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(value)) });
+        res.end(value);
       } else if (url === '/grpc') {
         res.writeHead(200, { 'content-type': 'application/grpc' });
         res.addTrailers({ 'grpc-status': '0', 'grpc-message': 'fine' });

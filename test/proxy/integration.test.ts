@@ -7,6 +7,7 @@ import { connect as http2Connect } from 'node:http2';
 import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { writeFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProxyAgent, fetch as undiciFetch } from 'undici';
@@ -278,7 +279,7 @@ describe('deny paths: 403 + reason header + audit record', () => {
     }
   });
 
-  it('inject adds the secret upstream, withholds an echo, and never records the value', async () => {
+  it('inject adds the secret upstream, withholds an echo of announced length whole (502), and never records the value', async () => {
     const present = await viaProxy(`https://api.origin.test:${https}/header-present/x-api-key`);
     expect(present.status).toBe(200);
     expect(present.body).toBe('present');
@@ -299,6 +300,81 @@ describe('deny paths: 403 + reason header + audit record', () => {
     expect(r.status).toBe(403);
     expect(reasonOf(r.headers)).toBe('doh_denied');
     expect(decisions(await tp.records()).some((x) => x.reason === 'doh_denied' && x.path === '/dns-query')).toBe(true);
+  });
+});
+
+describe('inject: answers scanned for an echoed secret', () => {
+  // An LLM-API-like origin: server-sent events without a length, and answers compressed even when
+  // asked not to be. `/sse-gated` sends its second event only once the test has read the first.
+  let release: () => void = () => undefined;
+  let port: number;
+  const events: string[] = [];
+  beforeAll(async () => {
+    const server = createHttpsServer({ key: ca.key, cert: ca.cert }, (req, res) => {
+      const key = String(req.headers['x-api-key'] ?? '');
+      if (req.url === '/sse-gated') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('data: one\n\n');
+        new Promise<void>((resolve) => (release = resolve)).then(() => res.end('data: two\n\n'));
+      } else if (req.url === '/sse-echo') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const parts = ['data: one\n\n', `data: ${key.slice(0, 9)}`, `${key.slice(9)}\n\n`, 'data: three\n\n'];
+        const next = () => (parts.length === 0 ? res.end() : res.write(parts.shift(), () => setTimeout(next, 20)));
+        next();
+      } else {
+        const body = gzipSync(JSON.stringify(req.url === '/gzip-echo' ? { key } : { ok: true }));
+        const encoding = req.url === '/zstd' ? 'zstd' : 'gzip'; // a coding the scan cannot undo
+        res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': encoding, 'content-length': String(body.length) });
+        res.end(body);
+      }
+      events.push(`${req.url} accept-encoding=${String(req.headers['accept-encoding'])}`);
+    });
+    port = await listen(server);
+  });
+  const dispatcher = () => new ProxyAgent({ uri: tp.url, requestTls: { ca: tp.caPem } });
+
+  it('a streamed answer streams through the scan: the first event arrives before the origin sends the next', async () => {
+    const res = await undiciFetch(`https://api.origin.test:${port}/sse-gated`, { dispatcher: dispatcher() });
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    // Were the answer collected before it is forwarded, this read would wait forever: the origin
+    // holds its last event back until it is released below.
+    expect(Buffer.from((await reader.read()).value as Uint8Array).toString()).toBe('data: one\n\n');
+    release();
+    let rest = '';
+    for (let r = await reader.read(); !r.done; r = await reader.read()) rest += Buffer.from(r.value).toString();
+    expect(rest).toBe('data: two\n\n');
+    expect(events).toContain('/sse-gated accept-encoding=identity');
+  });
+
+  it('an echo split across two chunks of a stream cuts the answer before any byte of it, recorded as secret_echo', async () => {
+    const res = await undiciFetch(`https://api.origin.test:${port}/sse-echo`, { dispatcher: dispatcher() });
+    expect(res.status).toBe(200); // sent before the echo appeared
+    let received = '';
+    const outcome = await (async () => {
+      const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+      try {
+        for (let r = await reader.read(); !r.done; r = await reader.read()) received += Buffer.from(r.value).toString();
+        return 'complete';
+      } catch {
+        return 'cut';
+      }
+    })();
+    expect(outcome).toBe('cut');
+    expect(received).toBe('data: one\n\ndata: '); // the secret's first 9 bytes were held, never sent
+    const records = await tp.records((rs) => decisions(rs).some((d) => d.path === '/sse-echo' && d.reason === 'secret_echo'));
+    expect(decisions(records).find((d) => d.path === '/sse-echo' && d.reason === 'secret_echo')).toMatchObject({ verdict: 'deny', status: 200 });
+  });
+
+  it('a compressed answer is scanned decompressed: an echo is withheld (502), a clean one passes as sent, an unknown coding is withheld', async () => {
+    const echoed = await viaProxy(`https://api.origin.test:${port}/gzip-echo`);
+    expect(echoed.status).toBe(502);
+    expect(/x-microagent-reason: (\S+)/i.exec(echoed.headers)?.[1]).toBe('secret_echo');
+    const clean = await viaProxy(`https://api.origin.test:${port}/gzip-clean`, '--compressed');
+    expect(clean.status).toBe(200);
+    expect(JSON.parse(clean.body)).toEqual({ ok: true });
+    const unknown = await viaProxy(`https://api.origin.test:${port}/zstd`);
+    expect(unknown.status).toBe(502);
+    expect(/x-microagent-reason: (\S+)/i.exec(unknown.headers)?.[1]).toBe('unscannable_response');
   });
 });
 

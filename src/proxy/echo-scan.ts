@@ -1,0 +1,82 @@
+/**
+ * The scan that keeps an injected secret from coming back to the guest in a response: the value and
+ * its base64, in the headers and the body. Pure, no sockets. A streamed body (server-sent events from
+ * an LLM API, a chunked download) passes chunk by chunk, except a tail that could begin a secret
+ * (`...sk-te`), held until the next chunk shows whether it does: the guest never receives any part of
+ * an echo, and each event still arrives when it is sent. A compressed body is scanned decompressed.
+ */
+import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
+
+export type Needles = readonly Buffer[];
+
+/** What must never reach the guest: each secret as sent, and base64-encoded. */
+export function secretNeedles(secrets: readonly string[]): Needles {
+  return secrets.filter((s) => s.length > 0).flatMap((s) => [Buffer.from(s), Buffer.from(Buffer.from(s).toString('base64'))]);
+}
+
+export function headersEcho(headers: Record<string, string | string[]>, needles: Needles): boolean {
+  const text = Buffer.from(JSON.stringify(headers));
+  return needles.some((n) => text.includes(n));
+}
+
+export function bodyEchoes(body: Buffer, needles: Needles): boolean {
+  return needles.some((n) => body.includes(n));
+}
+
+/** A body's bytes as the guest will read them, for the scan; null when they cannot be had within `max`. */
+export function decodedForScan(body: Buffer, contentEncoding: string | undefined, max: number): Buffer | null {
+  const codings = (contentEncoding ?? '').split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'identity');
+  let bytes = body;
+  try {
+    // Applied in the order listed, so they are undone last first.
+    for (const coding of codings.reverse()) {
+      const options = { maxOutputLength: max };
+      if (coding === 'gzip' || coding === 'x-gzip') bytes = gunzipSync(bytes, options);
+      else if (coding === 'deflate') bytes = inflateSync(bytes, options);
+      else if (coding === 'br') bytes = brotliDecompressSync(bytes, options);
+      else return null;
+    }
+  } catch {
+    return null; // corrupt, or past `max` (a decompression bomb)
+  }
+  return bytes;
+}
+
+/** The scan of one streamed body: feed chunks in order, forward what `push` returns, then `end()`. */
+export class StreamScan {
+  private held: Buffer = Buffer.alloc(0);
+
+  constructor(private readonly needles: Needles) {}
+
+  /** The bytes safe to forward now (maybe none), or null once a needle appeared: forward nothing more. */
+  push(chunk: Buffer): Buffer | null {
+    const window = this.held.length === 0 ? chunk : Buffer.concat([this.held, chunk]);
+    if (bodyEchoes(window, this.needles)) return null;
+    const cut = window.length - pendingPrefix(window, this.needles);
+    this.held = Buffer.from(window.subarray(cut)); // a copy: the chunk's memory is not ours to keep
+    return window.subarray(0, cut);
+  }
+
+  /** The held tail, once the body ended: a needle's unfinished beginning, so not a needle. */
+  end(): Buffer {
+    const rest = this.held;
+    this.held = Buffer.alloc(0);
+    return rest;
+  }
+}
+
+/** The length of the longest end of `window` that begins some needle without completing it. */
+export function pendingPrefix(window: Buffer, needles: Needles): number {
+  let longest = 0;
+  for (const needle of needles) {
+    const first = needle[0];
+    for (let k = Math.min(needle.length - 1, window.length); k > longest; k--) {
+      const start = window.length - k;
+      if (window[start] === first && window.compare(needle, 0, k, start) === 0) {
+        longest = k;
+        break;
+      }
+    }
+  }
+  return longest;
+}
