@@ -333,15 +333,31 @@ describe('inject: answers scanned for an echoed secret', () => {
   });
   const dispatcher = () => new ProxyAgent({ uri: tp.url, requestTls: { ca: tp.caPem } });
 
-  it('a streamed answer streams through the scan: the first event arrives before the origin sends the next', async () => {
-    const res = await undiciFetch(`https://api.origin.test:${port}/sse-gated`, { dispatcher: dispatcher() });
-    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+  /** GET `path` through the proxy, speaking HTTP/1.1 (undici) or HTTP/2 (node:http2) to it: the body's chunks as they arrive. */
+  async function* streamed(path: string, guest: 'h1' | 'h2'): AsyncGenerator<string> {
+    if (guest === 'h1') {
+      const res = await undiciFetch(`https://api.origin.test:${port}${path}`, { dispatcher: dispatcher() });
+      for await (const chunk of res.body as ReadableStream<Uint8Array>) yield Buffer.from(chunk).toString();
+      return;
+    }
+    const { socket } = await connectTunnel(tp.port, `api.origin.test:${port}`);
+    const tls = tlsConnect({ socket, servername: 'api.origin.test', ca: tp.caPem, ALPNProtocols: ['h2'] });
+    const session = http2Connect(`https://api.origin.test:${port}`, { createConnection: () => tls });
+    try {
+      for await (const chunk of session.request({ ':path': path })) yield (chunk as Buffer).toString();
+    } finally {
+      session.close();
+    }
+  }
+
+  it.each([['h1' as const], ['h2' as const]])('a streamed answer streams through the scan to a %s guest: the first event arrives before the origin sends the next', async (guest) => {
+    const chunks = streamed('/sse-gated', guest);
     // Were the answer collected before it is forwarded, this read would wait forever: the origin
     // holds its last event back until it is released below.
-    expect(Buffer.from((await reader.read()).value as Uint8Array).toString()).toBe('data: one\n\n');
+    expect((await chunks.next()).value).toBe('data: one\n\n');
     release();
     let rest = '';
-    for (let r = await reader.read(); !r.done; r = await reader.read()) rest += Buffer.from(r.value).toString();
+    for await (const chunk of chunks) rest += chunk;
     expect(rest).toBe('data: two\n\n');
     expect(events).toContain('/sse-gated accept-encoding=identity');
   });
