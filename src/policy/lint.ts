@@ -2,7 +2,7 @@
  * `policy check` warnings: valid policies that are probably mistakes. No rules at all (often a cases
  * file checked as a policy), a rule that can never match, an
  * allow that an earlier rule always beats, an allow a deny completely covers, and allows so broad they
- * defeat the policy (`*`, `*.com`, `0.0.0.0/0`). Coverage is checked conservatively: a warning is only
+ * defeat the policy (`*`, `*.com`, `github.*`, `0.0.0.0/0`). Coverage is checked conservatively: a warning is only
  * given when the covering rule provably matches everything the covered one does.
  */
 import { addressCandidates, hostCandidates } from './compile.js';
@@ -82,6 +82,9 @@ function isBroad(rule: PolicyRule): string | null {
     if (host.kind === 'any') return 'allows every host name ("*")';
     if ((host.kind === 'subdomains' || host.kind === 'apex') && !host.suffix.includes('.')) {
       return `allows a whole top-level domain ("${host.kind === 'apex' ? '.' : '*.'}${host.suffix}")`;
+    }
+    if (host.kind === 'glob' && host.labels.at(-1) === null) {
+      return `"${globText(host)}" matches that name under every top-level domain, most of them registered by someone else`;
     }
   }
   for (const cidr of rule.cidrs ?? []) {

@@ -50,6 +50,17 @@ export function hostPatternText(p: HostPattern): string {
 // Stands in for `*` while the literal labels around it go through IDNA and DNS-name validation.
 const WILDCARD_STAND_IN = 'microagent-wildcard-label';
 
+/** A URL, a port or a path written into a host pattern: each has its own place in a rule. */
+function misplacedPart(text: string): Checked<never> | null {
+  const url = /^([a-z][a-z0-9+.-]*):\/\/([^/:]*)/i.exec(text);
+  if (url !== null) return bad(`"${text}" is a URL, not a host name`, `write the host alone ("${url[2]}"); match paths with paths: and ports with ports:`);
+  const port = /^([^/:]+):(\d+)$/.exec(text);
+  if (port !== null) return bad(`"${text}" carries a port`, `write the host alone ("${port[1]}") and the port under ports: [${port[2]}]`);
+  const slash = text.indexOf('/');
+  if (slash > 0) return bad(`"${text}" carries a path`, `write the host alone ("${text.slice(0, slash)}") and match the path with paths: ["${text.slice(slash)}"]`);
+  return null;
+}
+
 export function parseHostPattern(raw: string): Checked<HostPattern> {
   const text = raw.trim();
   if (text === '') return bad('empty host pattern', 'remove the entry or write a host name such as api.github.com');
@@ -58,6 +69,8 @@ export function parseHostPattern(raw: string): Checked<HostPattern> {
     return bad(`"${text}" is an IP address, not a host name`, `move it to the rule's cidrs: [${text}]`);
   }
   if (text.includes('**')) return bad(`"${text}": "**" is not a host wildcard`, 'use "*.example.com" for subdomains at any depth');
+  const misplaced = misplacedPart(text);
+  if (misplaced !== null) return misplaced;
   let body = text;
   let lead: 'subdomains' | 'apex' | null = null;
   if (body.startsWith('*.')) {

@@ -26,6 +26,9 @@ const broken: [string, number, number, RegExp, RegExp][] = [
   ['empty-value.yaml', 5, 11, /"hosts" is empty/, /give "hosts" a value or remove the line/],
   ['empty-list.yaml', 6, 12, /ports is an empty list/, /remove "ports" to match every port/],
   ['partial-label-glob.yaml', 5, 13, /"api\*\.github\.com": "\*" must stand for a whole label/, /\*\.example\.com/],
+  ['url-in-hosts.yaml', 5, 13, /"https:\/\/github\.com\/" is a URL, not a host name/, /write the host alone \("github\.com"\)/],
+  ['port-in-hosts.yaml', 5, 13, /"api\.github\.com:443" carries a port/, /\("api\.github\.com"\) and the port under ports: \[443\]/],
+  ['path-in-hosts.yaml', 5, 13, /"github\.com\/org\/\*" carries a path/, /paths: \["\/org\/\*"\]/],
   ['ip-in-hosts.yaml', 5, 13, /"10\.1\.2\.3" is an IP address, not a host name/, /cidrs: \[10\.1\.2\.3\]/],
   ['bad-cidr-prefix.yaml', 5, 13, /prefix length must be 0-32/, /10\.0\.0\.0\/24/],
   ['cidr-host-bits.yaml', 5, 13, /"192\.168\.1\.0\/16" has host bits set/, /write 192\.168\.0\.0\/16/],
@@ -140,6 +143,9 @@ rules:
     action: deny
     cidrs: [192.0.2.0/24]
     protocols: [dns]
+  - id: every-tld
+    action: allow
+    hosts: ["github.*"]
 `,
     'lint.yaml',
   );
@@ -150,6 +156,7 @@ rules:
     expect(kinds('everything')).toContain('broad_allow');
     expect(kinds('all-com')).toContain('broad_allow');
     expect(kinds('all-v4')).toContain('broad_allow');
+    expect(kinds('every-tld')).toContain('broad_allow');
     expect(kinds('github')).not.toContain('broad_allow');
   });
 
