@@ -303,6 +303,50 @@ describe('deny paths: 403 + reason header + audit record', () => {
   });
 });
 
+describe('a request body the answer does not wait for', () => {
+  // An origin that answers at once, before reading the upload (as many do for an error or a cache hit).
+  let early: number;
+  let upload: string;
+  beforeAll(async () => {
+    early = await listen(createHttpsServer({ key: ca.key, cert: ca.cert }, (_req, res) => res.end('early\n')));
+    upload = join(makeOriginCa().dir, 'upload.bin');
+    writeFileSync(upload, Buffer.alloc(2 * 1024 * 1024, 0x61)); // far past HTTP/2's 64 KiB initial window
+  });
+
+  it('an upload answered early completes over HTTP/1.1 (curl): the rest of the body is drained', async () => {
+    const r = await viaProxy(`https://origin.test:${early}/upload`, '--http1.1', '--data-binary', `@${upload}`);
+    expect(r.code).toBe(0);
+    expect(r.status).toBe(200);
+    expect(r.body).toBe('early\n');
+  });
+
+  // curl 7.88 itself can stall on an HTTP/2 upload once the answer is complete (with or without a
+  // proxy), so node's client is the HTTP/2 guest here.
+  it('an upload answered early completes over HTTP/2: the guest gets the answer and its stream closes', async () => {
+    const { socket } = await connectTunnel(tp.port, `origin.test:${early}`);
+    const tls = tlsConnect({ socket, servername: 'origin.test', ca: tp.caPem, ALPNProtocols: ['h2'] });
+    const session = http2Connect(`https://origin.test:${early}`, { createConnection: () => tls });
+    try {
+      const stream = session.request({ ':method': 'POST', ':path': '/upload' });
+      stream.end(Buffer.alloc(2 * 1024 * 1024, 0x61));
+      let body = '';
+      stream.on('data', (c: Buffer) => (body += c.toString()));
+      const status = await new Promise<number>((resolve) => stream.once('response', (h) => resolve(Number(h[':status']))));
+      await new Promise<void>((resolve) => stream.once('close', () => resolve()));
+      expect(status).toBe(200);
+      expect(body).toBe('early\n');
+    } finally {
+      session.destroy();
+    }
+  });
+
+  it.each([['--http2'], ['--http1.1']])('an upload denied by a method rule gets its 403 at once (%s)', async (version) => {
+    const r = await viaProxy(`https://origin.test:${https}/echo`, version, '-X', 'DELETE', '--data-binary', `@${upload}`);
+    expect(r.code).toBe(0);
+    expect(r.status).toBe(403);
+  });
+});
+
 describe('inject: answers scanned for an echoed secret', () => {
   // An LLM-API-like origin: server-sent events without a length, and answers compressed even when
   // asked not to be. `/sse-gated` sends its second event only once the test has read the first.
