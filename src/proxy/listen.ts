@@ -1,9 +1,10 @@
 /**
  * Listening on an address or a Unix socket path for the egress proxy and the DNS server, with a failure
  * turned into a typed error that says what could not be listened on and how to fix it (a port in use,
- * a privileged port, an address this host does not have, a socket directory that is missing).
+ * a privileged port, an address this host does not have, a socket directory that is missing), and
+ * whether a listener is reachable from other machines (the CLIs warn).
  */
-import type { Server } from 'node:net';
+import { isIPv4, isIPv6, type Server } from 'node:net';
 import { MicroagentError, type ErrorKind } from '../errors.js';
 
 export type ListenAddress = { readonly host: string; readonly port: number } | { readonly path: string };
@@ -11,6 +12,18 @@ export type ListenAddress = { readonly host: string; readonly port: number } | {
 export function describeListenAddress(where: ListenAddress): string {
   if ('path' in where) return where.path;
   return `${where.host.includes(':') ? `[${where.host}]` : where.host}:${where.port}`;
+}
+
+/**
+ * Whether a listener on `host` answers other machines: anything but a loopback address. The proxy and
+ * the resolver carry no client authentication, so such a listener serves whoever reaches it.
+ */
+export function reachableBeyondHost(host: string): boolean {
+  const h = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  if (h === 'localhost') return false;
+  if (isIPv4(h)) return !h.startsWith('127.');
+  if (isIPv6(h)) return h !== '::1' && !h.startsWith('::ffff:127.');
+  return true; // a name: whatever it resolves to
 }
 
 /** Why listening on `where` failed, as an error of `code` (e.g. proxy.listen_failed) for `what` (e.g. "the proxy"). */

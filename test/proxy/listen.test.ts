@@ -1,11 +1,13 @@
 // `microagent proxy` and `microagent dns` where they cannot listen: a typed error saying where and how
-// to fix it, and the process exits (a TCP listener left open by a failed socket listen kept it alive).
+// to fix it, and the process exits (a TCP listener left open by a failed socket listen kept it alive);
+// and which listen addresses answer other machines (the CLIs warn about those).
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { reachableBeyondHost } from '../../src/proxy/listen.js';
 
 const CLI = join(import.meta.dirname, '../../dist/cli/main.js');
 const dir = mkdtempSync(join(tmpdir(), 'listen-fail-'));
@@ -54,5 +56,25 @@ describe.each([
     const r = run(command, ['--listen', '127.0.0.1:0', '--socket', socket]);
     expect(r.stderr).toMatch(new RegExp(`^error: cannot listen for ${what} on ${socket}: E[A-Z]+\\n  fix: give a socket path in an existing directory this user may write to\\n$`));
     expect(r.code).toBe(1);
+  });
+});
+
+describe('reachableBeyondHost: the CLIs warn when the proxy or resolver answers other machines', () => {
+  it.each([
+    ['127.0.0.1', false],
+    ['127.8.9.10', false],
+    ['::1', false],
+    ['[::1]', false],
+    ['::ffff:127.0.0.1', false],
+    ['localhost', false],
+    ['0.0.0.0', true],
+    ['::', true],
+    ['[::]', true],
+    ['10.0.2.15', true],
+    ['192.168.1.4', true],
+    ['fd00::1', true],
+    ['proxy.internal', true],
+  ])('%s -> %s', (host, reachable) => {
+    expect(reachableBeyondHost(host)).toBe(reachable);
   });
 });

@@ -5,6 +5,7 @@ import { MicroagentError } from '../../errors.js';
 import { MODES, openLivePolicy, type Mode } from '../../policy/index.js';
 import { createWorkspaceResolver, startDnsServer, type DnsServerAddresses } from '../../proxy/dns/index.js';
 import { splitHostPort } from '../../proxy/dns/upstream-address.js';
+import { reachableBeyondHost } from '../../proxy/index.js';
 import { parseCommandArgs, usageError, type Command } from '../command.js';
 
 const dns: Command = {
@@ -57,6 +58,9 @@ const dns: Command = {
         ...(listen === undefined ? {} : { listen }),
         ...(values.socket === undefined ? {} : { socketPath: values.socket }),
       });
+      if (listen !== undefined && reachableBeyondHost(listen.host)) {
+        ctx.out.warn(`dns: ${listen.host} is reachable from other machines: an open resolver answers anyone and can be abused to amplify attacks; listen on 127.0.0.1 or firewall the port`);
+      }
       ctx.out.info(`dns: ${describe(server.addresses)}; upstreams ${resolver.upstreams.map((u) => `${u.host}:${u.port}`).join(', ')}`);
       ctx.out.info(`dns: mode ${policy().mode}, policy ${policy().hash}, audit ${auditPath}; Ctrl-C to stop`);
       const signal = await ctx.interrupted;

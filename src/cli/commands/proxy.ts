@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { openAuditLog } from '../../audit/index.js';
 import { loadOrCreateCa } from '../../ca/index.js';
 import { MODES, openLivePolicy, type LivePolicy, type Mode } from '../../policy/index.js';
-import { createSystemResolver, startEgressProxy } from '../../proxy/index.js';
+import { createSystemResolver, reachableBeyondHost, startEgressProxy } from '../../proxy/index.js';
 import { parsePort } from '../../proxy/destination.js';
 import { readExtraCaFile } from '../../tls-trust.js';
 import { parseCommandArgs, usageError, type Command } from '../command.js';
@@ -82,6 +82,9 @@ const proxy: Command = {
       const tcp = running.addresses.tcp;
       const where = [tcp === null ? null : `http://${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port}`, running.addresses.socket].filter((x) => x !== null);
       ctx.out.info(`proxy: listening on ${where.join(' and ')}`);
+      if (tcp !== null && reachableBeyondHost(tcp.host)) {
+        ctx.out.warn(`proxy: ${tcp.host} is reachable from other machines: any client that connects gets egress under this policy, recorded as workspace "${workspace}"; listen on 127.0.0.1 or firewall the port`);
+      }
       ctx.out.info(`proxy: CA certificate ${ca.certPath}`);
       ctx.out.info(`proxy: mode ${policy().mode}, policy ${policy().hash}, audit ${auditPath}; Ctrl-C to stop`);
       const signal = await ctx.interrupted;
