@@ -15,7 +15,10 @@ export interface ProxyLimits {
   readonly maxScannedResponseBytes: number;
   readonly maxConnections: number;
   readonly maxTunnels: number;
-  /** A connection with no bytes either way for this long is closed. */
+  /**
+   * A connection with no bytes either way for this long is closed; waiting for an answer counts as
+   * idle, so this is also the longest silence allowed before an upstream's first byte.
+   */
   readonly idleTimeoutMs: number;
   /** The request head must arrive within this (slowloris). */
   readonly headersTimeoutMs: number;
@@ -39,7 +42,9 @@ export const DEFAULT_LIMITS: ProxyLimits = {
   maxScannedResponseBytes: 8 * 1024 * 1024,
   maxConnections: 4096,
   maxTunnels: 2048,
-  idleTimeoutMs: 120_000,
+  // LLM APIs can think for minutes before a non-streamed answer's first byte; their SDKs wait 10
+  // minutes (OpenAI, Anthropic), so a shorter cut here would fail calls the agent still waits for.
+  idleTimeoutMs: 10 * 60_000,
   headersTimeoutMs: 20_000,
   // Every millisecond here delays a server-first client's greeting, and a client-first one (TLS, HTTP)
   // sends right after the 200, within a few ms even from an emulated guest. A later speaker still
