@@ -31,10 +31,20 @@ describe('microagent', () => {
   });
 
   it('an unknown command exits 2, naming it and how to list the commands', () => {
-    const r = run('--versoin');
+    const r = run('frobnicate');
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/unknown command "--versoin"/);
-    expect(r.stderr).toMatch(/microagent help/);
+    expect(r.stderr).toBe('error: unknown command "frobnicate"\n  fix: run "microagent help" to list the commands\n');
+  });
+
+  it.each([
+    ['strat', 'start'],
+    ['exce', 'exec'],
+    ['polcy', 'policy'],
+    ['--versoin', '--version'],
+  ])('a mistyped command %s is answered with "did you mean %s"', (typed, meant) => {
+    const r = run(typed);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(new RegExp(`^error: unknown command "${typed}"\n  fix: did you mean "${meant}"\\? run "microagent help"`));
   });
 
   it.each(['policy', 'audit', 'ca', 'mediation'])('%s alone exits 2, listing its commands', (group) => {
@@ -46,7 +56,7 @@ describe('microagent', () => {
   it('a mistyped subcommand is named with its group', () => {
     const r = run('policy', 'chek');
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/^error: unknown command "policy chek"\n  fix: the policy commands are:/);
+    expect(r.stderr).toMatch(/^error: unknown command "policy chek"\n  fix: did you mean "policy check"\? the policy commands are:/);
   });
 
   it('docs/cli.md lists every command with the usage and summary help prints', () => {
