@@ -55,9 +55,39 @@ export function parseCommandArgs<T extends OptionsConfig>(
   try {
     return parseArgs({ args: [...args], options, allowPositionals, strict: true });
   } catch (err) {
-    throw usageError(
-      `${command.name}: ${(err as Error).message}`,
-      `usage: microagent ${command.name} ${command.usage}`,
-    );
+    const usage = `usage: microagent ${command.name} ${command.usage}`;
+    const unknown = /^Unknown option '(-[^']*)'/.exec((err as Error).message)?.[1];
+    if (unknown !== undefined) {
+      const near = closest(unknown, Object.keys(options).map((name) => `--${name}`));
+      const asArgument = allowPositionals ? `to pass "${unknown}" on as an argument, put it after "--"; ` : '';
+      throw usageError(`${command.name}: unknown option "${unknown}"`, `${near === null ? '' : `did you mean "${near}"? `}${asArgument}${usage}`);
+    }
+    throw usageError(`${command.name}: ${(err as Error).message}`, usage);
   }
 }
+
+/** The candidate within two edits of `word` (one for short words), for a "did you mean"; null if none or a tie. */
+export function closest(word: string, candidates: readonly string[]): string | null {
+  const limit = word.length <= 4 ? 1 : 2;
+  const scored = candidates.map((c) => ({ c, d: editDistance(word, c) })).filter((x) => x.d <= limit).sort((a, b) => a.d - b.d);
+  const [best, next] = scored;
+  return best === undefined || (next !== undefined && next.d === best.d) ? null : best.c;
+}
+
+/** Levenshtein distance with adjacent transpositions counted as one edit ("strat" -> "start"). */
+function editDistance(a: string, b: string): number {
+  const width = b.length + 1;
+  const d = new Uint16Array((a.length + 1) * width);
+  const at = (i: number, j: number) => d[i * width + j] as number;
+  for (let i = 0; i <= a.length; i++) d[i * width] = i;
+  for (let j = 0; j <= b.length; j++) d[j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      let best = Math.min(at(i - 1, j) + 1, at(i, j - 1) + 1, at(i - 1, j - 1) + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) best = Math.min(best, at(i - 2, j - 2) + 1);
+      d[i * width + j] = best;
+    }
+  }
+  return at(a.length, b.length);
+}
+

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { asMicroagentError } from '../errors.js';
-import { usageError, type Command, type CliContext } from './command.js';
+import { closest, usageError, type Command, type CliContext } from './command.js';
 import { createOutput, exitCodeFor, printError, printResult, type OutputMode } from './output.js';
 
 /** First word -> module exporting `commands`. Loaded lazily so `microagent audit` never loads QEMU code. */
@@ -101,31 +101,6 @@ async function findCommand(words: readonly string[]): Promise<{ command: Command
     words.length === 1 ? `"${first}" needs one of its commands` : `unknown command "${words.slice(0, 2).join(' ')}"`,
     `${near === null ? '' : `did you mean "${near}"? `}the ${first} commands are:\n${helpText(commands)}`,
   );
-}
-
-/** The candidate within two edits of `word` (one for short words), for a "did you mean"; null if none or a tie. */
-function closest(word: string, candidates: readonly string[]): string | null {
-  const limit = word.length <= 4 ? 1 : 2;
-  const scored = candidates.map((c) => ({ c, d: editDistance(word, c) })).filter((x) => x.d <= limit).sort((a, b) => a.d - b.d);
-  const [best, next] = scored;
-  return best === undefined || (next !== undefined && next.d === best.d) ? null : best.c;
-}
-
-/** Levenshtein distance with adjacent transpositions counted as one edit ("strat" -> "start"). */
-function editDistance(a: string, b: string): number {
-  const width = b.length + 1;
-  const d = new Uint16Array((a.length + 1) * width);
-  const at = (i: number, j: number) => d[i * width + j] as number;
-  for (let i = 0; i <= a.length; i++) d[i * width] = i;
-  for (let j = 0; j <= b.length; j++) d[j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      let best = Math.min(at(i - 1, j) + 1, at(i, j - 1) + 1, at(i - 1, j - 1) + (a[i - 1] === b[j - 1] ? 0 : 1));
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) best = Math.min(best, at(i - 2, j - 2) + 1);
-      d[i * width + j] = best;
-    }
-  }
-  return at(a.length, b.length);
 }
 
 export async function main(argv: readonly string[]): Promise<number> {

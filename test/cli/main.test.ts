@@ -53,6 +53,15 @@ describe('microagent', () => {
     expect(r.stderr).toMatch(new RegExp(`^error: "${group}" needs one of its commands\n  fix: the ${group} commands are:\n  microagent ${group} \\w+`));
   });
 
+  it('a mistyped option gets a "did you mean"; one meant for the guest command is told to go after "--"', () => {
+    const typo = run('proxy', '--polcy', 'p.yaml');
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toMatch(/^error: proxy: unknown option "--polcy"\n {2}fix: did you mean "--policy"\? usage: microagent proxy --policy FILE/);
+    const guestOption = run('run', 'ls', '-la');
+    expect(guestOption.code).toBe(2);
+    expect(guestOption.stderr).toMatch(/^error: run: unknown option "-l"\n {2}fix: to pass "-l" on as an argument, put it after "--"; usage: microagent run /);
+  });
+
   it('a mistyped subcommand is named with its group', () => {
     const r = run('policy', 'chek');
     expect(r.code).toBe(2);
