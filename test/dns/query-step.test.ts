@@ -40,6 +40,8 @@ describe('admitQuery', () => {
     ['guarded', 'web.test', 'UNKNOWN_64', 'answer_empty', 0, 'rule_allow', ['https_record_stripped']],
     ['guarded', 'web.test', 'AXFR', 'answer_empty', 5, 'bad_request', []],
     ['guarded', `${'x'.repeat(45)}.evil.example`, 'A', 'answer_empty', 5, 'rate_limited', ['unlisted', 'exfiltration_guard']],
+    ['guarded', `${'x'.repeat(60)}.allowed.test`, 'A', 'forward', 0, 'rule_allow', []], // a rule vouches for the domain
+    ['strict', `${'x'.repeat(60)}.allowed.test`, 'A', 'forward', 0, 'rule_allow', []],
   ] as const)('%s %s %s -> %s rcode %i (%s)', (mode, name, type, kind, rcode, reason, signals) => {
     const admission = admit(mode, question(name, type));
     expect(admission.kind).toBe(kind);

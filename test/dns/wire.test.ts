@@ -119,26 +119,33 @@ describe('exfiltration guard', () => {
   it('trips on long labels and long names', () => {
     const guard = createExfiltrationGuard(DEFAULT_EXFILTRATION_LIMITS, () => 0);
     const long = 'a'.repeat(41);
-    expect(guard.admit(`${long}.evil.test`, 41)).toBe('label_length');
+    expect(guard.admit(`${long}.evil.test`, 41, true)).toBe('label_length');
     const labels = Array.from({ length: 9 }, () => 'b'.repeat(20));
-    expect(guard.admit(labels.join('.'), 20)).toBe('name_length');
-    expect(guard.admit('ok.test', 4)).toBeNull();
+    expect(guard.admit(labels.join('.'), 20, true)).toBe('name_length');
+    expect(guard.admit('ok.test', 4, true)).toBeNull();
+  });
+
+  it('skips the length limits when told (a name a rule allows), never the rate limits', () => {
+    const guard = createExfiltrationGuard({ ...DEFAULT_EXFILTRATION_LIMITS, queriesPerSecond: 1, burst: 1 }, () => 0);
+    const bucket = `${'a'.repeat(60)}.s3.amazonaws.com`;
+    expect(guard.admit(bucket, 60, false)).toBeNull();
+    expect(guard.admit(bucket, 60, false)).toBe('query_rate');
   });
 
   it('limits the query rate with a token bucket that refills', () => {
     let now = 0;
     const guard = createExfiltrationGuard({ ...DEFAULT_EXFILTRATION_LIMITS, queriesPerSecond: 10, burst: 5 }, () => now);
-    const results = Array.from({ length: 6 }, () => guard.admit('same.test', 4));
+    const results = Array.from({ length: 6 }, () => guard.admit('same.test', 4, true));
     expect(results.slice(0, 5)).toEqual([null, null, null, null, null]);
     expect(results[5]).toBe('query_rate');
     now += 500; // five tokens back
-    expect(guard.admit('same.test', 4)).toBeNull();
+    expect(guard.admit('same.test', 4, true)).toBeNull();
   });
 
   it('limits distinct names per registered domain and per workspace, per second', () => {
     let now = 0;
     const guard = createExfiltrationGuard({ ...DEFAULT_EXFILTRATION_LIMITS, distinctNamesPerSecond: 5, distinctNamesPerDomainPerSecond: 3 }, () => now);
-    const ask = (name: string) => guard.admit(name, 4);
+    const ask = (name: string) => guard.admit(name, 4, true);
     expect([ask('a.x.test'), ask('b.x.test'), ask('c.x.test'), ask('d.x.test')]).toEqual([null, null, null, 'distinct_names_domain']);
     expect(ask('a.x.test')).toBeNull(); // repeats are not new names
     expect([ask('a.y.test'), ask('b.y.test'), ask('a.z.test')]).toEqual([null, null, 'distinct_names']);

@@ -33,8 +33,13 @@ export const DEFAULT_EXFILTRATION_LIMITS: ExfiltrationLimits = {
 export type GuardTrip = 'label_length' | 'name_length' | 'query_rate' | 'distinct_names' | 'distinct_names_domain';
 
 export interface ExfiltrationGuard {
-  /** Counts the query and returns null when it is within limits, or which limit it trips. */
-  admit(name: string, longestLabel: number): GuardTrip | null;
+  /**
+   * Counts the query and returns null when it is within limits, or which limit it trips. Length
+   * limits apply only when `checkLengths`: a name a rule allows is answered by its own domain's
+   * servers, which carry nothing to whoever would collect it (S3 buckets and preview deployments
+   * have labels up to 63 characters); the rate limits apply to every name.
+   */
+  admit(name: string, longestLabel: number, checkLengths: boolean): GuardTrip | null;
 }
 
 /** Second-level labels under country TLDs that act as public suffixes (co.uk, com.au, ...). */
@@ -63,9 +68,9 @@ export function createExfiltrationGuard(limits: ExfiltrationLimits, now: () => n
   let perDomainInWindow = new Map<string, number>();
 
   return {
-    admit(name, longestLabel) {
-      if (name.length > limits.maxNameLength) return 'name_length';
-      if (longestLabel > limits.maxLabelLength) return 'label_length';
+    admit(name, longestLabel, checkLengths) {
+      if (checkLengths && name.length > limits.maxNameLength) return 'name_length';
+      if (checkLengths && longestLabel > limits.maxLabelLength) return 'label_length';
 
       const at = now();
       tokens = Math.min(limits.burst, tokens + ((at - refilledAt) / 1000) * limits.queriesPerSecond);

@@ -93,11 +93,12 @@ export function admitQuery(decision: Decision, guard: ExfiltrationGuard, query: 
     return refused(decision, 'bad_request', decision.signals);
   }
 
-  const trip = guard.admit(query.name, query.longestLabel);
+  // A rule naming the name vouches for its domain: only unlisted names (guarded) get the length
+  // limits, and only a rule naming a DoH resolver lets it through.
+  const explicitlyAllowed = decision.rule !== null && decision.reason === 'rule_allow';
+  const trip = guard.admit(query.name, query.longestLabel, !explicitlyAllowed);
   if (trip !== null) return refused(decision, 'rate_limited', [...decision.signals, 'exfiltration_guard']);
 
-  // Only a rule naming the resolver lets it through; unlisted-allowed (guarded) is not enough.
-  const explicitlyAllowed = decision.rule !== null && decision.reason === 'rule_allow';
   if (!explicitlyAllowed && isDohResolverName(query.name)) return refused(decision, 'doh_denied', decision.signals);
 
   if (query.qtype === TYPE_HTTPS || query.qtype === TYPE_SVCB) {
