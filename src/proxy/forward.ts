@@ -175,7 +175,7 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Gue
     const maxCollect = scanning ? rt.limits.maxScannedResponseBytes : rt.limits.maxResponseBodyBytes;
     const whole = answer.whole !== null && answer.whole.length <= maxCollect ? answer.whole : null;
     if (whole !== null) bytesDown = whole.length;
-    const body = whole ?? (await collect(bodyStream(answer), maxCollect, (n) => (bytesDown = n)));
+    const body = whole ?? (await collectBody(bodyStream(answer), maxCollect, (n) => (bytesDown = n)));
     if (typeof body === 'string') {
       upstream.abort();
       if (body === 'too_large') fail('limit_exceeded', 'response body over the collect limit', 502);
@@ -260,7 +260,7 @@ function bodyStream(answer: UpstreamAnswer): NodeJS.ReadableStream {
 }
 
 /** The whole body, or why not: past `max` bytes, or the stream failed. */
-function collect(body: NodeJS.ReadableStream, max: number, progress: (bytes: number) => void): Promise<Buffer | 'too_large' | 'failed'> {
+export function collectBody(body: NodeJS.ReadableStream, max: number, progress: (bytes: number) => void): Promise<Buffer | 'too_large' | 'failed'> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let bytes = 0;

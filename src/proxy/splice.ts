@@ -1,9 +1,12 @@
 /**
- * Byte splicing for tunnels the proxy does not decrypt (passthrough rules, non-TLS CONNECT, mode off):
- * pipes client and upstream both ways, counts bytes, enforces the idle and total timeouts and the
- * workspace byte budget, and reports exactly once when either side ends. Never inspects the bytes.
+ * Byte splicing for tunnels the proxy does not decrypt (passthrough rules, non-TLS CONNECT, mode off)
+ * and for upgraded (WebSocket) connections: pipes client and upstream both ways, counts bytes,
+ * enforces the idle and total timeouts and the workspace byte budget, and reports exactly once when
+ * either side ends. It inspects nothing, except what an upgraded connection that carried an injected
+ * secret sends the guest: that goes through the echo scan, and an echo cuts the connection before it.
  */
 import type { Socket } from 'node:net';
+import type { StreamScan } from './echo-scan.js';
 import type { ProxyRuntime } from './runtime.js';
 
 export interface SpliceResult {
@@ -11,11 +14,14 @@ export interface SpliceResult {
   readonly bytesDown: number;
   readonly error?: string;
   /** Set when a limit cut the tunnel. */
-  readonly cut?: 'idle' | 'total' | 'budget';
+  readonly cut?: 'idle' | 'total' | 'budget' | 'secret_echo';
 }
 
-/** `head`: client bytes already read (the peeked ClientHello) to send first. */
-export function splice(rt: ProxyRuntime, client: Socket, upstream: Socket, head: Buffer, done: (result: SpliceResult) => void): void {
+/**
+ * `head`: client bytes already read (the peeked ClientHello) to send first. `scanDown`: the echo scan
+ * the upstream's bytes must pass before they reach the client.
+ */
+export function splice(rt: ProxyRuntime, client: Socket, upstream: Socket, head: Buffer, done: (result: SpliceResult) => void, scanDown: StreamScan | null = null): void {
   let bytesUp = 0;
   let bytesDown = 0;
   let reported = false;
@@ -54,7 +60,18 @@ export function splice(rt: ProxyRuntime, client: Socket, upstream: Socket, head:
     if (overBudget()) stop('budget');
   });
   client.pipe(upstream);
-  upstream.pipe(client);
+  if (scanDown === null) upstream.pipe(client);
+  else {
+    upstream.on('data', (chunk: Buffer) => {
+      const out = scanDown.push(chunk);
+      if (out === null) stop('secret_echo');
+      else if (out.length > 0 && !client.write(out)) {
+        upstream.pause();
+        client.once('drain', () => upstream.resume());
+      }
+    });
+    upstream.on('end', () => client.end(scanDown.end()));
+  }
   const onError = (err: Error) => {
     error ??= err.message;
     report();

@@ -438,6 +438,61 @@ describe('inject: answers scanned for an echoed secret', () => {
   });
 });
 
+describe('inject over WebSocket: everything the upstream answers is scanned', () => {
+  // A WebSocket origin that reports what it was sent and, asked to, echoes the injected key; and
+  // one that refuses every upgrade with a body quoting the key (a typical error page).
+  let wsPort: number;
+  let refusingPort: number;
+  beforeAll(async () => {
+    const server = createHttpsServer({ key: ca.key, cert: ca.cert });
+    new WebSocketServer({ server }).on('connection', (socket, req) => {
+      const key = String(req.headers['x-api-key'] ?? '');
+      socket.send(`authorized=${key === SECRET} extensions=${req.headers['sec-websocket-extensions'] ?? 'none'}`);
+      socket.on('message', (m) => socket.send(m.toString() === 'echo-key' ? `key=${key}` : `echo:${m.toString()}`));
+    });
+    wsPort = await listen(server);
+    const refusing = createHttpsServer({ key: ca.key, cert: ca.cert });
+    refusing.on('upgrade', (req, socket: import('node:net').Socket) => {
+      const body = `bad key ${String(req.headers['x-api-key'])}`;
+      socket.end(`HTTP/1.1 401 Unauthorized\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
+    });
+    refusingPort = await listen(refusing);
+  });
+
+  async function openSocket(port: number): Promise<WebSocket> {
+    const { socket } = await connectTunnel(tp.port, `api.origin.test:${port}`);
+    const tls = tlsConnect({ socket, servername: 'api.origin.test', ca: tp.caPem, ALPNProtocols: ['http/1.1'] });
+    return new WebSocket(`wss://api.origin.test:${port}/`, { createConnection: () => tls } as never);
+  }
+
+  it('the secret goes upstream, compression is not offered, and an echo in a frame cuts the connection before it', async () => {
+    const client = await openSocket(wsPort);
+    const messages: string[] = [];
+    await new Promise<void>((resolve, reject) => {
+      client.on('message', (m) => {
+        messages.push(m.toString());
+        if (messages.length === 1) client.send('hello');
+        if (messages.length === 2) client.send('echo-key');
+      });
+      client.on('close', () => resolve());
+      client.on('error', () => undefined); // the cut may surface as an error before close
+      setTimeout(() => reject(new Error(`not cut; got ${JSON.stringify(messages)}`)), 5000);
+    });
+    expect(messages).toEqual(['authorized=true extensions=none', 'echo:hello']);
+    const records = await tp.records((rs) => decisions(rs).some((d) => d.host === 'api.origin.test' && d.port === wsPort && d.reason === 'secret_echo'));
+    expect(decisions(records).find((d) => d.port === wsPort && d.reason === 'secret_echo')).toMatchObject({ verdict: 'deny', status: 101 });
+  });
+
+  it('a refused upgrade whose answer quotes the secret is withheld: 502 secret_echo', async () => {
+    const client = await openSocket(refusingPort);
+    const refusal = await new Promise<{ status: number; reason: string }>((resolve) => {
+      client.on('unexpected-response', (_req, res) => resolve({ status: res.statusCode ?? 0, reason: String(res.headers['x-microagent-reason']) }));
+      client.on('error', () => undefined);
+    });
+    expect(refusal).toEqual({ status: 502, reason: 'secret_echo' });
+  });
+});
+
 describe('the upstream handshake runs alongside the guest\'s', () => {
   /** An HTTP/1.1-only TLS origin counting its handshakes and requests (fresh port: no pooled connection). */
   async function countingOrigin() {
