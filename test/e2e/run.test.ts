@@ -8,6 +8,8 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -194,6 +196,22 @@ describe.sequential('microagent run', () => {
     const name = /workspace "(run-[0-9a-f]{8})" failed to start/.exec(r.stderr)?.[1];
     expect(name).toBeDefined();
     expect(existsSync(join(E2E_STATE_DIR, 'workspaces', name as string))).toBe(false);
+  });
+
+  it('--mediation-no-proxy-protocol lets a channel reach a plain HTTP service on the host', { timeout: VM_TIMEOUT }, async () => {
+    // With the default PROXY v2 header in front, node's HTTP parser answers 400; without it, the page.
+    const service = createHttpServer((_req, res) => res.end('hello from the host\n'));
+    await new Promise<void>((resolve) => service.listen(0, '127.0.0.1', resolve));
+    const target = `127.0.0.1:${(service.address() as AddressInfo).port}`;
+    try {
+      const fetch = `wget -Y off -q -O- http://127.0.0.1:7000/ || echo "wget rc=$?"`;
+      const plain = await cli(['run', '--profile', 'tiny', '--mediation', `7000=${target}`, '--mediation-no-proxy-protocol', '--', 'sh', '-c', fetch]);
+      expect(plain.stdout, `stderr: ${plain.stderr}`).toBe('hello from the host\n');
+      const stamped = await cli(['run', '--profile', 'tiny', '--mediation', `7000=${target}`, '--', 'sh', '-c', fetch]);
+      expect(stamped.stdout).toContain('wget rc=1');
+    } finally {
+      service.close();
+    }
   });
 
   it('a command the guest cannot find exits 127 with a clear message', { timeout: VM_TIMEOUT }, async () => {

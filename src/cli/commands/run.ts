@@ -14,6 +14,7 @@ const WORKSPACE_FLAGS = {
   publish: { type: 'string', short: 'p', multiple: true },
   mediation: { type: 'string', multiple: true },
   'mediation-optional': { type: 'boolean' },
+  'mediation-no-proxy-protocol': { type: 'boolean' },
   profile: { type: 'string' },
   memory: { type: 'string' },
   cpus: { type: 'string' },
@@ -22,7 +23,7 @@ const WORKSPACE_FLAGS = {
 } as const;
 
 const FLAG_USAGE =
-  '[-e KEY=VAL]... [--egress guarded|strict|off] [--policy FILE] [--network user|isolated] [-p [HOST_IP:]HOST_PORT:GUEST_PORT]... [--mediation PORT=TARGET]... [--mediation-optional] [--profile tiny|small|medium|large] [--memory SIZE] [--cpus N] [--dns-upstream IP:PORT]... [--upstream-ca FILE]...';
+  '[-e KEY=VAL]... [--egress guarded|strict|off] [--policy FILE] [--network user|isolated] [-p [HOST_IP:]HOST_PORT:GUEST_PORT]... [--mediation PORT=TARGET]... [--mediation-optional] [--mediation-no-proxy-protocol] [--profile tiny|small|medium|large] [--memory SIZE] [--cpus N] [--dns-upstream IP:PORT]... [--upstream-ca FILE]...';
 
 type FlagValues = { [K in keyof typeof WORKSPACE_FLAGS]?: (typeof WORKSPACE_FLAGS)[K] extends { multiple: true } ? string[] : (typeof WORKSPACE_FLAGS)[K] extends { type: 'boolean' } ? boolean : string };
 
@@ -49,6 +50,7 @@ function createOptions(values: FlagValues, image: string | undefined, command: s
     publish: values.publish ?? [],
     mediation: values.mediation ?? [],
     mediationOptional: values['mediation-optional'] === true,
+    mediationProxyProtocol: values['mediation-no-proxy-protocol'] !== true,
     ...(values.profile === undefined ? {} : { profile: parseProfile(values.profile) }),
     ...(values.memory === undefined ? {} : { memoryMiB: parseMemory(values.memory) }),
     ...(values.cpus === undefined ? {} : { cpus: parseCpus(values.cpus) }),

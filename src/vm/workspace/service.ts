@@ -49,6 +49,8 @@ export interface CreateOptions {
   readonly publish?: readonly string[];
   readonly mediation?: readonly string[];
   readonly mediationOptional?: boolean;
+  /** False: target connections start without the PROXY v2 header, for targets that cannot parse it. */
+  readonly mediationProxyProtocol?: boolean;
   readonly profile?: Profile;
   readonly memoryMiB?: number;
   readonly cpus?: number;
@@ -100,6 +102,7 @@ export async function createWorkspace(stateDir: string, name: string, options: C
         target: c.targetText,
         required: options.mediationOptional !== true,
         failClosed: options.mediationOptional !== true,
+        proxyProtocol: options.mediationProxyProtocol !== false,
       })),
       memoryMiB: options.memoryMiB ?? size.memoryMiB,
       cpus: options.cpus ?? size.cpus,

@@ -35,7 +35,8 @@ export interface WorkspaceConfig {
   /** The policy file the workspace was created with, copied into the workspace as policy.yaml. */
   readonly policySource: string | null;
   readonly publish: readonly { hostIp: string; hostPort: number; guestPort: number }[];
-  readonly mediation: readonly { port: number; target: string; required: boolean; failClosed: boolean }[];
+  /** `proxyProtocol` is absent in workspaces created before it could be turned off: on. */
+  readonly mediation: readonly { port: number; target: string; required: boolean; failClosed: boolean; proxyProtocol?: boolean }[];
   readonly memoryMiB: number;
   readonly cpus: number;
   /** Resolvers the workspace DNS forwards to (`host:port`); empty: the host's /etc/resolv.conf. */
