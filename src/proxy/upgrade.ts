@@ -20,10 +20,15 @@ import { closeRecord, type ProxyRuntime } from './runtime.js';
 import { splice } from './splice.js';
 import { classifyUpstreamError } from './upstream.js';
 
-function head(status: string, res: IncomingMessage): string {
+/** The upstream's answer head as sent; with `bodyLength`, re-framed for a body collected whole. */
+function head(status: string, res: IncomingMessage, bodyLength?: number): string {
   let text = `HTTP/1.1 ${status}\r\n`;
   const raw = res.rawHeaders;
-  for (let i = 0; i < raw.length; i += 2) text += `${raw[i]}: ${raw[i + 1]}\r\n`;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (bodyLength !== undefined && /^(content-length|transfer-encoding|connection)$/i.test(raw[i] as string)) continue;
+    text += `${raw[i]}: ${raw[i + 1]}\r\n`;
+  }
+  if (bodyLength !== undefined) text += `content-length: ${bodyLength}\r\nconnection: close\r\n`;
   return `${text}\r\n`;
 }
 
@@ -129,7 +134,7 @@ export async function serveUpgrade(rt: ProxyRuntime, flow: FlowContext, req: Inc
       if (readable === null) withhold('unscannable_response', 'the refused upgrade\'s answer could not be decoded for the scan');
       else if (bodyEchoes(readable, needles) || headersEcho({ raw: res.rawHeaders }, needles)) withhold('secret_echo', 'the refused upgrade\'s answer echoed an injected secret');
       else {
-        client.end(Buffer.concat([Buffer.from(head(`${res.statusCode ?? 502} ${res.statusMessage ?? ''}`, res), 'latin1'), body]));
+        client.end(Buffer.concat([Buffer.from(head(`${res.statusCode ?? 502} ${res.statusMessage ?? ''}`, res, body.length), 'latin1'), body]));
         record(res.statusCode, 0, body.length);
       }
     });

@@ -453,16 +453,17 @@ describe('inject over WebSocket: everything the upstream answers is scanned', ()
     wsPort = await listen(server);
     const refusing = createHttpsServer({ key: ca.key, cert: ca.cert });
     refusing.on('upgrade', (req, socket: import('node:net').Socket) => {
+      if (req.url === '/clean') return void socket.end('HTTP/1.1 403 Forbidden\r\ntransfer-encoding: chunked\r\n\r\n7\r\ngo away\r\n0\r\n\r\n');
       const body = `bad key ${String(req.headers['x-api-key'])}`;
       socket.end(`HTTP/1.1 401 Unauthorized\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
     });
     refusingPort = await listen(refusing);
   });
 
-  async function openSocket(port: number): Promise<WebSocket> {
+  async function openSocket(port: number, path = '/'): Promise<WebSocket> {
     const { socket } = await connectTunnel(tp.port, `api.origin.test:${port}`);
     const tls = tlsConnect({ socket, servername: 'api.origin.test', ca: tp.caPem, ALPNProtocols: ['http/1.1'] });
-    return new WebSocket(`wss://api.origin.test:${port}/`, { createConnection: () => tls } as never);
+    return new WebSocket(`wss://api.origin.test:${port}${path}`, { createConnection: () => tls } as never);
   }
 
   it('the secret goes upstream, compression is not offered, and an echo in a frame cuts the connection before it', async () => {
@@ -490,6 +491,19 @@ describe('inject over WebSocket: everything the upstream answers is scanned', ()
       client.on('error', () => undefined);
     });
     expect(refusal).toEqual({ status: 502, reason: 'secret_echo' });
+  });
+
+  it('a refused upgrade that does not quote it reaches the guest intact, re-framed', async () => {
+    const client = await openSocket(refusingPort, '/clean');
+    const refusal = await new Promise<{ status: number; body: string }>((resolve) => {
+      client.on('unexpected-response', (_req, res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      client.on('error', () => undefined);
+    });
+    expect(refusal).toEqual({ status: 403, body: 'go away' });
   });
 });
 
