@@ -12,7 +12,6 @@ import {
   closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync,
   writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
@@ -184,7 +183,11 @@ export interface InstallOptions {
 }
 
 export async function installKernel(options: InstallOptions): Promise<InstalledKernel> {
-  const work = mkdtempSync(join(tmpdir(), 'microagent-kernel-'));
+  const kernelsDir = join(options.stateDir, 'kernels');
+  mkdirSync(kernelsDir, { recursive: true });
+  // Staged beside its destination, not in /tmp: the final rename must not cross filesystems (a
+  // tmpfs /tmp under a state directory on disk is the common case), and /tmp may be small.
+  const work = mkdtempSync(join(kernelsDir, '.install-'));
   try {
     let root: string | undefined;
     let source: string;
@@ -250,9 +253,7 @@ export async function installKernel(options: InstallOptions): Promise<InstalledK
       virtioDiscovery: config !== null ? virtioDiscovery(config) : direct.format === 'pvh-elf' ? virtioDiscoveryOfImage(direct.elf) : 'acpi',
     };
     writeFileSync(join(stage, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
-    const kernelsDir = join(options.stateDir, 'kernels');
     const dest = join(kernelsDir, version);
-    mkdirSync(kernelsDir, { recursive: true });
     rmSync(dest, { recursive: true, force: true });
     renameSync(stage, dest);
     if (options.makeDefault !== false) setDefaultKernel(options.stateDir, version);

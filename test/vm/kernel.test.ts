@@ -95,7 +95,19 @@ describe('guest kernel install', () => {
     const r = await cli(['kernel', 'install', '--from', notKernel, '--state-dir', other]);
     expect(r.stderr).toContain(`error: ${notKernel} holds no Linux kernel image (neither an ELF vmlinux nor a bzImage)\n`);
     expect(r.code).toBe(1);
-    expect(existsSync(join(other, 'kernels'))).toBe(false);
+    expect(readdirSync(join(other, 'kernels'))).toEqual([]); // no kernel, no leftover staging
+  });
+
+  it('installs into a state directory on another filesystem than the temporary directory', async () => {
+    // /dev/shm is a tmpfs and the OS temporary directory is not, here: staging in /tmp failed with
+    // EXDEV at the final rename, as it would for any state directory on disk under a tmpfs /tmp.
+    const other = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'ma-kernel-xdev-'));
+    scratch.push(other);
+    const r = await cli(['--json', 'kernel', 'install', '--from', installed.image, '--state-dir', other]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(loadKernel(other).version).toMatch(/^custom-[0-9a-f]{12}$/);
+    expect(readdirSync(join(other, 'kernels')).filter((n) => n.startsWith('.'))).toEqual([]);
   });
 
   it('refuses a kernel whose files no longer match the manifest, naming the fix', async () => {
