@@ -65,7 +65,9 @@ export function exitCodeFor(err: MicroagentError): number {
 
 /** Left-aligned text table for UX mode. */
 export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  // A loop, not Math.max(...column): an audit query can list more rows than a call takes arguments.
+  const widths = header.map((h) => h.length);
+  for (const row of rows) for (let i = 0; i < widths.length; i++) widths[i] = Math.max(widths[i] as number, (row[i] ?? '').length);
   const line = (cells: readonly string[]) =>
     cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ').trimEnd();
   return [line(header), ...rows.map(line)].join('\n');
