@@ -5,7 +5,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
-import { MicroagentError } from '../errors.js';
+import { asMicroagentError, MicroagentError } from '../errors.js';
 
 export type CaExportFormat = 'pem' | 'der' | 'p12';
 export const CA_EXPORT_FORMATS: readonly CaExportFormat[] = ['pem', 'der', 'p12'];
@@ -58,9 +58,12 @@ export async function writeCaExport(path: string, bytes: Buffer, containsKey: bo
     await handle.chmod(mode);
     await handle.writeFile(bytes);
   } catch (err) {
-    throw new MicroagentError('invalid', `cannot write the export to ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
+    // A full disk or a forbidden path has its own fix; anything else is a path that cannot be a file.
+    const host = asMicroagentError(err);
+    const known = host.kind !== 'internal';
+    throw new MicroagentError(known ? host.kind : 'invalid', `cannot write the export to ${path}: ${known ? host.message : ((err as NodeJS.ErrnoException).code ?? (err as Error).message)}`, {
       code: 'ca.export_write',
-      remediation: 'give --out a file path in an existing directory this user may write to',
+      remediation: known ? host.remediation : 'give --out a file path in an existing directory this user may write to',
       cause: err,
     });
   } finally {

@@ -151,9 +151,13 @@ export async function main(argv: readonly string[]): Promise<number> {
 // running), a foreground proxy still flushes its audit log, and a follow stops. Later writes to the
 // closed stream are dropped.
 let onBrokenPipe: () => void = () => {};
+// Output that cannot be written at all (a full disk under `> out.csv`) is an error of its own, said on
+// stderr, not a stack trace.
 for (const stream of [process.stdout, process.stderr]) {
   stream.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code !== 'EPIPE') throw err;
+    if (err.code === 'EPIPE') return onBrokenPipe();
+    if (stream === process.stdout) printError('ux', asMicroagentError(err));
+    process.exitCode = exitCodeFor(asMicroagentError(err));
     onBrokenPipe();
   });
 }
