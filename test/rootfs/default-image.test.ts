@@ -60,3 +60,27 @@ describe('default image', () => {
     expect(again).toMatchObject({ digest: image.digest, cached: true });
   }, 300_000);
 });
+
+describe('default image packages that cannot be downloaded', () => {
+  // A stand-in apt-get whose download fails as the real one's does on a full disk.
+  it('a full disk is named as such (transient, free space), not as a missing package mirror', async () => {
+    const bin = await mkdtemp(join(tmpdir(), 'fake-apt-'));
+    const { writeFile, chmod } = await import('node:fs/promises');
+    // Listing what would be fetched (--print-uris) is left to the real one; the download fails.
+    await writeFile(join(bin, 'apt-get'), '#!/bin/sh\ncase "$*" in *--print-uris*) exec /usr/bin/apt-get "$@";; esac\necho "E: Write error - write (28: No space left on device)" >&2\nexit 100\n');
+    await chmod(join(bin, 'apt-get'), 0o755);
+    const emptyDebs = join(work, 'no-debs-yet');
+    const path = process.env['PATH'];
+    process.env['PATH'] = `${bin}:${path ?? ''}`;
+    try {
+      await expect(buildDefaultImageLayout(join(work, 'full-layout'), emptyDebs)).rejects.toMatchObject({
+        kind: 'transient',
+        message: `cannot build the default image: no space left on the device for ${emptyDebs}`,
+        remediation: expect.stringContaining('free space'),
+      });
+    } finally {
+      process.env['PATH'] = path;
+      await rm(bin, { recursive: true, force: true });
+    }
+  });
+});

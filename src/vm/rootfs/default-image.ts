@@ -84,7 +84,14 @@ async function ensureDebs(debDir: string): Promise<string[]> {
     try {
       await execFileP('apt-get', ['-q', '-o', 'APT::Sandbox::User=root', 'download', ...missing], { cwd: debDir, maxBuffer: 16 << 20 });
     } catch (err) {
-      throw setupError(`apt-get download ${missing.join(' ')} failed`, err);
+      // apt's own words ("E: ...") say why: a mirror out of reach, or a full disk, which the generic fix would hide.
+      const said = ((err as { stderr?: string }).stderr ?? '').split('\n').filter((l) => l.startsWith('E:')).join(' ');
+      if (/No space left on device/i.test(said)) {
+        throw new MicroagentError('transient', `cannot build the default image: no space left on the device for ${debDir}`, {
+          code: 'image.default_build', remediation: `free space on the filesystem of ${debDir} (about 10 MB) and retry`, cause: err,
+        });
+      }
+      throw setupError(`apt-get download ${missing.join(' ')} failed${said === '' ? '' : `: ${said}`}`, err);
     }
   }
   for (const deb of planned) {
