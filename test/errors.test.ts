@@ -1,12 +1,14 @@
 // asMicroagentError: typed errors pass through; the host's own failures (a full disk, a read-only or
 // forbidden path, no file descriptors left) say what they are and what to do; anything else is a bug.
-// And the CLI says so when its output cannot be written, instead of a stack trace.
+// A host tool's failure likewise (toolFailure). And the CLI says so when its output cannot be
+// written, instead of a stack trace.
 import { spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { asMicroagentError, MicroagentError } from '../src/errors.js';
+import { toolFailure } from '../src/vm/host-tools.js';
 
 const CLI = join(import.meta.dirname, '../dist/cli/main.js');
 const errno = (code: string, syscall: string, path?: string) => Object.assign(new Error(`${code}: ${syscall}`), { code, syscall, ...(path === undefined ? {} : { path }) });
@@ -34,6 +36,21 @@ describe('asMicroagentError', () => {
   it('anything else is a bug in microagent', () => {
     expect(asMicroagentError(new TypeError('x is undefined'))).toMatchObject({ kind: 'internal', remediation: expect.stringContaining('bug in microagent') });
     expect(asMicroagentError(errno('ENOENT', 'open', '/x'))).toMatchObject({ kind: 'internal' });
+  });
+});
+
+describe('toolFailure: a host tool that failed', () => {
+  it('a full disk, which only its stderr shows, is transient with the fix', () => {
+    const e = toolFailure('unpacking libc6.deb', 'tar: ./a: Wrote only 1536 of 10240 bytes\ntar: ./b: Cannot write: No space left on device\n', 'image.default_build', '/state/images/x');
+    expect(e).toMatchObject({ kind: 'transient', code: 'image.default_build', message: 'unpacking libc6.deb failed: no space left on the device (/state/images/x)' });
+    expect(e.remediation).toBe('free space on the filesystem of /state/images/x and retry');
+  });
+
+  it('anything else is internal, quoting only the last lines of a long stderr', () => {
+    const stderr = Array.from({ length: 300 }, (_, i) => `line ${i}`).join('\n');
+    const e = toolFailure('mke2fs (exit 1)', stderr, 'image.tool_failed', '/x.ext4');
+    expect(e.kind).toBe('internal');
+    expect(e.message).toBe(`mke2fs (exit 1) failed: ${['line 294', 'line 295', 'line 296', 'line 297', 'line 298', 'line 299'].join('\n')}`);
   });
 });
 

@@ -17,7 +17,7 @@ import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 import { MicroagentError } from '../errors.js';
 import { childLog } from '../log.js';
-import { findExecutable } from './host-tools.js';
+import { findExecutable, toolFailure } from './host-tools.js';
 import { directBootImage, isKernelImage, virtioDiscoveryOfImage } from './kernel-image.js';
 import { moduleName, moduleSignaturesEnforced, resolveModules, withoutSignature } from './modules.js';
 
@@ -94,6 +94,8 @@ async function tool(cmd: string, args: readonly string[], cwd?: string): Promise
     return stdout;
   } catch (err) {
     const stderr = ((err as { stderr?: string }).stderr ?? '').trim();
+    const failure = toolFailure(`${cmd} ${args.join(' ')}`, stderr, 'vm.kernel_install', cwd ?? args.at(-1) ?? cmd, err);
+    if (failure.kind === 'transient') throw failure; // a full disk, not a package problem
     throw new MicroagentError('transient', `${cmd} ${args.join(' ')} failed: ${stderr || String(err)}`, {
       code: 'vm.kernel_install', cause: err,
       remediation: cmd.startsWith('apt')

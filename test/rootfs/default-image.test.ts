@@ -75,7 +75,7 @@ describe('default image packages that cannot be downloaded', () => {
     try {
       await expect(buildDefaultImageLayout(join(work, 'full-layout'), emptyDebs)).rejects.toMatchObject({
         kind: 'transient',
-        message: `cannot build the default image: no space left on the device for ${emptyDebs}`,
+        message: `downloading the default image's packages failed: no space left on the device (${emptyDebs})`,
         remediation: expect.stringContaining('free space'),
       });
     } finally {

@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { MicroagentError } from '../../errors.js';
+import { toolFailure } from '../host-tools.js';
 import { sha256Digest } from './digest.js';
 import { MEDIA_TYPES } from './oci.js';
 import type { ProgressListener } from './progress.js';
@@ -85,12 +86,10 @@ async function ensureDebs(debDir: string): Promise<string[]> {
       await execFileP('apt-get', ['-q', '-o', 'APT::Sandbox::User=root', 'download', ...missing], { cwd: debDir, maxBuffer: 16 << 20 });
     } catch (err) {
       // apt's own words ("E: ...") say why: a mirror out of reach, or a full disk, which the generic fix would hide.
-      const said = ((err as { stderr?: string }).stderr ?? '').split('\n').filter((l) => l.startsWith('E:')).join(' ');
-      if (/No space left on device/i.test(said)) {
-        throw new MicroagentError('transient', `cannot build the default image: no space left on the device for ${debDir}`, {
-          code: 'image.default_build', remediation: `free space on the filesystem of ${debDir} (about 10 MB) and retry`, cause: err,
-        });
-      }
+      const stderr = (err as { stderr?: string }).stderr ?? '';
+      const failure = toolFailure('downloading the default image\'s packages', stderr, 'image.default_build', debDir, err);
+      if (failure.kind === 'transient') throw failure;
+      const said = stderr.split('\n').filter((l) => l.startsWith('E:')).join(' ');
       throw setupError(`apt-get download ${missing.join(' ')} failed${said === '' ? '' : `: ${said}`}`, err);
     }
   }
@@ -101,7 +100,11 @@ async function ensureDebs(debDir: string): Promise<string[]> {
 }
 
 async function assembleRoot(root: string, debs: readonly string[]): Promise<void> {
-  for (const deb of debs) await execFileP('dpkg-deb', ['-x', deb, root]);
+  for (const deb of debs) {
+    await execFileP('dpkg-deb', ['-x', deb, root]).catch((err: unknown) => {
+      throw toolFailure(`unpacking ${deb}`, (err as { stderr?: string }).stderr ?? String(err), 'image.default_build', root, err);
+    });
+  }
   for (const path of PRUNED) await rm(join(root, path), { recursive: true, force: true });
   const { stdout } = await execFileP(join(root, 'bin/busybox'), ['--list-full']);
   for (const applet of stdout.split('\n').filter(Boolean).sort()) {

@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { lstat, open, readdir, rename, rm, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MicroagentError } from '../../errors.js';
+import { toolFailure } from '../host-tools.js';
 
 const MiB = 1 << 20;
 const BLOCK = 4096;
@@ -49,10 +50,7 @@ export function run(command: string, args: readonly string[]): Promise<void> {
     );
     child.on('close', (code) => {
       if (code === 0) resolve();
-      else reject(new MicroagentError('internal', `${command} ${args.join(' ')} failed (exit ${code}): ${Buffer.concat(stderr).toString().trim()}`, {
-        code: 'image.tool_failed',
-        remediation: 'Check free space in the state directory; re-run with MICROAGENT_LOG_LEVEL=debug.',
-      }));
+      else reject(toolFailure(`${command} (exit ${code})`, Buffer.concat(stderr).toString(), 'image.tool_failed', args.at(-1) ?? command));
     });
   });
 }
