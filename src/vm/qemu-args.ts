@@ -3,6 +3,7 @@
  * spec and the run directory's socket paths. It never adds a device the spec did not ask for: no
  * NIC in isolated mode, and restrict=on whenever egress is mediated.
  */
+import { relative } from 'node:path';
 import { MicroagentError } from '../errors.js';
 import { GUEST_NET, type BootSpec, type NetworkConfig, type PublishedPort } from './backend.js';
 
@@ -17,13 +18,24 @@ function optValue(value: string): string {
   return value.replaceAll(',', ',,');
 }
 
-/** libslirp splits the cmd: string like a shell; quote the path so spaces survive. */
-function shellQuote(value: string): string {
-  return `'${value.replaceAll("'", `'\\''`)}'`;
-}
+/** What socat's address syntax and libslirp's shell-like split both pass through as they are. */
+const PLAIN_PATH = /^[A-Za-z0-9._/-]+$/;
 
-function forwardToSocket(port: number, socketPath: string): string {
-  return `guestfwd=tcp:${GUEST_NET.servicesIp}:${port}-cmd:socat STDIO UNIX-CONNECT:${shellQuote(socketPath)}`;
+/**
+ * A guest forward to a Unix socket, through one socat per connection. The command runs in QEMU's
+ * working directory, which qemu.ts sets to the run directory: the socket is named relative to it,
+ * because socat cannot carry a comma, a colon or a quote in an address, and the state directory's
+ * path may hold any of them.
+ */
+function forwardToSocket(port: number, socketPath: string, cwd: string): string {
+  const name = relative(cwd, socketPath);
+  if (!PLAIN_PATH.test(name)) {
+    throw new MicroagentError('internal', `the forwarded socket ${socketPath} has no plain path from ${cwd}`, {
+      code: 'vm.socket_path',
+      remediation: 'This is a bug in microagent: the supervisor keeps its sockets in the run directory.',
+    });
+  }
+  return `guestfwd=tcp:${GUEST_NET.servicesIp}:${port}-cmd:socat STDIO UNIX-CONNECT:${name}`;
 }
 
 function checkPort(p: number, what: string): void {
@@ -50,7 +62,8 @@ function vsockCid(cid: number): number {
   return cid;
 }
 
-export function netdevArgs(network: NetworkConfig): string[] {
+/** `cwd`: QEMU's working directory (the run directory), which the forwarded sockets are named from. */
+export function netdevArgs(network: NetworkConfig, cwd: string): string[] {
   switch (network.mode) {
     case 'isolated':
       return [];
@@ -58,8 +71,8 @@ export function netdevArgs(network: NetworkConfig): string[] {
     case 'off': {
       const parts = ['user', 'id=net0', 'ipv6=off'];
       if (network.mode === 'user') parts.push('restrict=on');
-      if (network.proxySocket !== undefined) parts.push(forwardToSocket(GUEST_NET.proxyPort, network.proxySocket));
-      if (network.dnsSocket !== undefined) parts.push(forwardToSocket(GUEST_NET.dnsPort, network.dnsSocket));
+      if (network.proxySocket !== undefined) parts.push(forwardToSocket(GUEST_NET.proxyPort, network.proxySocket, cwd));
+      if (network.dnsSocket !== undefined) parts.push(forwardToSocket(GUEST_NET.dnsPort, network.dnsSocket, cwd));
       for (const p of network.publish ?? []) parts.push(hostForward(p));
       return ['-netdev', parts.map(optValue).join(','), '-device', 'virtio-net-device,netdev=net0'];
     }
@@ -143,7 +156,7 @@ export function buildQemuArgs(spec: BootSpec, paths: RunPaths, host: HostFacts =
     '-qmp', `unix:${optValue(paths.qmpSocket)},server=on,wait=off`,
     // vCPUs held until the boot's check passes (QMP `cont`).
     ...(spec.beforeGuestRuns !== undefined ? ['-S'] : []),
-    ...netdevArgs(spec.network),
+    ...netdevArgs(spec.network, spec.runDir),
     ...(spec.vsockCid !== undefined ? ['-device', `vhost-vsock-device,guest-cid=${vsockCid(spec.vsockCid)}`] : []),
   ];
 }

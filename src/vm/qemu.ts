@@ -190,7 +190,8 @@ export const qemuBackend: VmBackend = {
     log.debug({ args }, 'starting QEMU');
     // QEMU puts snapshot=on's temporary file in TMPDIR.
     const env = spec.rootfsWritesTo === undefined ? process.env : { ...process.env, TMPDIR: spec.rootfsWritesTo };
-    const child = spawn(qemu, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
+    // In the run directory: the guest forwards' commands name their sockets relative to it (qemu-args.ts).
+    const child = spawn(qemu, args, { stdio: ['ignore', 'ignore', 'pipe'], env, cwd: spec.runDir });
     child.stderr?.pipe(createWriteStream(qemuLog));
     const exited = new Promise<VmExit>((resolve) => {
       child.once('exit', (code, signal) => resolve({ code, signal }));

@@ -4,7 +4,7 @@
  * the mediation fallback (guest 127.0.0.1:PORT) tunnels to a host broker socket, and a published
  * port forwards host loopback into the guest.
  */
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import dnsPacket from 'dns-packet';
@@ -55,7 +55,9 @@ describe('microVM guest in user network mode', () => {
 
   beforeAll(async () => {
     await testKernel();
-    const dir = runDir();
+    // A comma, a quote and a colon in the path, as a state directory may have: socat could not carry them.
+    const dir = join(runDir(), "it's, a:dir");
+    mkdirSync(dir);
     const proxy = createServer((s: Socket) => s.once('data', (d: Buffer) => {
       proxyReceived.push(d.toString());
       s.end('PROXY-OK\n');

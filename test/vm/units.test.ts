@@ -220,13 +220,17 @@ describe('QEMU command line', () => {
     expect(args).toContain('tcg,thread=multi');
   });
 
-  it('restricts user networking to the forwarded proxy and DNS sockets', () => {
-    const [flag, netdev] = netdevArgs({ mode: 'user', proxySocket: '/s/proxy.sock', dnsSocket: "/s/it's dns.sock", publish: [{ hostPort: 8080, guestPort: 80 }] });
+  it('restricts user networking to the forwarded proxy and DNS sockets, named from the run directory', () => {
+    // The state directory's path may hold what socat cannot parse (a comma, a colon, a quote).
+    const run = "/state, it's:here/run";
+    const [flag, netdev] = netdevArgs({ mode: 'user', proxySocket: `${run}/proxy.sock`, dnsSocket: `${run}/dns.sock`, publish: [{ hostPort: 8080, guestPort: 80 }] }, run);
     expect(flag).toBe('-netdev');
     expect(netdev).toContain('restrict=on');
-    expect(netdev).toContain("guestfwd=tcp:10.0.2.100:3128-cmd:socat STDIO UNIX-CONNECT:'/s/proxy.sock'");
-    expect(netdev).toContain(`guestfwd=tcp:10.0.2.100:53-cmd:socat STDIO UNIX-CONNECT:'/s/it'\\''s dns.sock'`);
+    expect(netdev).toContain('guestfwd=tcp:10.0.2.100:3128-cmd:socat STDIO UNIX-CONNECT:proxy.sock');
+    expect(netdev).toContain('guestfwd=tcp:10.0.2.100:53-cmd:socat STDIO UNIX-CONNECT:dns.sock');
     expect(netdev).toContain('hostfwd=tcp:127.0.0.1:8080-:80');
+    expect(netdevArgs({ mode: 'user', proxySocket: '/state, it\'s:here/proxy.sock', dnsSocket: `${run}/dns.sock` }, run)[1]).toContain('UNIX-CONNECT:../proxy.sock');
+    expect(() => netdevArgs({ mode: 'user', proxySocket: "/elsewhere, it's/proxy.sock", dnsSocket: `${run}/dns.sock` }, run)).toThrow(expect.objectContaining({ code: 'vm.socket_path' }));
   });
 
   it('opens the root disk read-only, its writes in a throwaway file, only when asked to', () => {
@@ -257,7 +261,7 @@ describe('QEMU command line', () => {
   });
 
   it('leaves restrict off only in egress-off mode', () => {
-    expect(netdevArgs({ mode: 'off' })[1]).not.toContain('restrict');
-    expect(() => netdevArgs({ mode: 'off', publish: [{ hostPort: 0, guestPort: 80 }] })).toThrow(expect.objectContaining({ kind: 'invalid' }));
+    expect(netdevArgs({ mode: 'off' }, '/r')[1]).not.toContain('restrict');
+    expect(() => netdevArgs({ mode: 'off', publish: [{ hostPort: 0, guestPort: 80 }] }, '/r')).toThrow(expect.objectContaining({ kind: 'invalid' }));
   });
 });
