@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +12,7 @@ import { blobDataPath, pushImage, pushManifest, startAuthFront, startRegistry, t
 
 let work: string;
 let stateDir: string;
+const CLI = join(import.meta.dirname, '../../dist/cli/main.js');
 let registry: RunningRegistry;
 
 beforeAll(async () => {
@@ -114,6 +115,22 @@ describe('registry pulls (real docker-registry on loopback)', () => {
   it('answers unknown tags with not_found and a dead registry with transient', async () => {
     await expect(resolveImage(`${registry.host}/test/app:nope`, { stateDir })).rejects.toMatchObject({ kind: 'not_found', code: 'registry.not_found' });
     await expect(resolveImage('127.0.0.1:1/test/app:1', { stateDir })).rejects.toMatchObject({ kind: 'transient', code: 'registry.unreachable' });
+  });
+
+  it('a registry on plain HTTP that is not named as loopback needs --insecure-registry', async () => {
+    await pushImage(registry.host, 'test/app', '1', app);
+    // The IPv4-mapped address reaches the loopback registry without being taken for loopback, so only
+    // the flag lets microagent speak plain HTTP to it.
+    const mapped = `[::ffff:${registry.host.replace(/:[0-9]+$/, '')}]:${registry.host.split(':').at(-1)}`;
+    const create = (...extra: string[]) =>
+      spawnSync(process.execPath, [CLI, '--state-dir', join(work, 'cli-state'), 'create', `ws${extra.length}`, '--image', `${mapped}/test/app:1`, ...extra], { encoding: 'utf8' });
+    const refused = create();
+    expect(refused.status).toBe(75);
+    expect(refused.stderr).toContain(`needs --insecure-registry ${mapped}`);
+    const pulled = create('--insecure-registry', mapped);
+    expect(pulled.stderr).toBe('');
+    expect(pulled.status).toBe(0);
+    expect(pulled.stdout).toMatch(/: prepared$/m);
   });
 
   it('follows the bearer-token flow and blob redirects without leaking the token to the other origin', async () => {

@@ -20,10 +20,11 @@ const WORKSPACE_FLAGS = {
   cpus: { type: 'string' },
   'dns-upstream': { type: 'string', multiple: true },
   'upstream-ca': { type: 'string', multiple: true },
+  'insecure-registry': { type: 'string', multiple: true },
 } as const;
 
 const FLAG_USAGE =
-  '[-e KEY=VAL]... [--egress guarded|strict|off] [--policy FILE] [--network user|isolated] [-p [HOST_IP:]HOST_PORT:GUEST_PORT]... [--mediation PORT=TARGET]... [--mediation-optional] [--mediation-no-proxy-protocol] [--profile tiny|small|medium|large] [--memory SIZE] [--cpus N] [--dns-upstream IP:PORT]... [--upstream-ca FILE]...';
+  '[-e KEY=VAL]... [--egress guarded|strict|off] [--policy FILE] [--network user|isolated] [-p [HOST_IP:]HOST_PORT:GUEST_PORT]... [--mediation PORT=TARGET]... [--mediation-optional] [--mediation-no-proxy-protocol] [--profile tiny|small|medium|large] [--memory SIZE] [--cpus N] [--dns-upstream IP:PORT]... [--upstream-ca FILE]... [--insecure-registry HOST[:PORT]]...';
 
 type FlagValues = { [K in keyof typeof WORKSPACE_FLAGS]?: (typeof WORKSPACE_FLAGS)[K] extends { multiple: true } ? string[] : (typeof WORKSPACE_FLAGS)[K] extends { type: 'boolean' } ? boolean : string };
 
@@ -56,6 +57,7 @@ function createOptions(values: FlagValues, image: string | undefined, command: s
     ...(values.cpus === undefined ? {} : { cpus: parseCpus(values.cpus) }),
     dnsUpstreams: values['dns-upstream'] ?? [],
     upstreamCaFiles: values['upstream-ca'] ?? [],
+    insecureRegistries: values['insecure-registry'] ?? [],
     ...(onProgress === undefined ? {} : { onProgress }),
   };
 }

@@ -34,9 +34,12 @@ function isLoopback(registry: string): boolean {
 
 function unreachable(registry: string, err: unknown): MicroagentError {
   const detail = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+  const unnamed = detail === 'ENOTFOUND' || detail === 'EAI_AGAIN';
   return new MicroagentError('transient', `registry ${registry} is unreachable: ${detail}`, {
     code: 'registry.unreachable',
-    remediation: 'Check the registry address and that it is running; for a plain-HTTP registry add it to the insecure registries.',
+    remediation: unnamed
+      ? `${registry.replace(/:[0-9]+$/, '')} does not resolve on this host: check the image reference and the host's DNS`
+      : `check the registry address and that it is running; a registry on plain HTTP needs --insecure-registry ${registry} (loopback ones are tried over HTTP already)`,
     cause: err,
   });
 }

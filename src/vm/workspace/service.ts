@@ -58,6 +58,8 @@ export interface CreateOptions {
   /** Paths of extra CA certificates (PEM) trusted for upstream TLS. */
   readonly upstreamCaFiles?: readonly string[];
   readonly onProgress?: ProgressListener;
+  /** Registries (HOST[:PORT]) the image may be pulled from over plain HTTP; loopback ones always may. */
+  readonly insecureRegistries?: readonly string[];
   /**
    * Boot the cached image read-only, the guest's writes going to a temporary file QEMU deletes at
    * once, instead of giving the workspace its own copy of the disk: for `run`, which throws the
@@ -85,7 +87,7 @@ export async function createWorkspace(stateDir: string, name: string, options: C
     // The image code (registry client, layer unpacking) loads where it is used, not at the top: exec,
     // the verb agents call most, never needs it, and loading it would be most of its start-up.
     const { ensureDefaultImage, isDefaultImageReference, resolveImage } = await import('../rootfs/index.js');
-    const image = options.image === undefined || isDefaultImageReference(options.image) ? await ensureDefaultImage(stateDir, progress) : await resolveImage(options.image, { stateDir, ...progress });
+    const image = options.image === undefined || isDefaultImageReference(options.image) ? await ensureDefaultImage(stateDir, progress) : await resolveImage(options.image, { stateDir, ...progress, insecureRegistries: options.insecureRegistries ?? [] });
     if (options.throwawayDisk !== true) await prepareWorkspaceDisk(image.rootfsPath, paths.disk);
     await writeAtomic(paths.policy, policy.text);
     const config: WorkspaceConfig = {
