@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -177,6 +177,30 @@ describe('registry pulls (real docker-registry on loopback)', () => {
       const img = await resolveImage(`${front.host}/test/app:1`, { stateDir: fresh, auth: { [front.host]: basic } });
       expect(img.digest).toBe(app.manifestDigest);
       expect(front.tokenRequests.at(-1)?.basic).toBe(`Basic ${Buffer.from('alice:s3cret').toString('base64')}`);
+    } finally {
+      await front.close();
+    }
+  });
+
+  it('create uses the credentials docker login saved ($DOCKER_CONFIG), and says how to log in without them', async () => {
+    const front = await startAuthFront(registry.host, { basic: { username: 'bob', password: 'hunter2' } });
+    try {
+      const dockerConfig = await mkdtemp(join(work, 'docker-config-'));
+      await writeFile(join(dockerConfig, 'config.json'), JSON.stringify({ auths: { [`https://${front.host}`]: { auth: Buffer.from('bob:hunter2').toString('base64') } } }));
+      // Asynchronously: the auth front answering runs on this event loop.
+      const create = (name: string, env: NodeJS.ProcessEnv) =>
+        new Promise<{ status: number | null; stderr: string }>((resolve) => {
+          execFile(process.execPath, [CLI, '--state-dir', join(work, 'login-state'), 'create', name, '--image', `${front.host}/test/app:1`], { env: { ...process.env, ...env } }, (err, _stdout, stderr) =>
+            resolve({ status: err === null ? 0 : ((err as { code?: number }).code ?? null), stderr }),
+          );
+        });
+      const anonymous = await create('anon', { DOCKER_CONFIG: join(work, 'no-docker-config') });
+      expect(anonymous.status).toBe(1);
+      expect(anonymous.stderr).toContain(`log in with "docker login ${front.host}"`);
+      const loggedIn = await create('bob', { DOCKER_CONFIG: dockerConfig });
+      expect(loggedIn.stderr).toBe('');
+      expect(loggedIn.status).toBe(0);
+      expect(front.tokenRequests.at(-1)?.basic).toBe(`Basic ${Buffer.from('bob:hunter2').toString('base64')}`);
     } finally {
       await front.close();
     }

@@ -14,4 +14,5 @@ export { prepareWorkspaceDisk, type WorkspaceDiskOptions } from './ext4.js';
 export { imageRunSpec, type ImageConfig, type RunSpec } from './image-config.js';
 export type { ImageProgressEvent, ProgressListener } from './progress.js';
 export type { RegistryCredentials } from './registry-auth.js';
+export { dockerConfigPath, readDockerCredentials } from './docker-credentials.js';
 export { ensureDefaultImage, buildDefaultImageLayout, isDefaultImageReference, defaultLayoutDir, DEFAULT_IMAGE_NAME } from './default-image.js';

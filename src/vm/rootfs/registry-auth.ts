@@ -42,10 +42,11 @@ export function basicHeader(credentials: RegistryCredentials): string {
   return `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
 }
 
-function unauthorized(registry: string, detail: string): MicroagentError {
+/** A registry (or its token service) that refused us; the fix is the same wherever it was said. */
+export function unauthorized(registry: string, detail: string): MicroagentError {
   return new MicroagentError('invalid', `registry ${registry} refused access: ${detail}`, {
     code: 'registry.unauthorized',
-    remediation: `Check the credentials configured for ${registry}, and that the repository exists and you may pull it.`,
+    remediation: `log in with "docker login ${registry}" (microagent reads the credentials it saves in ~/.docker/config.json, or $DOCKER_CONFIG), and check that the repository exists and you may pull it`,
   });
 }
 

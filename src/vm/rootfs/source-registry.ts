@@ -9,7 +9,7 @@ import { childLog } from '../../log.js';
 import { checkDigest, readVerified, sha256Digest, verifyBlob } from './digest.js';
 import { MANIFEST_ACCEPT, MANIFEST_CAP, type Descriptor } from './oci.js';
 import { DEFAULT_REGISTRY, type ImageReference } from './reference.js';
-import { basicHeader, fetchBearerToken, parseChallenge, type RegistryCredentials } from './registry-auth.js';
+import { basicHeader, fetchBearerToken, parseChallenge, unauthorized, type RegistryCredentials } from './registry-auth.js';
 import { httpGet, type HttpResponse } from './registry-http.js';
 import type { ImageSource } from './source.js';
 
@@ -51,12 +51,7 @@ function statusError(registry: string, what: string, status: number): Microagent
       remediation: 'Check the repository name and tag (or digest).',
     });
   }
-  if (status === 401 || status === 403) {
-    return new MicroagentError('invalid', `registry ${registry} refused ${what} (${status})`, {
-      code: 'registry.unauthorized',
-      remediation: `Configure credentials for ${registry}, or check that you may pull this repository.`,
-    });
-  }
+  if (status === 401 || status === 403) return unauthorized(registry, `${what} answered ${status}`);
   return new MicroagentError(status === 429 || status >= 500 ? 'transient' : 'invalid', `registry ${registry} answered ${status} for ${what}`, {
     code: 'registry.http_error',
     remediation: status === 429 || status >= 500 ? 'Try again later.' : 'Check the image reference.',

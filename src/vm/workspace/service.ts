@@ -13,6 +13,7 @@ import { readExtraCaFile } from '../../tls-trust.js';
 import { prepareWorkspaceDisk } from '../rootfs/ext4.js';
 import { imageRunSpec } from '../rootfs/image-config.js';
 import type { ProgressListener } from '../rootfs/progress.js';
+import type { RegistryCredentials } from '../rootfs/registry-auth.js';
 import { ControlClient, type ExecOptions, type ExecResult } from '../supervisor/control-client.js';
 import { checkPolicyFile } from './checked-policy.js';
 import { transition, VM_STATES, type Verb, type WorkspaceState } from './lifecycle.js';
@@ -60,6 +61,8 @@ export interface CreateOptions {
   readonly onProgress?: ProgressListener;
   /** Registries (HOST[:PORT]) the image may be pulled from over plain HTTP; loopback ones always may. */
   readonly insecureRegistries?: readonly string[];
+  /** Credentials by registry; by default those `docker login` saved (readDockerCredentials). */
+  readonly registryAuth?: Readonly<Record<string, RegistryCredentials>>;
   /**
    * Boot the cached image read-only, the guest's writes going to a temporary file QEMU deletes at
    * once, instead of giving the workspace its own copy of the disk: for `run`, which throws the
@@ -86,8 +89,11 @@ export async function createWorkspace(stateDir: string, name: string, options: C
     const progress = options.onProgress === undefined ? {} : { onProgress: options.onProgress };
     // The image code (registry client, layer unpacking) loads where it is used, not at the top: exec,
     // the verb agents call most, never needs it, and loading it would be most of its start-up.
-    const { ensureDefaultImage, isDefaultImageReference, resolveImage } = await import('../rootfs/index.js');
-    const image = options.image === undefined || isDefaultImageReference(options.image) ? await ensureDefaultImage(stateDir, progress) : await resolveImage(options.image, { stateDir, ...progress, insecureRegistries: options.insecureRegistries ?? [] });
+    const { ensureDefaultImage, isDefaultImageReference, readDockerCredentials, resolveImage } = await import('../rootfs/index.js');
+    const image =
+      options.image === undefined || isDefaultImageReference(options.image)
+        ? await ensureDefaultImage(stateDir, progress)
+        : await resolveImage(options.image, { stateDir, ...progress, insecureRegistries: options.insecureRegistries ?? [], auth: options.registryAuth ?? readDockerCredentials() });
     if (options.throwawayDisk !== true) await prepareWorkspaceDisk(image.rootfsPath, paths.disk);
     await writeAtomic(paths.policy, policy.text);
     const config: WorkspaceConfig = {
