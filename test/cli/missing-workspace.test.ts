@@ -7,6 +7,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { openAuditLog } from '../../src/audit/index.js';
 
 const CLI = join(import.meta.dirname, '../../dist/cli/main.js');
 const STATE = mkdtempSync(join(tmpdir(), 'ma-missing-'));
@@ -25,6 +26,25 @@ describe('a workspace that does not exist', () => {
     const r = spawnSync(process.execPath, [CLI, '--state-dir', STATE, '--mode=ax', 'delete', 'absent'], { encoding: 'utf8', timeout: 30_000 });
     expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, error: { kind: 'not_found', message: `no workspace named "absent" in ${join(STATE, 'workspaces')}` } });
     expect(r.status).toBe(1);
+  });
+});
+
+describe('a run that has ended (its workspace removed, its audit log kept under runs/)', () => {
+  const state = mkdtempSync(join(tmpdir(), 'ma-ended-'));
+  const kept = join(state, 'runs', 'run-0123abcd', 'audit.jsonl');
+  const run = (...args: string[]) => spawnSync(process.execPath, [CLI, '--state-dir', state, ...args], { encoding: 'utf8', timeout: 30_000 });
+
+  it('egress reads the kept log; the other verbs point at it instead of at create', async () => {
+    mkdirSync(join(state, 'runs', 'run-0123abcd'), { recursive: true });
+    const log = await openAuditLog({ path: kept, workspace: 'run-0123abcd' });
+    await log.append({ event: 'lifecycle.running', state: 'running' });
+    await log.close();
+    const egress = run('egress', 'run-0123abcd');
+    expect(egress.status).toBe(0);
+    expect(egress.stdout).toContain('lifecycle.running');
+    const status = run('status', 'run-0123abcd');
+    expect(status.status).toBe(1);
+    expect(status.stderr).toContain(`fix: "run-0123abcd" was a run and has ended; its audit log is kept: microagent egress run-0123abcd, or microagent audit query ${kept}`);
   });
 });
 

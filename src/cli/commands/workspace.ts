@@ -4,7 +4,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MicroagentError } from '../../errors.js';
 import { parseTimeout } from '../../vm/workspace/options.js';
-import { readEvents, readManifest, workspacePaths, type LifecycleEventRecord } from '../../vm/workspace/store.js';
+import { readEvents, readManifest, workspaceAuditLog, workspacePaths, type LifecycleEventRecord } from '../../vm/workspace/store.js';
 import {
   deleteWorkspace,
   execInWorkspace,
@@ -222,8 +222,7 @@ const egress: Command = {
     // NAME first: the rest are audit query/tail flags, passed on untouched (a flag's value may look like a name).
     const [name, ...rest] = args;
     if (name === undefined || name.startsWith('-')) throw usageError('egress: expected the workspace NAME first', `usage: microagent egress ${egress.usage}`);
-    await readManifest(ctx.stateDir, name);
-    const path = workspacePaths(ctx.stateDir, name).audit;
+    const path = await workspaceAuditLog(ctx.stateDir, name);
     const followIt = rest.includes('-f') || rest.includes('--follow');
     // Loaded here, not at the top: the audit commands (verify, tail, checkpoint) would slow every other verb.
     const { commands: auditCommands } = await import('./audit.js');

@@ -5,6 +5,7 @@
  * Never turns anything but a validated workspace name into a path.
  */
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { appendFile, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { MicroagentError } from '../../errors.js';
@@ -126,9 +127,13 @@ export async function writeAtomic(path: string, data: string | Buffer): Promise<
 }
 
 export function workspaceNotFound(stateDir: string, name: string): MicroagentError {
+  // A run's workspace is gone once it ends, but its logs are kept: point at them, not at create.
+  const kept = keptRunAuditLog(stateDir, name);
   return new MicroagentError('not_found', `no workspace named "${name}" in ${workspacesRoot(stateDir)}`, {
     code: 'workspace.not_found',
-    remediation: 'list workspaces with "microagent list", or create it with "microagent create NAME"',
+    remediation: existsSync(kept)
+      ? `"${name}" was a run and has ended; its audit log is kept: microagent egress ${name}, or microagent audit query ${kept}`
+      : 'list workspaces with "microagent list", or create it with "microagent create NAME"',
   });
 }
 
@@ -262,6 +267,22 @@ export async function createWorkspaceDir(stateDir: string, name: string): Promis
 /** Where a `run`'s audit log (and a failed run's logs) outlive its throwaway workspace. */
 export function runLogsDir(stateDir: string, name: string): string {
   return join(stateDir, 'runs', validateWorkspaceName(name));
+}
+
+function keptRunAuditLog(stateDir: string, name: string): string {
+  return join(runLogsDir(stateDir, name), 'audit.jsonl');
+}
+
+/** A workspace's audit log; for a run that has ended (its workspace removed), the one kept under runs/. */
+export async function workspaceAuditLog(stateDir: string, name: string): Promise<string> {
+  try {
+    await readManifest(stateDir, name);
+    return workspacePaths(stateDir, name).audit;
+  } catch (err) {
+    const kept = keptRunAuditLog(stateDir, name);
+    if ((err as MicroagentError).code === 'workspace.not_found' && existsSync(kept)) return kept;
+    throw err;
+  }
 }
 
 /** Moves every segment of the workspace's audit log (and `extra` files) to runLogsDir; returns it. */
