@@ -17,7 +17,7 @@ import { describeDestination, type Destination } from './destination.js';
 import type { GuestReply } from './guest-reply.js';
 import { forwardHeaders, headerList, isHttp2, responseHeaders, type ClientRequest } from './http-facts.js';
 import type { Injection } from './request-step.js';
-import { bodyEchoes, decodedForScan, headersEcho, secretNeedles, StreamScan } from './echo-scan.js';
+import { bodyEchoes, decodedForScan, headersEcho, secretNeedles, StreamScan, type Needles } from './echo-scan.js';
 import { requestHead } from './h1-response.js';
 import { closeRecord, type ProxyRuntime } from './runtime.js';
 import { classifyUpstreamError } from './upstream.js';
@@ -110,7 +110,7 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Gue
 
   const headers = forwardHeaders(req.headers);
   for (const { header, value } of job.inject) headers[header.toLowerCase()] = value;
-  const needles = secretNeedles(job.scanFor);
+  const needles = job.scanFor.length === 0 ? NO_NEEDLES : secretNeedles(job.scanFor);
   const scanning = needles.length > 0;
   // Asked uncompressed so the answer can stream through the scan; one compressed anyway is collected.
   if (scanning) headers['accept-encoding'] = 'identity';
@@ -169,8 +169,7 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Gue
   // and compressed scanned bodies (scanned decompressed, so capped too).
   const declared = Number(answer.headers['content-length'] ?? NaN);
   const encoding = answer.headers['content-encoding'];
-  const compressed = encoding !== undefined && encoding.trim().toLowerCase() !== 'identity';
-  const collectScanned = scanning && (compressed || (declared >= 0 && declared <= rt.limits.maxScannedResponseBytes));
+  const collectScanned = scanning && (isCompressed(encoding) || (declared >= 0 && declared <= rt.limits.maxScannedResponseBytes));
   if (collectScanned || (declared >= 0 && declared <= SMALL_BODY_BYTES)) {
     const maxCollect = scanning ? rt.limits.maxScannedResponseBytes : rt.limits.maxResponseBodyBytes;
     const whole = answer.whole !== null && answer.whole.length <= maxCollect ? answer.whole : null;
@@ -250,6 +249,12 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Gue
 }
 
 const SMALL_BODY_BYTES = 64 * 1024;
+/** Most requests inject nothing: no needles to build per request. */
+const NO_NEEDLES: Needles = [];
+
+function isCompressed(encoding: string | undefined): boolean {
+  return encoding !== undefined && encoding.trim().toLowerCase() !== 'identity';
+}
 const INJECTED: readonly Signal[] = ['secret_injected'];
 
 /** The answer's body as a stream (a whole body is replayed: it is over the collect size or limit). */
