@@ -13,7 +13,7 @@ export interface SpliceResult {
   readonly bytesUp: number;
   readonly bytesDown: number;
   readonly error?: string;
-  /** Set when a limit cut the tunnel. */
+  /** Set when a limit, or the echo scan, cut the tunnel. */
   readonly cut?: 'idle' | 'total' | 'budget' | 'secret_echo';
 }
 
