@@ -168,10 +168,17 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     expect(refusedDelete.code).not.toBe(0);
     expect(refusedDelete.doc).toMatchObject({ ok: false, error: { kind: 'conflict' } });
 
+    // A command still running when the workspace is halted is told so, not "the agent channel closed".
+    const cutShort = cli(['exec', NAME, '--', 'sh', '-c', 'echo running; sleep 61']);
+    // Halted once the command runs in the guest (ps there, not a sleep here).
+    for (let tries = 0; tries < 120 && (await exec('sh', '-c', 'ps | grep -v grep | grep -q "sleep 61"')).code !== 0; tries++);
     const halted = await cliJson<Status>(['halt', NAME]);
     expect(halted.code, halted.stderr).toBe(0);
     expect(halted.json.state).toBe('halted');
     expect(await waitDead(vmPid)).toBe(true);
+    const cut = await cutShort;
+    expect(cut.stderr).toContain(`error: workspace "${NAME}" was halted while the command ran`);
+    expect(cut.code).toBe(1);
 
     const again = await cliJson<Status>(['start', NAME]);
     expect(again.json.state).toBe('running');

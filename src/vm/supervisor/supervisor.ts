@@ -36,6 +36,8 @@ const log = childLog('supervisor');
 
 /** How long `stop` waits for the guest to power off before marking the workspace failed. */
 export const STOP_GRACE_MS = 5_000;
+/** The verbs that end a running VM, as a command they cut short reports them. */
+const ENDED = { halt: 'halted', stop: 'stopped', kill: 'killed' } as const;
 
 /** What the guest agent (src/vm/guest/main.c, logmsg) puts before each of its console lines. */
 const GUEST_LOG_PREFIX = 'microagent-guest: ';
@@ -231,7 +233,7 @@ class Supervisor {
           handle.stderr.resume();
         });
         try {
-          const status = await handle.exit;
+          const status = await handle.exit.catch((err: unknown) => Promise.reject(this.endedUnder(err)));
           await forwarded; // every byte goes out before the exit line
           const exit = exitOf(status);
           conn.send({ id: req.id, exit });
@@ -301,6 +303,21 @@ class Supervisor {
     this.exitAs = { verb: 'kill', state: next };
     await this.requireVm().kill();
     return { state: next };
+  }
+
+  /**
+   * A command cut short because its workspace is being halted, stopped or killed: said as such, not as
+   * the agent channel closing (which, unasked, means the VM died).
+   */
+  private endedUnder(err: unknown): unknown {
+    const verb = this.exitAs?.verb;
+    if ((err as MicroagentError).code !== 'vm.agent_closed' || (verb !== 'halt' && verb !== 'stop' && verb !== 'kill')) return err;
+    const name = this.manifest.name;
+    return new MicroagentError('conflict', `workspace "${name}" was ${ENDED[verb]} while the command ran`, {
+      code: 'lifecycle.ended_during_exec',
+      remediation: `start it again ("microagent start ${name}") and run the command again`,
+      cause: err,
+    });
   }
 
   /** `run`'s workspace ends with its command: killed as by the kill verb, unless something ended it first. */
