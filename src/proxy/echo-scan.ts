@@ -14,9 +14,32 @@ export function secretNeedles(secrets: readonly string[]): Needles {
   return secrets.filter((s) => s.length > 0).flatMap((s) => [Buffer.from(s), Buffer.from(Buffer.from(s).toString('base64'))]);
 }
 
-export function headersEcho(headers: Record<string, string | string[]>, needles: Needles): boolean {
-  const text = Buffer.from(JSON.stringify(headers));
-  return needles.some((n) => text.includes(n));
+/** Names and values as sent, not a serialisation of them: JSON would escape a `"` or `\` in the secret. */
+export function headersEcho(headers: Record<string, string | string[] | undefined>, needles: Needles): boolean {
+  for (const name in headers) {
+    const value = headers[name];
+    for (const text of [name, ...(value === undefined ? [] : typeof value === 'string' ? [value] : value)]) {
+      const bytes = Buffer.from(text);
+      if (needles.some((n) => bytes.includes(n))) return true;
+    }
+  }
+  return false;
+}
+
+/**
+ * Why a collected answer must be withheld, or null: it echoes a secret (headers, decoded body or
+ * trailers), or its body cannot be decoded within `max` to be scanned.
+ */
+export function wholeAnswerVerdict(
+  body: Buffer,
+  contentEncoding: string | undefined,
+  headerSets: readonly Record<string, string | string[] | undefined>[],
+  needles: Needles,
+  max: number,
+): 'secret_echo' | 'unscannable_response' | null {
+  const readable = decodedForScan(body, contentEncoding, max);
+  if (readable === null) return 'unscannable_response';
+  return bodyEchoes(readable, needles) || headerSets.some((h) => headersEcho(h, needles)) ? 'secret_echo' : null;
 }
 
 export function bodyEchoes(body: Buffer, needles: Needles): boolean {

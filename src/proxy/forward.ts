@@ -17,7 +17,7 @@ import { describeDestination, type Destination } from './destination.js';
 import type { GuestReply } from './guest-reply.js';
 import { forwardHeaders, headerList, isHttp2, responseHeaders, type ClientRequest } from './http-facts.js';
 import type { Injection } from './request-step.js';
-import { bodyEchoes, decodedForScan, headersEcho, secretNeedles, StreamScan, type Needles } from './echo-scan.js';
+import { headersEcho, secretNeedles, StreamScan, wholeAnswerVerdict, type Needles } from './echo-scan.js';
 import { requestHead } from './h1-response.js';
 import { closeRecord, type ProxyRuntime } from './runtime.js';
 import { classifyUpstreamError } from './upstream.js';
@@ -182,16 +182,10 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Gue
       return;
     }
     const trailers = answer.trailers();
-    if (scanning) {
-      const readable = decodedForScan(body, encoding, rt.limits.maxScannedResponseBytes);
-      if (readable === null) {
-        fail('unscannable_response', `content-encoding "${encoding ?? ''}" could not be decoded within the scan cap`);
-        return;
-      }
-      if (bodyEchoes(readable, needles) || (trailers !== null && headersEcho(trailers, needles))) {
-        fail('secret_echo');
-        return;
-      }
+    const withheld = scanning ? wholeAnswerVerdict(body, encoding, trailers === null ? [] : [trailers], needles, rt.limits.maxScannedResponseBytes) : null;
+    if (withheld !== null) {
+      fail(withheld, withheld === 'unscannable_response' ? `content-encoding "${encoding ?? ''}" could not be decoded within the scan cap` : undefined);
+      return;
     }
     reply.whole(answer.status, outHeaders, body, trailers);
     finish(answer.status);

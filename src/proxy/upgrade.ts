@@ -11,7 +11,7 @@ import type { Socket } from 'node:net';
 import type { Reason } from '../policy/index.js';
 import { decisionRecord, denyAnswer, proxyVerdict } from './answers.js';
 import { describeDestination } from './destination.js';
-import { bodyEchoes, decodedForScan, headersEcho, secretNeedles, StreamScan } from './echo-scan.js';
+import { headersEcho, secretNeedles, StreamScan, wholeAnswerVerdict } from './echo-scan.js';
 import { collectBody } from './forward.js';
 import { forwardHeaders, rawDeny, requestFacts } from './http-facts.js';
 import { pathOf } from './request-step.js';
@@ -130,9 +130,8 @@ export async function serveUpgrade(rt: ProxyRuntime, flow: FlowContext, req: Inc
         withhold(body === 'too_large' ? 'limit_exceeded' : 'upstream_unreachable', `the refused upgrade's answer ${body === 'too_large' ? 'was over the scan cap' : 'failed'}`);
         return;
       }
-      const readable = decodedForScan(body, res.headers['content-encoding'], rt.limits.maxScannedResponseBytes);
-      if (readable === null) withhold('unscannable_response', 'the refused upgrade\'s answer could not be decoded for the scan');
-      else if (bodyEchoes(readable, needles) || headersEcho({ raw: res.rawHeaders }, needles)) withhold('secret_echo', 'the refused upgrade\'s answer echoed an injected secret');
+      const withheld = wholeAnswerVerdict(body, res.headers['content-encoding'], [{ raw: res.rawHeaders }], needles, rt.limits.maxScannedResponseBytes);
+      if (withheld !== null) withhold(withheld, `the refused upgrade's answer ${withheld === 'secret_echo' ? 'echoed an injected secret' : 'could not be decoded for the scan'}`);
       else {
         client.end(Buffer.concat([Buffer.from(head(`${res.statusCode ?? 502} ${res.statusMessage ?? ''}`, res, body.length), 'latin1'), body]));
         record(res.statusCode, 0, body.length);

@@ -2,7 +2,7 @@
 // before it (never any byte of the echo), and compressed bodies.
 import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { decodedForScan, headersEcho, pendingPrefix, secretNeedles, StreamScan } from '../../src/proxy/echo-scan.js';
+import { decodedForScan, headersEcho, pendingPrefix, secretNeedles, StreamScan, wholeAnswerVerdict } from '../../src/proxy/echo-scan.js';
 
 const SECRET = 'sk-test-0123456789abcdef';
 const needles = secretNeedles([SECRET]);
@@ -71,6 +71,22 @@ describe('headersEcho', () => {
     expect(headersEcho({ 'x-echo': SECRET }, needles)).toBe(true);
     expect(headersEcho({ 'set-cookie': ['a=1', `b=${BASE64}`] }, needles)).toBe(true);
     expect(headersEcho({ 'content-type': 'text/plain' }, needles)).toBe(false);
+  });
+
+  it('finds a secret holding a quote or a backslash, which a JSON rendering of the headers would escape', () => {
+    const odd = secretNeedles(['pa"ss\\word']);
+    expect(headersEcho({ 'x-echo': 'user pa"ss\\word' }, odd)).toBe(true);
+    expect(headersEcho({ raw: ['X-Echo', 'pa"ss\\word'] }, odd)).toBe(true);
+  });
+});
+
+describe('wholeAnswerVerdict', () => {
+  it('withholds an echo in the decoded body or in a header set, and a body it cannot decode', () => {
+    const max = 1 << 20;
+    expect(wholeAnswerVerdict(gzipSync(Buffer.from(`{"k":"${SECRET}"}`)), 'gzip', [], needles, max)).toBe('secret_echo');
+    expect(wholeAnswerVerdict(Buffer.from('fine'), undefined, [{ 'grpc-message': SECRET }], needles, max)).toBe('secret_echo');
+    expect(wholeAnswerVerdict(Buffer.from('fine'), 'zstd', [], needles, max)).toBe('unscannable_response');
+    expect(wholeAnswerVerdict(Buffer.from('fine'), undefined, [{ 'content-type': 'text/plain' }], needles, max)).toBeNull();
   });
 });
 
