@@ -64,7 +64,7 @@ function parseGlobals(argv: readonly string[]): GlobalOptions {
 }
 
 function helpText(commands: readonly Command[]): string {
-  return commands.map((c) => `  microagent ${c.name} ${c.usage}\n      ${c.summary}`).join('\n');
+  return commands.map((c) => `  ${`microagent ${c.name} ${c.usage}`.trimEnd()}\n      ${c.summary}`).join('\n');
 }
 
 const VERSION_HELP = '  microagent version\n      Print the version of microagent (also --version)';
@@ -80,7 +80,12 @@ async function allCommands(): Promise<Command[]> {
   return loaded.flatMap((m) => m.commands);
 }
 
-async function findCommand(words: readonly string[]): Promise<{ command: Command; args: string[] }> {
+const HELP_WORDS = new Set(['help', '--help', '-h']);
+
+/** A command and its arguments, or a group asked for its help (`microagent kernel --help`). */
+type Found = { command: Command; args: string[] } | { group: string; commands: readonly Command[] };
+
+async function findCommand(words: readonly string[]): Promise<Found> {
   const first = words[0];
   const moduleName = first === undefined ? undefined : (ALIASES[first] ?? first);
   const load = moduleName === undefined ? undefined : MODULES[moduleName];
@@ -96,10 +101,13 @@ async function findCommand(words: readonly string[]): Promise<{ command: Command
     const parts = command.name.split(' ');
     if (parts.every((p, i) => words[i] === p)) return { command, args: words.slice(parts.length) };
   }
+  // A module serves several words (`kernel` and `doctor`): a group's help names its own commands.
+  const group = commands.filter((c) => c.name.startsWith(`${first} `));
+  if (words.length === 2 && HELP_WORDS.has(words[1] as string)) return { group: first as string, commands: group };
   const near = words.length === 1 ? null : closest(`${first} ${words[1]}`, commands.map((c) => c.name));
   throw usageError(
     words.length === 1 ? `"${first}" needs one of its commands` : `unknown command "${words.slice(0, 2).join(' ')}"`,
-    `${near === null ? '' : `did you mean "${near}"? `}the ${first} commands are:\n${helpText(commands)}`,
+    `${near === null ? '' : `did you mean "${near}"? `}the ${first} commands are:\n${helpText(group)}`,
   );
 }
 
@@ -108,7 +116,9 @@ export async function main(argv: readonly string[]): Promise<number> {
   const out = createOutput(globals.mode);
   try {
     const words = globals.rest;
-    if (words.length === 0 || words[0] === 'help' || words[0] === '--help' || words[0] === '-h') {
+    // `microagent help kernel` is `microagent kernel --help`.
+    if (words.length === 2 && HELP_WORDS.has(words[0] as string)) words.reverse();
+    if (words.length === 0 || HELP_WORDS.has(words[0] as string)) {
       const text = `microagent: egress and mediation for AI-agent sandboxes\n\n${helpText(await allCommands())}\n${VERSION_HELP}`;
       printResult(globals.mode, { commands: [...(await allCommands()).map((c) => c.name), 'version'] }, text);
       return 0;
@@ -118,7 +128,12 @@ export async function main(argv: readonly string[]): Promise<number> {
       printResult(globals.mode, { version }, `microagent ${version}`);
       return 0;
     }
-    const { command, args } = await findCommand(words);
+    const found = await findCommand(words);
+    if ('group' in found) {
+      printResult(globals.mode, { commands: found.commands.map((c) => c.name) }, `the ${found.group} commands are:\n${helpText(found.commands)}`);
+      return 0;
+    }
+    const { command, args } = found;
     if (args.includes('--help') || args.includes('-h')) {
       printResult(globals.mode, { usage: `microagent ${command.name} ${command.usage}` },
         `usage: microagent ${command.name} ${command.usage}\n  ${command.summary}`);

@@ -53,6 +53,19 @@ describe('microagent', () => {
     expect(r.stderr).toMatch(new RegExp(`^error: "${group}" needs one of its commands\n  fix: the ${group} commands are:\n  microagent ${group} \\w+`));
   });
 
+  it.each([
+    ['kernel', '--help'],
+    ['kernel', '-h'],
+    ['help', 'kernel'],
+    ['kernel', 'help'],
+  ])('%s %s prints the group\'s own commands and exits 0', (...args) => {
+    const r = run(...args);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe('');
+    const commands = r.stdout.split('\n').filter((line) => line.startsWith('  microagent '));
+    expect(commands).toEqual(['  microagent kernel install [--from PATH]', '  microagent kernel build [--source TARBALL] [--jobs N]', '  microagent kernel show']);
+  });
+
   it('a mistyped option gets a "did you mean"; one meant for the guest command is told to go after "--"', () => {
     const typo = run('proxy', '--polcy', 'p.yaml');
     expect(typo.code).toBe(2);
