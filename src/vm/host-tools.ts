@@ -1,6 +1,6 @@
 /**
- * Host executables (QEMU, gcc, socat, mke2fs, dpkg-deb): finding them on PATH (read-only: it never
- * runs what it finds), and turning a failed run into a typed error.
+ * Host executables (QEMU, gcc, socat, mke2fs, dpkg-deb): finding them on PATH and in sbin (read-only:
+ * it never runs what it finds), and turning a failed run into a typed error.
  */
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
@@ -25,8 +25,25 @@ export function toolFailure(what: string, stderr: string, code: string, where: s
   });
 }
 
-/** Absolute path of an executable on PATH, or undefined. */
-export function findExecutable(name: string, pathVar = process.env['PATH'] ?? ''): string | undefined {
+/**
+ * Administrative tools (mke2fs, resize2fs, depmod) live in sbin, which Debian leaves out of a
+ * non-root user's PATH: they are searched there too, after the caller's own PATH.
+ */
+const SBIN_DIRS = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
+
+/** PATH with the sbin directories it lacks appended. */
+export function hostToolPath(pathVar = process.env['PATH'] ?? ''): string {
+  const dirs = pathVar.split(delimiter).filter((dir) => dir !== '');
+  return [...dirs, ...SBIN_DIRS.filter((dir) => !dirs.includes(dir))].join(delimiter);
+}
+
+/** What to spawn for a host tool: its absolute path, or the bare name (so spawning reports ENOENT). */
+export function hostTool(name: string): string {
+  return findExecutable(name) ?? name;
+}
+
+/** Absolute path of an executable on PATH (sbin included), or undefined. */
+export function findExecutable(name: string, pathVar = hostToolPath()): string | undefined {
   for (const dir of pathVar.split(delimiter)) {
     if (!dir) continue;
     const candidate = join(dir, name);

@@ -17,7 +17,7 @@ import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 import { MicroagentError } from '../errors.js';
 import { childLog } from '../log.js';
-import { findExecutable, toolFailure } from './host-tools.js';
+import { findExecutable, hostTool, toolFailure } from './host-tools.js';
 import { directBootImage, isKernelImage, virtioDiscoveryOfImage } from './kernel-image.js';
 import { moduleName, moduleSignaturesEnforced, resolveModules, withoutSignature } from './modules.js';
 
@@ -90,7 +90,7 @@ async function tool(cmd: string, args: readonly string[], cwd?: string): Promise
     });
   }
   try {
-    const { stdout } = await run(cmd, [...args], { cwd, maxBuffer: 16 << 20 });
+    const { stdout } = await run(hostTool(cmd), [...args], { cwd, maxBuffer: 16 << 20 });
     return stdout;
   } catch (err) {
     const stderr = ((err as { stderr?: string }).stderr ?? '').trim();

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { lstat, open, readdir, rename, rm, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MicroagentError } from '../../errors.js';
-import { toolFailure } from '../host-tools.js';
+import { hostTool, toolFailure } from '../host-tools.js';
 
 const MiB = 1 << 20;
 const BLOCK = 4096;
@@ -36,7 +36,7 @@ async function measure(dir: string, usage: ContentUsage): Promise<void> {
 
 export function run(command: string, args: readonly string[]): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(hostTool(command), args, { stdio: ['ignore', 'ignore', 'pipe'] });
     const stderr: Buffer[] = [];
     child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
     child.on('error', (err) =>
