@@ -1,6 +1,7 @@
 /**
  * Applies image layers (tar entry streams) in order onto a private staging directory, with OCI whiteouts
- * (`.wh.NAME`) and opaque directories (`.wh..wh..opq`), preserving modes, ownership and mtimes.
+ * (`.wh.NAME`) and opaque directories (`.wh..wh..opq`), preserving modes, ownership and mtimes (a
+ * builder that is not root records owners for ownership.ts to write into the filesystem instead).
  * Every path goes through safe-path.ts: nothing is ever created, removed or written outside the staging
  * root, and the final component of an entry is replaced, never written through.
  * Device nodes and FIFOs are skipped (the guest's devtmpfs provides /dev); skipped entries are counted.
@@ -11,6 +12,7 @@ import { dirname } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { childLog } from '../../log.js';
 import { MicroagentError } from '../../errors.js';
+import { OwnerLedger } from './ownership.js';
 import { archivePathComponents, resolveInRoot } from './safe-path.js';
 import type { TarEntry, TarHeader } from './tar-reader.js';
 
@@ -23,15 +25,15 @@ export interface StagingState {
   readonly root: string;
   /** Directory mtimes, applied once at the end: adding children would otherwise change them. */
   readonly dirMtimes: Map<string, number>;
+  /** Owners to write into the filesystem later, when this process cannot chown (not root); else null. */
+  readonly owners: OwnerLedger | null;
   skippedDevices: number;
   entries: number;
 }
 
-export function newStagingState(root: string): StagingState {
-  return { root, dirMtimes: new Map(), skippedDevices: 0, entries: 0 };
+export function newStagingState(root: string, canChown = process.getuid?.() === 0): StagingState {
+  return { root, dirMtimes: new Map(), owners: canChown ? null : new OwnerLedger(), skippedDevices: 0, entries: 0 };
 }
-
-const canChown = process.getuid?.() === 0;
 
 async function lstatOrNull(path: string) {
   return lstat(path).catch((err: NodeJS.ErrnoException) => {
@@ -42,28 +44,31 @@ async function lstatOrNull(path: string) {
 }
 
 /** Removes whatever is at path (never following a symlink), unless it is a directory and keepDirectory. */
-async function clearPath(path: string, keepDirectory: boolean): Promise<boolean> {
+async function clearPath(state: StagingState, path: string, keepDirectory: boolean): Promise<boolean> {
   const info = await lstatOrNull(path);
   if (info === null) return false;
   if (info.isDirectory() && keepDirectory) return true;
   await rm(path, { recursive: true, force: true });
+  state.owners?.forget(path, info.isDirectory());
   return false;
 }
 
-async function setOwnerAndMode(path: string, header: TarHeader, isSymlink: boolean): Promise<void> {
-  // Ownership needs root; without it the files keep the builder's ids (documented in docs/images.md).
-  if (canChown) await lchown(path, header.uid, header.gid);
+async function setOwnerAndMode(state: StagingState, path: string, header: TarHeader, isSymlink: boolean): Promise<void> {
+  if (state.owners === null) await lchown(path, header.uid, header.gid);
+  else state.owners.record(path, header.uid, header.gid);
   // chown clears setuid/setgid, so the mode goes on afterwards.
   if (!isSymlink) await chmod(path, header.mode);
 }
 
 /** Removes every entry below dir that this layer did not itself create (OCI opaque directory). */
-async function clearOpaque(dir: string, unpacked: ReadonlySet<string>): Promise<void> {
+async function clearOpaque(state: StagingState, dir: string, unpacked: ReadonlySet<string>): Promise<void> {
   const names = await readdir(dir).catch(() => [] as string[]);
   for (const name of names) {
     const path = `${dir}/${name}`;
-    if (!unpacked.has(path)) await rm(path, { recursive: true, force: true });
-    else if ((await lstat(path)).isDirectory()) await clearOpaque(path, unpacked);
+    if (!unpacked.has(path)) {
+      await rm(path, { recursive: true, force: true });
+      state.owners?.forget(path, true);
+    } else if ((await lstat(path)).isDirectory()) await clearOpaque(state, path, unpacked);
   }
 }
 
@@ -73,12 +78,13 @@ async function applyWhiteout(state: StagingState, parts: string[], name: string,
   const parentInfo = await lstatOrNull(parent);
   if (parentInfo === null || !parentInfo.isDirectory()) return;
   if (name === OPAQUE_MARKER) {
-    await clearOpaque(parent, unpacked);
+    await clearOpaque(state, parent, unpacked);
     return;
   }
   const hidden = name.slice(WHITEOUT_PREFIX.length);
   if (hidden === '' || hidden === '.' || hidden === '..') return;
   await rm(`${parent}/${hidden}`, { recursive: true, force: true });
+  state.owners?.forget(`${parent}/${hidden}`, true);
 }
 
 async function writeFile(path: string, body: AsyncIterable<Buffer>): Promise<void> {
@@ -99,23 +105,23 @@ async function applyEntry(state: StagingState, entry: TarEntry, unpacked: Set<st
   const path = (await resolveInRoot(state.root, parts, { createMissing: true, followLast: false })) as string;
   switch (header.type) {
     case 'directory': {
-      if (!(await clearPath(path, true))) await mkdir(path, { mode: 0o700 });
-      await setOwnerAndMode(path, header, false);
+      if (!(await clearPath(state, path, true))) await mkdir(path, { mode: 0o700 });
+      await setOwnerAndMode(state, path, header, false);
       state.dirMtimes.set(path, header.mtime);
       break;
     }
     case 'file': {
-      await clearPath(path, false);
+      await clearPath(state, path, false);
       await writeFile(path, entry.body);
-      await setOwnerAndMode(path, header, false);
+      await setOwnerAndMode(state, path, header, false);
       await utimes(path, header.mtime, header.mtime);
       state.dirMtimes.delete(path);
       break;
     }
     case 'symlink': {
-      await clearPath(path, false);
+      await clearPath(state, path, false);
       await symlink(header.linkname, path);
-      await setOwnerAndMode(path, header, true);
+      await setOwnerAndMode(state, path, header, true);
       await lutimes(path, header.mtime, header.mtime);
       state.dirMtimes.delete(path);
       break;
@@ -131,8 +137,12 @@ async function applyEntry(state: StagingState, entry: TarEntry, unpacked: Set<st
         });
       }
       if (target === path) break;
-      await clearPath(path, false);
+      await clearPath(state, path, false);
       await link(target, path);
+      if (state.owners !== null) {
+        const { uid, gid } = state.owners.ownerOf(target);
+        state.owners.record(path, uid, gid);
+      }
       state.dirMtimes.delete(path);
       break;
     }

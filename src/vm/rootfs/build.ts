@@ -12,6 +12,7 @@ import { applyLayer, finishStaging, newStagingState } from './apply-layer.js';
 import { decompressLayer } from './decompress.js';
 import { digestHex, readVerified, verifyBlob } from './digest.js';
 import { buildExt4, type Ext4SizeOptions } from './ext4.js';
+import { applyOwners } from './ownership.js';
 import { commitCacheEntry, makeWorkDir, RECORD_FILE, ROOTFS_FILE, type CacheRecord } from './image-cache.js';
 import { parseImageConfig, resolveImageUser, type ImageConfig } from './image-config.js';
 import { GUEST_PLATFORM, platformError, type Descriptor } from './oci.js';
@@ -117,6 +118,7 @@ export async function buildImage(req: BuildRequest): Promise<{ config: ImageConf
     const out = join(work, 'out');
     await mkdir(out, { mode: 0o755 });
     const { sizeBytes } = await buildExt4(staging, join(out, ROOTFS_FILE), req.limits);
+    if (state.owners !== null) await applyOwners(staging, state.owners, join(out, ROOTFS_FILE));
     const record: CacheRecord = { schema: 1, digest: selected.digest, reference: req.reference, config, sizeBytes, builtAt: new Date().toISOString() };
     await writeFile(join(out, RECORD_FILE), JSON.stringify(record, null, 2) + '\n', { mode: 0o644 });
     await commitCacheEntry(req.stateDir, selected.digest, out);

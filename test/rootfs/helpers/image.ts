@@ -128,7 +128,8 @@ function debugfs(image: string, request: string): string {
 
 /** stat of a path inside an ext4 image, or null when it does not exist. */
 export function ext4Stat(image: string, path: string): Ext4Stat | null {
-  const out = debugfs(image, `stat "${path}"`);
+  // debugfs reads a quote inside a quoted argument as two of them.
+  const out = debugfs(image, `stat "${path.replaceAll('"', '""')}"`);
   const inode = /Inode: (\d+)\s+Type: (\S+)\s+Mode:\s+(\d+)/.exec(out);
   if (inode === null) return null;
   const owner = /User:\s+(\d+)\s+Group:\s+(\d+).*Size: (\d+)/.exec(out);
