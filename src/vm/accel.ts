@@ -4,7 +4,7 @@
  * answer is cached per host boot (boot_id). It never reports KVM unless a guest actually ran.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { childLog } from '../log.js';
 import type { Accelerator } from './backend.js';
@@ -16,6 +16,8 @@ export interface AccelProbe {
   readonly accelerator: Accelerator;
   /** Why KVM was or was not chosen, for `doctor`. */
   readonly reason: string;
+  /** What would let this user use KVM, when the probe knows. */
+  readonly advice?: string;
   readonly cached: boolean;
 }
 
@@ -87,6 +89,17 @@ export async function probeBoot(options: ProbeBootOptions): Promise<string | nul
   return `QEMU with ${what} failed (${how}${booted ? '' : ', guest never booted'}): ${lines.slice(0, 2).join('; ')}`;
 }
 
+const KVM_DEVICE = '/dev/kvm';
+
+function canOpenReadWrite(path: string): boolean {
+  try {
+    accessSync(path, constants.R_OK | constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function bootProbe(options: ProbeOptions): Promise<string | null> {
   options.beforeBoot?.();
   const dir = join(options.stateDir, 'probe');
@@ -106,15 +119,22 @@ export async function probeAccelerator(options: ProbeOptions): Promise<AccelProb
   const bootId = hostBootId();
   if (!options.fresh && existsSync(cacheFile)) {
     try {
-      const cached = JSON.parse(readFileSync(cacheFile, 'utf8')) as { bootId: string; accelerator: Accelerator; reason: string };
-      if (cached.bootId === bootId) return { accelerator: cached.accelerator, reason: cached.reason, cached: true };
+      const { bootId: cachedBootId, ...cached } = JSON.parse(readFileSync(cacheFile, 'utf8')) as { bootId: string } & Omit<AccelProbe, 'cached'>;
+      if (cachedBootId === bootId) return { ...cached, cached: true };
     } catch {
       // unreadable cache: probe again
     }
   }
-  let result: { accelerator: Accelerator; reason: string };
-  if (!existsSync('/dev/kvm')) {
-    result = { accelerator: 'tcg', reason: '/dev/kvm does not exist' };
+  let result: Omit<AccelProbe, 'cached'>;
+  if (!existsSync(KVM_DEVICE)) {
+    result = { accelerator: 'tcg', reason: `${KVM_DEVICE} does not exist` };
+  } else if (!canOpenReadWrite(KVM_DEVICE)) {
+    // Distributions give /dev/kvm to the kvm group: a user outside it would silently get TCG.
+    result = {
+      accelerator: 'tcg',
+      reason: `${KVM_DEVICE} is not readable and writable by this user (uid ${process.getuid?.()})`,
+      advice: `Give this user access to ${KVM_DEVICE}: \`sudo usermod -aG kvm $USER\`, then log in again.`,
+    };
   } else {
     const failure = await bootProbe(options);
     result = failure === null

@@ -80,7 +80,7 @@ async function kernelAndAccelChecks(stateDir: string): Promise<DoctorCheck[]> {
       name: 'kvm',
       ok: true,
       detail: probe.accelerator === 'kvm' ? `KVM usable: ${probe.reason}` : `using TCG (software emulation): ${probe.reason}`,
-      ...(probe.accelerator === 'tcg' ? { remediation: tcgAdvice(kernel) } : {}),
+      ...(probe.accelerator === 'tcg' ? { remediation: probe.advice ?? tcgAdvice(kernel) } : {}),
     });
   } catch (err) {
     const e = asMicroagentError(err);

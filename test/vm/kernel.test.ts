@@ -208,6 +208,27 @@ describe('typed errors before any boot', () => {
     expect(report.checks.find((c) => c.name === 'qemu')).toMatchObject({ ok: false, remediation: 'apt-get install qemu-system-x86' });
   });
 
+  // Distributions give /dev/kvm to the kvm group; a user outside it would get TCG and never know why.
+  it.runIf(process.getuid?.() === 0 && existsSync('/dev/kvm'))('a user who cannot open /dev/kvm gets TCG without a probe boot, and is told how to get access', () => {
+    const nobody = 65534;
+    const stateDir = mkdtempSync(join(tmpdir(), 'ma-accel-'));
+    scratch.push(stateDir);
+    spawnSync('chown', [`${nobody}:${nobody}`, stateDir]);
+    const accel = JSON.stringify(join(import.meta.dirname, '../../dist/vm/accel.js'));
+    // A boot would fail on the missing kernel, so an answer proves no guest was started.
+    const script = `const { probeAccelerator } = await import(${accel});
+      const probe = await probeAccelerator({ stateDir: process.argv[1], kernelPath: '/nonexistent', initramfsPath: '/nonexistent', fresh: true });
+      process.stdout.write(JSON.stringify(probe));`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, stateDir], { uid: nobody, gid: nobody, encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout)).toEqual({
+      accelerator: 'tcg',
+      reason: `/dev/kvm is not readable and writable by this user (uid ${nobody})`,
+      advice: 'Give this user access to /dev/kvm: `sudo usermod -aG kvm $USER`, then log in again.',
+      cached: false,
+    });
+  });
+
   it('doctor passes on this host and reports the accelerator from a real probe', async () => {
     await testKernel();
     const r = await cli(['--json', 'doctor', '--state-dir', TEST_STATE_DIR]);
