@@ -9,11 +9,16 @@ export async function readPolicyFile(path: string): Promise<Buffer> {
   try {
     return await readFile(path);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new MicroagentError(code === 'ENOENT' ? 'not_found' : 'invalid', `cannot read policy ${path}: ${(err as Error).message}`, {
-      code: 'policy.read',
-      remediation: code === 'ENOENT' ? 'check the path, or start from policies/guarded.yaml' : 'make the file readable',
-      cause: err,
-    });
+    throw policyReadError(path, err);
   }
+}
+
+/** Why a policy file could not be read, and what to do: for a reader that must read synchronously. */
+export function policyReadError(path: string, err: unknown): MicroagentError {
+  const code = (err as NodeJS.ErrnoException).code;
+  return new MicroagentError(code === 'ENOENT' ? 'not_found' : 'invalid', `cannot read policy ${path}: ${(err as Error).message}`, {
+    code: 'policy.read',
+    remediation: code === 'ENOENT' ? 'check the path, or start from policies/guarded.yaml' : 'make the file readable',
+    cause: err,
+  });
 }

@@ -12,6 +12,7 @@ import { basename, dirname, resolve } from 'node:path';
 import { asMicroagentError, MicroagentError } from '../errors.js';
 import { childLog } from '../log.js';
 import { parsePolicy } from './load.js';
+import { policyReadError } from './read.js';
 import type { Policy } from './policy.js';
 
 export interface PolicyWatchHandlers {
@@ -34,7 +35,12 @@ function contentHash(text: string): string {
 export function watchPolicy(path: string, handlers: PolicyWatchHandlers, debounceMs = DEBOUNCE_MS): PolicyWatch {
   const log = childLog('policy');
   const file = resolve(path);
-  const initialText = readFileSync(file, 'utf8');
+  let initialText: string;
+  try {
+    initialText = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw policyReadError(path, err);
+  }
   let policy = parsePolicy(initialText, path);
   let lastContent = contentHash(initialText);
   let timer: NodeJS.Timeout | undefined;
