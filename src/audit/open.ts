@@ -5,7 +5,7 @@
  * and starts the next file with an `audit.recovery` record naming the damage. Nothing is ever truncated.
  */
 import type { KeyObject } from 'node:crypto';
-import { mkdir, open, rename } from 'node:fs/promises';
+import { open, rename } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { MicroagentError } from '../errors.js';
 import { childLog } from '../log.js';
@@ -16,6 +16,7 @@ import type { RecoveryEvent } from './record.js';
 import { lockAuditLog } from './lock.js';
 import { segmentPath } from './segments.js';
 import { AuditLogWriter, syncDirectory, type AuditLog } from './writer.js';
+import { makeDirs } from '../make-dirs.js';
 
 const log = childLog('audit');
 
@@ -61,7 +62,7 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
   }
   let release: () => Promise<void>;
   try {
-    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+    makeDirs(dirname(path), 0o700);
     release = await lockAuditLog(path);
   } catch (err) {
     if (err instanceof MicroagentError) throw err;

@@ -5,10 +5,11 @@
  * never follows a symlink to the key, and never builds a path from anything but the three fixed names.
  */
 import { constants } from 'node:fs';
-import { chmod, link, lstat, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { chmod, link, lstat, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { MicroagentError } from '../errors.js';
+import { makeDirs } from '../make-dirs.js';
 import {
   createCaCertificate,
   exportPkcs8Pem,
@@ -123,7 +124,7 @@ async function newCaFiles(workspace: string, validityDays: number, now: number):
 }
 
 async function prepareDir(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: DIR_MODE });
+  makeDirs(dir, DIR_MODE);
   await chmod(dir, DIR_MODE);
 }
 

@@ -3,11 +3,12 @@
  * again. Never replaces a file that is not a socket, nor a socket something still answers on (that
  * would hijack another broker's guest channel).
  */
-import { chmod, lstat, mkdir, stat, unlink } from 'node:fs/promises';
+import { chmod, lstat, stat, unlink } from 'node:fs/promises';
 import { connect, type Server } from 'node:net';
 import { join } from 'node:path';
 import { MicroagentError } from '../errors.js';
 import { MAX_UNIX_PATH_BYTES } from './target.js';
+import { makeDirs } from '../make-dirs.js';
 
 /** Creates the socket directory (0700) or checks an existing one is private; refuses paths sun_path cannot hold. */
 export async function prepareSocketDir(dir: string): Promise<void> {
@@ -18,7 +19,7 @@ export async function prepareSocketDir(dir: string): Promise<void> {
       remediation: `use a directory path of at most ${MAX_UNIX_PATH_BYTES - 16} bytes`,
     });
   }
-  const created = await mkdir(dir, { recursive: true, mode: 0o700 });
+  const created = makeDirs(dir, 0o700);
   if (created !== undefined) {
     // The umask can only narrow 0700; chmod makes the mode exact on the directory we made.
     await chmod(dir, 0o700);

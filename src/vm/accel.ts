@@ -4,11 +4,12 @@
  * answer is cached per host boot (boot_id). It never reports KVM unless a guest actually ran.
  */
 import { spawn } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { childLog } from '../log.js';
 import type { Accelerator } from './backend.js';
 import { requireQemu } from './qemu.js';
+import { makeDirs } from '../make-dirs.js';
 
 const log = childLog('vm.accel');
 
@@ -103,7 +104,7 @@ function canOpenReadWrite(path: string): boolean {
 async function bootProbe(options: ProbeOptions): Promise<string | null> {
   options.beforeBoot?.();
   const dir = join(options.stateDir, 'probe');
-  mkdirSync(dir, { recursive: true });
+  makeDirs(dir);
   return probeBoot({
     kernelPath: options.kernelPath,
     initramfsPath: options.initramfsPath,
@@ -142,7 +143,7 @@ export async function probeAccelerator(options: ProbeOptions): Promise<AccelProb
       : { accelerator: 'tcg', reason: failure };
   }
   log.info(result, 'accelerator chosen');
-  mkdirSync(options.stateDir, { recursive: true });
+  makeDirs(options.stateDir);
   writeFileSync(cacheFile, `${JSON.stringify({ bootId, ...result })}\n`);
   return { ...result, cached: false };
 }

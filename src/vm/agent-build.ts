@@ -5,12 +5,13 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { MicroagentError } from '../errors.js';
 import { PACKAGE_ROOT } from '../paths.js';
 import { findExecutable } from './host-tools.js';
+import { makeDirs } from '../make-dirs.js';
 
 const run = promisify(execFile);
 
@@ -41,7 +42,7 @@ export async function buildGuestAgent(stateDir: string, sourceDir = guestSourceD
       remediation: 'Install it: `apt-get install gcc libc6-dev` (or `microagent doctor --fix` as root).',
     });
   }
-  mkdirSync(dir, { recursive: true });
+  makeDirs(dir);
   const tmp = `${out}.${process.pid}.tmp`;
   const sources = names.filter((n) => n.endsWith('.c')).map((n) => join(sourceDir, n));
   try {

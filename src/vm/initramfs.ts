@@ -5,10 +5,11 @@
  * anything from the host but the agent binary and the installed kernel's verified modules.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildGuestAgent } from './agent-build.js';
 import type { InstalledKernel } from './kernel.js';
+import { makeDirs } from '../make-dirs.js';
 
 export type CpioEntry =
   | { readonly kind: 'dir'; readonly path: string; readonly mode?: number }
@@ -86,7 +87,7 @@ export async function buildInitramfs(stateDir: string, kernel: InstalledKernel):
   const dir = join(stateDir, 'initramfs');
   const out = join(dir, `${kernel.version}-${hash.digest('hex').slice(0, 16)}.cpio`);
   if (existsSync(out)) return out;
-  mkdirSync(dir, { recursive: true });
+  makeDirs(dir);
   const tmp = `${out}.${process.pid}.tmp`;
   writeFileSync(tmp, encodeCpio(initramfsEntries(agent, modules)));
   renameSync(tmp, out);

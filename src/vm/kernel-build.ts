@@ -8,7 +8,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { basename, join } from 'node:path';
 import { MicroagentError } from '../errors.js';
@@ -19,6 +19,7 @@ import { findExecutable } from './host-tools.js';
 import { probeBoot } from './accel.js';
 import { buildInitramfs } from './initramfs.js';
 import { defaultKernelVersion, installKernel, setDefaultKernel, type InstalledKernel } from './kernel.js';
+import { makeDirs } from '../make-dirs.js';
 
 const log = childLog('vm.kernel');
 
@@ -124,7 +125,7 @@ export async function buildKernel(options: BuildOptions): Promise<InstalledKerne
   }
   const { text: fragmentText, hash: fragmentHash } = shippedFragment();
   const progress = options.onProgress ?? (() => undefined);
-  mkdirSync(options.stateDir, { recursive: true });
+  makeDirs(options.stateDir);
   removeAbandonedTrees(options.stateDir);
   // Under the state directory, not /tmp: the tree is ~1.5 GB and /tmp is often a small tmpfs.
   const work = mkdtempSync(join(options.stateDir, `${WORK_PREFIX}${process.pid}-`));
@@ -159,7 +160,7 @@ export async function buildKernel(options: BuildOptions): Promise<InstalledKerne
     const release = (await step('make', ['-s', 'kernelrelease'], tree, buildLog, true)).trim();
     // Installed as a directory holding boot/vmlinuz-<release> and its config, like a package.
     const boot = join(work, 'install', 'boot');
-    mkdirSync(boot, { recursive: true });
+    makeDirs(boot);
     copyFileSync(join(tree, 'arch/x86/boot/bzImage'), join(boot, `vmlinuz-${release}`));
     writeFileSync(join(boot, `config-${release}`), config);
     progress(`installing ${release}`);

@@ -20,6 +20,7 @@ import { childLog } from '../log.js';
 import { findExecutable, hostTool, toolFailure } from './host-tools.js';
 import { directBootImage, isKernelImage, virtioDiscoveryOfImage } from './kernel-image.js';
 import { moduleName, moduleSignaturesEnforced, resolveModules, withoutSignature } from './modules.js';
+import { makeDirs } from '../make-dirs.js';
 
 const run = promisify(execFile);
 const log = childLog('vm.kernel');
@@ -186,7 +187,7 @@ export interface InstallOptions {
 
 export async function installKernel(options: InstallOptions): Promise<InstalledKernel> {
   const kernelsDir = join(options.stateDir, 'kernels');
-  mkdirSync(kernelsDir, { recursive: true });
+  makeDirs(kernelsDir);
   // Staged beside its destination, not in /tmp: the final rename must not cross filesystems (a
   // tmpfs /tmp under a state directory on disk is the common case), and /tmp may be small.
   const work = mkdtempSync(join(kernelsDir, '.install-'));

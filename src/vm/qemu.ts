@@ -5,7 +5,7 @@
  * leaves a QEMU process behind when boot fails.
  */
 import { spawn } from 'node:child_process';
-import { createWriteStream, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { createWriteStream, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { MicroagentError } from '../errors.js';
 import { childLog } from '../log.js';
@@ -15,6 +15,7 @@ import { attachMediationTunnel } from './mediation-tunnel.js';
 import { findExecutable } from './host-tools.js';
 import { buildQemuArgs, type HostFacts, type RunPaths } from './qemu-args.js';
 import { QmpClient } from './qmp.js';
+import { makeDirs } from '../make-dirs.js';
 
 const log = childLog('vm.qemu');
 export const QEMU_BINARY = 'qemu-system-x86_64';
@@ -173,7 +174,7 @@ export const qemuBackend: VmBackend = {
   name: 'qemu',
   async boot(spec: BootSpec): Promise<RunningVm> {
     const qemu = requireQemu();
-    mkdirSync(spec.runDir, { recursive: true });
+    makeDirs(spec.runDir);
     const paths = runPaths(spec.runDir, spec.serialLog);
     for (const socket of [paths.agentSocket, paths.qmpSocket]) {
       if (Buffer.byteLength(socket) > 107) {

@@ -46,10 +46,15 @@ const PATHS = [
   '/srv/with space/q"uote', '/var/lib', '/var/lib/db', '/var/lib/db/new', '/big-ids', '/opt/tool',
 ];
 
+/** Directories no entry names: made when the build runs, so their mtimes are the build's own. */
+const IMPLICIT = new Set(['/', '/home', '/usr', '/usr/bin', '/srv', '/srv/with space', '/var/lib', '/var/lib/db']);
+
 function statsOf(rootfs: string) {
   return Object.fromEntries(PATHS.map((path) => {
     const stat = ext4Stat(rootfs, path);
-    return [path, stat === null ? null : { type: stat.type, mode: stat.mode, uid: stat.uid, gid: stat.gid, mtime: stat.mtime, links: stat.links }];
+    if (stat === null) return [path, null];
+    const { type, mode, uid, gid, mtime, links } = stat;
+    return [path, { type, mode, uid, gid, links, ...(IMPLICIT.has(path) ? {} : { mtime }) }];
   }));
 }
 

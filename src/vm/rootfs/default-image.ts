@@ -16,6 +16,7 @@ import { MEDIA_TYPES } from './oci.js';
 import type { ProgressListener } from './progress.js';
 import { resolveImage, type ResolvedImage } from './resolve.js';
 import { tarEntryBytes, TAR_END, type TarWriteEntry } from './tar-writer.js';
+import { makeDirs } from '../../make-dirs.js';
 
 const execFileP = promisify(execFile);
 
@@ -70,7 +71,7 @@ async function fileSha256(path: string): Promise<string | null> {
 
 /** Downloads the packages not already in debDir (verified against apt's SHA256) and returns their paths. */
 async function ensureDebs(debDir: string): Promise<string[]> {
-  await mkdir(debDir, { recursive: true });
+  makeDirs(debDir);
   let planned: PlannedDeb[];
   try {
     planned = await planDebs(await packageList());
@@ -110,18 +111,18 @@ async function assembleRoot(root: string, debs: readonly string[]): Promise<void
   for (const applet of stdout.split('\n').filter(Boolean).sort()) {
     const path = join(root, applet);
     if (await lstat(path).then(() => true, () => false)) continue;
-    await mkdir(join(path, '..'), { recursive: true });
+    makeDirs(join(path, '..'));
     await symlink('/bin/busybox', path);
   }
   for (const [path, content] of Object.entries(FILES)) await writeFile(join(root, path), content, { mode: 0o644 });
   for (const [path, mode] of Object.entries(DIRECTORIES)) {
-    await mkdir(join(root, path), { recursive: true });
+    makeDirs(join(root, path));
     await chmod(join(root, path), mode);
   }
   const certDir = join(root, 'usr/share/ca-certificates/mozilla');
   const certs = (await readdir(certDir)).filter((f) => f.endsWith('.crt')).sort();
   const bundle = await Promise.all(certs.map((f) => readFile(join(certDir, f))));
-  await mkdir(join(root, 'etc/ssl/certs'), { recursive: true });
+  makeDirs(join(root, 'etc/ssl/certs'));
   await writeFile(join(root, 'etc/ssl/certs/ca-certificates.crt'), Buffer.concat(bundle), { mode: 0o644 });
 }
 
@@ -161,7 +162,7 @@ async function writeBlob(layoutDir: string, data: Buffer): Promise<string> {
 /** Builds the default image's OCI layout at layoutDir (replaced atomically); debs are cached in debDir. */
 export async function buildDefaultImageLayout(layoutDir: string, debDir: string): Promise<{ manifestDigest: string; layerBytes: number }> {
   const debs = await ensureDebs(debDir);
-  await mkdir(dirname(layoutDir), { recursive: true });
+  makeDirs(dirname(layoutDir));
   const work = await mkdtemp(`${layoutDir}.build-`);
   try {
     const root = join(work, 'root');
@@ -170,7 +171,7 @@ export async function buildDefaultImageLayout(layoutDir: string, debDir: string)
     const tar = await layerTar(root);
     const layer = gzipSync(tar, { level: 9 });
     const out = join(work, 'layout');
-    await mkdir(join(out, 'blobs/sha256'), { recursive: true });
+    makeDirs(join(out, 'blobs/sha256'));
     const layerDigest = await writeBlob(out, layer);
     const config = Buffer.from(JSON.stringify({
       created: new Date(FIXED_MTIME * 1000).toISOString(),

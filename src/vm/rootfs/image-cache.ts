@@ -10,6 +10,7 @@ import { MicroagentError } from '../../errors.js';
 import { withPidLock } from '../../pid-lock.js';
 import { digestHex } from './digest.js';
 import type { ImageConfig } from './image-config.js';
+import { makeDirs } from '../../make-dirs.js';
 
 export interface CacheRecord {
   readonly schema: 1;
@@ -53,7 +54,7 @@ export async function readCachedImage(stateDir: string, digest: string): Promise
 /** A fresh, not yet existing path under images/.tmp for private work. */
 export async function freshWorkPath(stateDir: string, label: string): Promise<string> {
   const tmp = join(imagesDir(stateDir), '.tmp');
-  await mkdir(tmp, { recursive: true, mode: 0o700 });
+  makeDirs(tmp, 0o700);
   return join(tmp, `${label}.${process.pid}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`);
 }
 
@@ -80,7 +81,7 @@ const LOCK_WAIT_MS = 60 * 60 * 1000;
 /** Runs fn while holding the build lock for digest; waits for another holder, breaks stale locks of dead pids. */
 export async function withBuildLock<T>(stateDir: string, digest: string, fn: () => Promise<T>): Promise<T> {
   const locks = join(imagesDir(stateDir), '.locks');
-  await mkdir(locks, { recursive: true, mode: 0o700 });
+  makeDirs(locks, 0o700);
   const lockPath = join(locks, `${digestHex(digest)}.lock`);
   const busy = () =>
     new MicroagentError('transient', `timed out waiting for another build of image ${digest} (lock ${lockPath})`, {

@@ -4,7 +4,6 @@
  * so nothing can decide before it can record) and severed together by quarantine. Knows nothing of QEMU:
  * it exposes Unix sockets and loopback ports for the VM layer to point the guest at.
  */
-import { mkdir } from 'node:fs/promises';
 import { openAuditLog, type AuditLog } from '../../audit/index.js';
 import { loadOrCreateCa, type CertificateAuthority } from '../../ca/index.js';
 import { MicroagentError } from '../../errors.js';
@@ -15,6 +14,7 @@ import { createWorkspaceResolver, startDnsServer, type DnsServer } from '../../p
 import type { WorkspaceManifest, WorkspacePaths } from '../workspace/store.js';
 import { startPublishedPorts, type PortBackend, type PublishedPorts } from './published-ports.js';
 import type { MediatorSockets } from './sockets.js';
+import { makeDirs } from '../../make-dirs.js';
 
 /**
  * TLS contexts the CA keeps for intercepted hosts. Each holds an OpenSSL SSL_CTX, about 32 KiB, so
@@ -44,7 +44,7 @@ export async function startMediator(
   portBackends: readonly PortBackend[],
 ): Promise<Mediator> {
   const { config } = manifest;
-  await mkdir(sockets.mediationDir, { recursive: true, mode: 0o700 });
+  makeDirs(sockets.mediationDir, 0o700);
   const audit = await openAuditLog({ path: paths.audit, workspace: manifest.name, workspaceId: manifest.id, runtimeId });
   const opened: { close(): Promise<void> | void }[] = [];
   try {

@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
 import type { Server } from 'node:net';
 import { asMicroagentError, MicroagentError } from '../../errors.js';
@@ -31,6 +31,7 @@ import { allocatePortBackends } from './published-ports.js';
 import { mediatorSockets } from './sockets.js';
 import { emptyReadiness, observe, type Readiness } from './readiness.js';
 import { StartGate } from './start-gate.js';
+import { makeDirs } from '../../make-dirs.js';
 
 const log = childLog('supervisor');
 
@@ -369,7 +370,7 @@ export async function superviseWorkspace(stateDir: string, launch: LaunchRequest
   const paths = workspacePaths(stateDir, name);
   const runtimeId = randomUUID();
   const runDir = runDirOf(paths, manifest.id);
-  await mkdir(runDir, { recursive: true, mode: 0o700 });
+  makeDirs(runDir, 0o700);
   const sockets = mediatorSockets(runDir);
   const mediationPorts = config.mediation.map((c) => c.port);
   const gate = new StartGate(name);

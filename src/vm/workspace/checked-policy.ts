@@ -9,13 +9,14 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { childLog } from '../../log.js';
 import { PACKAGE_ROOT } from '../../paths.js';
 import { readPolicyFile } from '../../policy/read.js';
 import { MODES, type Mode } from '../../policy/types.js';
 import { writeAtomic } from './store.js';
+import { makeDirs } from '../../make-dirs.js';
 
 const log = childLog('workspace');
 
@@ -53,7 +54,7 @@ export async function checkPolicyFile(stateDir: string, file: string): Promise<C
   const policy = parsePolicy(text.toString('utf8'), file);
   const record: Remembered = { version, mode: policy.mode, hash: policy.hash };
   try {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    makeDirs(dir, 0o700);
     await writeAtomic(entry, JSON.stringify(record));
   } catch (err) {
     log.debug({ err, entry }, 'could not remember the policy check; the next create checks it again');

@@ -10,6 +10,7 @@ import { appendFile, mkdir, readFile, readdir, rename, rm, stat, writeFile } fro
 import { basename, join } from 'node:path';
 import { MicroagentError } from '../../errors.js';
 import type { WorkspaceState } from './lifecycle.js';
+import { makeDirs } from '../../make-dirs.js';
 
 /** Lowercase DNS-label style: it becomes a hostname, a path segment and a CA subject. */
 const NAME = /^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$/;
@@ -247,7 +248,7 @@ export async function listWorkspaceNames(stateDir: string): Promise<string[]> {
 
 export async function createWorkspaceDir(stateDir: string, name: string): Promise<WorkspacePaths> {
   const paths = workspacePaths(stateDir, name);
-  await mkdir(workspacesRoot(stateDir), { recursive: true, mode: 0o700 });
+  makeDirs(workspacesRoot(stateDir), 0o700);
   try {
     await mkdir(paths.dir, { mode: 0o700 });
   } catch (err) {
@@ -289,7 +290,7 @@ export async function workspaceAuditLog(stateDir: string, name: string): Promise
 export async function keepRunLogs(stateDir: string, name: string, extra: readonly string[]): Promise<string> {
   const from = workspacePaths(stateDir, name).dir;
   const dest = runLogsDir(stateDir, name);
-  await mkdir(dest, { recursive: true, mode: 0o700 });
+  makeDirs(dest, 0o700);
   for (const f of await readdir(from)) {
     if (f.startsWith('audit.jsonl') || extra.includes(f)) await rename(join(from, f), join(dest, f));
   }

@@ -9,7 +9,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename } from 'node:fs/promises';
+import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { PACKAGE_ROOT } from '../../paths.js';
@@ -17,6 +17,7 @@ import { deferExtraCaCerts } from '../../tls-trust.js';
 import { splitLines } from '../supervisor/protocol.js';
 import type { LaunchRequest } from '../supervisor/supervisor.js';
 import { workspacePaths, workspacesRoot } from './store.js';
+import { makeDirs } from '../../make-dirs.js';
 
 // The supervisor's bundle (package.json "build": esbuild over dist/vm/supervisor/main.js): one file
 // instead of ~60 modules, so node loads it ~15-25 ms sooner on the way to QEMU's spawn.
@@ -45,7 +46,7 @@ export interface SupervisorProcess {
  * beside the workspaces that `launch` moves into the new workspace, which has no log of its own yet.
  */
 export async function spawnSupervisor(stateDir: string, logPath?: string): Promise<SupervisorProcess> {
-  await mkdir(workspacesRoot(stateDir), { recursive: true, mode: 0o700 });
+  makeDirs(workspacesRoot(stateDir), 0o700);
   // A dot file: workspace listings only see directories with valid names.
   const pendingLog = logPath === undefined ? join(workspacesRoot(stateDir), `.supervisor-${randomBytes(6).toString('hex')}.log`) : null;
   const log = await open(logPath ?? (pendingLog as string), 'a', 0o600);
