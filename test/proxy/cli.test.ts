@@ -128,5 +128,13 @@ describe('microagent proxy', () => {
     expect(r.stderr).toBe(message(ca));
     expect(r.status).toBe(1);
   });
+
+  it.each(['proxy', 'dns'])('%s --policy naming a file that does not exist says so, not "a bug"', (command) => {
+    const dir = mkdtempSync(join(tmpdir(), 'proxy-cli-'));
+    const policy = join(dir, 'absent.yaml');
+    const r = spawnSync(process.execPath, ['dist/cli/main.js', '--state-dir', dir, command, '--policy', policy, '--listen', '127.0.0.1:0'], { encoding: 'utf8', timeout: 20_000, killSignal: 'SIGKILL' });
+    expect(r.stderr).toBe(`error: cannot read policy ${policy}: ENOENT: no such file or directory, open '${policy}'\n  fix: check the path, or start from policies/guarded.yaml\n`);
+    expect(r.status).toBe(1);
+  });
 });
 
