@@ -120,6 +120,13 @@ describe('policy explain', () => {
     expect(r.stdout).toMatch(/^inject +Authorization <- secrets GITHUB_TOKEN$/m);
   });
 
+  it('takes the method before the target, as a request line has it', () => {
+    const verdictOf = (...args: string[]) => JSON.parse(run('--json', 'policy', 'explain', STRICT, ...args).stdout).decision.verdict;
+    expect(verdictOf('GET', 'https://api.github.com/user')).toBe('allow');
+    expect(verdictOf('DELETE', 'https://api.github.com/user')).toBe('deny');
+    expect(verdictOf('https://api.github.com/user', '--method', 'DELETE')).toBe('deny');
+  });
+
   it('explains a deny by the mode default', () => {
     const r = run('policy', 'explain', STRICT, 'example.org:443');
     expect(r.code).toBe(0);

@@ -93,10 +93,12 @@ const test: Command = {
   },
 };
 
+const HTTP_METHOD = /^[A-Z]+$/;
+
 const explainCommand: Command = {
   name: 'policy explain',
   summary: 'Show the verdict for TARGET (URL, host[:port] or IP): deciding rule, every matched rule, reason',
-  usage: 'FILE TARGET [--method M] [--mode guarded|strict|off] [--protocol P] [--ip IP]',
+  usage: 'FILE [METHOD] TARGET [--method M] [--mode guarded|strict|off] [--protocol P] [--ip IP]',
   async run(args) {
     const { positionals, values } = parseCommandArgs(this, args, {
       method: { type: 'string' },
@@ -104,7 +106,9 @@ const explainCommand: Command = {
       protocol: { type: 'string' },
       ip: { type: 'string' },
     });
-    const [file, target, ...extra] = positionals;
+    // `explain FILE GET https://...` is how a request line reads: the method is taken from there too.
+    const spelledMethod = positionals.length === 3 && HTTP_METHOD.test(positionals[1] as string) && values.method === undefined;
+    const [file, target, ...extra] = spelledMethod ? [positionals[0], positionals[2]] : positionals;
     if (file === undefined || target === undefined || extra.length > 0) {
       throw usageError('policy explain: give a policy FILE and one TARGET', `usage: microagent policy explain ${this.usage}`);
     }
@@ -116,7 +120,7 @@ const explainCommand: Command = {
     }
     const policy = await loadPolicy(file);
     const e = explain(policy, target, {
-      method: values.method,
+      method: spelledMethod ? positionals[1] : values.method,
       mode: values.mode as Mode | undefined,
       protocol: values.protocol as Protocol | undefined,
       ip: values.ip,
