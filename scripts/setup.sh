@@ -19,8 +19,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 #   dnsmasq-base dnsperf ... the DNS benchmark peer and load generator
 #   socat .................. QEMU guestfwd: one process per guest connection to a workspace socket
 #   openssl xz-utils ....... test certificates and CA checks; compressed kernel modules
+#   git .................... an agent's clone and push through the proxy in tests (git-http-backend)
 PKGS=(qemu-system-x86 e2fsprogs gcc libc6-dev make cpio kmod zstd lz4 xz-utils linux-source flex bison bc libelf-dev
-      busybox-static curl ca-certificates openssl dnsutils docker-registry dnsmasq-base dnsperf socat)
+      busybox-static curl ca-certificates openssl dnsutils docker-registry dnsmasq-base dnsperf socat git)
 
 # 20.12: crypto.hash, the one-shot SHA-256 the audit log chains its records with.
 node_ok=$(node -p 'const [a, b] = process.versions.node.split(".").map(Number); a > 20 || (a === 20 && b >= 12) ? 1 : 0' 2>/dev/null || echo 0)

@@ -139,6 +139,17 @@ export class LeanPool {
       if (left === 0) this.dialling.delete(key);
       else this.dialling.set(key, left);
     }
+    return this.track(socket, key);
+  }
+
+  /** Takes in a verified connection dialled elsewhere (an h2 attempt that found HTTP/1.1) as idle. */
+  adopt(target: CheckedTarget, tls: boolean, socket: Socket): void {
+    assertCheckedTarget(target);
+    if (this.closed) socket.destroy();
+    else this.release(this.track(socket, `${tls ? 's' : 'p'}|${target.key}`));
+  }
+
+  private track(socket: Socket, key: string): Connection {
     const conn: Connection = { socket, key, exchange: null };
     this.open.add(conn);
     socket.setTimeout(this.idleTimeoutMs);

@@ -49,6 +49,7 @@ export interface InterceptedFlow {
 export type InterceptHandoff = (tlsSocket: TLSSocket, flow: InterceptedFlow) => void;
 
 export const ALPN = ['h2', 'http/1.1'];
+const ALPN_H1 = ['http/1.1'];
 
 export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: InterceptHandoff): Promise<void> {
   const { socket, destination } = tunnel;
@@ -166,11 +167,15 @@ export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: Inter
   }
   upstream?.destroy();
   // The CONNECT is decided and its address checked: once its allow is durable, the upstream handshake
-  // can run while we mint and the guest handshakes (a few ms a new host would otherwise wait for at
-  // its first request). No request byte goes up before that request's own decision is durable.
-  const guestOffersH2 = result.alpn.includes('h2');
-  void tunnel.recorded.then((durable) => durable && rt.pool.prewarm(tunnel.target, guestOffersH2));
-  await intercept(rt, tunnel, bytes, result.sni, handoff, closeWith, refuse);
+  // can run while we mint (a few ms a new host would otherwise wait for at its first request). No
+  // request byte goes up before that request's own decision is durable.
+  const originH2 = tunnel.recorded.then((durable) => (durable ? rt.pool.prewarm(tunnel.target, result.alpn) : null));
+  // A guest that can speak either gets the protocol the origin speaks, as it would without us: an h2
+  // guest of an HTTP/1.1-only origin would meet faults of its own h2 stack that origin never triggers
+  // (curl before 8.1, git's transport on Debian 12, stalls an upload whose answer began early). A
+  // guest offering h2 alone (gRPC) keeps it, translated to HTTP/1.1 upstream.
+  const offer = result.alpn.includes('h2') && result.alpn.includes('http/1.1') ? originH2.then((h2) => (h2 === false ? ALPN_H1 : ALPN)) : Promise.resolve(ALPN);
+  await intercept(rt, tunnel, bytes, result.sni, offer, handoff, closeWith, refuse);
 }
 
 /** Why first bytes that are no usable ClientHello closed the tunnel, for its close record. */
@@ -248,6 +253,7 @@ async function intercept(
   tunnel: Tunnel,
   bytes: Buffer,
   sni: string | null,
+  offer: Promise<readonly string[]>,
   handoff: InterceptHandoff,
   closeWith: (extra: { decrypted?: boolean; bytesUp?: number; bytesDown?: number; error?: string }) => void,
   refuse: (reason: 'bad_request', signals: Decision['signals']) => void,
@@ -255,8 +261,9 @@ async function intercept(
   const { socket, destination } = tunnel;
   const bound = destinationHost(destination);
   let secureContext;
+  let alpn;
   try {
-    secureContext = await rt.ca.secureContextFor(bound);
+    [secureContext, alpn] = await Promise.all([rt.ca.secureContextFor(bound), offer]);
   } catch {
     refuse('bad_request', []);
     return;
@@ -265,7 +272,7 @@ async function intercept(
   const tlsSocket = new TLSSocket(socket, {
     isServer: true,
     secureContext,
-    ALPNProtocols: ALPN,
+    ALPNProtocols: [...alpn],
     // Belt and braces: the peeked SNI was already bound; a different name here fails the handshake.
     SNICallback: (servername, cb) =>
       checkSni(destination, servername).kind === 'same' ? cb(null, secureContext) : cb(new Error('SNI does not match the CONNECT authority')),

@@ -157,12 +157,26 @@ export class UpstreamPool {
 
   /**
    * Dials `target` for an intercepted tunnel whose first request has not arrived yet, so the upstream
-   * handshake runs alongside the guest's: an HTTP/2 session when the guest offered h2 (it will get h2
-   * from us), else a lean HTTP/1.1 connection. Failures are left for that request's own dial to report.
+   * handshake runs before that request does: an HTTP/2 attempt when the guest offered h2, else a lean
+   * HTTP/1.1 connection. For an h2 guest it answers whether the origin speaks h2 (null when the dial
+   * failed; that request's own dial reports it). A guest that offered HTTP/1.1 too is then offered
+   * what the origin speaks (tunnel.ts), so the connection that found HTTP/1.1 goes to the lean pool.
    */
-  prewarm(target: CheckedTarget, guestOffersH2: boolean): void {
-    if (guestOffersH2) this.sessionFor(target).catch(() => undefined);
-    else this.lean.prewarm(target, true);
+  prewarm(target: CheckedTarget, guestAlpn: readonly string[]): Promise<boolean | null> {
+    if (!guestAlpn.includes('h2')) {
+      this.lean.prewarm(target, true);
+      return Promise.resolve(null);
+    }
+    return this.sessionFor(target).then((session) => {
+      if (session.kind === 'h2') return true;
+      if (guestAlpn.includes('http/1.1')) {
+        // Known HTTP/1.1-only before this tunnel: there is no fresh socket to adopt, so dial one.
+        const socket = session.take();
+        if (socket === null) this.lean.prewarm(target, true);
+        else this.lean.adopt(target, true, socket);
+      }
+      return false;
+    }, () => null);
   }
 
   /**

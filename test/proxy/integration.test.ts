@@ -520,7 +520,7 @@ describe('the upstream handshake runs alongside the guest\'s', () => {
   }
 
   it.each([
-    ['an HTTP/2 guest (h2 session attempt, kept HTTP/1.1 socket)', '--http2'],
+    ['a guest offering h2 too (offered HTTP/1.1, the socket the h2 attempt dialled adopted)', '--http2'],
     ['an HTTP/1.1 guest (lean exchange)', '--http1.1'],
   ])('%s to an HTTP/1.1-only origin: its first request uses the connection dialled during its handshake', async (_, flag) => {
     const o = await countingOrigin();
