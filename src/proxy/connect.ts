@@ -53,7 +53,7 @@ export async function handleConnect(rt: ProxyRuntime, handoff: InterceptHandoff,
   let upstream: Socket | null = null;
   if (decision.mode === 'off' || decision.action === 'passthrough') {
     try {
-      upstream = await connected(dialTcp(target));
+      upstream = await connected(dialTcp(target, rt.limits.connectTimeoutMs));
     } catch (err) {
       rt.counters.activeTunnels--;
       const answer = denyAnswer('upstream_unreachable', describeDestination(destination));

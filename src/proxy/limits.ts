@@ -27,6 +27,8 @@ export interface ProxyLimits {
    * protocol (SSH, SMTP, FTP, MySQL): it is then decided as raw TCP and dialled so the server can greet.
    */
   readonly serverFirstWaitMs: number;
+  /** An origin must accept the connection, and finish its TLS handshake, within this. */
+  readonly connectTimeoutMs: number;
   /** A whole request must arrive within this. */
   readonly requestTimeoutMs: number;
   /** A tunnel or connection is closed after this long regardless of activity. */
@@ -50,6 +52,9 @@ export const DEFAULT_LIMITS: ProxyLimits = {
   // sends right after the 200, within a few ms even from an emulated guest. A later speaker still
   // works (see tunnel.ts), it only costs an extra tcp record and dial, so the value stays small.
   serverFirstWaitMs: 300,
+  // Long enough for a distant origin on a lossy link (SYN retries at 1, 3 and 7 s), short of the
+  // kernel's two minutes, which clients give up before.
+  connectTimeoutMs: 30_000,
   requestTimeoutMs: 300_000,
   totalTimeoutMs: 6 * 60 * 60 * 1000,
   maxWorkspaceBytes: 64 * 1024 * 1024 * 1024,

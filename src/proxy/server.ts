@@ -76,7 +76,7 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     });
   }
   const limits = resolveLimits(options.limits);
-  const pool = new UpstreamPool(createUpstreamTrust(options.upstreamCa ?? []));
+  const pool = new UpstreamPool(createUpstreamTrust(options.upstreamCa ?? []), limits.connectTimeoutMs);
   const rt = createRuntime({
     policy: options.policy,
     audit: options.audit,

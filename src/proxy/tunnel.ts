@@ -162,7 +162,7 @@ export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: Inter
   // A ClientHello sent after the window but before any greeting lands here too: a slow TLS client is
   // handled as one and its unused raw TCP upstream closed, so staying silent never skips interception.
   if (tunnel.decision.action === 'passthrough') {
-    spliceTo(upstream ?? dialTcp(tunnel.target), bytes);
+    spliceTo(upstream ?? dialTcp(tunnel.target, rt.limits.connectTimeoutMs), bytes);
     return;
   }
   upstream?.destroy();
@@ -174,8 +174,23 @@ export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: Inter
   // guest of an HTTP/1.1-only origin would meet faults of its own h2 stack that origin never triggers
   // (curl before 8.1, git's transport on Debian 12, stalls an upload whose answer began early). A
   // guest offering h2 alone (gRPC) keeps it, translated to HTTP/1.1 upstream.
-  const offer = result.alpn.includes('h2') && result.alpn.includes('http/1.1') ? originH2.then((h2) => (h2 === false ? ALPN_H1 : ALPN)) : Promise.resolve(ALPN);
+  const offer = result.alpn.includes('h2') && result.alpn.includes('http/1.1') ? originProtocols(originH2) : Promise.resolve(ALPN);
   await intercept(rt, tunnel, bytes, result.sni, offer, handoff, closeWith, refuse);
+}
+
+/**
+ * An origin that does not answer its handshake soon (a dropped SYN waits for the kernel's timeout)
+ * must not hold the guest's handshake as long: past this, the guest is offered both, as before we knew.
+ */
+const ORIGIN_PROTOCOL_WAIT_MS = 3_000;
+
+function originProtocols(originH2: Promise<boolean | null>): Promise<readonly string[]> {
+  let timer: NodeJS.Timeout | undefined;
+  const waited = new Promise<null>((resolve) => (timer = setTimeout(resolve, ORIGIN_PROTOCOL_WAIT_MS, null)));
+  return Promise.race([originH2, waited]).then((h2) => {
+    clearTimeout(timer);
+    return h2 === false ? ALPN_H1 : ALPN;
+  });
 }
 
 /** Why first bytes that are no usable ClientHello closed the tunnel, for its close record. */
@@ -239,7 +254,7 @@ async function openRawTcp(
     return null;
   }
   try {
-    return tunnel.upstream ?? (await connected(dialTcp(check.target)));
+    return tunnel.upstream ?? (await connected(dialTcp(check.target, rt.limits.connectTimeoutMs)));
   } catch (err) {
     rt.counters.activeTunnels--;
     tunnel.socket.destroy();

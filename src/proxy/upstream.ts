@@ -56,13 +56,14 @@ export function createUpstreamTrust(extraCaPems: readonly string[]): UpstreamTru
 /** Consumers attach their own error handling; this keeps an error in a gap between owners from crashing the proxy. */
 const ignoreLateError = (): void => undefined;
 
-export function dialTcp(target: CheckedTarget): Socket {
+export function dialTcp(target: CheckedTarget, connectTimeoutMs: number): Socket {
   assertCheckedTarget(target);
-  return netConnect({ host: target.ip, port: target.port, noDelay: true }).on('error', ignoreLateError);
+  const socket = netConnect({ host: target.ip, port: target.port, noDelay: true }).on('error', ignoreLateError);
+  return giveUpUnless(socket, 'connect', connectTimeoutMs, 'TCP connect');
 }
 
 /** Resolves with a TLS socket whose certificate has been verified for the target's name. */
-export function dialTls(target: CheckedTarget, alpn: readonly string[], trust: SecureContext): Promise<TLSSocket> {
+export function dialTls(target: CheckedTarget, alpn: readonly string[], trust: SecureContext, connectTimeoutMs: number): Promise<TLSSocket> {
   assertCheckedTarget(target);
   return new Promise((resolve, reject) => {
     const socket = tlsConnect({
@@ -74,6 +75,7 @@ export function dialTls(target: CheckedTarget, alpn: readonly string[], trust: S
       ALPNProtocols: [...alpn],
     });
     socket.setNoDelay(true);
+    giveUpUnless(socket, 'secureConnect', connectTimeoutMs, 'TLS handshake');
     const onError = (err: Error) => {
       socket.destroy();
       reject(err);
@@ -85,6 +87,19 @@ export function dialTls(target: CheckedTarget, alpn: readonly string[], trust: S
       resolve(socket);
     });
   });
+}
+
+/**
+ * Destroys `socket` with an ETIMEDOUT error unless `event` comes within `ms`: an origin that drops
+ * SYNs, or accepts and never speaks TLS, would otherwise hold its request until the kernel gives up
+ * (about two minutes) or forever.
+ */
+function giveUpUnless<S extends Socket>(socket: S, event: 'connect' | 'secureConnect', ms: number, what: string): S {
+  const timer = setTimeout(() => socket.destroy(Object.assign(new Error(`${what} to the origin timed out after ${ms} ms`), { code: 'ETIMEDOUT' })), ms);
+  timer.unref();
+  socket.once(event, () => clearTimeout(timer));
+  socket.once('close', () => clearTimeout(timer));
+  return socket;
 }
 
 /** http.Agent calls createConnection(options, callback) and waits for the callback when it returns nothing. */
@@ -109,7 +124,10 @@ export class UpstreamPool {
   /** Keep-alive connections for the lean HTTP/1.1 exchange (bodiless requests), dialled by dial() below. */
   readonly lean = new LeanPool((target, tls) => this.dial(target, tls), IDLE_TIMEOUT_MS);
 
-  constructor(private readonly trust: UpstreamTrust) {}
+  constructor(
+    private readonly trust: UpstreamTrust,
+    private readonly connectTimeoutMs: number,
+  ) {}
 
   /** An HTTP/1.1 agent whose sockets go only to `target` (TLS-verified first when `tls`). */
   agentFor(target: CheckedTarget, tls: boolean): Agent {
@@ -124,10 +142,10 @@ export class UpstreamPool {
     }
     const options: AgentOptions = { keepAlive: true, maxSockets: 256, maxFreeSockets: 64, scheduling: 'lifo', timeout: IDLE_TIMEOUT_MS };
     const agent = new Agent(options) as unknown as AgentWithCallback;
-    const trust = this.trust;
+    const { trust, connectTimeoutMs } = this;
     agent.createConnection = (_options: unknown, callback: (err: Error | null, socket?: Socket) => void) => {
-      if (!tls) return dialTcp(target);
-      dialTls(target, ['http/1.1'], trust()).then(
+      if (!tls) return dialTcp(target, connectTimeoutMs);
+      dialTls(target, ['http/1.1'], trust(), connectTimeoutMs).then(
         (socket) => callback(null, socket),
         (err: Error) => callback(err),
       );
@@ -144,8 +162,8 @@ export class UpstreamPool {
 
   /** A fresh connection to `target` (TLS verified first when `tls`), for upgrades that leave the pool. */
   async dial(target: CheckedTarget, tls: boolean): Promise<Socket> {
-    if (tls) return dialTls(target, ['http/1.1'], this.trust());
-    const socket = dialTcp(target);
+    if (tls) return dialTls(target, ['http/1.1'], this.trust(), this.connectTimeoutMs);
+    const socket = dialTcp(target, this.connectTimeoutMs);
     return new Promise((resolve, reject) => {
       socket.once('connect', () => {
         socket.off('error', reject);
@@ -198,7 +216,7 @@ export class UpstreamPool {
   }
 
   private async openSession(target: CheckedTarget): Promise<UpstreamSession> {
-    const socket = await dialTls(target, ['h2', 'http/1.1'], this.trust());
+    const socket = await dialTls(target, ['h2', 'http/1.1'], this.trust(), this.connectTimeoutMs);
     if (socket.alpnProtocol !== 'h2') {
       this.h1Only.add(target.key);
       this.sessions.delete(target.key);

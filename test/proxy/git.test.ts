@@ -6,6 +6,7 @@ import { execFile, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer, type Server } from 'node:https';
+import { createServer as createNetServer } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -89,6 +90,20 @@ describe('the protocol a guest is offered', () => {
       tls.destroy();
     }
   });
+
+  it('does not wait for an origin that never finishes its handshake: the guest is offered both', async () => {
+    const silent = createNetServer((socket) => socket.on('error', () => undefined));
+    const port = await listen(silent as unknown as Server);
+    try {
+      const { socket } = await connectTunnel(tp.port, `origin.test:${port}`);
+      const tls = tlsConnect({ socket, servername: 'origin.test', ca: tp.caPem, ALPNProtocols: ['h2', 'http/1.1'] });
+      await new Promise((resolve, reject) => tls.once('secureConnect', resolve).once('error', reject));
+      expect(tls.alpnProtocol).toBe('h2');
+      tls.destroy();
+    } finally {
+      silent.close();
+    }
+  }, 20_000);
 
   it('is h2 for a guest offering nothing else (gRPC), translated to HTTP/1.1 upstream', async () => {
     const { socket } = await connectTunnel(tp.port, `origin.test:${h1Port}`);

@@ -4,7 +4,7 @@
 import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createHttpServer } from 'node:http';
 import { connect as http2Connect } from 'node:http2';
-import { connect as netConnect } from 'node:net';
+import { connect as netConnect, createServer as createNetServer } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
@@ -504,6 +504,24 @@ describe('inject over WebSocket: everything the upstream answers is scanned', ()
       client.on('error', () => undefined);
     });
     expect(refusal).toEqual({ status: 403, body: 'go away' });
+  });
+});
+
+describe('an origin that accepts and never finishes its TLS handshake', () => {
+  it('costs the request connectTimeoutMs, then a 502 upstream_unreachable with the cause recorded', async () => {
+    const silent = createNetServer((socket) => socket.on('error', () => undefined));
+    const port = await listen(silent as unknown as Parameters<typeof listen>[0]);
+    const quick = await startTestProxy(POLICY, { resolver, originCa: ca, limits: { connectTimeoutMs: 300 } });
+    try {
+      const r = await curl(['-x', quick.url, '--cacert', quick.caPath, '--http1.1', '-m', '20', `https://origin.test:${port}/`]);
+      expect([r.code, r.status, /x-microagent-reason: (\S+)/i.exec(r.headers)?.[1]]).toEqual([0, 502, 'upstream_unreachable']);
+      const closes = (await quick.records((all) => all.some((x) => x.event === 'egress.close' && x.reason === 'upstream_unreachable')))
+        .filter((x) => x.event === 'egress.close' && x.reason === 'upstream_unreachable');
+      expect(closes.map((x) => (x as { error?: string }).error)).toEqual(['TLS handshake to the origin timed out after 300 ms']);
+    } finally {
+      await quick.close();
+      silent.close();
+    }
   });
 });
 
