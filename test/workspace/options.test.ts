@@ -1,8 +1,10 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseCpus, parseMemory, parseProfile, parsePublish } from '../../src/vm/workspace/options.js';
+import { parseCpus, parseMemory, parseProfile, parsePublish, parseWorkspaceFlags } from '../../src/vm/workspace/options.js';
 import {
   createWorkspaceDir,
   readEvents,
@@ -35,6 +37,30 @@ describe('workspace flags', () => {
   it.each(['80', '8080:0', '8080:70000', 'x:8080:80', '::1:80:80', '8080:80:'])('rejects -p %s with the form', (value) => {
     expect(failure(() => parsePublish(value))).toMatch(/not valid \| use -p \[HOST_IP:\]HOST_PORT:GUEST_PORT/);
   });
+
+  it.each([
+    [['8080:80', '8080:81'], '-p 127.0.0.1:8080:81 takes a host port that -p 127.0.0.1:8080:80 already takes'],
+    [['0.0.0.0:8080:80', '127.0.0.1:8080:81'], '-p 127.0.0.1:8080:81 takes a host port that -p 0.0.0.0:8080:80 already takes'],
+  ])('refuses two -p taking one host port: %j', (publish, message) => {
+    expect(failure(() => parseWorkspaceFlags({ publish }))).toBe(`${message} | give each -p its own HOST_PORT (several host ports may lead to one guest port)`);
+  });
+
+  it('lets several host ports lead to one guest port, and one port on two addresses', () => {
+    expect(parseWorkspaceFlags({ publish: ['8080:80', '8081:80', '127.0.0.2:8080:80'] }).publish.map((p) => p.hostPort)).toEqual([8080, 8081, 8080]);
+  });
+
+  // Run as root, the suite binds anything; a user who is not root is the one who meets this.
+  it.runIf(process.getuid?.() === 0 && readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8').trim() === '1024')(
+    'a host port below 1024 published by a user who is not root says why it cannot be bound',
+    () => {
+      const module = JSON.stringify(join(import.meta.dirname, '../../dist/vm/supervisor/published-ports.js'));
+      const script = `const { startPublishedPorts } = await import(${module});
+        await startPublishedPorts([{ hostIp: '127.0.0.1', hostPort: 80, guestPort: 80 }], [{ hostPort: 1, guestPort: 80 }], { append: async () => {} })
+          .catch((err) => process.stdout.write(err.message + ' | ' + err.remediation));`;
+      const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { uid: 65534, gid: 65534, encoding: 'utf8' });
+      expect(out).toBe('cannot publish 127.0.0.1:80: EACCES | ports below 1024 need root (or CAP_NET_BIND_SERVICE): choose a host port from 1024 up with -p HOST_PORT:GUEST_PORT');
+    },
+  );
 
   it('parses memory, cpus and profiles', () => {
     expect(parseMemory('512')).toBe(512);

@@ -65,7 +65,9 @@ export async function startPublishedPorts(
         reject(
           new MicroagentError('conflict', `cannot publish ${p.hostIp}:${p.hostPort}: ${err.code ?? err.message}`, {
             code: 'publish.bind',
-            remediation: 'choose a free host port with -p HOST_PORT:GUEST_PORT',
+            remediation: err.code === 'EACCES' && p.hostPort < 1024
+              ? 'ports below 1024 need root (or CAP_NET_BIND_SERVICE): choose a host port from 1024 up with -p HOST_PORT:GUEST_PORT'
+              : 'choose a free host port with -p HOST_PORT:GUEST_PORT',
           }),
         ),
       );

@@ -78,7 +78,18 @@ export function parseWorkspaceFlags(flags: { readonly env?: readonly string[]; r
       remediation: 'use --mediation PORT=TARGET with a PORT from 1 to 65535',
     });
   }
-  return { publish: (flags.publish ?? []).map(parsePublish), channels };
+  const publish = (flags.publish ?? []).map(parsePublish);
+  // Caught here, not when the second listen fails after the VM was started for it.
+  publish.forEach((p, i) => {
+    const clash = publish.slice(0, i).find((q) => q.hostPort === p.hostPort && (q.hostIp === p.hostIp || q.hostIp === '0.0.0.0' || p.hostIp === '0.0.0.0'));
+    if (clash !== undefined) {
+      throw new MicroagentError('invalid', `-p ${p.hostIp}:${p.hostPort}:${p.guestPort} takes a host port that -p ${clash.hostIp}:${clash.hostPort}:${clash.guestPort} already takes`, {
+        code: 'usage',
+        remediation: 'give each -p its own HOST_PORT (several host ports may lead to one guest port)',
+      });
+    }
+  });
+  return { publish, channels };
 }
 
 /** The longest command timeout the guest agent keeps: its field is 32-bit milliseconds (~49 days). */
