@@ -271,6 +271,16 @@ describe('cache, workspace disks and run spec', () => {
     expect(() => imageRunSpec({ ...noEntry, cmd: [] })).toThrow(/no Entrypoint or Cmd/);
   });
 
+  it('makes a WorkingDir no layer made (root\'s, 0755), as Docker does when a container starts', async () => {
+    const missing = await build(makeImage({ layers: [makeLayer([dir('srv/', { uid: 7, gid: 7 })])], config: { WorkingDir: '/srv/app/data' } }));
+    expect(ext4Stat(missing.rootfsPath, '/srv/app')).toMatchObject({ type: 'directory', mode: 0o755, uid: 0, gid: 0 });
+    expect(ext4Stat(missing.rootfsPath, '/srv/app/data')).toMatchObject({ type: 'directory', mode: 0o755, uid: 0, gid: 0 });
+    expect(ext4Stat(missing.rootfsPath, '/srv')).toMatchObject({ uid: 7, gid: 7 });
+    // One that names a file stays a file: exec then says it cannot change directory there.
+    const aFile = await build(makeImage({ layers: [makeLayer([file('work', 'x')])], config: { WorkingDir: '/work' } }));
+    expect(ext4Stat(aFile.rootfsPath, '/work')).toMatchObject({ type: 'regular' });
+  });
+
   it('rejects a User that the image does not define, and accepts numeric ids', async () => {
     const passwd = makeLayer([dir('etc/'), file('etc/passwd', 'root:x:0:0::/root:/bin/sh\n')]);
     const err = await buildError(makeImage({ layers: [passwd], config: { User: 'ghost' } }));

@@ -184,3 +184,21 @@ export async function finishStaging(state: StagingState): Promise<void> {
     if (await isDirectoryChain(state.root, path)) await utimes(path, mtime, mtime);
   }
 }
+
+/**
+ * Docker makes an image's WorkingDir when a container starts if no layer did (root's, 0755), and
+ * images built by other tools (ko, jib, crane mutate) often leave it to that: the build makes it
+ * too, so the guest's exec can chdir there. A path that cannot be a directory is left as it is;
+ * exec then says it cannot change directory.
+ */
+export async function makeWorkingDir(state: StagingState, workingDir: string): Promise<void> {
+  if (workingDir === '' || workingDir === '/') return;
+  try {
+    // An absolute guest path (archive paths are relative): its components, `..` resolved in the root.
+    const components = workingDir.split('/').filter((part) => part !== '' && part !== '.');
+    const path = await resolveInRoot(state.root, components, { createMissing: true, followLast: true });
+    if (path !== null && (await lstatOrNull(path)) === null) await mkdir(path, { mode: 0o755 });
+  } catch (err) {
+    log.debug({ err, workingDir }, 'WorkingDir not made');
+  }
+}

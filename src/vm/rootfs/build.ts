@@ -8,7 +8,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MicroagentError } from '../../errors.js';
 import { childLog } from '../../log.js';
-import { applyLayer, finishStaging, newStagingState } from './apply-layer.js';
+import { applyLayer, finishStaging, makeWorkingDir, newStagingState } from './apply-layer.js';
 import { decompressLayer } from './decompress.js';
 import { digestHex, readVerified, verifyBlob } from './digest.js';
 import { buildExt4, type Ext4SizeOptions } from './ext4.js';
@@ -111,6 +111,7 @@ export async function buildImage(req: BuildRequest): Promise<{ config: ImageConf
       }
     }
     await finishStaging(state);
+    await makeWorkingDir(state, parsed.workingDir);
     const user = await resolveImageUser(staging, parsed.user, source.description);
     const { diffIds: _diffIds, ...rest } = parsed;
     const config: ImageConfig = { ...rest, ...user };
