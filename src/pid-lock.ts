@@ -6,6 +6,7 @@
  * held by a live process.
  */
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { link, readFile, unlink, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { MicroagentError } from './errors.js';
@@ -13,10 +14,25 @@ import type { MicroagentError } from './errors.js';
 export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     // EPERM: it exists but belongs to someone else; only ESRCH means gone.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  return !isZombie(pid);
+}
+
+/**
+ * A process that exited but was not reaped still answers kill(pid, 0). A detached supervisor's
+ * parent is init, and where init does not reap (a container whose PID 1 is an ordinary program), a
+ * dead supervisor would stay alive to us forever: its workspace "running", its locks held.
+ */
+function isZombie(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    // The state follows the command name, which is in parentheses and may itself hold ") ".
+    return stat.charAt(stat.lastIndexOf(')') + 2) === 'Z';
+  } catch {
+    return false; // no /proc (or it just went): kill's answer stands
   }
 }
 
