@@ -321,10 +321,31 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     const listed = await cliJson<Status[]>(['list']);
     expect(listed.json.find((w) => (w as unknown as { name: string }).name === NAME)?.state).toBe('failed');
 
+    // start and delete do not kill a VM behind the user's back: they say what is left.
+    for (const verb of ['start', 'delete']) {
+      const refused = await ax([verb, NAME]);
+      expect(refused.doc).toMatchObject({ ok: false, error: { kind: 'conflict', message: `workspace "${NAME}": its supervisor died and its VM process ${runtime.vmPid} still runs, without egress` } });
+    }
+
     const gc = await cliJson<{ name: string; repaired: string }[]>(['gc']);
     expect(gc.json).toContainEqual({ name: NAME, repaired: expect.stringContaining('orphaned VM process killed') });
     expect(await waitDead(runtime.vmPid)).toBe(true);
     expect((await status()).state).toBe('failed');
+  });
+
+  it('after its supervisor and VM died together (a host reboot), start boots it again; no gc needed', { timeout: VM_TIMEOUT }, async () => {
+    expect((await cliJson<Status>(['start', NAME])).json.state).toBe('running');
+    const runtime = JSON.parse(readFileSync(join(E2E_STATE_DIR, 'workspaces', NAME, 'runtime.json'), 'utf8')) as { supervisorPid: number; vmPid: number };
+    process.kill(runtime.vmPid, 'SIGKILL');
+    process.kill(runtime.supervisorPid, 'SIGKILL');
+    expect(await waitDead(runtime.supervisorPid)).toBe(true);
+    expect(await waitDead(runtime.vmPid)).toBe(true);
+
+    expect((await cliJson<Status>(['start', NAME])).json.state).toBe('running');
+    expect((await cli(['exec', NAME, '--', 'echo', 'back'])).stdout).toBe('back\n');
+    const trail = (await cliJson<{ verb: string; state: string }[]>(['events', NAME])).json.map((e) => `${e.verb}:${e.state}`);
+    expect(trail.slice(-3)).toEqual(['start:failed', 'start:starting', 'start:running']);
+    expect((await cliJson<Status>(['kill', NAME])).json.state).toBe('stopped');
   });
 
   it('events, logs and egress show the history; delete removes the workspace', { timeout: VM_TIMEOUT }, async () => {

@@ -157,7 +157,9 @@ export async function startWorkspace(stateDir: string, name: string, options: St
   let supervisor = options.supervisor;
   try {
     await withWorkspaceLock(stateDir, name, async () => {
-      const manifest = await readManifest(stateDir, name);
+      let manifest = await readManifest(stateDir, name);
+      // A workspace whose processes died (a host reboot) starts again, as a failed one does.
+      if ((await reconcileDeadSupervisor(stateDir, manifest, await readRuntime(stateDir, name), 'start')) !== null) manifest = await readManifest(stateDir, name);
       transition(name, manifest.state, 'start');
       await rm(paths.startError, { force: true });
       await recordState(stateDir, name, 'start', 'starting', null);
@@ -330,9 +332,13 @@ function withImageDefaults(manifest: WorkspaceManifest, options: ExecOptions): E
  */
 export async function deleteWorkspace(stateDir: string, name: string, alsoKeep: readonly string[] = []): Promise<string | null> {
   return withWorkspaceLock(stateDir, name, async () => {
-    const manifest = await readManifest(stateDir, name);
+    let manifest = await readManifest(stateDir, name);
+    let runtime = await readRuntime(stateDir, name);
+    if ((await reconcileDeadSupervisor(stateDir, manifest, runtime, 'delete')) !== null) {
+      manifest = await readManifest(stateDir, name);
+      runtime = null;
+    }
     transition(name, manifest.state, 'delete');
-    const runtime = await readRuntime(stateDir, name);
     if (runtime !== null && (processAlive(runtime.supervisorPid) || (runtime.vmPid !== null && processAlive(runtime.vmPid)))) {
       throw new MicroagentError('conflict', `workspace "${name}" still has a running VM process`, {
         code: 'lifecycle.refused',
@@ -434,6 +440,31 @@ export async function listWorkspaces(stateDir: string, onDamaged: (error: Microa
   return all.filter((s): s is WorkspaceStatus => s !== null);
 }
 
+/**
+ * A workspace whose record says a VM runs while its supervisor is gone (a crash, the OOM killer, a
+ * host reboot) is recorded `failed`; the detail says what was repaired, null when nothing was. gc
+ * kills a VM process the supervisor left behind; start and delete refuse to (a VM still running is
+ * the user's to kill) and say so. Under the workspace lock.
+ */
+async function reconcileDeadSupervisor(stateDir: string, manifest: WorkspaceManifest, runtime: RuntimeRecord | null, by: 'gc' | 'start' | 'delete'): Promise<string | null> {
+  if (runtime !== null && processAlive(runtime.supervisorPid)) return null;
+  if (!VM_STATES.has(manifest.state) && runtime === null) return null;
+  let detail = 'supervisor gone';
+  if (runtime?.vmPid != null && processAlive(runtime.vmPid)) {
+    if (by !== 'gc') {
+      throw new MicroagentError('conflict', `workspace "${manifest.name}": its supervisor died and its VM process ${runtime.vmPid} still runs, without egress`, {
+        code: 'lifecycle.orphaned_vm',
+        remediation: `end it with "microagent kill ${manifest.name}" (or "microagent gc"), then ${by} again`,
+      });
+    }
+    process.kill(runtime.vmPid, 'SIGKILL');
+    detail += '; orphaned VM process killed';
+  }
+  await writeRuntime(stateDir, manifest.name, null);
+  await recordState(stateDir, manifest.name, by, 'failed', runtime?.runtimeId ?? null, detail);
+  return detail;
+}
+
 /** Reconciles workspaces whose supervisor died: kills an orphaned VM and records `failed`. */
 export async function gcWorkspaces(stateDir: string): Promise<{ name: string; repaired: string }[]> {
   const repaired: { name: string; repaired: string }[] = [];
@@ -449,15 +480,8 @@ export async function gcWorkspaces(stateDir: string): Promise<{ name: string; re
         repaired.push({ name, repaired: `abandoned run removed; its audit log is kept in ${kept}` });
         return;
       }
-      if (!VM_STATES.has(manifest.state) && runtime === null) return;
-      let detail = 'supervisor gone';
-      if (runtime?.vmPid != null && processAlive(runtime.vmPid)) {
-        process.kill(runtime.vmPid, 'SIGKILL');
-        detail += '; orphaned VM process killed';
-      }
-      await writeRuntime(stateDir, name, null);
-      await recordState(stateDir, name, 'gc', 'failed', runtime?.runtimeId ?? null, detail);
-      repaired.push({ name, repaired: detail });
+      const detail = await reconcileDeadSupervisor(stateDir, manifest, runtime, 'gc');
+      if (detail !== null) repaired.push({ name, repaired: detail });
     }).catch((err: unknown) => {
       if (vanished(err) || unfinished(err)) return;
       if ((err as MicroagentError).code !== 'workspace.damaged') throw err;
