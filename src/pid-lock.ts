@@ -36,10 +36,28 @@ function isZombie(pid: number): boolean {
   }
 }
 
-async function holderOf(lockPath: string): Promise<number | null> {
+/** This boot of the host: a pid recorded in an earlier one names, at best, an unrelated process now. */
+export const HOST_BOOT_ID = readBootId();
+
+function readBootId(): string {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Whether `pid`, recorded during host boot `bootId` (undefined: a record from before boots were kept), still runs. */
+export function recordedProcessAlive(pid: number, bootId: string | undefined): boolean {
+  return (bootId === undefined || bootId === HOST_BOOT_ID) && processAlive(pid);
+}
+
+/** The live pid holding the lock, or null (no lock, unreadable, or its holder is gone). Lock files hold `PID BOOT_ID`. */
+async function liveHolderOf(lockPath: string): Promise<number | null> {
   const text = await readFile(lockPath, 'utf8').catch(() => null);
-  const pid = text === null ? NaN : Number(text.trim());
-  return Number.isSafeInteger(pid) && pid > 0 ? pid : null;
+  const [pidText, bootId] = (text ?? '').trim().split(' ');
+  const pid = Number(pidText);
+  return Number.isSafeInteger(pid) && pid > 0 && recordedProcessAlive(pid, bootId) ? pid : null;
 }
 
 export type LockAttempt = { readonly release: () => Promise<void> } | { readonly holder: number };
@@ -48,21 +66,21 @@ export type LockAttempt = { readonly release: () => Promise<void> } | { readonly
 export async function takePidLock(lockPath: string): Promise<LockAttempt> {
   // Unique per attempt: one process may try several locks in the same directory at once.
   const temp = `${lockPath}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  await writeFile(temp, `${process.pid}\n`, { mode: 0o600 });
+  await writeFile(temp, `${process.pid} ${HOST_BOOT_ID}\n`, { mode: 0o600 });
   try {
     for (;;) {
       try {
         await link(temp, lockPath);
         return {
           release: async () => {
-            if ((await holderOf(lockPath)) === process.pid) await unlink(lockPath).catch(() => undefined);
+            if ((await liveHolderOf(lockPath)) === process.pid) await unlink(lockPath).catch(() => undefined);
           },
         };
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
-      const holder = await holderOf(lockPath);
-      if (holder !== null && processAlive(holder)) return { holder };
+      const holder = await liveHolderOf(lockPath);
+      if (holder !== null) return { holder };
       await unlink(lockPath).catch(() => undefined); // left by a process that is gone
     }
   } finally {

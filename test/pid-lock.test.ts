@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { processAlive, takePidLock } from '../src/pid-lock.js';
+import { HOST_BOOT_ID, processAlive, takePidLock } from '../src/pid-lock.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pid-lock-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -41,6 +41,19 @@ describe('processAlive', () => {
     } finally {
       z.parent();
     }
+  });
+
+  it('a lock naming a live pid from an earlier boot of the host is taken over; one from this boot is not', async () => {
+    const lock = join(dir, 'rebooted.lock');
+    writeFileSync(lock, `${process.pid} 00000000-0000-0000-0000-000000000000\n`);
+    const attempt = await takePidLock(lock);
+    expect('release' in attempt).toBe(true);
+    if ('release' in attempt) await attempt.release();
+    writeFileSync(lock, `${process.ppid} ${HOST_BOOT_ID}\n`);
+    expect(await takePidLock(lock)).toEqual({ holder: process.ppid });
+    // Written before boots were kept: the pid alone decides.
+    writeFileSync(lock, `${process.ppid}\n`);
+    expect(await takePidLock(lock)).toEqual({ holder: process.ppid });
   });
 
   it('a lock held by a zombie is taken over', async () => {

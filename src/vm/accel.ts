@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { childLog } from '../log.js';
 import type { Accelerator } from './backend.js';
 import { requireQemu } from './qemu.js';
+import { HOST_BOOT_ID } from '../pid-lock.js';
 import { makeDirs } from '../make-dirs.js';
 
 const log = childLog('vm.accel');
@@ -31,14 +32,6 @@ export interface ProbeOptions {
   readonly fresh?: boolean;
   /** Runs before the probe guest boots (bootVm's kernel check), so even a probe never runs an unverified kernel. */
   readonly beforeBoot?: () => void;
-}
-
-function hostBootId(): string {
-  try {
-    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-  } catch {
-    return 'unknown';
-  }
 }
 
 export interface ProbeBootOptions {
@@ -117,7 +110,7 @@ async function bootProbe(options: ProbeOptions): Promise<string | null> {
 
 export async function probeAccelerator(options: ProbeOptions): Promise<AccelProbe> {
   const cacheFile = join(options.stateDir, 'accel.json');
-  const bootId = hostBootId();
+  const bootId = HOST_BOOT_ID;
   if (!options.fresh && existsSync(cacheFile)) {
     try {
       const { bootId: cachedBootId, ...cached } = JSON.parse(readFileSync(cacheFile, 'utf8')) as { bootId: string } & Omit<AccelProbe, 'cached'>;

@@ -1,12 +1,13 @@
 // A run's throwaway workspace keeps its audit log under runs/NAME whoever removes it (delete, or gc
 // for a run whose CLI went away), and gc removes only runs that have ended: a prepared one is a run
 // between create and start. State directories made by hand, no VM.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import type { WorkspaceState } from '../../src/vm/workspace/lifecycle.js';
-import { deleteWorkspace, gcWorkspaces } from '../../src/vm/workspace/service.js';
-import { runLogsDir, workspacePaths, type WorkspaceConfig } from '../../src/vm/workspace/store.js';
+import { deleteWorkspace, gcWorkspaces, workspaceStatus } from '../../src/vm/workspace/service.js';
+import { readManifest, runLogsDir, workspacePaths, type WorkspaceConfig } from '../../src/vm/workspace/store.js';
 import { tempStateDirs, writeTestWorkspace } from './helpers.js';
 
 const stateDir = tempStateDirs('microagent-leftovers-');
@@ -56,3 +57,35 @@ describe("a run's leftovers", () => {
     expect(existsSync(workspacePaths(dir, 'kept-stopped').dir)).toBe(true);
   });
 });
+
+describe('a workspace whose runtime record is from an earlier boot of the host', () => {
+  // After a reboot its pids name nothing of ours: here, live processes that are neither its supervisor
+  // nor its VM (a gc that believed them would kill the one standing in for the VM).
+  const strangers: ChildProcess[] = [];
+  afterAll(() => strangers.forEach((p) => p.kill('SIGKILL')));
+  async function rebooted(dir: string, name: string): Promise<ChildProcess> {
+    await workspace(dir, name, 'running', { kind: 'copy' });
+    const stranger = spawn('sleep', ['60'], { stdio: 'ignore' });
+    strangers.push(stranger);
+    const record = { runtimeId: 'r1', supervisorPid: stranger.pid, vmPid: stranger.pid, controlSocket: '', startedAt: '', backend: 'qemu-microvm', accelerator: 'tcg', bootId: '00000000-0000-0000-0000-000000000000' };
+    writeFileSync(workspacePaths(dir, name).runtime, JSON.stringify(record));
+    return stranger;
+  }
+
+  it('reads failed, with no live supervisor, and delete removes it', async () => {
+    const dir = stateDir();
+    await rebooted(dir, 'w1');
+    expect(await workspaceStatus(dir, 'w1')).toMatchObject({ state: 'failed', supervisorAlive: false });
+    await deleteWorkspace(dir, 'w1');
+    expect(existsSync(workspacePaths(dir, 'w1').dir)).toBe(false);
+  });
+
+  it('gc records it failed without killing the unrelated process that now has its VM\'s pid', async () => {
+    const dir = stateDir();
+    const stranger = await rebooted(dir, 'w2');
+    expect(await gcWorkspaces(dir)).toEqual([{ name: 'w2', repaired: 'supervisor gone' }]);
+    expect((await readManifest(dir, 'w2')).state).toBe('failed');
+    expect(stranger.exitCode === null && stranger.signalCode === null).toBe(true);
+  });
+});
+

@@ -6,7 +6,7 @@ import { MicroagentError } from '../../errors.js';
 import { withPidLock } from '../../pid-lock.js';
 import { workspaceNotFound, workspacePaths } from './store.js';
 
-export { processAlive } from '../../pid-lock.js';
+export { processAlive, recordedProcessAlive } from '../../pid-lock.js';
 
 /**
  * Runs `fn` holding the workspace's lock; waits up to `timeoutMs` for another call to finish. The lock

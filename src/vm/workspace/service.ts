@@ -17,7 +17,7 @@ import type { RegistryCredentials } from '../rootfs/registry-auth.js';
 import { ControlClient, type ExecOptions, type ExecResult } from '../supervisor/control-client.js';
 import { checkPolicyFile } from './checked-policy.js';
 import { transition, VM_STATES, type Verb, type WorkspaceState } from './lifecycle.js';
-import { processAlive, withWorkspaceLock } from './lock.js';
+import { recordedProcessAlive, withWorkspaceLock } from './lock.js';
 import { checkEnv, parseWorkspaceFlags, PROFILES, type Profile } from './options.js';
 import { spawnSupervisor, type SupervisorProcess } from './supervisor-process.js';
 import {
@@ -224,7 +224,7 @@ interface StartError {
 
 async function control(stateDir: string, name: string): Promise<{ client: ControlClient; runtime: RuntimeRecord }> {
   const runtime = await readRuntime(stateDir, name);
-  if (runtime === null || !processAlive(runtime.supervisorPid)) {
+  if (runtime === null || !recordedProcessAlive(runtime.supervisorPid, runtime.bootId)) {
     throw new MicroagentError('conflict', `workspace "${name}" has no running supervisor`, {
       code: 'workspace.not_running',
       remediation: 'start it with "microagent start NAME"; "microagent gc" repairs a workspace whose processes died',
@@ -264,8 +264,8 @@ export async function sendSignal(stateDir: string, name: string, verb: SignalVer
 /** Kill when the supervisor is already gone: the VM process is killed directly. */
 async function killWithoutSupervisor(stateDir: string, name: string): Promise<boolean> {
   const runtime = await readRuntime(stateDir, name);
-  if (runtime !== null && processAlive(runtime.supervisorPid)) return false;
-  if (runtime?.vmPid != null && processAlive(runtime.vmPid)) process.kill(runtime.vmPid, 'SIGKILL');
+  if (runtime !== null && recordedProcessAlive(runtime.supervisorPid, runtime.bootId)) return false;
+  if (runtime?.vmPid != null && recordedProcessAlive(runtime.vmPid, runtime.bootId)) process.kill(runtime.vmPid, 'SIGKILL');
   await writeRuntime(stateDir, name, null);
   await recordState(stateDir, name, 'kill', 'stopped', runtime?.runtimeId ?? null, 'supervisor was gone; VM process killed directly');
   return true;
@@ -283,7 +283,7 @@ async function waitForSupervisorExit(stateDir: string, name: string, exited?: Pr
   const deadline = Date.now() + timeoutMs;
   while (!gone && Date.now() < deadline) {
     const runtime = await readRuntime(stateDir, name);
-    if (runtime === null || !processAlive(runtime.supervisorPid)) return;
+    if (runtime === null || !recordedProcessAlive(runtime.supervisorPid, runtime.bootId)) return;
     await Promise.race([sleep(5), ...(exited === undefined ? [] : [exited])]);
   }
 }
@@ -339,7 +339,7 @@ export async function deleteWorkspace(stateDir: string, name: string, alsoKeep: 
       runtime = null;
     }
     transition(name, manifest.state, 'delete');
-    if (runtime !== null && (processAlive(runtime.supervisorPid) || (runtime.vmPid !== null && processAlive(runtime.vmPid)))) {
+    if (runtime !== null && (recordedProcessAlive(runtime.supervisorPid, runtime.bootId) || (runtime.vmPid !== null && recordedProcessAlive(runtime.vmPid, runtime.bootId)))) {
       throw new MicroagentError('conflict', `workspace "${name}" still has a running VM process`, {
         code: 'lifecycle.refused',
         remediation: 'stop, halt or kill it first',
@@ -357,7 +357,7 @@ async function removeLocked(stateDir: string, manifest: WorkspaceManifest, alsoK
 }
 
 function abandonedRun(manifest: WorkspaceManifest, runtime: RuntimeRecord | null): boolean {
-  return manifest.config.disk?.kind === 'throwaway' && (manifest.state === 'stopped' || manifest.state === 'failed') && (runtime?.vmPid == null || !processAlive(runtime.vmPid));
+  return manifest.config.disk?.kind === 'throwaway' && (manifest.state === 'stopped' || manifest.state === 'failed') && (runtime?.vmPid == null || !recordedProcessAlive(runtime.vmPid, runtime.bootId));
 }
 
 /** True for a workspace directory whose create has not written its manifest (yet): not a workspace to list or repair. */
@@ -390,7 +390,7 @@ export async function workspaceStatus(stateDir: string, name: string): Promise<W
   const manifest = await readManifest(stateDir, name);
   const paths = workspacePaths(stateDir, name);
   const runtime = await readRuntime(stateDir, name);
-  const alive = runtime !== null && processAlive(runtime.supervisorPid);
+  const alive = runtime !== null && recordedProcessAlive(runtime.supervisorPid, runtime.bootId);
   let readiness: unknown = null;
   let state = manifest.state;
   if (alive) {
@@ -447,10 +447,10 @@ export async function listWorkspaces(stateDir: string, onDamaged: (error: Microa
  * the user's to kill) and say so. Under the workspace lock.
  */
 async function reconcileDeadSupervisor(stateDir: string, manifest: WorkspaceManifest, runtime: RuntimeRecord | null, by: 'gc' | 'start' | 'delete'): Promise<string | null> {
-  if (runtime !== null && processAlive(runtime.supervisorPid)) return null;
+  if (runtime !== null && recordedProcessAlive(runtime.supervisorPid, runtime.bootId)) return null;
   if (!VM_STATES.has(manifest.state) && runtime === null) return null;
   let detail = 'supervisor gone';
-  if (runtime?.vmPid != null && processAlive(runtime.vmPid)) {
+  if (runtime?.vmPid != null && recordedProcessAlive(runtime.vmPid, runtime.bootId)) {
     if (by !== 'gc') {
       throw new MicroagentError('conflict', `workspace "${manifest.name}": its supervisor died and its VM process ${runtime.vmPid} still runs, without egress`, {
         code: 'lifecycle.orphaned_vm',
@@ -472,7 +472,7 @@ export async function gcWorkspaces(stateDir: string): Promise<{ name: string; re
     await withWorkspaceLock(stateDir, name, async () => {
       const manifest = await readManifest(stateDir, name);
       const runtime = await readRuntime(stateDir, name);
-      if (runtime !== null && processAlive(runtime.supervisorPid)) return;
+      if (runtime !== null && recordedProcessAlive(runtime.supervisorPid, runtime.bootId)) return;
       if (abandonedRun(manifest, runtime)) {
         // A run ends stopped or failed and its own teardown removes it at once (under this lock too):
         // one still here lost its CLI. Prepared is left alone: that is a run between create and start.

@@ -11,6 +11,7 @@ import { basename, join } from 'node:path';
 import { MicroagentError } from '../../errors.js';
 import type { WorkspaceState } from './lifecycle.js';
 import { makeDirs } from '../../make-dirs.js';
+import { HOST_BOOT_ID } from '../../pid-lock.js';
 
 /** Lowercase DNS-label style: it becomes a hostname, a path segment and a CA subject. */
 const NAME = /^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$/;
@@ -69,6 +70,8 @@ export interface RuntimeRecord {
   readonly startedAt: string;
   readonly backend: string;
   readonly accelerator: string;
+  /** The host boot the pids belong to (stamped by writeRuntime; absent in older records). */
+  readonly bootId?: string;
 }
 
 export interface LifecycleEventRecord {
@@ -196,7 +199,7 @@ export async function readRuntime(stateDir: string, name: string): Promise<Runti
 export async function writeRuntime(stateDir: string, name: string, record: RuntimeRecord | null): Promise<void> {
   const path = workspacePaths(stateDir, name).runtime;
   if (record === null) await rm(path, { force: true });
-  else await writeAtomic(path, JSON.stringify(record, null, 2) + '\n');
+  else await writeAtomic(path, JSON.stringify({ ...record, bootId: HOST_BOOT_ID }, null, 2) + '\n');
 }
 
 /** Records a state change in the manifest and appends it to the lifecycle history. */
