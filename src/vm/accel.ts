@@ -85,12 +85,21 @@ export async function probeBoot(options: ProbeBootOptions): Promise<string | nul
 
 const KVM_DEVICE = '/dev/kvm';
 
-function canOpenReadWrite(path: string): boolean {
+/**
+ * Why this user cannot use KVM on a host that has it, and the fix; null when /dev/kvm is absent or
+ * usable. Distributions give /dev/kvm to the kvm group: a user outside it would silently get TCG,
+ * several times slower, so `run` and `start` say so too.
+ */
+export function kvmAccessProblem(): { reason: string; advice: string } | null {
+  if (!existsSync(KVM_DEVICE)) return null;
   try {
-    accessSync(path, constants.R_OK | constants.W_OK);
-    return true;
+    accessSync(KVM_DEVICE, constants.R_OK | constants.W_OK);
+    return null;
   } catch {
-    return false;
+    return {
+      reason: `${KVM_DEVICE} is not readable and writable by this user (uid ${process.getuid?.()})`,
+      advice: `Give this user access to ${KVM_DEVICE}: \`sudo usermod -aG kvm $USER\`, then log in again.`,
+    };
   }
 }
 
@@ -120,15 +129,11 @@ export async function probeAccelerator(options: ProbeOptions): Promise<AccelProb
     }
   }
   let result: Omit<AccelProbe, 'cached'>;
+  const denied = kvmAccessProblem();
   if (!existsSync(KVM_DEVICE)) {
     result = { accelerator: 'tcg', reason: `${KVM_DEVICE} does not exist` };
-  } else if (!canOpenReadWrite(KVM_DEVICE)) {
-    // Distributions give /dev/kvm to the kvm group: a user outside it would silently get TCG.
-    result = {
-      accelerator: 'tcg',
-      reason: `${KVM_DEVICE} is not readable and writable by this user (uid ${process.getuid?.()})`,
-      advice: `Give this user access to ${KVM_DEVICE}: \`sudo usermod -aG kvm $USER\`, then log in again.`,
-    };
+  } else if (denied !== null) {
+    result = { accelerator: 'tcg', ...denied };
   } else {
     const failure = await bootProbe(options);
     result = failure === null

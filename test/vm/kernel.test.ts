@@ -229,6 +229,15 @@ describe('typed errors before any boot', () => {
     });
   });
 
+  it.runIf(process.getuid?.() === 0 && existsSync('/dev/kvm'))('run and start tell such a user their guests will be slow, and how to fix it', () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'ma-kvm-warn-'));
+    scratch.push(stateDir);
+    for (const verb of [['start', 'nothing-here'], ['run', '--memory', '1', '--', 'true']]) {
+      const r = spawnSync(process.execPath, [CLI, '--state-dir', stateDir, ...verb], { uid: 65534, gid: 65534, encoding: 'utf8' });
+      expect(r.stderr.split('\n')[0]).toBe('warning: /dev/kvm is not readable and writable by this user (uid 65534): the guest runs under TCG, several times slower. Give this user access to /dev/kvm: `sudo usermod -aG kvm $USER`, then log in again.');
+    }
+  });
+
   it('doctor passes on this host and reports the accelerator from a real probe', async () => {
     await testKernel();
     const r = await cli(['--json', 'doctor', '--state-dir', TEST_STATE_DIR]);

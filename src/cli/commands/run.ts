@@ -1,5 +1,6 @@
 /** `microagent run` and `microagent create`: the flags that describe a workspace, parsed into CreateOptions. */
 import { MODES, type Mode } from '../../policy/types.js';
+import { kvmAccessProblem } from '../../vm/accel.js';
 import type { ImageProgressEvent } from '../../vm/rootfs/progress.js';
 import { parseCpus, parseMemory, parseProfile, parseTimeout } from '../../vm/workspace/options.js';
 import { runInWorkspace } from '../../vm/workspace/run.js';
@@ -62,6 +63,12 @@ function createOptions(values: FlagValues, image: string | undefined, command: s
   };
 }
 
+/** Said by the verbs that boot a guest: without KVM access it runs under TCG, several times slower. */
+export function warnIfKvmDenied(ctx: CliContext): void {
+  const denied = kvmAccessProblem();
+  if (denied !== null) ctx.out.warn(`${denied.reason}: the guest runs under TCG, several times slower. ${denied.advice}`);
+}
+
 /** `[IMAGE] [--] [CMD...]`: before `--` at most the image; without `--`, the first word is the image. */
 function splitImageAndCommand(name: string, positionals: readonly string[], dashDash: number): { image?: string; command: string[] } {
   const before = dashDash < 0 ? positionals.slice(0, 1) : positionals.slice(0, dashDash);
@@ -86,6 +93,7 @@ const run: Command = {
     const err: Buffer[] = [];
     const abort = new AbortController();
     void ctx.interrupted.then(() => abort.abort());
+    warnIfKvmDenied(ctx);
     const result = await runInWorkspace(ctx.stateDir, {
       signal: abort.signal,
       ...createOptions(values, image, command, ctx),

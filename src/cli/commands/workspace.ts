@@ -17,6 +17,7 @@ import {
 } from '../../vm/workspace/service.js';
 import { parseCommandArgs, timedOutWarning, usageError, type CliContext, type Command } from '../command.js';
 import { table } from '../output.js';
+import { warnIfKvmDenied } from './run.js';
 
 function oneName(command: Command, positionals: readonly string[]): string {
   const [name, ...rest] = positionals;
@@ -63,6 +64,7 @@ const start: Command = {
   async run(args, ctx) {
     const { positionals } = parseCommandArgs(start, args, { wait: { type: 'boolean' } });
     const name = oneName(start, positionals);
+    warnIfKvmDenied(ctx);
     await startWorkspace(ctx.stateDir, name);
     const status = await workspaceStatus(ctx.stateDir, name);
     return { result: status, human: statusText(status) };
