@@ -1,9 +1,9 @@
 /**
- * Cross-process lock files holding the owner's pid, shared by the audit writer (one writer per log), the
- * workspace lock (one CLI call per workspace) and the image cache (one build per digest). Taken
- * atomically (written under a temporary name, then hard-linked into place, which fails if it exists);
- * a lock whose process is gone is taken over, so a crash never wedges anything. Never removes a lock
- * held by a live process.
+ * Cross-process lock files holding the owner's pid and the host's boot id, shared by the audit writer
+ * (one writer per log), the workspace lock (one CLI call per workspace) and the image cache (one
+ * build per digest). Taken atomically (written under a temporary name, then hard-linked into place,
+ * which fails if it exists); a lock whose process is gone (exited, a zombie, or of an earlier boot) is
+ * taken over, so a crash never wedges anything. Never removes a lock held by a live process.
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
