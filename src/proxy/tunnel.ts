@@ -173,8 +173,11 @@ export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: Inter
   // A guest that can speak either gets the protocol the origin speaks, as it would without us: an h2
   // guest of an HTTP/1.1-only origin would meet faults of its own h2 stack that origin never triggers
   // (curl before 8.1, git's transport on Debian 12, stalls an upload whose answer began early). A
-  // guest offering h2 alone (gRPC) keeps it, translated to HTTP/1.1 upstream.
-  const offer = result.alpn.includes('h2') && result.alpn.includes('http/1.1') ? originProtocols(originH2) : Promise.resolve(ALPN);
+  // guest offering h2 alone (gRPC) keeps it, translated to HTTP/1.1 upstream. Once one handshake has
+  // found out, the pool knows, and later tunnels to that origin do not wait.
+  const offersBoth = result.alpn.includes('h2') && result.alpn.includes('http/1.1');
+  const known = rt.pool.knownSpeaksH2(tunnel.target);
+  const offer = !offersBoth || known === true ? Promise.resolve(ALPN) : known === false ? Promise.resolve(ALPN_H1) : originProtocols(originH2);
   await intercept(rt, tunnel, bytes, result.sni, offer, handoff, closeWith, refuse);
 }
 

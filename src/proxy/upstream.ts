@@ -112,13 +112,15 @@ type AgentWithCallback = Omit<Agent, 'createConnection'> & {
 };
 
 const MAX_POOLS = 1024;
+const MAX_KNOWN_ORIGINS = 16_384;
 const IDLE_TIMEOUT_MS = 120_000;
 
 /** Keep-alive pools per checked target. Owns every upstream socket it made; close() ends them all. */
 export class UpstreamPool {
   private readonly agents = new Map<string, Agent>();
   private readonly sessions = new Map<string, Promise<UpstreamSession>>();
-  private readonly h1Only = new Set<string>();
+  /** What each origin's handshake answered, h2 or not; the oldest forgotten past MAX_KNOWN_ORIGINS. */
+  private readonly speaksH2 = new Map<string, boolean>();
   /** Per target, the verified socket whose handshake found out the origin speaks no h2, until a request takes it. */
   private readonly spares = new Map<string, { readonly socket: TLSSocket; readonly expiry: NodeJS.Timeout }>();
   /** Keep-alive connections for the lean HTTP/1.1 exchange (bodiless requests), dialled by dial() below. */
@@ -205,7 +207,7 @@ export class UpstreamPool {
    */
   async sessionFor(target: CheckedTarget): Promise<UpstreamSession> {
     assertCheckedTarget(target);
-    if (this.h1Only.has(target.key)) return this.spareSession(target.key);
+    if (this.speaksH2.get(target.key) === false) return this.spareSession(target.key);
     let pending = this.sessions.get(target.key);
     if (pending === undefined) {
       pending = this.openSession(target);
@@ -217,8 +219,8 @@ export class UpstreamPool {
 
   private async openSession(target: CheckedTarget): Promise<UpstreamSession> {
     const socket = await dialTls(target, ['h2', 'http/1.1'], this.trust(), this.connectTimeoutMs);
+    this.remember(target.key, socket.alpnProtocol === 'h2');
     if (socket.alpnProtocol !== 'h2') {
-      this.h1Only.add(target.key);
       this.sessions.delete(target.key);
       this.keepSpare(target.key, socket);
       return this.spareSession(target.key);
@@ -234,6 +236,17 @@ export class UpstreamPool {
     session.on('goaway', forget);
     session.on('error', forget);
     return { kind: 'h2', session };
+  }
+
+  /** Whether the origin speaks h2, if a handshake has found out; null when none has yet. */
+  knownSpeaksH2(target: CheckedTarget): boolean | null {
+    return this.speaksH2.get(target.key) ?? null;
+  }
+
+  private remember(key: string, h2: boolean): void {
+    this.speaksH2.delete(key);
+    this.speaksH2.set(key, h2);
+    if (this.speaksH2.size > MAX_KNOWN_ORIGINS) this.speaksH2.delete(this.speaksH2.keys().next().value as string);
   }
 
   private keepSpare(key: string, socket: TLSSocket): void {
