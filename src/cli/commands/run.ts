@@ -2,6 +2,7 @@
 import { MODES, type Mode } from '../../policy/types.js';
 import { kvmAccessProblem } from '../../vm/accel.js';
 import type { ImageProgressEvent } from '../../vm/rootfs/progress.js';
+import { progressUpdate } from '../progress.js';
 import { parseCpus, parseMemory, parseProfile, parseTimeout } from '../../vm/workspace/options.js';
 import { runInWorkspace } from '../../vm/workspace/run.js';
 import type { CreateOptions } from '../../vm/workspace/service.js';
@@ -29,19 +30,30 @@ const FLAG_USAGE =
 
 type FlagValues = { [K in keyof typeof WORKSPACE_FLAGS]?: (typeof WORKSPACE_FLAGS)[K] extends { multiple: true } ? string[] : (typeof WORKSPACE_FLAGS)[K] extends { type: 'boolean' } ? boolean : string };
 
-function progressPrinter(ctx: CliContext): ((e: ImageProgressEvent) => void) | undefined {
+/** Image progress on a terminal in human mode: a line redrawn in place, erased by `clear` (an error must not land on it). */
+function terminalProgress(ctx: CliContext): { readonly listener: (e: ImageProgressEvent) => void; clear(): void } | undefined {
   if (ctx.out.mode !== 'ux' || !process.stderr.isTTY) return undefined;
-  return (e) => process.stderr.write(`\r\x1b[K${JSON.stringify(e).slice(0, process.stderr.columns ?? 100)}`);
+  let shown = false;
+  return {
+    listener: (e) => {
+      // A terminal without a size (a pty nobody sized) reports 0 columns.
+      process.stderr.write(progressUpdate(e, process.stderr.columns || 100));
+      shown = e.kind !== 'done';
+    },
+    clear: () => {
+      if (shown) process.stderr.write('\r\x1b[K');
+      shown = false;
+    },
+  };
 }
 
-function createOptions(values: FlagValues, image: string | undefined, command: string[], ctx: CliContext): CreateOptions {
+function createOptions(values: FlagValues, image: string | undefined, command: string[], onProgress: ((e: ImageProgressEvent) => void) | undefined): CreateOptions {
   if (values.egress !== undefined && !(MODES as readonly string[]).includes(values.egress)) {
     throw usageError(`--egress must be one of ${MODES.join(', ')}, not "${values.egress}"`, 'e.g. --egress strict');
   }
   if (values.network !== undefined && values.network !== 'user' && values.network !== 'isolated') {
     throw usageError(`--network must be user or isolated, not "${values.network}"`, 'e.g. --network isolated');
   }
-  const onProgress = progressPrinter(ctx);
   return {
     ...(image === undefined ? {} : { image }),
     command,
@@ -94,15 +106,17 @@ const run: Command = {
     const abort = new AbortController();
     void ctx.interrupted.then(() => abort.abort());
     warnIfKvmDenied(ctx);
+    const progress = terminalProgress(ctx);
     const result = await runInWorkspace(ctx.stateDir, {
       signal: abort.signal,
-      ...createOptions(values, image, command, ctx),
+      ...createOptions(values, image, command, progress?.listener),
       ...(timeoutMs === undefined ? {} : { timeoutMs }),
       // Read from the start: the supervisor holds it for the command while the guest boots.
       ...(values.interactive === true ? { stdin: process.stdin } : {}),
       onStdout: (d) => (stream ? process.stdout.write(d) : out.push(d)),
       onStderr: (d) => (stream ? process.stderr.write(d) : err.push(d)),
     }).finally(() => {
+      progress?.clear();
       if (values.interactive === true) process.stdin.destroy();
     });
     if (result.timedOut && timeoutMs !== undefined) ctx.out.warn(timedOutWarning(timeoutMs / 1000));
@@ -128,7 +142,8 @@ const create: Command = {
     if (rest.length > 0) throw usageError(`create: unexpected ${rest.join(' ')}`, 'put the command after "--"');
     const command = dash < 0 ? [] : args.slice(dash + 1);
     const { createWorkspace } = await import('../../vm/workspace/service.js');
-    const manifest = await createWorkspace(ctx.stateDir, name, createOptions(values, values.image, command, ctx));
+    const progress = terminalProgress(ctx);
+    const manifest = await createWorkspace(ctx.stateDir, name, createOptions(values, values.image, command, progress?.listener)).finally(() => progress?.clear());
     return { result: manifest, human: `created ${name} (${manifest.id}) from ${manifest.config.image}: prepared` };
   },
 };
