@@ -221,6 +221,24 @@ describe.sequential('microagent run', () => {
     expectNoStackTrace(r);
   });
 
+  it('create --disk grows the workspace\'s own disk and the guest sees the room; one smaller than the image is refused', { timeout: VM_TIMEOUT }, async () => {
+    const name = `e2e-disk-${process.pid}`;
+    const small = await cli(['create', `${name}-small`, '--disk', '100M']);
+    expect(small.code).toBe(2);
+    expect(small.stderr).toMatch(/^error: --disk 100M is smaller than the image's root filesystem \(\d+M\)\n {2}fix: give --disk \d+M or more\n$/);
+    expect((await cli(['create', name, '--disk', '1G', '--profile', 'tiny'])).code).toBe(0);
+    try {
+      expect((await cli(['start', name])).code).toBe(0);
+      const df = await cli(['exec', name, '--', 'df', '-m', '/']);
+      const sizeMiB = Number(df.stdout.trim().split('\n')[1]?.split(/\s+/)[1]);
+      expect(sizeMiB, df.stdout).toBeGreaterThan(900);
+      expect(sizeMiB, df.stdout).toBeLessThanOrEqual(1024);
+    } finally {
+      await cli(['kill', name]);
+      await cli(['delete', name]);
+    }
+  });
+
   describe.sequential('with a local origin, DNS upstream and mediation target', () => {
     let dir: string;
     let ca: TestCa;

@@ -4,7 +4,7 @@ import { mkdtemp, readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseCpus, parseMemory, parseProfile, parsePublish, parseWorkspaceFlags } from '../../src/vm/workspace/options.js';
+import { parseCpus, parseDiskSize, parseMemory, parseProfile, parsePublish, parseWorkspaceFlags } from '../../src/vm/workspace/options.js';
 import {
   createWorkspaceDir,
   readEvents,
@@ -61,6 +61,14 @@ describe('workspace flags', () => {
       expect(out).toBe('cannot publish 127.0.0.1:80: EACCES | ports below 1024 need root (or CAP_NET_BIND_SERVICE): choose a host port from 1024 up with -p HOST_PORT:GUEST_PORT');
     },
   );
+
+  it.each([['2048', 2048], ['512M', 512], ['4G', 4096], ['1T', 1048576], ['2GiB', 2048]])('--disk %s is %i MiB', (value, mib) => {
+    expect(parseDiskSize(value)).toBe(mib);
+  });
+
+  it.each(['0', '10M', 'big', '1.5G', '-1G'])('--disk %s is refused with the form', (value) => {
+    expect(failure(() => parseDiskSize(value))).toMatch(/^--disk .* \| use (a size in MiB such as 2048, 512M or 4G|at least 64M)/);
+  });
 
   it('parses memory, cpus and profiles', () => {
     expect(parseMemory('512')).toBe(512);

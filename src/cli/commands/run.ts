@@ -3,7 +3,7 @@ import { MODES, type Mode } from '../../policy/types.js';
 import { kvmAccessProblem } from '../../vm/accel.js';
 import type { ImageProgressEvent } from '../../vm/rootfs/progress.js';
 import { progressUpdate } from '../progress.js';
-import { parseCpus, parseMemory, parseProfile, parseTimeout } from '../../vm/workspace/options.js';
+import { parseCpus, parseDiskSize, parseMemory, parseProfile, parseTimeout } from '../../vm/workspace/options.js';
 import { runInWorkspace } from '../../vm/workspace/run.js';
 import type { CreateOptions } from '../../vm/workspace/service.js';
 import { parseCommandArgs, timedOutWarning, usageError, type Command, type CliContext } from '../command.js';
@@ -131,19 +131,20 @@ const run: Command = {
 
 const create: Command = {
   name: 'create',
-  summary: 'Create a persistent workspace (root filesystem built from the image) in state "prepared"',
-  usage: `NAME [--image IMAGE] [--] [CMD...] ${FLAG_USAGE}`,
+  summary: 'Create a persistent workspace (its own disk, a copy of the image, grown to --disk SIZE if given) in state "prepared"',
+  usage: `NAME [--image IMAGE] [--disk SIZE] [--] [CMD...] ${FLAG_USAGE}`,
   async run(args, ctx) {
     const dash = args.indexOf('--');
     const flags = dash < 0 ? args : args.slice(0, dash);
-    const { values, positionals } = parseCommandArgs(create, flags, { ...WORKSPACE_FLAGS, image: { type: 'string' } });
+    const { values, positionals } = parseCommandArgs(create, flags, { ...WORKSPACE_FLAGS, image: { type: 'string' }, disk: { type: 'string' } });
     const [name, ...rest] = positionals;
     if (name === undefined) throw usageError('create: NAME is required', `usage: microagent create ${create.usage}`);
     if (rest.length > 0) throw usageError(`create: unexpected ${rest.join(' ')}`, 'put the command after "--"');
     const command = dash < 0 ? [] : args.slice(dash + 1);
     const { createWorkspace } = await import('../../vm/workspace/service.js');
     const progress = terminalProgress(ctx);
-    const manifest = await createWorkspace(ctx.stateDir, name, createOptions(values, values.image, command, progress?.listener)).finally(() => progress?.clear());
+    const options = { ...createOptions(values, values.image, command, progress?.listener), ...(values.disk === undefined ? {} : { diskMiB: parseDiskSize(values.disk) }) };
+    const manifest = await createWorkspace(ctx.stateDir, name, options).finally(() => progress?.clear());
     return { result: manifest, human: `created ${name} (${manifest.id}) from ${manifest.config.image}: prepared` };
   },
 };

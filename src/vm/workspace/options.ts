@@ -56,6 +56,16 @@ export function parseMemory(value: string, hostMiB = Math.floor(totalmem() / 2 *
   return n;
 }
 
+/** `--disk 2G`, `512M`, `2048` -> MiB: the size a workspace's own disk is grown to. */
+export function parseDiskSize(value: string): number {
+  const m = /^(\d+)([MGT]i?B?)?$/i.exec(value);
+  if (m === null) throw invalid('--disk', value, 'a size in MiB such as 2048, 512M or 4G');
+  const unit = m[2]?.toUpperCase().charAt(0);
+  const n = Number(m[1]) * (unit === 'T' ? 1024 * 1024 : unit === 'G' ? 1024 : 1);
+  if (n < 64) throw invalid('--disk', value, 'at least 64M');
+  return n;
+}
+
 /** `-e KEY=VALUE` entries, checked where the library takes them: a name, then `=`, then any value. */
 export function checkEnv(entries: readonly string[]): void {
   for (const entry of entries) {

@@ -4,7 +4,7 @@
  * acts on the state directory or asks the workspace's supervisor over its control socket.
  */
 import { randomUUID } from 'node:crypto';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, rm, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MicroagentError, type ErrorKind } from '../../errors.js';
 import type { Mode } from '../../policy/types.js';
@@ -69,6 +69,20 @@ export interface CreateOptions {
    * workspace away. A copy per run cost ~15-25 ms for the default image, and scales with the image.
    */
   readonly throwawayDisk?: boolean;
+  /** Grow the workspace's own disk (file and filesystem) to this size; at least the image's. Not with throwawayDisk. */
+  readonly diskMiB?: number;
+}
+
+/** The size a workspace's disk grows to: at least its image's, which it is a copy of. */
+async function diskSize(diskMiB: number | undefined, imagePath: string): Promise<{ sizeBytes?: number }> {
+  if (diskMiB === undefined) return {};
+  const imageMiB = Math.ceil((await stat(imagePath)).size / 2 ** 20);
+  if (diskMiB < imageMiB) {
+    throw new MicroagentError('invalid', `--disk ${diskMiB}M is smaller than the image's root filesystem (${imageMiB}M)`, {
+      code: 'usage', remediation: `give --disk ${imageMiB}M or more`,
+    });
+  }
+  return { sizeBytes: diskMiB * 2 ** 20 };
 }
 
 /** Builds the root filesystem (cached base, plus a private copy unless `throwawayDisk`) and records the workspace as `prepared`. */
@@ -94,7 +108,7 @@ export async function createWorkspace(stateDir: string, name: string, options: C
       options.image === undefined || isDefaultImageReference(options.image)
         ? await ensureDefaultImage(stateDir, progress)
         : await resolveImage(options.image, { stateDir, ...progress, insecureRegistries: options.insecureRegistries ?? [], auth: options.registryAuth ?? readDockerCredentials() });
-    if (options.throwawayDisk !== true) await prepareWorkspaceDisk(image.rootfsPath, paths.disk);
+    if (options.throwawayDisk !== true) await prepareWorkspaceDisk(image.rootfsPath, paths.disk, await diskSize(options.diskMiB, image.rootfsPath));
     await writeAtomic(paths.policy, policy.text);
     const config: WorkspaceConfig = {
       image: image.reference,
