@@ -221,7 +221,7 @@ describe.sequential('microagent run', () => {
     expectNoStackTrace(r);
   });
 
-  it('create --disk grows the workspace\'s own disk and the guest sees the room; one smaller than the image is refused', { timeout: VM_TIMEOUT }, async () => {
+  it('--disk grows a workspace\'s disk (create) or a run\'s throwaway one, and the guest sees the room; one smaller than the image is refused', { timeout: VM_TIMEOUT }, async () => {
     const name = `e2e-disk-${process.pid}`;
     const small = await cli(['create', `${name}-small`, '--disk', '100M']);
     expect(small.code).toBe(2);
@@ -237,6 +237,11 @@ describe.sequential('microagent run', () => {
       await cli(['kill', name]);
       await cli(['delete', name]);
     }
+    // A run's throwaway disk asked to be larger boots a grown copy of its own.
+    const run = await cli(['--json', 'run', '--disk', '1G', '--profile', 'tiny', '--', 'df', '-m', '/']);
+    const result = JSON.parse(run.stdout) as { exitCode: number; stdout: string; audit: string };
+    expect(Number(result.stdout.trim().split('\n')[1]?.split(/\s+/)[1]), result.stdout).toBeGreaterThan(900);
+    expect(existsSync(result.audit)).toBe(true);
   });
 
   describe.sequential('with a local origin, DNS upstream and mediation target', () => {

@@ -20,13 +20,14 @@ const WORKSPACE_FLAGS = {
   profile: { type: 'string' },
   memory: { type: 'string' },
   cpus: { type: 'string' },
+  disk: { type: 'string' },
   'dns-upstream': { type: 'string', multiple: true },
   'upstream-ca': { type: 'string', multiple: true },
   'insecure-registry': { type: 'string', multiple: true },
 } as const;
 
 const FLAG_USAGE =
-  '[-e KEY=VAL]... [--egress guarded|strict|off] [--policy FILE] [--network user|isolated] [-p [HOST_IP:]HOST_PORT:GUEST_PORT]... [--mediation PORT=TARGET]... [--mediation-optional] [--mediation-no-proxy-protocol] [--profile tiny|small|medium|large] [--memory SIZE] [--cpus N] [--dns-upstream IP:PORT]... [--upstream-ca FILE]... [--insecure-registry HOST[:PORT]]...';
+  '[-e KEY=VAL]... [--egress guarded|strict|off] [--policy FILE] [--network user|isolated] [-p [HOST_IP:]HOST_PORT:GUEST_PORT]... [--mediation PORT=TARGET]... [--mediation-optional] [--mediation-no-proxy-protocol] [--profile tiny|small|medium|large] [--memory SIZE] [--cpus N] [--disk SIZE] [--dns-upstream IP:PORT]... [--upstream-ca FILE]... [--insecure-registry HOST[:PORT]]...';
 
 type FlagValues = { [K in keyof typeof WORKSPACE_FLAGS]?: (typeof WORKSPACE_FLAGS)[K] extends { multiple: true } ? string[] : (typeof WORKSPACE_FLAGS)[K] extends { type: 'boolean' } ? boolean : string };
 
@@ -67,6 +68,7 @@ function createOptions(values: FlagValues, image: string | undefined, command: s
     mediationProxyProtocol: values['mediation-no-proxy-protocol'] !== true,
     ...(values.profile === undefined ? {} : { profile: parseProfile(values.profile) }),
     ...(values.memory === undefined ? {} : { memoryMiB: parseMemory(values.memory) }),
+    ...(values.disk === undefined ? {} : { diskMiB: parseDiskSize(values.disk) }),
     ...(values.cpus === undefined ? {} : { cpus: parseCpus(values.cpus) }),
     dnsUpstreams: values['dns-upstream'] ?? [],
     upstreamCaFiles: values['upstream-ca'] ?? [],
@@ -131,20 +133,19 @@ const run: Command = {
 
 const create: Command = {
   name: 'create',
-  summary: 'Create a persistent workspace (its own disk, a copy of the image, grown to --disk SIZE if given) in state "prepared"',
-  usage: `NAME [--image IMAGE] [--disk SIZE] [--] [CMD...] ${FLAG_USAGE}`,
+  summary: 'Create a persistent workspace (root filesystem built from the image) in state "prepared"',
+  usage: `NAME [--image IMAGE] [--] [CMD...] ${FLAG_USAGE}`,
   async run(args, ctx) {
     const dash = args.indexOf('--');
     const flags = dash < 0 ? args : args.slice(0, dash);
-    const { values, positionals } = parseCommandArgs(create, flags, { ...WORKSPACE_FLAGS, image: { type: 'string' }, disk: { type: 'string' } });
+    const { values, positionals } = parseCommandArgs(create, flags, { ...WORKSPACE_FLAGS, image: { type: 'string' } });
     const [name, ...rest] = positionals;
     if (name === undefined) throw usageError('create: NAME is required', `usage: microagent create ${create.usage}`);
     if (rest.length > 0) throw usageError(`create: unexpected ${rest.join(' ')}`, 'put the command after "--"');
     const command = dash < 0 ? [] : args.slice(dash + 1);
     const { createWorkspace } = await import('../../vm/workspace/service.js');
     const progress = terminalProgress(ctx);
-    const options = { ...createOptions(values, values.image, command, progress?.listener), ...(values.disk === undefined ? {} : { diskMiB: parseDiskSize(values.disk) }) };
-    const manifest = await createWorkspace(ctx.stateDir, name, options).finally(() => progress?.clear());
+    const manifest = await createWorkspace(ctx.stateDir, name, createOptions(values, values.image, command, progress?.listener)).finally(() => progress?.clear());
     return { result: manifest, human: `created ${name} (${manifest.id}) from ${manifest.config.image}: prepared` };
   },
 };

@@ -69,7 +69,7 @@ export interface CreateOptions {
    * workspace away. A copy per run cost ~15-25 ms for the default image, and scales with the image.
    */
   readonly throwawayDisk?: boolean;
-  /** Grow the workspace's own disk (file and filesystem) to this size; at least the image's. Not with throwawayDisk. */
+  /** Grow the disk (file and filesystem) to this size, at least the image's; a throwaway one then boots a grown copy. */
   readonly diskMiB?: number;
 }
 
@@ -108,7 +108,9 @@ export async function createWorkspace(stateDir: string, name: string, options: C
       options.image === undefined || isDefaultImageReference(options.image)
         ? await ensureDefaultImage(stateDir, progress)
         : await resolveImage(options.image, { stateDir, ...progress, insecureRegistries: options.insecureRegistries ?? [], auth: options.registryAuth ?? readDockerCredentials() });
-    if (options.throwawayDisk !== true) await prepareWorkspaceDisk(image.rootfsPath, paths.disk, await diskSize(options.diskMiB, image.rootfsPath));
+    // A throwaway disk asked to be larger boots a grown copy of its own, still read-only to the guest.
+    const ownCopy = options.throwawayDisk !== true || options.diskMiB !== undefined;
+    if (ownCopy) await prepareWorkspaceDisk(image.rootfsPath, paths.disk, await diskSize(options.diskMiB, image.rootfsPath));
     await writeAtomic(paths.policy, policy.text);
     const config: WorkspaceConfig = {
       image: image.reference,
@@ -130,7 +132,7 @@ export async function createWorkspace(stateDir: string, name: string, options: C
       cpus: options.cpus ?? size.cpus,
       dnsUpstreams: options.dnsUpstreams ?? [],
       upstreamCa: await Promise.all((options.upstreamCaFiles ?? []).map(readExtraCaFile)),
-      disk: options.throwawayDisk === true ? { kind: 'throwaway', base: image.rootfsPath } : { kind: 'copy' },
+      disk: options.throwawayDisk === true ? { kind: 'throwaway', base: ownCopy ? paths.disk : image.rootfsPath } : { kind: 'copy' },
     };
     const manifest: WorkspaceManifest = { name, id: randomUUID(), createdAt: new Date().toISOString(), state: 'prepared', config };
     await writeManifest(stateDir, manifest);
