@@ -58,7 +58,7 @@ function sections(stdout: string): Record<string, string> {
 
 describe.sequential('microagent run', () => {
   it('passes the guest command through: uname, exit code, output', { timeout: VM_TIMEOUT }, async () => {
-    const r = await cli(['run', '--profile', 'tiny', '--', 'sh', '-c', 'uname -a; date +%s; echo to-stderr >&2; exit 7']);
+    const r = await cli(['run', '--profile', 'tiny', '--', 'sh', '-c', 'uname -a; date +%s; echo "nofile $(ulimit -n) $(ulimit -Hn)"; echo to-stderr >&2; exit 7']);
     // The suite's kernel is the built one (global-setup.ts).
     expect(r.stdout).toMatch(/^Linux run-[0-9a-f]{8} \S+-microagent .* x86_64/m);
     // The guest's wall clock comes from microvm's RTC: TLS clients in the guest judge certificates by it.
@@ -66,6 +66,8 @@ describe.sequential('microagent run', () => {
     expect(Math.abs(guestClock - Date.now() / 1000)).toBeLessThan(120);
     expect(r.stderr).toContain('to-stderr');
     expect(r.code).toBe(7);
+    // Commands get the open-file limits systemd and Docker give (init's are 1024/4096).
+    expect(r.stdout).toMatch(/^nofile 1024 524288$/m);
   });
 
   it('boots the cached image read-only: a run\'s writes reach neither the image nor the next run', { timeout: VM_TIMEOUT }, async () => {

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -84,6 +85,10 @@ static void child_exec(char **argv, char **envp, const char *cwd, uid_t uid, gid
     dprintf(2, "microagent: cannot change directory to %s: %s\n", cwd, strerror(errno));
     _exit(126);
   }
+  /* The open-file limits systemd and Docker give their services (soft 1024 for programs that pass
+     fds to select(); hard 524288, so one that needs more, as Go's runtime does, can raise it).
+     The kernel gives init 1024/4096, which a build or a language server outgrows. Root may raise. */
+  setrlimit(RLIMIT_NOFILE, &(struct rlimit){.rlim_cur = 1024, .rlim_max = 524288});
   if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
     dprintf(2, "microagent: cannot switch to uid %u gid %u: %s\n", uid, gid, strerror(errno));
     _exit(126);
