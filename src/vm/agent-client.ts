@@ -20,11 +20,13 @@ import {
   MSG,
   OUTPUT_WINDOW,
   splitFrames,
+  encodeTerminalSize,
   type ExecRequest,
   type ExitStatus,
   type Frame,
   type GuestConfig,
   type Hello,
+  type TerminalSize,
 } from './protocol.js';
 
 const log = childLog('vm.agent');
@@ -46,6 +48,8 @@ export interface ExecHandle {
   stdinDrained(listener: () => void): void;
   endStdin(): void;
   signal(signo: number): void;
+  /** A terminal command's new window size (the guest's kernel tells the command with SIGWINCH). */
+  resize(size: TerminalSize): void;
 }
 
 export interface ExecOutput {
@@ -173,6 +177,7 @@ export class AgentClient {
         p.writeUInt32BE(signo);
         toCommand(MSG.SIGNAL, p);
       },
+      resize: (size) => toCommand(MSG.RESIZE, encodeTerminalSize(size)),
     };
     this.sessions.set(stream, { stdout, stderr, stdin, settle, owed: 0, waitingForDrain: false });
     this.send(MSG.EXEC, stream, encodeExec(req));

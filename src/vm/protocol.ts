@@ -29,6 +29,7 @@ export const MSG = {
   PING: 0x07,
   STOP: 0x08,
   OUTPUT_CREDIT: 0x09,
+  RESIZE: 0x0a,
   HELLO: 0x81,
   READY: 0x82,
   STDOUT: 0x83,
@@ -46,7 +47,7 @@ export const MSG = {
 } as const;
 
 export const CFG = { CA_PEM: 1, ENV: 2, HOSTNAME: 3, MEDIATION_PORT: 4, DNS_UPSTREAM: 5 } as const;
-export const EXEC_KEY = { ARG: 1, ENV: 2, CWD: 3, UID: 4, GID: 5, TIMEOUT_MS: 6, STDIN: 7 } as const;
+export const EXEC_KEY = { ARG: 1, ENV: 2, CWD: 3, UID: 4, GID: 5, TIMEOUT_MS: 6, STDIN: 7, TTY: 8 } as const;
 export const EXIT_KEY = { CODE: 1, SIGNAL: 2, TIMED_OUT: 3, MESSAGE: 4 } as const;
 export const HELLO_KEY = { VERSION: 1, KERNEL: 2, HAS_NET: 3 } as const;
 
@@ -139,6 +140,24 @@ export interface ExecRequest {
   readonly timeoutMs?: number;
   /** True to feed stdin through `writeStdin`; otherwise the command reads /dev/null. */
   readonly stdin?: boolean;
+  /**
+   * Run on a pseudo-terminal of this window size: stdin goes to it (as typed: the terminal echoes and
+   * edits), and everything the command writes, stderr too, comes back as stdout.
+   */
+  readonly tty?: TerminalSize;
+}
+
+export interface TerminalSize {
+  readonly rows: number;
+  readonly cols: number;
+}
+
+/** A window size as RESIZE and EXEC's TTY record carry it: u16 rows, u16 columns, each clamped. */
+export function encodeTerminalSize(size: TerminalSize): Buffer {
+  const out = Buffer.alloc(4);
+  out.writeUInt16BE(Math.min(Math.max(Math.trunc(size.rows), 1), 0xffff), 0);
+  out.writeUInt16BE(Math.min(Math.max(Math.trunc(size.cols), 1), 0xffff), 2);
+  return out;
 }
 
 export function encodeExec(req: ExecRequest): Buffer {
@@ -149,6 +168,7 @@ export function encodeExec(req: ExecRequest): Buffer {
   if (req.gid !== undefined) records.push([EXEC_KEY.GID, req.gid]);
   if (req.timeoutMs !== undefined) records.push([EXEC_KEY.TIMEOUT_MS, req.timeoutMs]);
   if (req.stdin) records.push([EXEC_KEY.STDIN, Buffer.from([1])]);
+  if (req.tty !== undefined) records.push([EXEC_KEY.TTY, encodeTerminalSize(req.tty)]);
   return encodeTlv(records);
 }
 

@@ -94,6 +94,34 @@ describe('microVM guest agent (isolated network)', () => {
     expect(received).toBe(size);
   });
 
+  it('runs a command on a terminal: its controlling tty, the window size given, resized while it runs, stderr on the same screen', async () => {
+    const handle = vm.agent.exec({ argv: ['sh'], tty: { rows: 24, cols: 100 } });
+    let screen = '';
+    handle.stdout.on('data', (c: Buffer) => (screen += c.toString()));
+    handle.stderr.on('data', (c: Buffer) => (screen += `[stderr:${c.toString()}]`));
+    const until = async (text: string) => {
+      for (let i = 0; i < 400 && !screen.includes(text); i++) await new Promise((r) => setTimeout(r, 25));
+      expect(screen).toContain(text);
+    };
+    // The terminal echoes what is typed: markers are computed, so only the output holds them.
+    handle.writeStdin('tty; echo "size $(stty size)"; echo to-stderr >&2; [ -t 0 ] && echo "stdin-is-a-$((0))"\n');
+    await until('stdin-is-a-0\r\n');
+    expect(screen).toMatch(/\/dev\/pts\/\d+\r\n/);
+    expect(screen).toContain('size 24 100\r\n');
+    expect(screen).toContain('to-stderr\r\n');
+    expect(screen).not.toContain('[stderr:');
+    handle.resize({ rows: 50, cols: 132 });
+    handle.writeStdin('echo "now $(stty size)"\n');
+    await until('now 50 132\r\n');
+    // Ctrl-C is a byte on a terminal: the shell's foreground job gets SIGINT, the shell lives on.
+    handle.writeStdin('sleep 30\n');
+    await new Promise((r) => setTimeout(r, 300));
+    handle.writeStdin('\x03');
+    handle.writeStdin('echo "after-interrupt-$((1))"; exit 4\n');
+    await until('after-interrupt-1\r\n');
+    expect(await handle.exit).toMatchObject({ kind: 'exited', code: 4 });
+  });
+
   it('multiplexes concurrent commands', async () => {
     const runs = await Promise.all(
       [1, 2, 3, 4].map((n) => vm.agent.run({ argv: ['sh', '-c', `sleep 0.${n}; echo run-${n}; exit ${n}`] })),

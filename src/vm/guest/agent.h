@@ -34,6 +34,7 @@ enum {
   MSG_PING = 0x07,
   MSG_STOP = 0x08, /* graceful: SIGTERM everything, power off once no process is left; never escalates */
   MSG_OUTPUT_CREDIT = 0x09,
+  MSG_RESIZE = 0x0a, /* a terminal command's window: u16 rows, u16 columns */
   /* Guest -> host */
   MSG_HELLO = 0x81,
   MSG_READY = 0x82,
@@ -55,7 +56,7 @@ enum {
 /* TLV keys inside CONFIG */
 enum { CFG_CA_PEM = 1, CFG_ENV = 2, CFG_HOSTNAME = 3, CFG_MEDIATION_PORT = 4, CFG_DNS_UPSTREAM = 5 };
 /* TLV keys inside EXEC */
-enum { EX_ARG = 1, EX_ENV = 2, EX_CWD = 3, EX_UID = 4, EX_GID = 5, EX_TIMEOUT_MS = 6, EX_STDIN = 7 };
+enum { EX_ARG = 1, EX_ENV = 2, EX_CWD = 3, EX_UID = 4, EX_GID = 5, EX_TIMEOUT_MS = 6, EX_STDIN = 7, EX_TTY = 8 };
 /* TLV keys inside EXIT */
 enum { EXIT_CODE = 1, EXIT_SIGNAL = 2, EXIT_TIMED_OUT = 3, EXIT_MESSAGE = 4 };
 /* TLV keys inside HELLO */
@@ -110,6 +111,7 @@ struct pollfd;
 void exec_start(uint32_t stream, const uint8_t *payload, size_t len);
 void exec_stdin(uint32_t stream, const uint8_t *data, size_t len, int eof);
 void exec_signal(uint32_t stream, int signo);
+void exec_resize(uint32_t stream, const uint8_t *payload, size_t len);
 void exec_output_credit(uint32_t stream, uint32_t bytes);
 void exec_on_sigchld(void);
 int exec_poll_fds(struct pollfd *fds, int max, int *tags);

@@ -1,6 +1,7 @@
 /*
  * Command sessions: EXEC starts a process in its own session (process group), with stdout/stderr
- * streamed to the host and stdin fed from STDIN frames; EXIT is sent once the process is reaped and
+ * streamed to the host and stdin fed from STDIN frames, or, asked for a terminal, on a pseudo-terminal
+ * whose one output is stdout and whose window RESIZE sets; EXIT is sent once the process is reaped and
  * its pipes drained. It never blocks: every pipe is non-blocking and stdin is buffered. It never
  * lets a bad EXEC kill the agent: errors become an ERROR or EXIT frame for that stream.
  */
@@ -13,9 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -31,6 +34,7 @@ struct session {
   uint32_t in_uncredited; /* stdin bytes written (or dropped) since the last STDIN_CREDIT */
   uint32_t out_unacked;   /* output bytes sent that the host has not credited yet */
   int in_eof;
+  int tty_fd; /* the pseudo-terminal's master (also behind in_fd and out_fd), or -1 */
   int64_t deadline;
   int timed_out;
   int reaped;
@@ -70,13 +74,25 @@ static void env_set(char **env, size_t *n, char *kv) {
   env[(*n)++] = kv;
 }
 
+/* The terminal's end the command gets: opened after setsid, it becomes the session's controlling tty. */
+static int open_tty_slave(const char *name) {
+  int fd = open(name, O_RDWR);
+  if (fd >= 0) ioctl(fd, TIOCSCTTY, 0);
+  return fd;
+}
+
 static void child_exec(char **argv, char **envp, const char *cwd, uid_t uid, gid_t gid, int in, int out,
-                       int err) {
+                       int err, const char *tty) {
   sigset_t all;
   sigemptyset(&all);
   sigprocmask(SIG_SETMASK, &all, NULL);
   signal(SIGPIPE, SIG_DFL);
   setsid();
+  if (tty) {
+    int t = open_tty_slave(tty);
+    if (t < 0) _exit(126);
+    in = out = err = t;
+  }
   dup2(in, 0);
   dup2(out, 1);
   dup2(err, 2);
@@ -130,6 +146,8 @@ void exec_start(uint32_t stream, const uint8_t *payload, size_t len) {
   char *cwd = NULL;
   uint32_t uid = 0, gid = 0, timeout_ms = 0;
   int want_stdin = 0, bad = 0;
+  struct winsize ws = {0};
+  int want_tty = 0;
   for (size_t i = 0; i < ndefaults; i++) env_set(envp, &envc, defaults[i]);
   for (size_t i = 0; i < config_env_len; i++) env_set(envp, &envc, config_env[i]);
 
@@ -153,18 +171,35 @@ void exec_start(uint32_t stream, const uint8_t *payload, size_t len) {
       case EX_GID: if (vl == 4) gid = be32(v); break;
       case EX_TIMEOUT_MS: if (vl == 4) timeout_ms = be32(v); break;
       case EX_STDIN: want_stdin = vl >= 1 && v[0]; break;
+      case EX_TTY:
+        if (vl == 4) {
+          want_tty = 1;
+          ws.ws_row = (unsigned short)((v[0] << 8) | v[1]);
+          ws.ws_col = (unsigned short)((v[2] << 8) | v[3]);
+        }
+        break;
       default: break; /* unknown keys are ignored: newer hosts may send more */
     }
   }
   argv[argc] = NULL;
   envp[envc] = NULL;
   int in_pipe[2] = {-1, -1}, out_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
+  int master = -1;
+  char tty_name[64];
   if (r < 0 || bad || argc == 0) {
     send_error(stream, argc == 0 ? "EXEC without argv" : "malformed EXEC payload");
     goto done;
   }
-  if ((want_stdin ? pipe2(in_pipe, O_CLOEXEC) : ((in_pipe[0] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0 ? -1 : 0)) != 0 ||
-      pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
+  if (want_tty) {
+    /* The terminal is both ends: what the command reads comes from in_fd, all it writes leaves by out_fd. */
+    if ((master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0 || grantpt(master) != 0 || unlockpt(master) != 0 ||
+        ptsname_r(master, tty_name, sizeof tty_name) != 0 || ioctl(master, TIOCSWINSZ, &ws) != 0 ||
+        (out_pipe[0] = fcntl(master, F_DUPFD_CLOEXEC, 0)) < 0 || (in_pipe[1] = fcntl(master, F_DUPFD_CLOEXEC, 0)) < 0) {
+      send_error(stream, "cannot open a terminal: %s", strerror(errno));
+      goto fail;
+    }
+  } else if ((want_stdin ? pipe2(in_pipe, O_CLOEXEC) : ((in_pipe[0] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0 ? -1 : 0)) != 0 ||
+             pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
     send_error(stream, "cannot create pipes: %s", strerror(errno));
     goto fail;
   }
@@ -173,19 +208,20 @@ void exec_start(uint32_t stream, const uint8_t *payload, size_t len) {
     send_error(stream, "fork: %s", strerror(errno));
     goto fail;
   }
-  if (pid == 0) child_exec(argv, envp, cwd, uid, gid, in_pipe[0], out_pipe[1], err_pipe[1]);
+  if (pid == 0) child_exec(argv, envp, cwd, uid, gid, in_pipe[0], out_pipe[1], err_pipe[1], want_tty ? tty_name : NULL);
   memset(s, 0, sizeof *s);
   s->used = 1;
   s->stream = stream;
   s->pid = pid;
-  close(in_pipe[0]);
-  s->in_fd = want_stdin ? in_pipe[1] : -1;
-  close(out_pipe[1]);
-  close(err_pipe[1]);
+  s->tty_fd = master;
+  if (in_pipe[0] >= 0) close(in_pipe[0]);
+  s->in_fd = want_stdin || want_tty ? in_pipe[1] : -1;
+  if (out_pipe[1] >= 0) close(out_pipe[1]);
+  if (err_pipe[1] >= 0) close(err_pipe[1]);
   s->out_fd = out_pipe[0];
   s->err_fd = err_pipe[0];
   fcntl(s->out_fd, F_SETFL, O_NONBLOCK);
-  fcntl(s->err_fd, F_SETFL, O_NONBLOCK);
+  if (s->err_fd >= 0) fcntl(s->err_fd, F_SETFL, O_NONBLOCK);
   if (s->in_fd >= 0) fcntl(s->in_fd, F_SETFL, O_NONBLOCK);
   s->deadline = timeout_ms ? now_ms() + timeout_ms : 0;
   goto done;
@@ -195,6 +231,7 @@ fail:
     if (out_pipe[i] >= 0) close(out_pipe[i]);
     if (err_pipe[i] >= 0) close(err_pipe[i]);
   }
+  if (master >= 0) close(master);
 done:
   for (size_t i = 0; i < nowned; i++) free(owned[i]); /* the child has its own copy after fork */
   free(owned);
@@ -248,6 +285,15 @@ void exec_output_credit(uint32_t stream, uint32_t bytes) {
   if (s) s->out_unacked = bytes >= s->out_unacked ? 0 : s->out_unacked - bytes;
 }
 
+void exec_resize(uint32_t stream, const uint8_t *payload, size_t len) {
+  struct session *s = find(stream);
+  if (!s || s->tty_fd < 0) return; /* a command without a terminal, or one that has ended */
+  if (len != 4) return send_error(stream, "RESIZE payload must be 4 bytes");
+  struct winsize ws = {.ws_row = (unsigned short)((payload[0] << 8) | payload[1]),
+                       .ws_col = (unsigned short)((payload[2] << 8) | payload[3])};
+  ioctl(s->tty_fd, TIOCSWINSZ, &ws); /* the kernel sends the foreground group SIGWINCH */
+}
+
 void exec_signal(uint32_t stream, int signo) {
   struct session *s = find(stream);
   if (!s || s->reaped) return;
@@ -292,6 +338,7 @@ static void finish(struct session *s) {
   close_fd(&s->in_fd);
   close_fd(&s->out_fd);
   close_fd(&s->err_fd);
+  close_fd(&s->tty_fd);
   buf_free(&s->in_pending);
   s->used = 0;
 }

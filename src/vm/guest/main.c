@@ -112,6 +112,7 @@ static void dispatch(uint8_t type, uint32_t stream, const uint8_t *p, size_t len
       if (len == 4) exec_signal(stream, (int)be32(p));
       else send_error(stream, "SIGNAL payload must be 4 bytes");
       break;
+    case MSG_RESIZE: exec_resize(stream, p, len); break;
     case MSG_HALT: halt_now(); break;
     case MSG_STOP:
       stopping = 1;
