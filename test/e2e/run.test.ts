@@ -246,6 +246,40 @@ describe.sequential('microagent run', () => {
     expect(existsSync(result.audit)).toBe(true);
   });
 
+  it('connect on a terminal gives the guest one: its size, TERM, Ctrl-C to the foreground job, the shell\'s exit code', { timeout: VM_TIMEOUT }, async () => {
+    const name = `e2e-tty-${process.pid}`;
+    expect((await cli(['create', name, '--profile', 'tiny'])).code).toBe(0);
+    try {
+      expect((await cli(['start', name])).code).toBe(0);
+      // script(1) gives the CLI a terminal (33x111); the keys are typed into it one step at a time.
+      const keys = [[1500, 'tty; stty size; echo "T=$TERM"\r'], [1500, 'sleep 30\r'], [800, '\x03'], [800, 'echo "alive-$((2))"; exit 5\r']] as const;
+      const session = spawn('script', ['-qec', `stty rows 33 cols 111; exec ${process.execPath} ${CLI} --state-dir ${E2E_STATE_DIR} connect ${name}`, '/dev/null'], {
+        env: { ...process.env, TERM: 'xterm-e2e' }, stdio: ['pipe', 'pipe', 'pipe'],
+      });
+      let screen = '';
+      session.stdout.on('data', (d: Buffer) => (screen += d.toString()));
+      for (const [wait, text] of keys) {
+        await new Promise((r) => setTimeout(r, wait));
+        session.stdin.write(text);
+      }
+      const code = await new Promise<number | null>((resolve) => session.on('close', resolve));
+      expect(screen).toMatch(/\/dev\/pts\/\d+\r/);
+      expect(screen).toMatch(/^33 111\r/m);
+      expect(screen).toMatch(/^T=xterm-e2e\r/m);
+      expect(screen).toMatch(/^alive-2\r/m);
+      expect(code).toBe(5);
+    } finally {
+      await cli(['kill', name]);
+      await cli(['delete', name]);
+    }
+  });
+
+  it('exec -t without a terminal is refused, saying why', async () => {
+    const r = await cli(['exec', '-t', 'any-workspace', '--', 'true']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe('error: exec: -t needs a terminal, and stdin or stdout is not one\n  fix: run it from a terminal, or drop -t (add -i to pass stdin)\n');
+  });
+
   describe.sequential('with a local origin, DNS upstream and mediation target', () => {
     let dir: string;
     let ca: TestCa;

@@ -4,6 +4,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import { MicroagentError } from '../../errors.js';
+import type { TerminalSize } from '../protocol.js';
 import { encodeLine, splitLines, type CommandExit, type ControlReply, type ControlRequest } from './protocol.js';
 
 type Pending = { resolve: (value: unknown) => void; reject: (err: Error) => void; onReply?: (reply: ControlReply) => void };
@@ -21,11 +22,16 @@ export interface ExecOptions {
   /** See the exec request (protocol.ts): sent while the workspace starts, and ending it. */
   readonly waitForStart?: boolean;
   readonly killWhenDone?: boolean;
+  /**
+   * Run on a terminal of `size` (what the command writes, stderr too, arrives at onStdout);
+   * `resizes` is handed the function that reports each new size of the user's terminal.
+   */
+  readonly tty?: { readonly size: TerminalSize; readonly resizes?: (report: (size: TerminalSize) => void) => void };
 }
 
 export type ExecResult = CommandExit;
 
-type Op = Exclude<ControlRequest, { op: 'exec' | 'stdin' | 'stdin_eof' }>['op'];
+type Op = Exclude<ControlRequest, { op: 'exec' | 'stdin' | 'stdin_eof' | 'resize' }>['op'];
 
 /** Stdin bytes (base64 lines) this client lets wait in its socket before it stops reading its source. */
 const STDIN_BUFFER = 1024 * 1024;
@@ -108,12 +114,14 @@ export class ControlClient {
         stdin: options.stdin !== undefined,
         ...(options.waitForStart === true ? { waitForStart: true } : {}),
         ...(options.killWhenDone === true ? { killWhenDone: true } : {}),
+        ...(options.tty === undefined ? {} : { tty: options.tty.size }),
       },
       (reply) => {
         if ('stream' in reply) (reply.stream === 'stdout' ? options.onStdout : options.onStderr)(Buffer.from(reply.data, 'base64'));
         else if ('exit' in reply) exit = reply.exit;
       },
     );
+    options.tty?.resizes?.(({ rows, cols }) => this.socket.write(encodeLine({ id: this.nextId++, op: 'resize', exec: id, rows, cols })));
     if (options.stdin !== undefined) {
       const input = options.stdin;
       input.on('data', (chunk: Buffer | string) => {

@@ -5,7 +5,7 @@
 import { chmod, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { asMicroagentError } from '../../errors.js';
-import { encodeLine, splitLines, type ControlReply, type ControlRequest } from './protocol.js';
+import { COMMAND_INPUT_OPS, encodeLine, splitLines, type ControlReply, type ControlRequest } from './protocol.js';
 
 export interface ControlConnection {
   /** False once more than SEND_BUFFER waits for the client (it is not reading): hold the source until `whenDrained`. */
@@ -79,7 +79,7 @@ async function dispatch(line: string, conn: ControlConnection, handler: ControlH
   }
   try {
     const result = await handler(request, conn);
-    if (request.op !== 'stdin' && request.op !== 'stdin_eof') conn.send({ id: request.id, ok: true, result: result ?? null });
+    if (!COMMAND_INPUT_OPS.has(request.op)) conn.send({ id: request.id, ok: true, result: result ?? null });
   } catch (err) {
     const e = asMicroagentError(err);
     conn.send({ id: request.id, ok: false, error: { kind: e.kind, code: e.code, message: e.message, remediation: e.remediation } });

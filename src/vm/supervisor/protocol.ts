@@ -5,6 +5,7 @@
  * Pure: encoding and line splitting only, so both ends are testable without sockets.
  */
 import type { ErrorKind } from '../../errors.js';
+import type { TerminalSize } from '../protocol.js';
 
 export type ControlRequest =
   | { readonly id: number; readonly op: 'status' }
@@ -23,9 +24,16 @@ export type ControlRequest =
       readonly waitForStart?: boolean;
       /** Kill the workspace once this command has exited (`run`'s throwaway workspace). */
       readonly killWhenDone?: boolean;
+      /** Run on a terminal of this window size (its output, stderr too, comes back as stdout). */
+      readonly tty?: TerminalSize;
     }
   | { readonly id: number; readonly op: 'stdin'; readonly exec: number; readonly data: string }
-  | { readonly id: number; readonly op: 'stdin_eof'; readonly exec: number };
+  | { readonly id: number; readonly op: 'stdin_eof'; readonly exec: number }
+  /** A terminal command's window changed. Like stdin, never answered. */
+  | { readonly id: number; readonly op: 'resize'; readonly exec: number; readonly rows: number; readonly cols: number };
+
+/** The requests that feed a running command and get no reply of their own. */
+export const COMMAND_INPUT_OPS: ReadonlySet<ControlRequest['op']> = new Set(['stdin', 'stdin_eof', 'resize']);
 
 export interface ControlError {
   readonly kind: ErrorKind;

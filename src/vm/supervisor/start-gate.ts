@@ -8,6 +8,7 @@
  */
 import { MicroagentError } from '../../errors.js';
 import type { ControlHandler } from './control-server.js';
+import { COMMAND_INPUT_OPS } from './protocol.js';
 
 export class StartGate {
   private handler: ControlHandler | null = null;
@@ -32,7 +33,7 @@ export class StartGate {
 
   readonly handle: ControlHandler = async (request, conn) => {
     if (this.handler !== null) return this.handler(request, conn);
-    const held = (request.op === 'exec' && request.waitForStart === true) || request.op === 'stdin' || request.op === 'stdin_eof';
+    const held = (request.op === 'exec' && request.waitForStart === true) || COMMAND_INPUT_OPS.has(request.op);
     if (held) {
       // Nothing runs the held requests yet: read no more of the client's until the workspace does.
       conn.hold(this.running);

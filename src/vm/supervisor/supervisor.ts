@@ -207,6 +207,7 @@ class Supervisor {
           ...(req.gid === undefined ? {} : { gid: req.gid }),
           ...(req.timeoutMs === undefined ? {} : { timeoutMs: req.timeoutMs }),
           stdin: req.stdin,
+          ...(req.tty === undefined ? {} : { tty: req.tty }),
         });
         const execs = this.execsOf(conn);
         execs.set(req.id, handle);
@@ -255,6 +256,9 @@ class Supervisor {
         return null;
       case 'stdin_eof':
         this.execsOf(conn).get(req.exec)?.endStdin();
+        return null;
+      case 'resize':
+        this.execsOf(conn).get(req.exec)?.resize({ rows: req.rows, cols: req.cols });
         return null;
       case 'pause':
         transition(name, this.state, 'pause');
