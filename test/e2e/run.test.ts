@@ -274,10 +274,22 @@ describe.sequential('microagent run', () => {
     }
   });
 
-  it('exec -t without a terminal is refused, saying why', async () => {
-    const r = await cli(['exec', '-t', 'any-workspace', '--', 'true']);
+  it('run -t runs the command on a terminal of the user\'s size, its exit code passed through', { timeout: VM_TIMEOUT }, async () => {
+    const session = spawn('script', ['-qec', `stty rows 20 cols 70; exec ${process.execPath} ${CLI} --state-dir ${E2E_STATE_DIR} run -t --profile tiny -- sh -c 'stty size; tty; exit 9'`, '/dev/null'], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let screen = '';
+    session.stdout.on('data', (d: Buffer) => (screen += d.toString()));
+    const code = await new Promise<number | null>((resolve) => session.on('close', resolve));
+    expect(screen).toMatch(/(^|\x1b\[K)20 70\r/m);
+    expect(screen).toMatch(/^\/dev\/pts\/\d+\r/m);
+    expect(code).toBe(9);
+  });
+
+  it.each([['exec', '-t', 'any-workspace', '--', 'true'], ['run', '-t', '--', 'true']])('%s -t without a terminal is refused, saying why', async (...args) => {
+    const r = await cli(args);
     expect(r.code).toBe(2);
-    expect(r.stderr).toBe('error: exec: -t needs a terminal, and stdin or stdout is not one\n  fix: run it from a terminal, or drop -t (add -i to pass stdin)\n');
+    expect(r.stderr).toBe(`error: ${args[0]}: -t needs a terminal, and stdin or stdout is not one\n  fix: run it from a terminal, or drop -t (add -i to pass stdin)\n`);
   });
 
   describe.sequential('with a local origin, DNS upstream and mediation target', () => {

@@ -3,6 +3,7 @@ import { MODES, type Mode } from '../../policy/types.js';
 import { kvmAccessProblem } from '../../vm/accel.js';
 import type { ImageProgressEvent } from '../../vm/rootfs/progress.js';
 import { progressUpdate } from '../progress.js';
+import { requireTerminal } from '../terminal.js';
 import { parseCpus, parseDiskSize, parseMemory, parseProfile, parseTimeout } from '../../vm/workspace/options.js';
 import { runInWorkspace } from '../../vm/workspace/run.js';
 import type { CreateOptions } from '../../vm/workspace/service.js';
@@ -94,11 +95,11 @@ function splitImageAndCommand(name: string, positionals: readonly string[], dash
 const run: Command = {
   name: 'run',
   summary: 'Run one command in a throwaway microVM workspace (the image read-only, its writes discarded) with all egress mediated; exits with its exit code',
-  usage: `[IMAGE] [--] [CMD...] ${FLAG_USAGE} [--timeout SECONDS] [-i]`,
+  usage: `[IMAGE] [--] [CMD...] ${FLAG_USAGE} [--timeout SECONDS] [-i] [-t]`,
   async run(args, ctx) {
     const dash = args.indexOf('--');
     const flags = dash < 0 ? args : args.slice(0, dash);
-    const { values, positionals } = parseCommandArgs(run, flags, { ...WORKSPACE_FLAGS, timeout: { type: 'string' }, interactive: { type: 'boolean', short: 'i' } });
+    const { values, positionals } = parseCommandArgs(run, flags, { ...WORKSPACE_FLAGS, timeout: { type: 'string' }, interactive: { type: 'boolean', short: 'i' }, tty: { type: 'boolean', short: 't' } });
     const all = dash < 0 ? positionals : [...positionals, ...args.slice(dash + 1)];
     const { image, command } = splitImageAndCommand('run', all, dash < 0 ? -1 : positionals.length);
     const timeoutMs = values.timeout === undefined ? undefined : parseTimeout(values.timeout);
@@ -107,19 +108,24 @@ const run: Command = {
     const err: Buffer[] = [];
     const abort = new AbortController();
     void ctx.interrupted.then(() => abort.abort());
+    const terminal = values.tty === true ? requireTerminal(ctx, 'run', values.env ?? []) : null;
+    const withStdin = values.interactive === true || terminal !== null;
     warnIfKvmDenied(ctx);
     const progress = terminalProgress(ctx);
+    terminal?.raw();
     const result = await runInWorkspace(ctx.stateDir, {
       signal: abort.signal,
-      ...createOptions(values, image, command, progress?.listener),
+      ...createOptions(terminal === null ? values : { ...values, env: terminal.env }, image, command, progress?.listener),
       ...(timeoutMs === undefined ? {} : { timeoutMs }),
       // Read from the start: the supervisor holds it for the command while the guest boots.
-      ...(values.interactive === true ? { stdin: process.stdin } : {}),
+      ...(withStdin ? { stdin: process.stdin } : {}),
+      ...(terminal === null ? {} : { tty: terminal.tty }),
       onStdout: (d) => (stream ? process.stdout.write(d) : out.push(d)),
       onStderr: (d) => (stream ? process.stderr.write(d) : err.push(d)),
     }).finally(() => {
+      terminal?.restore();
       progress?.clear();
-      if (values.interactive === true) process.stdin.destroy();
+      if (withStdin) process.stdin.destroy();
     });
     if (result.timedOut && timeoutMs !== undefined) ctx.out.warn(timedOutWarning(timeoutMs / 1000));
     const exitCode = result.exitCode ?? 1;

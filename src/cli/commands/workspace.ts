@@ -15,9 +15,9 @@ import {
   workspaceStatus,
   type WorkspaceStatus,
 } from '../../vm/workspace/service.js';
-import type { ExecOptions } from '../../vm/supervisor/control-client.js';
 import { parseCommandArgs, timedOutWarning, usageError, type CliContext, type Command } from '../command.js';
 import { table } from '../output.js';
+import { hasTerminal, requireTerminal, userTerminal } from '../terminal.js';
 import { warnIfKvmDenied } from './run.js';
 
 function oneName(command: Command, positionals: readonly string[]): string {
@@ -72,16 +72,6 @@ const start: Command = {
   },
 };
 
-/** The user's terminal as the guest's pseudo-terminal is sized: its rows and columns, and their changes. */
-function userTerminal(env: readonly string[]): { tty: NonNullable<ExecOptions['tty']>; env: string[] } {
-  const size = () => ({ rows: process.stdout.rows || 24, cols: process.stdout.columns || 80 });
-  return {
-    tty: { size: size(), resizes: (report) => process.stdout.on('resize', () => report(size())) },
-    // The guest's programs draw for the terminal the user has, unless told otherwise.
-    env: env.some((e) => e.startsWith('TERM=')) ? [...env] : [`TERM=${process.env['TERM'] ?? 'xterm-256color'}`, ...env],
-  };
-}
-
 async function execCommand(command: Command, args: readonly string[], ctx: CliContext, interactive: boolean) {
   const dash = args.indexOf('--');
   const flags = dash < 0 ? args : args.slice(0, dash);
@@ -96,18 +86,13 @@ async function execCommand(command: Command, args: readonly string[], ctx: CliCo
   const argv = interactive ? ['/bin/sh', '-i'] : [...positionals.slice(1), ...(dash < 0 ? [] : args.slice(dash + 1))];
   if (name === undefined || argv.length === 0) throw usageError(`${command.name}: expected NAME and a command`, `usage: microagent ${command.name} ${command.usage}`);
   const timeoutMs = values.timeout === undefined ? undefined : parseTimeout(values.timeout);
-  const onTerminal = process.stdin.isTTY === true && process.stdout.isTTY === true && ctx.out.mode === 'ux';
-  if (values.tty === true && !onTerminal) {
-    throw usageError(`${command.name}: -t needs a terminal, and stdin or stdout is not one`, 'run it from a terminal, or drop -t (add -i to pass stdin)');
-  }
   // connect gets the guest a terminal whenever the user has one; without, it is a line-mode shell.
-  const terminal = (interactive && onTerminal) || values.tty === true ? userTerminal(values.env ?? []) : null;
+  const terminal = values.tty === true ? requireTerminal(ctx, command.name, values.env ?? []) : interactive && hasTerminal(ctx) ? userTerminal(values.env ?? []) : null;
   const withStdin = interactive || values.interactive === true || terminal !== null;
   const stream = ctx.out.mode === 'ux';
   const out: Buffer[] = [];
   const err: Buffer[] = [];
-  // Keys go to the guest's terminal as typed: Ctrl-C is a byte there, not a signal here.
-  if (terminal !== null) process.stdin.setRawMode(true);
+  terminal?.raw();
   const result = await execInWorkspace(ctx.stateDir, name, {
     argv,
     env: terminal?.env ?? values.env ?? [],
@@ -117,9 +102,7 @@ async function execCommand(command: Command, args: readonly string[], ctx: CliCo
     ...(terminal === null ? {} : { tty: terminal.tty }),
     onStdout: (d) => (stream ? process.stdout.write(d) : out.push(d)),
     onStderr: (d) => (stream ? process.stderr.write(d) : err.push(d)),
-  }).finally(() => {
-    if (terminal !== null) process.stdin.setRawMode(false);
-  });
+  }).finally(() => terminal?.restore());
   if (withStdin) process.stdin.destroy();
   if (result.timedOut && timeoutMs !== undefined) ctx.out.warn(timedOutWarning(timeoutMs / 1000));
   return {

@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { AuditSummary } from '../../audit/query.js';
 import { MicroagentError } from '../../errors.js';
 import type { CreateOptions } from './service.js';
-import type { ExecResult } from '../supervisor/control-client.js';
+import type { ExecOptions, ExecResult } from '../supervisor/control-client.js';
 import { parseWorkspaceFlags } from './options.js';
 import { readManifest, runLogsDir, workspacePaths, type WorkspaceManifest } from './store.js';
 import { spawnSupervisor, type SupervisorProcess } from './supervisor-process.js';
@@ -22,6 +22,8 @@ export interface RunOptions extends CreateOptions {
   readonly onStdout: (data: Buffer) => void;
   readonly onStderr: (data: Buffer) => void;
   readonly stdin?: NodeJS.ReadableStream;
+  /** Run the command on a terminal (see the control client's exec). */
+  readonly tty?: ExecOptions['tty'];
   readonly timeoutMs?: number;
   /** Aborting (Ctrl-C) kills the workspace and removes it, keeping its audit log. */
   readonly signal?: AbortSignal;
@@ -88,6 +90,7 @@ export async function runInWorkspace(stateDir: string, options: RunOptions): Pro
       argv,
       ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
       ...(options.stdin === undefined ? {} : { stdin: options.stdin }),
+      ...(options.tty === undefined ? {} : { tty: options.tty }),
       onStdout: (d) => {
         first();
         options.onStdout(d);
