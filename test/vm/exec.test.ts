@@ -122,6 +122,14 @@ describe('microVM guest agent (isolated network)', () => {
     expect(await handle.exit).toMatchObject({ kind: 'exited', code: 4 });
   });
 
+  it('a terminal command running as another user owns its terminal: it can open it by name', async () => {
+    const handle = vm.agent.exec({ argv: ['sh', '-c', 'id -u; exec 3<>"$(tty)" && echo "reopened-$((1))"'], uid: 1000, gid: 1000, tty: { rows: 10, cols: 40 } });
+    let screen = '';
+    handle.stdout.on('data', (c: Buffer) => (screen += c.toString()));
+    expect(await handle.exit).toMatchObject({ kind: 'exited', code: 0 });
+    expect(screen).toBe('1000\r\nreopened-1\r\n');
+  });
+
   it('multiplexes concurrent commands', async () => {
     const runs = await Promise.all(
       [1, 2, 3, 4].map((n) => vm.agent.run({ argv: ['sh', '-c', `sleep 0.${n}; echo run-${n}; exit ${n}`] })),

@@ -91,6 +91,9 @@ static void child_exec(char **argv, char **envp, const char *cwd, uid_t uid, gid
   if (tty) {
     int t = open_tty_slave(tty);
     if (t < 0) _exit(126);
+    /* The terminal is the command's, as login gives it: a program that opens it by name (ttyname)
+       must be able to, whatever uid it runs as. */
+    if (fchown(t, uid, (gid_t)-1) != 0) _exit(126);
     in = out = err = t;
   }
   dup2(in, 0);
