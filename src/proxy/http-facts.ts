@@ -25,6 +25,9 @@ const HOP_BY_HOP = new Set([
   'trailer',
   'host',
   'http2-settings',
+  // Answered by the proxy itself (serve-request.ts) once the request is allowed; the body then
+  // follows at once, so asking the origin again would only delay it.
+  'expect',
 ]);
 
 function header(headers: IncomingHttpHeaders, name: string): string | undefined {

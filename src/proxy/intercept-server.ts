@@ -60,7 +60,7 @@ export function createInterceptServer(rt: ProxyRuntime, onClientError: (err: Nod
     return context;
   };
 
-  server.on('request', (req: ClientRequest, res: ClientResponse) => {
+  const onRequest = (req: ClientRequest, res: ClientResponse) => {
     const flow = flowOf(req);
     if (flow === undefined) {
       sendDeny(res, denyAnswer('bad_request', 'a connection with no decided flow', { status: 500 }));
@@ -73,7 +73,10 @@ export function createInterceptServer(rt: ProxyRuntime, onClientError: (err: Nod
       return;
     }
     void serveRequest(rt, context, req, res, path);
-  });
+  };
+  server.on('request', onRequest);
+  // Listened for, so node does not answer 100 Continue before the request is decided (serve-request.ts).
+  server.on('checkContinue', onRequest);
   server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     const flow = flows.get(socket);
     if (flow === undefined) {

@@ -71,16 +71,22 @@ export function refuseUnboundUrl(rt: ProxyRuntime, flow: FlowContext, method: st
   reply.deny(denyAnswer('identity_mismatch', describeDestination(flow.destination), { signals: ['identity_mismatch'] }));
 }
 
-/** Serves one request node parsed (HTTP/1 or HTTP/2). */
+/**
+ * Serves one request node parsed (HTTP/1 or HTTP/2). One sent with `Expect: 100-continue` (node hands
+ * it over unanswered, as the servers listen for 'checkContinue') is told to continue only once it is
+ * allowed: a denied upload is refused before its body is sent.
+ */
 export function serveRequest(rt: ProxyRuntime, flow: FlowContext, req: ClientRequest, res: ClientResponse, path: string): Promise<void> {
-  return serveExchange(rt, flow, requestFacts(req, path), nodeGuestRequest(req), nodeReply(res));
+  const expectsContinue = req.headers.expect?.toLowerCase() === '100-continue';
+  return serveExchange(rt, flow, requestFacts(req, path), nodeGuestRequest(req), nodeReply(res), expectsContinue ? () => res.writeContinue() : undefined);
 }
 
-/** Decides, records and forwards one request, answering through `reply`. */
-export async function serveExchange(rt: ProxyRuntime, flow: FlowContext, facts: RequestFacts, req: GuestRequest, reply: GuestReply): Promise<void> {
+/** Decides, records and forwards one request, answering through `reply`; `allowed` runs once it may go ahead. */
+export async function serveExchange(rt: ProxyRuntime, flow: FlowContext, facts: RequestFacts, req: GuestRequest, reply: GuestReply, allowed?: () => void): Promise<void> {
   const startedAt = Date.now();
   const plan = await admitRequest(rt, flow, facts, (deny) => reply.deny(deny));
   if (plan === null) return;
+  allowed?.();
   await forwardRequest(
     rt,
     {

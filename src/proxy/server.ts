@@ -135,12 +135,15 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
   });
-  http.on('request', (req: IncomingMessage, res: ServerResponse) => {
+  const onPlainRequest = (req: IncomingMessage, res: ServerResponse) => {
     void handlePlainRequest(rt, req, res).catch((err: unknown) => {
       log.error({ err }, 'plain request failed');
       res.destroy();
     });
-  });
+  };
+  http.on('request', onPlainRequest);
+  // Listened for, so node does not answer 100 Continue before the request is decided (serve-request.ts).
+  http.on('checkContinue', onPlainRequest);
   http.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     void handleConnect(rt, intercept.handoff, req, socket, head).catch((err: unknown) => {
       log.error({ err }, 'CONNECT failed');

@@ -1,6 +1,7 @@
 // The proxy end to end on loopback: curl, undici, node:http2 and ws through it to local HTTPS/HTTP
 // origins (their own test CA), with the real policy engine, audit log and CA. Each case checks what
 // the client got AND what the audit log says.
+import { execFile } from 'node:child_process';
 import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createHttpServer } from 'node:http';
 import { connect as http2Connect } from 'node:http2';
@@ -300,6 +301,34 @@ describe('deny paths: 403 + reason header + audit record', () => {
     expect(r.status).toBe(403);
     expect(reasonOf(r.headers)).toBe('doh_denied');
     expect(decisions(await tp.records()).some((x) => x.reason === 'doh_denied' && x.path === '/dns-query')).toBe(true);
+  });
+});
+
+describe('Expect: 100-continue (curl asks it for uploads over 1 MiB on HTTP/1.1)', () => {
+  let file: string;
+  beforeAll(() => {
+    file = join(makeOriginCa().dir, 'upload.bin');
+    writeFileSync(file, Buffer.alloc(3 * 1024 * 1024, 0x63));
+  });
+  /** curl's own account: the status and how many body bytes it sent. */
+  const upload = (url: string, ...extra: string[]) =>
+    new Promise<{ status: number; sent: number; body: string }>((resolve, reject) => {
+      execFile('curl', ['-sS', '-x', tp.url, '--cacert', tp.caPath, '--http1.1', '-T', file, '-w', '\n%{http_code} %{size_upload}', '--max-time', '20', ...extra, url], (err, stdout) => {
+        if (err !== null) return reject(err);
+        const lines = stdout.split('\n');
+        const [status, sent] = (lines.pop() as string).split(' ').map(Number);
+        resolve({ status: status as number, sent: sent as number, body: lines.join('\n') });
+      });
+    });
+
+  it.each([
+    ['HTTPS', () => `https://origin.test:${https}/upload`],
+    ['plain HTTP', () => `http://origin.test:${http}/upload`],
+  ])('%s: a denied upload is refused before its body is sent; an allowed one goes through whole', async (_, url) => {
+    const denied = await upload(url(), '-X', 'DELETE');
+    expect([denied.status, denied.sent]).toEqual([403, 0]);
+    const allowed = await upload(url());
+    expect([allowed.status, allowed.sent, allowed.body]).toEqual([200, 3 * 1024 * 1024, String(3 * 1024 * 1024)]);
   });
 });
 
