@@ -6,6 +6,7 @@ import { parsePolicy } from '../../src/policy/index.js';
 import { createExfiltrationGuard, DEFAULT_EXFILTRATION_LIMITS } from '../../src/proxy/dns/guard.js';
 import { createAddressMemory, DEFAULT_MEMORY_LIMITS } from '../../src/proxy/dns/memory.js';
 import { admitQuery, createNameDecider, filterAnswer } from '../../src/proxy/dns/query-step.js';
+import { reverseLookupAddress } from '../../src/proxy/dns/reverse-name.js';
 import { parseQuery, type ParsedQuery } from '../../src/proxy/dns/wire.js';
 import { encodeQuery } from './helpers/client.js';
 import { GUARDED_POLICY, OFF_POLICY, STRICT_POLICY } from './helpers/harness.js';
@@ -42,6 +43,12 @@ describe('admitQuery', () => {
     ['guarded', `${'x'.repeat(45)}.evil.example`, 'A', 'answer_empty', 5, 'rate_limited', ['unlisted', 'exfiltration_guard']],
     ['guarded', `${'x'.repeat(60)}.allowed.test`, 'A', 'forward', 0, 'rule_allow', []], // a rule vouches for the domain
     ['strict', `${'x'.repeat(60)}.allowed.test`, 'A', 'forward', 0, 'rule_allow', []],
+    // Reverse lookups are judged as the address they name: the host's network is not the guest's to map.
+    ['guarded', '5.0.0.10.in-addr.arpa', 'PTR', 'answer_empty', 5, 'internal_address', ['internal_address']],
+    ['guarded', '168.192.in-addr.arpa', 'SOA', 'answer_empty', 5, 'internal_address', ['internal_address']],
+    ['guarded', `1.${'0.'.repeat(31)}ip6.arpa`, 'PTR', 'answer_empty', 5, 'internal_address', ['internal_address']],
+    ['guarded', '8.8.8.8.in-addr.arpa', 'PTR', 'forward', 0, 'unlisted', ['unlisted']],
+    ['off', '5.0.0.10.in-addr.arpa', 'PTR', 'forward', 0, 'mediation_off', ['mediation_off']],
   ] as const)('%s %s %s -> %s rcode %i (%s)', (mode, name, type, kind, rcode, reason, signals) => {
     const admission = admit(mode, question(name, type));
     expect(admission.kind).toBe(kind);
@@ -49,6 +56,27 @@ describe('admitQuery', () => {
     expect(admission.verdict.reason).toBe(reason);
     expect(admission.verdict.signals).toEqual(signals);
     expect(admission.verdict.mode).toBe(mode);
+  });
+
+  it('forwards a reverse lookup of an internal address a rule allows', () => {
+    const lan = parsePolicy('version: 1\nmode: guarded\nrules:\n  - id: lan\n    action: allow\n    cidrs: [10.0.0.0/8]\n', 'lan.yaml');
+    const admission = admitQuery(createNameDecider()(lan, '5.0.0.10.in-addr.arpa'), createExfiltrationGuard(DEFAULT_EXFILTRATION_LIMITS), question('5.0.0.10.in-addr.arpa', 'PTR'));
+    expect(admission).toMatchObject({ kind: 'forward', verdict: { reason: 'rule_allow', rule: 'lan' } });
+  });
+
+  it.each([
+    ['5.0.0.10.in-addr.arpa', '10.0.0.5'],
+    ['168.192.in-addr.arpa', '192.168.0.0'],
+    ['in-addr.arpa', null],
+    ['256.0.0.10.in-addr.arpa', null],
+    ['05.0.0.10.in-addr.arpa', null],
+    ['1.2.3.4.5.in-addr.arpa', null],
+    [`1.${'0.'.repeat(31)}ip6.arpa`, '::1'],
+    ['c.f.ip6.arpa', 'fc00::'],
+    ['g.f.ip6.arpa', null],
+    ['example.com', null],
+  ])('the reverse-lookup name %s stands for %s', (name, address) => {
+    expect(reverseLookupAddress(name)).toBe(address);
   });
 
   it('refuses class CH and address-literal names', () => {

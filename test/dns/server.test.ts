@@ -129,6 +129,16 @@ describe('answers', () => {
     expect((await h.lastRecord('svc.allowed.test', 'ANY')).signals).toContain('https_record_stripped');
   });
 
+  it('refuses a reverse lookup of an internal address (dig -x) without asking the upstream; a public one is forwarded', async () => {
+    // What `dig -x 10.0.0.5` asks.
+    const refused = await dig(h.port, '5.0.0.10.in-addr.arpa', 'PTR');
+    expect(refused.status).toBe('REFUSED');
+    expect(upstream.count('5.0.0.10.in-addr.arpa')).toBe(0);
+    expect(await h.lastRecord('5.0.0.10.in-addr.arpa', 'PTR')).toMatchObject({ verdict: 'deny', reason: 'internal_address', signals: ['internal_address'], rcode: 'REFUSED' });
+    await dig(h.port, '7.2.0.192.in-addr.arpa', 'PTR');
+    expect(upstream.count('7.2.0.192.in-addr.arpa')).toBe(1);
+  });
+
   it('refuses DNS-over-HTTPS resolver names unless a rule allows them', async () => {
     upstream.set('dns.google', 'A', [a('dns.google', '192.0.2.88')]);
     upstream.set('dns.quad9.net', 'A', [a('dns.quad9.net', '192.0.2.99')]);

@@ -9,6 +9,7 @@ import type { Answer } from 'dns-packet';
 import { decide, isInternalAddress, parseIpLiteral, type Decision, type Mode, type Policy } from '../../policy/index.js';
 import type { Reason, Signal } from '../../policy/reasons.js';
 import { isDohResolverName } from './doh.js';
+import { reverseLookupAddress } from './reverse-name.js';
 import type { ExfiltrationGuard } from './guard.js';
 import type { AddressMemory } from './memory.js';
 import type { UpstreamAnswer } from './resolver.js';
@@ -71,7 +72,9 @@ export function createNameDecider(maxNames = 10_000): NameDecider {
     }
     let decision = byName.get(name);
     if (decision === undefined) {
-      decision = decide(policy, { protocol: 'dns', host: name });
+      // A reverse lookup is judged as the address it names too (reverse-name.ts).
+      const reversed = reverseLookupAddress(name);
+      decision = decide(policy, { protocol: 'dns', host: name, ...(reversed === null ? {} : { ip: reversed }) });
       if (byName.size >= maxNames) byName.clear();
       byName.set(name, decision);
     }
