@@ -2,10 +2,11 @@
 // where it listens and where the CA is, serves, reloads the policy on change, and stops on SIGINT
 // with its audit records flushed; run as an executable, it trusts the host's NODE_EXTRA_CA_CERTS,
 // which its shebang hands over unparsed (src/tls-trust.ts).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { readAuditRecords, verifyAuditLog } from '../../src/audit/index.js';
 import { curl, makeOriginCa, startHttpOrigin, startHttpsOrigin } from './helpers.js';
@@ -113,6 +114,26 @@ describe('microagent proxy', () => {
         }
       }
     } finally {
+      server.close();
+    }
+  });
+
+  it('prints the environment a client needs, and a client given only that reaches an HTTPS origin through it', async () => {
+    const originCa = makeOriginCa();
+    const { server, port } = await startHttpsOrigin(originCa);
+    const base = { ...process.env, NODE_EXTRA_CA_CERTS: originCa.caPath };
+    const proxy = await startProxyCli(['dist/cli/main.js'], base);
+    try {
+      const line = (await proxy.waitFor(/proxy: for clients: (.*)\n/))[1] as string;
+      const clientEnv = Object.fromEntries(line.split(' ').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+      expect(clientEnv).toEqual({
+        HTTPS_PROXY: proxy.url, HTTP_PROXY: proxy.url, SSL_CERT_FILE: proxy.caPath, CURL_CA_BUNDLE: proxy.caPath, NODE_EXTRA_CA_CERTS: proxy.caPath, REQUESTS_CA_BUNDLE: proxy.caPath,
+      });
+      const env: NodeJS.ProcessEnv = { PATH: process.env['PATH'], ...clientEnv };
+      const { stdout } = await promisify(execFile)('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', `https://127.0.0.1:${port}/echo`], { env });
+      expect(stdout).toBe('200');
+    } finally {
+      await interrupt(proxy);
       server.close();
     }
   });

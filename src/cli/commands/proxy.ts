@@ -86,6 +86,11 @@ const proxy: Command = {
         ctx.out.warn(`proxy: ${tcp.host} is reachable from other machines: any client that connects gets egress under this policy, recorded as workspace "${workspace}"; listen on 127.0.0.1 or firewall the port`);
       }
       ctx.out.info(`proxy: CA certificate ${ca.certPath}`);
+      if (tcp !== null) {
+        // What a client (a container, a CI job) needs: the proxy, and the CA for the tools that read it from the environment.
+        const url = where[0] as string;
+        ctx.out.info(`proxy: for clients: HTTPS_PROXY=${url} HTTP_PROXY=${url} SSL_CERT_FILE=${ca.certPath} CURL_CA_BUNDLE=${ca.certPath} NODE_EXTRA_CA_CERTS=${ca.certPath} REQUESTS_CA_BUNDLE=${ca.certPath}`);
+      }
       ctx.out.info(`proxy: mode ${policy().mode}, policy ${policy().hash}, audit ${auditPath}; Ctrl-C to stop`);
       const signal = await ctx.interrupted;
       await running.close();
