@@ -127,7 +127,7 @@ describe('microagent proxy', () => {
       const line = (await proxy.waitFor(/proxy: for clients: (.*)\n/))[1] as string;
       const clientEnv = Object.fromEntries(line.split(' ').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
       expect(clientEnv).toEqual({
-        HTTPS_PROXY: proxy.url, HTTP_PROXY: proxy.url, SSL_CERT_FILE: proxy.caPath, CURL_CA_BUNDLE: proxy.caPath, NODE_EXTRA_CA_CERTS: proxy.caPath, REQUESTS_CA_BUNDLE: proxy.caPath,
+        HTTPS_PROXY: proxy.url, HTTP_PROXY: proxy.url, SSL_CERT_FILE: proxy.caPath, CURL_CA_BUNDLE: proxy.caPath, NODE_EXTRA_CA_CERTS: proxy.caPath, NODE_USE_ENV_PROXY: '1', REQUESTS_CA_BUNDLE: proxy.caPath,
       });
       const env: NodeJS.ProcessEnv = { PATH: process.env['PATH'], ...clientEnv };
       const { stdout } = await promisify(execFile)('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', `https://127.0.0.1:${port}/echo`], { env });

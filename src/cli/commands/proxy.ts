@@ -87,9 +87,10 @@ const proxy: Command = {
       }
       ctx.out.info(`proxy: CA certificate ${ca.certPath}`);
       if (tcp !== null) {
-        // What a client (a container, a CI job) needs: the proxy, and the CA for the tools that read it from the environment.
+        // What a client (a container, a CI job) needs: the proxy, and the CA for the tools that read it
+        // from the environment. Node's own fetch follows the proxy variables only from Node 24, when told to.
         const url = where[0] as string;
-        ctx.out.info(`proxy: for clients: HTTPS_PROXY=${url} HTTP_PROXY=${url} SSL_CERT_FILE=${ca.certPath} CURL_CA_BUNDLE=${ca.certPath} NODE_EXTRA_CA_CERTS=${ca.certPath} REQUESTS_CA_BUNDLE=${ca.certPath}`);
+        ctx.out.info(`proxy: for clients: HTTPS_PROXY=${url} HTTP_PROXY=${url} SSL_CERT_FILE=${ca.certPath} CURL_CA_BUNDLE=${ca.certPath} NODE_EXTRA_CA_CERTS=${ca.certPath} NODE_USE_ENV_PROXY=1 REQUESTS_CA_BUNDLE=${ca.certPath}`);
       }
       ctx.out.info(`proxy: mode ${policy().mode}, policy ${policy().hash}, audit ${auditPath}; Ctrl-C to stop`);
       const signal = await ctx.interrupted;
