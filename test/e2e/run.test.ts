@@ -246,14 +246,15 @@ describe.sequential('microagent run', () => {
     expect(existsSync(result.audit)).toBe(true);
   });
 
-  it('connect on a terminal gives the guest one: its size, TERM, Ctrl-C to the foreground job, the shell\'s exit code', { timeout: VM_TIMEOUT }, async () => {
+  it('connect on a terminal gives the guest one: its size and resizes, TERM, Ctrl-C to the foreground job, the shell\'s exit code', { timeout: VM_TIMEOUT }, async () => {
     const name = `e2e-tty-${process.pid}`;
     expect((await cli(['create', name, '--profile', 'tiny'])).code).toBe(0);
     try {
       expect((await cli(['start', name])).code).toBe(0);
-      // script(1) gives the CLI a terminal (33x111); the keys are typed into it one step at a time.
-      const keys = [[1500, 'tty; stty size; echo "T=$TERM"\r'], [1500, 'sleep 30\r'], [800, '\x03'], [800, 'echo "alive-$((2))"; exit 5\r']] as const;
-      const session = spawn('script', ['-qec', `stty rows 33 cols 111; exec ${process.execPath} ${CLI} --state-dir ${E2E_STATE_DIR} connect ${name}`, '/dev/null'], {
+      // script(1) gives the CLI a terminal (33x111), resized to 40x120 after 5 s (a window the user
+      // drags: SIGWINCH to connect); the keys are typed into it one step at a time.
+      const keys = [[1500, 'tty; stty size; echo "T=$TERM"\r'], [1500, 'sleep 30\r'], [800, '\x03'], [2500, 'echo "now $(stty size)"\r'], [800, 'echo "alive-$((2))"; exit 5\r']] as const;
+      const session = spawn('script', ['-qec', `stty rows 33 cols 111; (sleep 5; stty rows 40 cols 120 < /dev/tty) & exec ${process.execPath} ${CLI} --state-dir ${E2E_STATE_DIR} connect ${name}`, '/dev/null'], {
         env: { ...process.env, TERM: 'xterm-e2e' }, stdio: ['pipe', 'pipe', 'pipe'],
       });
       let screen = '';
@@ -266,6 +267,7 @@ describe.sequential('microagent run', () => {
       expect(screen).toMatch(/\/dev\/pts\/\d+\r/);
       expect(screen).toMatch(/^33 111\r/m);
       expect(screen).toMatch(/^T=xterm-e2e\r/m);
+      expect(screen).toMatch(/^now 40 120\r/m);
       expect(screen).toMatch(/^alive-2\r/m);
       expect(code).toBe(5);
     } finally {
