@@ -276,6 +276,30 @@ describe.sequential('microagent run', () => {
     }
   });
 
+  it('exec passes Ctrl-C (SIGINT) on to the command: one that traps it decides, one that does not dies of it (130)', { timeout: VM_TIMEOUT }, async () => {
+    const name = `e2e-sigint-${process.pid}`;
+    expect((await cli(['create', name, '--profile', 'tiny'])).code).toBe(0);
+    try {
+      expect((await cli(['start', name])).code).toBe(0);
+      const interrupted = async (script: string) => {
+        const child = spawn(process.execPath, [CLI, '--state-dir', E2E_STATE_DIR, 'exec', name, '--', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        let sent = false;
+        child.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (!sent && out.includes('ready\n')) sent = child.kill('SIGINT');
+        });
+        const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+        return { code, out };
+      };
+      expect(await interrupted('trap "echo got-int; exit 3" INT; echo ready; while :; do sleep 0.1; done')).toEqual({ code: 3, out: 'ready\ngot-int\n' });
+      expect(await interrupted('echo ready; sleep 60; echo finished')).toEqual({ code: 130, out: 'ready\n' });
+    } finally {
+      await cli(['kill', name]);
+      await cli(['delete', name]);
+    }
+  });
+
   it('run -t runs the command on a terminal of the user\'s size, its exit code passed through', { timeout: VM_TIMEOUT }, async () => {
     const session = spawn('script', ['-qec', `stty rows 20 cols 70; exec ${process.execPath} ${CLI} --state-dir ${E2E_STATE_DIR} run -t --profile tiny -- sh -c 'stty size; tty; exit 9'`, '/dev/null'], {
       stdio: ['pipe', 'pipe', 'pipe'],

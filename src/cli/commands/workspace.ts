@@ -100,6 +100,9 @@ async function execCommand(command: Command, args: readonly string[], ctx: CliCo
     ...(timeoutMs === undefined ? {} : { timeoutMs }),
     ...(withStdin ? { stdin: process.stdin } : {}),
     ...(terminal === null ? {} : { tty: terminal.tty }),
+    // Ctrl-C (or a SIGTERM) goes to the command, which decides; a second Ctrl-C ends this CLI and,
+    // with its connection, the command.
+    signals: (forward) => void ctx.interrupted.then(forward),
     onStdout: (d) => (stream ? process.stdout.write(d) : out.push(d)),
     onStderr: (d) => (stream ? process.stderr.write(d) : err.push(d)),
   }).finally(() => terminal?.restore());

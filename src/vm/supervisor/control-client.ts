@@ -27,11 +27,13 @@ export interface ExecOptions {
    * `resizes` is handed the function that reports each new size of the user's terminal.
    */
   readonly tty?: { readonly size: TerminalSize; readonly resizes?: (report: (size: TerminalSize) => void) => void };
+  /** Handed the function that passes a signal the client received (Ctrl-C) on to the command. */
+  readonly signals?: (forward: (signal: NodeJS.Signals) => void) => void;
 }
 
 export type ExecResult = CommandExit;
 
-type Op = Exclude<ControlRequest, { op: 'exec' | 'stdin' | 'stdin_eof' | 'resize' }>['op'];
+type Op = Exclude<ControlRequest, { op: 'exec' | 'stdin' | 'stdin_eof' | 'resize' | 'signal' }>['op'];
 
 /** Stdin bytes (base64 lines) this client lets wait in its socket before it stops reading its source. */
 const STDIN_BUFFER = 1024 * 1024;
@@ -122,6 +124,7 @@ export class ControlClient {
       },
     );
     options.tty?.resizes?.(({ rows, cols }) => this.socket.write(encodeLine({ id: this.nextId++, op: 'resize', exec: id, rows, cols })));
+    options.signals?.((signal) => this.socket.write(encodeLine({ id: this.nextId++, op: 'signal', exec: id, signal })));
     if (options.stdin !== undefined) {
       const input = options.stdin;
       input.on('data', (chunk: Buffer | string) => {

@@ -30,10 +30,15 @@ export type ControlRequest =
   | { readonly id: number; readonly op: 'stdin'; readonly exec: number; readonly data: string }
   | { readonly id: number; readonly op: 'stdin_eof'; readonly exec: number }
   /** A terminal command's window changed. Like stdin, never answered. */
-  | { readonly id: number; readonly op: 'resize'; readonly exec: number; readonly rows: number; readonly cols: number };
+  | { readonly id: number; readonly op: 'resize'; readonly exec: number; readonly rows: number; readonly cols: number }
+  /** A signal the client received (Ctrl-C), for the command's process group. Like stdin, never answered. */
+  | { readonly id: number; readonly op: 'signal'; readonly exec: number; readonly signal: string };
 
 /** The requests that feed a running command and get no reply of their own. */
-export const COMMAND_INPUT_OPS: ReadonlySet<ControlRequest['op']> = new Set(['stdin', 'stdin_eof', 'resize']);
+export const COMMAND_INPUT_OPS: ReadonlySet<ControlRequest['op']> = new Set(['stdin', 'stdin_eof', 'resize', 'signal']);
+
+/** The signals a client may pass on to its command: the ones a user sends a foreground program. */
+export const FORWARDED_SIGNALS: ReadonlySet<string> = new Set(['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT']);
 
 export interface ControlError {
   readonly kind: ErrorKind;

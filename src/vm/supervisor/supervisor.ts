@@ -25,7 +25,7 @@ import {
   type WorkspaceManifest,
 } from '../workspace/store.js';
 import { startControlServer, type ControlConnection } from './control-server.js';
-import type { CommandExit, ControlRequest } from './protocol.js';
+import { FORWARDED_SIGNALS, type CommandExit, type ControlRequest } from './protocol.js';
 import type { Mediator } from './mediator.js';
 import { allocatePortBackends } from './published-ports.js';
 import { mediatorSockets } from './sockets.js';
@@ -259,6 +259,9 @@ class Supervisor {
         return null;
       case 'resize':
         this.execsOf(conn).get(req.exec)?.resize({ rows: req.rows, cols: req.cols });
+        return null;
+      case 'signal':
+        if (FORWARDED_SIGNALS.has(req.signal)) this.execsOf(conn).get(req.exec)?.signal(constants.signals[req.signal as NodeJS.Signals]);
         return null;
       case 'pause':
         transition(name, this.state, 'pause');
