@@ -89,3 +89,18 @@ describe('a workspace whose runtime record is from an earlier boot of the host',
   });
 });
 
+describe('microagent wait', () => {
+  it('stops at Ctrl-C instead of waiting out its timeout, saying so', async () => {
+    const dir = stateDir();
+    await writeTestWorkspace(dir, 'w3', 'prepared');
+    const cli = join(import.meta.dirname, '../../dist/cli/main.js');
+    const child = spawn(process.execPath, [cli, '--state-dir', dir, 'wait', 'w3', '--timeout', '120'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    await new Promise((r) => setTimeout(r, 1500));
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(code).toBe(75);
+    expect(stderr).toBe('error: stopped waiting for workspace "w3" (SIGINT)\n  fix: wait again with "microagent wait w3"\n');
+  }, 30_000);
+});

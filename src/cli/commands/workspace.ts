@@ -252,7 +252,12 @@ const wait: Command = {
     const { values, positionals } = parseCommandArgs(wait, args, { timeout: { type: 'string', default: '120' } });
     const name = oneName(wait, positionals);
     const deadline = Date.now() + parseTimeout(values.timeout);
+    let interrupted: NodeJS.Signals | null = null;
+    void ctx.interrupted.then((signal) => (interrupted = signal));
     for (;;) {
+      if (interrupted !== null) {
+        throw new MicroagentError('transient', `stopped waiting for workspace "${name}" (${interrupted})`, { code: 'wait.interrupted', remediation: `wait again with "microagent wait ${name}"` });
+      }
       const s = await workspaceStatus(ctx.stateDir, name);
       if (s.state === 'running') return { result: s, human: `${name}: running` };
       if (s.state !== 'starting' && s.state !== 'prepared') {
