@@ -300,6 +300,27 @@ describe.sequential('microagent run', () => {
     }
   });
 
+  it('Ctrl-C during start stops the waiting, not the start; wait then sees it running and exits', { timeout: VM_TIMEOUT }, async () => {
+    const name = `e2e-startint-${process.pid}`;
+    expect((await cli(['create', name, '--profile', 'tiny'])).code).toBe(0);
+    try {
+      const events = join(E2E_STATE_DIR, 'workspaces', name, 'events.json');
+      const start = spawn(process.execPath, [CLI, '--state-dir', E2E_STATE_DIR, 'start', name], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      start.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      // Interrupted as soon as the start is recorded: the guest boots for hundreds of ms more under TCG.
+      for (let i = 0; i < 500 && !(existsSync(events) && readFileSync(events, 'utf8').includes('"starting"')); i++) await new Promise((r) => setTimeout(r, 10));
+      start.kill('SIGINT');
+      const code = await new Promise<number | null>((resolve) => start.on('close', resolve));
+      expect([code, stderr]).toEqual([75, `error: stopped waiting for workspace "${name}" to start; it goes on starting\n  fix: "microagent wait ${name}" waits for it again; "microagent kill ${name}" ends it\n`]);
+      // wait polls through the rest of the start (a status refused while starting must not hold it open).
+      expect(await cli(['wait', name], { timeoutMs: 60_000 })).toMatchObject({ code: 0, stdout: `${name}: running\n` });
+    } finally {
+      await cli(['kill', name]);
+      await cli(['delete', name]);
+    }
+  });
+
   it('run -t runs the command on a terminal of the user\'s size, its exit code passed through', { timeout: VM_TIMEOUT }, async () => {
     const session = spawn('script', ['-qec', `stty rows 20 cols 70; exec ${process.execPath} ${CLI} --state-dir ${E2E_STATE_DIR} run -t --profile tiny -- sh -c 'stty size; tty; exit 9'`, '/dev/null'], {
       stdio: ['pipe', 'pipe', 'pipe'],

@@ -66,7 +66,9 @@ const start: Command = {
     const { positionals } = parseCommandArgs(start, args, { wait: { type: 'boolean' } });
     const name = oneName(start, positionals);
     warnIfKvmDenied(ctx);
-    await startWorkspace(ctx.stateDir, name);
+    const abort = new AbortController();
+    void ctx.interrupted.then(() => abort.abort());
+    await startWorkspace(ctx.stateDir, name, { signal: abort.signal });
     const status = await workspaceStatus(ctx.stateDir, name);
     return { result: status, human: statusText(status) };
   },

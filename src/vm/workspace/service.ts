@@ -160,6 +160,8 @@ export interface StartOptions {
   readonly supervisor?: SupervisorProcess;
   /** false: no `/bin/sh` probe before `running` (shellReady stays unobserved); `run` runs its command next. */
   readonly shellProbe?: boolean;
+  /** Aborted (Ctrl-C): stop waiting; the workspace goes on starting without this caller. */
+  readonly signal?: AbortSignal;
 }
 
 /**
@@ -200,8 +202,21 @@ export async function startWorkspace(stateDir: string, name: string, options: St
   const timedOut = Symbol('timeout');
   const stopTimer = new AbortController();
   const timer = sleep(timeoutMs, timedOut, { signal: stopTimer.signal }).catch(() => undefined);
-  const outcome = await Promise.race([(supervisor as SupervisorProcess).settled, timer]);
+  const stoppedWaiting = Symbol('interrupted');
+  const interrupted = new Promise<symbol>((resolve) => {
+    if (options.signal?.aborted === true) resolve(stoppedWaiting);
+    options.signal?.addEventListener('abort', () => resolve(stoppedWaiting), { once: true });
+  });
+  const outcome = await Promise.race([(supervisor as SupervisorProcess).settled, timer, interrupted]);
   stopTimer.abort();
+  if (outcome === stoppedWaiting) {
+    // Its progress no longer has a reader here: let this process end while the supervisor goes on.
+    (supervisor as SupervisorProcess).detach();
+    throw new MicroagentError('transient', `stopped waiting for workspace "${name}" to start; it goes on starting`, {
+      code: 'lifecycle.start_interrupted',
+      remediation: `"microagent wait ${name}" waits for it again; "microagent kill ${name}" ends it`,
+    });
+  }
   if (outcome === timedOut) {
     throw new MicroagentError('transient', `workspace "${name}" did not become ready within ${timeoutMs / 1000} s`, {
       code: 'lifecycle.start_timeout',
@@ -412,8 +427,9 @@ export async function workspaceStatus(stateDir: string, name: string): Promise<W
   if (alive) {
     try {
       const { client } = await control(stateDir, name);
-      const live = (await client.request('status')) as { readiness: unknown };
-      client.close();
+      // Closed whatever the answer: a supervisor still starting refuses the request, and an open
+      // connection would keep this process (`wait`, polling through a start) alive after it is done.
+      const live = (await client.request('status').finally(() => client.close())) as { readiness: unknown };
       readiness = live.readiness;
     } catch {
       readiness = null;

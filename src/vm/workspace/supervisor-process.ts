@@ -38,6 +38,8 @@ export interface SupervisorProcess {
   launch(request: LaunchRequest): Promise<void>;
   /** The workspace will not be started: the supervisor exits and removes its log. */
   cancel(): void;
+  /** After launch: stop listening to its progress, so this process may end while the supervisor goes on. */
+  detach(): void;
 }
 
 /**
@@ -95,6 +97,11 @@ export async function spawnSupervisor(stateDir: string, logPath?: string): Promi
     },
     cancel() {
       stdin.end();
+    },
+    detach() {
+      report.removeAllListeners();
+      report.on('error', () => undefined);
+      report.destroy();
     },
   };
 }
