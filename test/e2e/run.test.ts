@@ -223,22 +223,29 @@ describe.sequential('microagent run', () => {
     expectNoStackTrace(r);
   });
 
-  it('--disk grows a workspace\'s disk (create) or a run\'s throwaway one, and the guest sees the room; one smaller than the image is refused', { timeout: VM_TIMEOUT }, async () => {
-    const name = `e2e-disk-${process.pid}`;
-    const small = await cli(['create', `${name}-small`, '--disk', '100M']);
-    expect(small.code).toBe(2);
-    expect(small.stderr).toMatch(/^error: --disk 100M is smaller than the image's root filesystem \(\d+M\)\n {2}fix: give --disk \d+M or more\n$/);
-    expect((await cli(['create', name, '--disk', '1G', '--profile', 'tiny'])).code).toBe(0);
+  /** A tiny persistent workspace for one test (started unless told otherwise), killed and deleted after it. */
+  async function withWorkspace(label: string, use: (name: string) => Promise<void>, options: { create?: readonly string[]; start?: boolean } = {}): Promise<void> {
+    const name = `e2e-${label}-${process.pid}`;
+    expect((await cli(['create', name, '--profile', 'tiny', ...(options.create ?? [])])).code).toBe(0);
     try {
-      expect((await cli(['start', name])).code).toBe(0);
-      const df = await cli(['exec', name, '--', 'df', '-m', '/']);
-      const sizeMiB = Number(df.stdout.trim().split('\n')[1]?.split(/\s+/)[1]);
-      expect(sizeMiB, df.stdout).toBeGreaterThan(900);
-      expect(sizeMiB, df.stdout).toBeLessThanOrEqual(1024);
+      if (options.start !== false) expect((await cli(['start', name])).code).toBe(0);
+      await use(name);
     } finally {
       await cli(['kill', name]);
       await cli(['delete', name]);
     }
+  }
+
+  it('--disk grows a workspace\'s disk (create) or a run\'s throwaway one, and the guest sees the room; one smaller than the image is refused', { timeout: VM_TIMEOUT }, async () => {
+    const small = await cli(['create', `e2e-disk-small-${process.pid}`, '--disk', '100M']);
+    expect(small.code).toBe(2);
+    expect(small.stderr).toMatch(/^error: --disk 100M is smaller than the image's root filesystem \(\d+M\)\n {2}fix: give --disk \d+M or more\n$/);
+    await withWorkspace('disk', async (name) => {
+      const df = await cli(['exec', name, '--', 'df', '-m', '/']);
+      const sizeMiB = Number(df.stdout.trim().split('\n')[1]?.split(/\s+/)[1]);
+      expect(sizeMiB, df.stdout).toBeGreaterThan(900);
+      expect(sizeMiB, df.stdout).toBeLessThanOrEqual(1024);
+    }, { create: ['--disk', '1G'] });
     // A run's throwaway disk asked to be larger boots a grown copy of its own.
     const run = await cli(['--json', 'run', '--disk', '1G', '--profile', 'tiny', '--', 'df', '-m', '/']);
     const result = JSON.parse(run.stdout) as { exitCode: number; stdout: string; audit: string };
@@ -247,10 +254,7 @@ describe.sequential('microagent run', () => {
   });
 
   it('connect on a terminal gives the guest one: its size and resizes, TERM, Ctrl-C to the foreground job, the shell\'s exit code', { timeout: VM_TIMEOUT }, async () => {
-    const name = `e2e-tty-${process.pid}`;
-    expect((await cli(['create', name, '--profile', 'tiny'])).code).toBe(0);
-    try {
-      expect((await cli(['start', name])).code).toBe(0);
+    await withWorkspace('tty', async (name) => {
       // script(1) gives the CLI a terminal (33x111), resized to 40x120 after 5 s (a window the user
       // drags: SIGWINCH to connect); the keys are typed into it one step at a time.
       const keys = [[1500, 'tty; stty size; echo "T=$TERM"\r'], [1500, 'sleep 30\r'], [800, '\x03'], [2500, 'echo "now $(stty size)"\r'], [800, 'echo "alive-$((2))"; exit 5\r']] as const;
@@ -270,17 +274,11 @@ describe.sequential('microagent run', () => {
       expect(screen).toMatch(/^now 40 120\r/m);
       expect(screen).toMatch(/^alive-2\r/m);
       expect(code).toBe(5);
-    } finally {
-      await cli(['kill', name]);
-      await cli(['delete', name]);
-    }
+    });
   });
 
   it('exec passes Ctrl-C (SIGINT) on to the command: one that traps it decides, one that does not dies of it (130)', { timeout: VM_TIMEOUT }, async () => {
-    const name = `e2e-sigint-${process.pid}`;
-    expect((await cli(['create', name, '--profile', 'tiny'])).code).toBe(0);
-    try {
-      expect((await cli(['start', name])).code).toBe(0);
+    await withWorkspace('sigint', async (name) => {
       const interrupted = async (script: string) => {
         const child = spawn(process.execPath, [CLI, '--state-dir', E2E_STATE_DIR, 'exec', name, '--', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
         let out = '';
@@ -294,16 +292,11 @@ describe.sequential('microagent run', () => {
       };
       expect(await interrupted('trap "echo got-int; exit 3" INT; echo ready; while :; do sleep 0.1; done')).toEqual({ code: 3, out: 'ready\ngot-int\n' });
       expect(await interrupted('echo ready; sleep 60; echo finished')).toEqual({ code: 130, out: 'ready\n' });
-    } finally {
-      await cli(['kill', name]);
-      await cli(['delete', name]);
-    }
+    });
   });
 
   it('Ctrl-C during start stops the waiting, not the start; wait then sees it running and exits', { timeout: VM_TIMEOUT }, async () => {
-    const name = `e2e-startint-${process.pid}`;
-    expect((await cli(['create', name, '--profile', 'tiny'])).code).toBe(0);
-    try {
+    await withWorkspace('startint', async (name) => {
       const events = join(E2E_STATE_DIR, 'workspaces', name, 'events.json');
       const start = spawn(process.execPath, [CLI, '--state-dir', E2E_STATE_DIR, 'start', name], { stdio: ['ignore', 'pipe', 'pipe'] });
       let stderr = '';
@@ -315,10 +308,7 @@ describe.sequential('microagent run', () => {
       expect([code, stderr]).toEqual([75, `error: stopped waiting for workspace "${name}" to start; it goes on starting\n  fix: "microagent wait ${name}" waits for it again; "microagent kill ${name}" ends it\n`]);
       // wait polls through the rest of the start (a status refused while starting must not hold it open).
       expect(await cli(['wait', name], { timeoutMs: 60_000 })).toMatchObject({ code: 0, stdout: `${name}: running\n` });
-    } finally {
-      await cli(['kill', name]);
-      await cli(['delete', name]);
-    }
+    }, { start: false });
   });
 
   it('run -t runs the command on a terminal of the user\'s size, its exit code passed through', { timeout: VM_TIMEOUT }, async () => {
