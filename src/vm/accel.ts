@@ -4,13 +4,14 @@
  * answer is cached per host boot (boot_id). It never reports KVM unless a guest actually ran.
  */
 import { spawn } from 'node:child_process';
-import { accessSync, constants, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { childLog } from '../log.js';
 import type { Accelerator } from './backend.js';
 import { requireQemu } from './qemu.js';
 import { HOST_BOOT_ID } from '../pid-lock.js';
 import { makeDirs } from '../make-dirs.js';
+import { KVM_DEVICE, kvmAccessProblem } from './kvm-access.js';
 
 const log = childLog('vm.accel');
 
@@ -81,26 +82,6 @@ export async function probeBoot(options: ProbeBootOptions): Promise<string | nul
   const how = exit.code !== null ? `exit ${exit.code}` : `signal ${exit.signal}`;
   const lines = stderr.trim().split('\n').filter(Boolean);
   return `QEMU with ${what} failed (${how}${booted ? '' : ', guest never booted'}): ${lines.slice(0, 2).join('; ')}`;
-}
-
-const KVM_DEVICE = '/dev/kvm';
-
-/**
- * Why this user cannot use KVM on a host that has it, and the fix; null when /dev/kvm is absent or
- * usable. Distributions give /dev/kvm to the kvm group: a user outside it would silently get TCG,
- * several times slower, so `run` and `start` say so too.
- */
-export function kvmAccessProblem(): { reason: string; advice: string } | null {
-  if (!existsSync(KVM_DEVICE)) return null;
-  try {
-    accessSync(KVM_DEVICE, constants.R_OK | constants.W_OK);
-    return null;
-  } catch {
-    return {
-      reason: `${KVM_DEVICE} is not readable and writable by this user (uid ${process.getuid?.()})`,
-      advice: `Give this user access to ${KVM_DEVICE}: \`sudo usermod -aG kvm $USER\`, then log in again.`,
-    };
-  }
 }
 
 async function bootProbe(options: ProbeOptions): Promise<string | null> {

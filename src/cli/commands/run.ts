@@ -1,6 +1,6 @@
 /** `microagent run` and `microagent create`: the flags that describe a workspace, parsed into CreateOptions. */
 import { MODES, type Mode } from '../../policy/types.js';
-import { kvmAccessProblem } from '../../vm/accel.js';
+import { kvmAccessProblem } from '../../vm/kvm-access.js';
 import type { ImageProgressEvent } from '../../vm/rootfs/progress.js';
 import { progressUpdate } from '../progress.js';
 import { requireTerminal } from '../terminal.js';
