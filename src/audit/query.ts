@@ -4,6 +4,7 @@
  * the chain (verify.ts does). Never writes.
  */
 import { MicroagentError } from '../errors.js';
+import { SIGNALS, type Signal } from '../policy/reasons.js';
 import type { Verdict } from '../policy/types.js';
 import { readAuditRecords } from './read.js';
 import type { AuditRecord } from './record.js';
@@ -13,6 +14,8 @@ export interface AuditQuery {
   /** Glob (`*`, `?`), case-insensitive, over the record's destination (see recordHost). */
   readonly host?: string;
   readonly rule?: string;
+  /** Records that raised this signal (decisions, closes, DNS answers), e.g. `rebinding`. */
+  readonly signal?: Signal;
   /** Event name or glob, e.g. `egress.*`. */
   readonly event?: string;
   /** Inclusive bounds: a Date, an RFC 3339 time, or a duration back from now (`15m`, `2h`, `7d`). */
@@ -37,6 +40,20 @@ export function recordVerdict(r: AuditRecord): string | null {
 export function recordRule(r: AuditRecord): string | null {
   const v = (r as unknown as Fields)['rule'];
   return typeof v === 'string' ? v : null;
+}
+
+export function recordSignals(r: AuditRecord): readonly string[] {
+  const v = (r as unknown as Fields)['signals'];
+  return Array.isArray(v) ? (v as string[]) : [];
+}
+
+/** The signal named, checked against the closed vocabulary; throws `audit.bad_query` for any other word. */
+export function parseSignal(value: string): Signal {
+  if (value in SIGNALS) return value as Signal;
+  throw new MicroagentError('invalid', `"${value}" is not a signal`, {
+    code: 'audit.bad_query',
+    remediation: `Use one of: ${Object.keys(SIGNALS).join(', ')} (docs/audit.md#signals).`,
+  });
 }
 
 export function globToRegExp(glob: string): RegExp {
@@ -70,6 +87,7 @@ export function compileQuery(q: AuditQuery): (r: AuditRecord) => boolean {
   return (r) => {
     if (q.verdict !== undefined && recordVerdict(r) !== q.verdict) return false;
     if (q.rule !== undefined && recordRule(r) !== q.rule) return false;
+    if (q.signal !== undefined && !recordSignals(r).includes(q.signal)) return false;
     if (event !== null && !event.test(r.event)) return false;
     if (host !== null) {
       const h = recordHost(r);
@@ -99,6 +117,8 @@ export interface AuditSummary {
   readonly byEvent: Readonly<Record<string, number>>;
   /** Hosts with the most `deny` verdicts, most first (at most 10). */
   readonly topDeniedHosts: readonly { readonly host: string; readonly count: number }[];
+  /** How often each signal was raised, most first: the notable events (rebinding, smuggling, a guest rejecting the CA). */
+  readonly bySignal: Readonly<Record<string, number>>;
   /** How often each rule decided, most first. */
   readonly ruleHits: readonly { readonly rule: string; readonly count: number }[];
   /** Rule ids of the given policy that decided nothing in this log (only with policyRuleIds). */
@@ -123,6 +143,7 @@ export async function summarizeAuditLog(
   const byEvent = new Map<string, number>();
   const denied = new Map<string, number>();
   const rules = new Map<string, number>();
+  const signals = new Map<string, number>();
   let records = 0;
   let firstTs: string | null = null;
   let lastTs: string | null = null;
@@ -136,6 +157,7 @@ export async function summarizeAuditLog(
     if (verdict === 'deny') bump(denied, recordHost(r) ?? '(none)');
     const rule = recordRule(r);
     if (rule !== null) bump(rules, rule);
+    for (const signal of recordSignals(r)) bump(signals, signal);
   }
   const summary: AuditSummary = {
     records,
@@ -143,6 +165,7 @@ export async function summarizeAuditLog(
     lastTs,
     byVerdict: Object.fromEntries(byVerdict),
     byEvent: Object.fromEntries(ranked(byEvent)),
+    bySignal: Object.fromEntries(ranked(signals)),
     topDeniedHosts: ranked(denied).slice(0, TOP_HOSTS).map(([host, count]) => ({ host, count })),
     ruleHits: ranked(rules).map(([rule, count]) => ({ rule, count })),
   };

@@ -48,5 +48,6 @@ export const SIGNALS = {
   smuggling: 'conflicting Content-Length/Transfer-Encoding framing',
   slow_client: 'the client was cut off by an idle or total timeout',
   mediation_off: 'traffic flowed with egress mediation off',
+  client_rejected_ca: "the guest's TLS client rejected the workspace CA's certificate (it does not trust the CA)",
 } as const;
 export type Signal = keyof typeof SIGNALS;

@@ -12,10 +12,12 @@
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import type { Decision } from '../policy/index.js';
+import type { Signal } from '../policy/reasons.js';
 import { decisionRecord, proxyVerdict } from './answers.js';
 import { checkAddresses, type CheckedTarget } from './checked-target.js';
 import { MAX_CLIENT_HELLO_BYTES, type ClientHelloPeek } from './client-hello.js';
 import { destinationHost, type Destination } from './destination.js';
+import { GUEST_LEFT_HANDSHAKE, guestTlsFailure } from './guest-tls-failure.js';
 import { checkSni } from './identity.js';
 import { peek } from './peek.js';
 import { closeRecord, type ProxyRuntime } from './runtime.js';
@@ -273,7 +275,7 @@ async function intercept(
   sni: string | null,
   offer: Promise<readonly string[]>,
   handoff: InterceptHandoff,
-  closeWith: (extra: { decrypted?: boolean; bytesUp?: number; bytesDown?: number; error?: string }) => void,
+  closeWith: (extra: { decrypted?: boolean; bytesUp?: number; bytesDown?: number; error?: string; signals?: Decision['signals'] }) => void,
   refuse: (reason: 'bad_request', signals: Decision['signals']) => void,
 ): Promise<void> {
   const { socket, destination } = tunnel;
@@ -295,28 +297,36 @@ async function intercept(
     SNICallback: (servername, cb) =>
       checkSni(destination, servername).kind === 'same' ? cb(null, secureContext) : cb(new Error('SNI does not match the CONNECT authority')),
   });
-  const total = setTimeout(() => tlsSocket.destroy(), rt.limits.totalTimeoutMs);
-  total.unref();
-  tlsSocket.setTimeout(rt.limits.idleTimeoutMs, () => tlsSocket.destroy());
   let closed = false;
-  const onClose = (error?: string) => {
+  let handshaken = false;
+  // Cut by us, not left by the guest: said so in the close record when it happens mid-handshake.
+  const cut = (limit: string, ms: number) => () => {
+    if (!handshaken) onClose({ error: `the guest's TLS handshake did not finish within the ${limit} (${ms} ms)`, signals: ['slow_client'] });
+    tlsSocket.destroy();
+  };
+  const total = setTimeout(cut('total timeout', rt.limits.totalTimeoutMs), rt.limits.totalTimeoutMs);
+  total.unref();
+  tlsSocket.setTimeout(rt.limits.idleTimeoutMs, cut('idle timeout', rt.limits.idleTimeoutMs));
+  const onClose = (failure?: { error: string; signals?: readonly Signal[] }) => {
     if (closed) return;
     closed = true;
     clearTimeout(total);
     rt.counters.activeTunnels--;
-    closeWith({ decrypted: true, bytesUp: tlsSocket.bytesRead, bytesDown: tlsSocket.bytesWritten, ...(error === undefined ? {} : { error }) });
+    closeWith({ decrypted: handshaken, bytesUp: tlsSocket.bytesRead, bytesDown: tlsSocket.bytesWritten, ...failure });
   };
   tlsSocket.on('error', (err: Error) => {
-    onClose(err.message);
+    onClose(handshaken ? { error: err.message } : guestTlsFailure(err, bound));
     tlsSocket.destroy();
   });
   // The HTTP server's sockets allow half-open connections, and HTTP/2 sessions do not notice a peer's
   // FIN: when the guest is done sending, finish our side so the connection (and its record) closes.
   tlsSocket.on('end', () => tlsSocket.end());
   // The raw socket closes with the TLS one; listening on both survives HTTP/2 taking the socket over.
-  tlsSocket.on('close', () => onClose());
-  socket.on('close', () => onClose());
+  const onSocketClose = () => onClose(handshaken ? undefined : GUEST_LEFT_HANDSHAKE);
+  tlsSocket.on('close', onSocketClose);
+  socket.on('close', onSocketClose);
   tlsSocket.once('secure', () => {
+    handshaken = true;
     handoff(tlsSocket, { conn: tunnel.conn, destination, target: tunnel.target, sni, startedAt: tunnel.startedAt });
   });
 }

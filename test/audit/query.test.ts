@@ -40,6 +40,8 @@ describe('query', () => {
     );
     expect(await queryAuditLog(log, { rule: 'block-evil', event: 'dns.query' })).toMatchObject([{ name: 'evil.example' }]);
     expect(await queryAuditLog(log, { event: 'lifecycle.*' })).toMatchObject([{ state: 'stopped' }]);
+    expect(conns(await queryAuditLog(log, { signal: 'internal_address' }))).toEqual(Array.from({ length: 10 }, (_, k) => `c${k * 5 + 3}`));
+    expect(await queryAuditLog(log, { signal: 'rebinding' })).toHaveLength(0);
     expect(await queryAuditLog(log, { since: '1h' })).toHaveLength(52);
     expect(await queryAuditLog(log, { until: '2000-01-01' })).toHaveLength(0);
     expect(await queryAuditLog(log, { since: new Date(Date.now() + 60_000) })).toHaveLength(0);
@@ -62,6 +64,11 @@ describe('query', () => {
     const bad = cli(['audit', 'query', log, '--verdict', 'maybe']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('--verdict must be one of');
+    expect(cli(['audit', 'query', log, '--signal', 'internal_address']).stdout).toContain('10 record(s)');
+    const unknown = cli(['audit', 'query', log, '--signal', 'rebind']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('"rebind" is not a signal');
+    expect(unknown.stderr).toContain('rebinding, answer_stripped');
   });
 });
 
@@ -92,6 +99,7 @@ describe('summary', () => {
       records: 50,
       byVerdict: { allow: 30, deny: 20 },
       byEvent: { 'egress.decision': 50 },
+      bySignal: { internal_address: 10 },
       ruleHits: [{ rule: 'allow-dev', count: 30 }, { rule: 'block-evil', count: 10 }],
       neverFired: ['unused-rule'],
     });
@@ -100,6 +108,7 @@ describe('summary', () => {
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(/rules that never fired:\n {2}unused-rule/);
     expect(run.stdout).toContain('evil.example: 10');
+    expect(run.stdout).toMatch(/by signal:\n {2}internal_address: 10\n/);
     expect(JSON.parse(cli(['audit', 'summary', log, '--json']).stdout)).toMatchObject({ records: 50, byVerdict: { deny: 20 } });
   });
 });

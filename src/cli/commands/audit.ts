@@ -1,12 +1,14 @@
 /** `microagent audit ...` commands: verify, query, tail, summarise and recover a workspace's audit log. */
 import { loadCheckpointVerifier } from '../../audit/checkpoint.js';
-import { parseTimeBound, queryAuditLog, recordHost, summarizeAuditLog, type AuditQuery, type AuditSummary } from '../../audit/query.js';
+import { parseSignal, parseTimeBound, queryAuditLog, recordHost, summarizeAuditLog, type AuditQuery, type AuditSummary } from '../../audit/query.js';
 import type { AuditRecord } from '../../audit/record.js';
 import { recoverAuditLog } from '../../audit/recover.js';
 import { tailAuditLog } from '../../audit/tail.js';
 import { verifyAuditLog, type VerifyResult } from '../../audit/verify.js';
 import { parseCommandArgs, usageError, type Command } from '../command.js';
 import { table } from '../output.js';
+import type { MicroagentError } from '../../errors.js';
+import type { Signal } from '../../policy/reasons.js';
 
 function onePath(command: Pick<Command, 'name' | 'usage'>, positionals: readonly string[]): string {
   const [path, ...extra] = positionals;
@@ -75,12 +77,13 @@ const VERDICTS = ['allow', 'deny', 'would_deny'] as const;
 const query: Command = {
   name: 'audit query',
   summary: 'List audit records matching filters (table, --csv, or --json array)',
-  usage: 'LOG [--verdict allow|deny|would_deny] [--host GLOB] [--rule ID] [--event E] [--since T] [--until T] [--csv]',
+  usage: 'LOG [--verdict allow|deny|would_deny] [--host GLOB] [--rule ID] [--signal S] [--event E] [--since T] [--until T] [--csv]',
   async run(args) {
     const { values, positionals } = parseCommandArgs(query, args, {
       verdict: { type: 'string' },
       host: { type: 'string' },
       rule: { type: 'string' },
+      signal: { type: 'string' },
       event: { type: 'string' },
       since: { type: 'string' },
       until: { type: 'string' },
@@ -99,10 +102,17 @@ const query: Command = {
         throw usageError(`audit query: ${(err as Error).message}`, 'give an RFC 3339 time, a date, or a duration like 15m, 2h, 7d');
       }
     }
+    let signal: Signal | undefined;
+    try {
+      signal = values.signal === undefined ? undefined : parseSignal(values.signal);
+    } catch (err) {
+      throw usageError(`audit query: ${(err as Error).message}`, (err as MicroagentError).remediation);
+    }
     const filters: AuditQuery = {
       ...(verdict === undefined ? {} : { verdict: verdict as (typeof VERDICTS)[number] }),
       ...(values.host === undefined ? {} : { host: values.host }),
       ...(values.rule === undefined ? {} : { rule: values.rule }),
+      ...(signal === undefined ? {} : { signal }),
       ...(values.event === undefined ? {} : { event: values.event }),
       ...(values.since === undefined ? {} : { since: values.since }),
       ...(values.until === undefined ? {} : { until: values.until }),
@@ -159,6 +169,7 @@ function summaryText(s: AuditSummary): string {
     `${s.records} record(s)` + (s.firstTs === null ? '' : ` from ${s.firstTs} to ${s.lastTs}`),
     `by verdict:\n${counts(s.byVerdict)}`,
     `by event:\n${counts(s.byEvent)}`,
+    `by signal:\n${counts(s.bySignal)}`,
     `top denied destinations:\n${s.topDeniedHosts.map((h) => `  ${h.host}: ${h.count}`).join('\n') || '  (none)'}`,
     `rule hits:\n${s.ruleHits.map((r) => `  ${r.rule}: ${r.count}`).join('\n') || '  (none)'}`,
   ];

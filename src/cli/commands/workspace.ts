@@ -230,8 +230,8 @@ const logs: Command = {
 
 const egress: Command = {
   name: 'egress',
-  summary: "A workspace's audit log through the audit query (or tail with -f): --verdict, --host, --rule, --event, --since, --until",
-  usage: 'NAME [-f] [--verdict V] [--host GLOB] [--rule ID] [--event E] [--since T] [--until T]',
+  summary: "A workspace's audit log through the audit query (or tail with -f): --verdict, --host, --rule, --signal, --event, --since, --until",
+  usage: 'NAME [-f] [--verdict V] [--host GLOB] [--rule ID] [--signal S] [--event E] [--since T] [--until T]',
   async run(args, ctx) {
     // NAME first: the rest are audit query/tail flags, passed on untouched (a flag's value may look like a name).
     const [name, ...rest] = args;
