@@ -243,15 +243,15 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     expect(await waitDead(vmPid)).toBe(true);
   });
 
-  it('quarantine cuts egress and mediation, keeps the VM running, and refuses start', { timeout: VM_TIMEOUT }, async () => {
+  it('quarantine cuts egress and mediation, keeps the VM running for inspection by exec (recorded), and refuses start', { timeout: VM_TIMEOUT }, async () => {
     const started = await cliJson<Status>(['start', NAME]);
     vmPid = started.json.runtime?.vmPid as number;
     const beforeQuarantine = target.headers.length;
     expect((await exec('sh', '-c', SERVE('before-quarantine'))).code).toBe(0);
     expect(await readWhenServing(hostPort)).toBe('before-quarantine\n');
 
-    // exec is refused in a quarantined workspace, so a command started before quarantine probes egress
-    // and mediation 15 s later (the test quarantines as soon as the command says it runs).
+    // A command started before quarantine probes egress and mediation 15 s later (the test quarantines
+    // as soon as the command says it runs): what was already running is cut off too.
     const probeScript = [
       'echo armed',
       'sleep 15',
@@ -297,8 +297,15 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     const refused = await ax(['start', NAME]);
     expect(refused.doc).toMatchObject({ ok: false, error: { kind: 'conflict' } });
     expect((refused.doc as AxError).error.remediation).toMatch(/halt, stop or kill/);
-    const execRefused = await ax(['exec', NAME, '--', 'true']);
-    expect(execRefused.doc).toMatchObject({ ok: false, error: { kind: 'conflict' } });
+    // Live response: exec still reaches the guest (the agent channel is neither network nor mediation),
+    // its commands reach nothing outside, and each is recorded before it runs, without its arguments.
+    const inspected = await exec('sh', '-c', `cat /proc/1/comm; curl -sS --max-time 10 https://origin.test:${origin.port}/inspect; echo "curl-rc=$?"`);
+    expect(inspected.code).toBe(0);
+    expect(inspected.stdout).toMatch(/curl-rc=[1-9]/);
+    expect(origin.requests).not.toContain('origin.test /inspect');
+    const recorded = await cliJson<Record<string, unknown>[]>(['egress', NAME, '--event', 'lifecycle.exec']);
+    expect(recorded.json).toMatchObject([{ state: 'quarantined', detail: 'exec of sh with 2 argument(s), not recorded' }]);
+    expect(JSON.stringify(recorded.json)).not.toContain('/inspect');
 
     expect((await cliJson<Status>(['kill', NAME])).json.state).toBe('stopped');
     expect(await waitDead(vmPid)).toBe(true);

@@ -20,6 +20,7 @@ const allowed: [WorkspaceState, Verb, WorkspaceState][] = [
   ['quarantined', 'halt', 'halted'],
   ['quarantined', 'stop', 'stopping'],
   ['running', 'exec', 'running'],
+  ['quarantined', 'exec', 'quarantined'],
   ['prepared', 'delete', 'prepared'],
   ['stopped', 'delete', 'stopped'],
 ];
@@ -30,7 +31,6 @@ const refused: [WorkspaceState, Verb, RegExp][] = [
   ['paused', 'start', /resume/],
   ['quarantined', 'start', /halt, stop or kill/],
   ['paused', 'exec', /resume/],
-  ['quarantined', 'exec', /halt, stop or kill/],
   ['running', 'delete', /stop, halt or kill/],
   ['paused', 'delete', /stop, halt or kill/],
   ['quarantined', 'delete', /stop, halt or kill/],

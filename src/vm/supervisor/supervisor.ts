@@ -199,6 +199,7 @@ class Supervisor {
         return { state: this.state, runtimeId: this.runtimeId, pid: this.vm?.pid ?? null, accelerator: this.vm?.accelerator ?? null, readiness: this.readiness, severed: this.mediator.severed };
       case 'exec': {
         transition(name, this.state, 'exec');
+        if (this.state === 'quarantined') await this.recordQuarantinedExec(req.argv);
         const handle = this.requireVm().agent.exec({
           argv: req.argv,
           env: Object.fromEntries(req.env.map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)])),
@@ -325,6 +326,22 @@ class Supervisor {
       code: 'lifecycle.ended_during_exec',
       remediation: `start it again ("microagent start ${name}") and run the command again`,
       cause: err,
+    });
+  }
+
+  /**
+   * A command run in a quarantined workspace (live response) changes what an investigation finds, so
+   * it is recorded before it starts, and not run when it cannot be: its program, not its arguments
+   * (they may hold secrets).
+   */
+  private async recordQuarantinedExec(argv: readonly string[]): Promise<void> {
+    const detail = `exec of ${argv[0] ?? '(none)'} with ${argv.length - 1} argument(s), not recorded`;
+    await this.mediator.audit.append({ event: 'lifecycle.exec', state: 'quarantined', detail }).catch((err: unknown) => {
+      throw new MicroagentError('transient', 'the audit log cannot record this exec into the quarantined workspace, so it was not run', {
+        code: 'audit.write_failed',
+        cause: err,
+        remediation: 'fix the audit log (see "microagent logs NAME" and "microagent audit verify"), or halt or kill the workspace',
+      });
     });
   }
 

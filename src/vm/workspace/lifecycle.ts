@@ -69,7 +69,8 @@ const TABLE: Record<WorkspaceState, Partial<Record<Verb, Outcome>>> = {
   quarantined: {
     start: quarantined,
     resume: quarantined,
-    exec: quarantined,
+    // Live response: the agent channel is neither network nor mediation, and the VM kept running so it can be inspected.
+    exec: ALLOW('quarantined'),
     halt: ALLOW('halted'),
     stop: ALLOW('stopping'),
     kill: ALLOW('stopped'),
