@@ -7,8 +7,8 @@
  */
 import { spawn } from 'node:child_process';
 import { connect, createServer, type AddressInfo } from 'node:net';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
@@ -201,6 +201,36 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     stdin.end('hello-stdin\n');
     expect((await reader).code, out).toBe(0);
     expect(out).toBe('got hello-stdin\n');
+  });
+
+  it("an edit of the workspace's policy.yaml decides the next request; an invalid one is not loaded, and status says which policy is in force", { timeout: VM_TIMEOUT }, async () => {
+    const file = join(dirname((await status()).paths.audit), 'policy.yaml');
+    const original = readFileSync(file, 'utf8');
+    const reloads = async () => (await cliJson<{ reason: string }[]>(['egress', NAME, '--event', 'policy.reload'])).json.map((r) => r.reason);
+    const reloaded = async (count: number) => {
+      for (let i = 0; i < 100 && (await reloads()).length < count; i++) await sleep(100);
+      return reloads();
+    };
+    const before = (await reloads()).length;
+    const url = `https://origin.test:${origin.port}/after-edit`;
+
+    writeFileSync(file, original.replace('e2e-origin', 'e2e-origin-edited').replace(/hosts: \[("denied\.test")\]/, 'hosts: ["origin.test", $1]').replace('action: allow', 'action: deny'));
+    expect(await reloaded(before + 1)).toEqual([...Array(before).fill('reload_ok'), 'reload_ok']);
+    const denied = await exec('curl', '-sS', '-i', '--max-time', '60', url);
+    expect(denied.stdout).toMatch(/403 Forbidden[\s\S]*X-Microagent-Reason: rule_deny/);
+    const edited = await cliJson<{ policyHash: string; policyInForce: string }>(['status', NAME]);
+    expect(edited.json.policyInForce).toMatch(/^sha256:/);
+
+    writeFileSync(file, 'version: 1\nrules: [ {\n');
+    expect((await reloaded(before + 2)).at(-1)).toBe('reload_invalid');
+    const invalid = await cliJson<{ policyHash: string | null; policyInForce: string }>(['status', NAME]);
+    expect(invalid.json).toMatchObject({ policyHash: null, policyInForce: edited.json.policyInForce });
+    expect((await cli(['status', NAME])).stdout).toContain(`policy ${edited.json.policyInForce} in force; policy.yaml was since edited into an invalid policy`);
+    expect((await exec('curl', '-sS', '-i', '--max-time', '60', url)).stdout).toContain('403 Forbidden');
+
+    writeFileSync(file, original);
+    expect((await reloaded(before + 3)).at(-1)).toBe('reload_ok');
+    expect((await exec('curl', '-sS', '--max-time', '60', url)).stdout).toContain('hello from origin.test /after-edit');
   });
 
   it('pause refuses exec, resume restores it', { timeout: VM_TIMEOUT }, async () => {

@@ -26,11 +26,18 @@ function oneName(command: Command, positionals: readonly string[]): string {
   return name;
 }
 
+/** The policy decisions carry: the supervisor's while it runs (an invalid edit of the file is not loaded), else the file's. */
+function policyText(s: WorkspaceStatus): string {
+  if (s.policyInForce === null) return s.policyHash ?? '(policy.yaml is invalid: start will refuse it)';
+  if (s.policyHash === null) return `${s.policyInForce} in force; policy.yaml was since edited into an invalid policy and not loaded (see its policy.reload record)`;
+  return s.policyInForce;
+}
+
 function statusText(s: WorkspaceStatus): string {
   const lines = [
     `${s.name}  ${s.state}  (id ${s.id})`,
     `  image      ${s.image}`,
-    `  network    ${s.network}, egress ${s.egress}, policy ${s.policyHash ?? 'unreadable'}`,
+    `  network    ${s.network}, egress ${s.egress}, policy ${policyText(s)}`,
     `  resources  ${s.memoryMiB} MiB, ${s.cpus} vCPU`,
   ];
   if (s.runtime !== null) lines.push(`  runtime    ${s.runtime.runtimeId}, ${s.runtime.backend}/${s.runtime.accelerator}, VM pid ${s.runtime.vmPid ?? '-'}, supervisor pid ${s.runtime.supervisorPid}${s.supervisorAlive ? '' : ' (dead: run "microagent gc")'}`);

@@ -196,7 +196,15 @@ class Supervisor {
     const name = this.manifest.name;
     switch (req.op) {
       case 'status':
-        return { state: this.state, runtimeId: this.runtimeId, pid: this.vm?.pid ?? null, accelerator: this.vm?.accelerator ?? null, readiness: this.readiness, severed: this.mediator.severed };
+        return {
+          state: this.state,
+          runtimeId: this.runtimeId,
+          pid: this.vm?.pid ?? null,
+          accelerator: this.vm?.accelerator ?? null,
+          readiness: this.readiness,
+          severed: this.mediator.severed,
+          policyHash: this.mediator.policy.current().hash,
+        };
       case 'exec': {
         transition(name, this.state, 'exec');
         if (this.state === 'quarantined') await this.recordQuarantinedExec(req.argv);

@@ -408,7 +408,10 @@ export interface WorkspaceStatus {
   readonly image: string;
   readonly network: string;
   readonly egress: string;
+  /** The hash of policy.yaml as it is on disk; null when it is not a valid policy now. */
   readonly policyHash: string | null;
+  /** The hash of the policy the running supervisor decides with (its audit records carry it); null without one. */
+  readonly policyInForce: string | null;
   readonly memoryMiB: number;
   readonly cpus: number;
   readonly runtime: RuntimeRecord | null;
@@ -423,14 +426,16 @@ export async function workspaceStatus(stateDir: string, name: string): Promise<W
   const runtime = await readRuntime(stateDir, name);
   const alive = runtime !== null && recordedProcessAlive(runtime.supervisorPid, runtime.bootId);
   let readiness: unknown = null;
+  let policyInForce: string | null = null;
   let state = manifest.state;
   if (alive) {
     try {
       const { client } = await control(stateDir, name);
       // Closed whatever the answer: a supervisor still starting refuses the request, and an open
       // connection would keep this process (`wait`, polling through a start) alive after it is done.
-      const live = (await client.request('status').finally(() => client.close())) as { readiness: unknown };
+      const live = (await client.request('status').finally(() => client.close())) as { readiness: unknown; policyHash?: string };
       readiness = live.readiness;
+      policyInForce = live.policyHash ?? null;
     } catch {
       readiness = null;
     }
@@ -447,6 +452,7 @@ export async function workspaceStatus(stateDir: string, name: string): Promise<W
     network: manifest.config.network,
     egress: manifest.config.egress,
     policyHash,
+    policyInForce,
     memoryMiB: manifest.config.memoryMiB,
     cpus: manifest.config.cpus,
     runtime,
