@@ -107,6 +107,8 @@ export function standardGuestConfig(options: StandardConfigOptions): GuestConfig
     const proxy = `http://${GUEST_NET.servicesIp}:${GUEST_NET.proxyPort}`;
     for (const k of ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy']) env[k] = proxy;
     env['NO_PROXY'] = env['no_proxy'] = 'localhost,127.0.0.1,::1';
+    // Node's fetch and http ignore the variables above unless told (node 24 and later): agents built on node would otherwise dial direct, and get nothing.
+    env['NODE_USE_ENV_PROXY'] = '1';
   }
   const dnsUpstream =
     net.mode === 'isolated' ? undefined

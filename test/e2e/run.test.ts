@@ -361,7 +361,7 @@ describe.sequential('microagent run', () => {
         `echo '== ns-allowed'; nslookup -type=A origin.test; echo "rc=$?"`,
         `echo '== ns-denied'; nslookup -type=A denied.test; echo "rc=$?"`,
         `echo '== mediation'; echo ping-e2e | nc 127.0.0.1 7000; echo "rc=$?"`,
-        `echo '== env'; echo "$HTTPS_PROXY"`,
+        `echo '== env'; echo "$HTTPS_PROXY node:$NODE_USE_ENV_PROXY"`,
       ].join('\n');
       const r = await cliJson<RunJson>([
         'run', '--profile', 'tiny', '--policy', policy, '--dns-upstream', dns.address, '--upstream-ca', ca.caFile,
@@ -393,7 +393,7 @@ describe.sequential('microagent run', () => {
       expect(target.headers).toHaveLength(1);
       expect(target.headers[0]).toMatchObject({ command: 'proxy', tlvs: { workspace: r.json.workspace, port: 7000 } });
 
-      expect(s['env']).toContain('http://10.0.2.100:3128');
+      expect(s['env']).toContain('http://10.0.2.100:3128 node:1');
 
       const records = (await queryAuditLog(r.json.audit)) as unknown as Record<string, unknown>[];
       // run executes its own command next, so the start skips the /bin/sh probe (start keeps it: lifecycle tests).
