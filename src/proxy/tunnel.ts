@@ -12,7 +12,6 @@
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import type { Decision } from '../policy/index.js';
-import type { Signal } from '../policy/reasons.js';
 import { decisionRecord, proxyVerdict } from './answers.js';
 import { checkAddresses, type CheckedTarget } from './checked-target.js';
 import { MAX_CLIENT_HELLO_BYTES, type ClientHelloPeek } from './client-hello.js';
@@ -307,7 +306,7 @@ async function intercept(
   const total = setTimeout(cut('total timeout', rt.limits.totalTimeoutMs), rt.limits.totalTimeoutMs);
   total.unref();
   tlsSocket.setTimeout(rt.limits.idleTimeoutMs, cut('idle timeout', rt.limits.idleTimeoutMs));
-  const onClose = (failure?: { error: string; signals?: readonly Signal[] }) => {
+  const onClose = (failure?: { error: string; signals?: Decision['signals'] }) => {
     if (closed) return;
     closed = true;
     clearTimeout(total);

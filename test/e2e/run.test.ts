@@ -351,6 +351,17 @@ describe.sequential('microagent run', () => {
       await target?.close();
     });
 
+    it('a run whose egress was denied says where the denials are recorded', { timeout: VM_TIMEOUT }, async () => {
+      const r = await cli(['run', '--profile', 'tiny', '--policy', policy, '--dns-upstream', dns.address, '--upstream-ca', ca.caFile, '--', 'curl', '-sS', '-o', '/dev/null', `https://denied.test:${origin.port}/`]);
+      expect(r.code).not.toBe(0);
+      const warning = /^warning: the egress policy denied \d+ of this run's connections, requests or lookups: (microagent audit query (\S+) --verdict deny)$/m.exec(r.stderr);
+      expect(warning, r.stderr).not.toBeNull();
+      const listed = await cliJson<Record<string, unknown>[]>(['audit', 'query', warning?.[2] as string, '--verdict', 'deny']);
+      expect(listed.json).toMatchObject([{ event: 'egress.decision', host: 'denied.test', rule: 'e2e-denied' }]);
+      // Nothing denied, nothing said.
+      expect((await cli(['run', '--profile', 'tiny', '--policy', policy, '--', 'true'])).stderr).toBe('');
+    });
+
     it('HTTPS to an allowed origin is decrypted and answered; denied, direct and refused-DNS traffic fails; mediation reaches the host', { timeout: VM_TIMEOUT }, async () => {
       const p = origin.port;
       const script = [

@@ -128,6 +128,9 @@ const run: Command = {
       if (withStdin) process.stdin.destroy();
     });
     if (result.timedOut && timeoutMs !== undefined) ctx.out.warn(timedOutWarning(timeoutMs / 1000));
+    // A command that failed because egress was denied should not leave its user guessing where the record is.
+    const denied = result.auditSummary.byVerdict['deny'] ?? 0;
+    if (stream && denied > 0) ctx.out.warn(`the egress policy denied ${denied} of this run's connections, requests or lookups: microagent audit query ${result.audit} --verdict deny`);
     const exitCode = result.exitCode ?? 1;
     return {
       result: { ...result, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') },
