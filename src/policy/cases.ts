@@ -3,6 +3,7 @@
  * runner behind `microagent policy test`. Each case goes through the real decide(), never a copy of
  * its logic, so a passing case is evidence about the engine the proxy runs.
  */
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { Node } from 'yaml';
 import { MicroagentError } from '../errors.js';
@@ -73,6 +74,16 @@ export function parseCasesFile(text: string, file: string): PolicyTestCase[] {
   const cases = tests === undefined ? [] : parseTestCases(src, tests);
   if (src.issues.length > 0) throw policyInvalid(file, src.issues, 'cases file');
   return cases;
+}
+
+/**
+ * The cases file kept next to a policy by the shipped convention (`X.yaml` -> `X.cases.yaml`), or null.
+ * Found without being named, so `policy test X.yaml` runs every case written for X, not only its inline ones.
+ */
+export function siblingCasesFile(policyFile: string): string | null {
+  if (!/\.ya?ml$/.test(policyFile) || /\.cases\.ya?ml$/.test(policyFile)) return null;
+  const sibling = policyFile.replace(/\.ya?ml$/, '.cases.yaml');
+  return existsSync(sibling) ? sibling : null;
 }
 
 export async function loadCasesFile(path: string): Promise<PolicyTestCase[]> {

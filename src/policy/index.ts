@@ -9,7 +9,7 @@ export { withMode, type Policy, type PolicyRule, type PolicyTestCase } from './p
 export { decide } from './decide.js';
 export { explain, type Explanation, type ExplainedRule } from './explain.js';
 export { lintPolicy, type LintWarning, type LintKind } from './lint.js';
-export { runPolicyTests, parseCasesFile, loadCasesFile, type PolicyTestResult } from './cases.js';
+export { runPolicyTests, parseCasesFile, loadCasesFile, siblingCasesFile, type PolicyTestResult } from './cases.js';
 export { targetInput, type TargetOptions } from './target.js';
 export { watchPolicy, type PolicyWatch, type PolicyWatchHandlers } from './watch.js';
 export { formatIssue, isPolicyInvalidError, type PolicyIssue, type PolicyInvalidError } from './yaml-source.js';

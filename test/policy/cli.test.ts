@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { siblingCasesFile } from '../../src/policy/index.js';
 
 const ROOT = join(import.meta.dirname, '../..');
 const CLI = join(ROOT, 'dist/cli/main.js');
@@ -100,6 +101,23 @@ describe('policy test', () => {
     const r = run('policy', 'test', 'test/policy/testdata/bad-action.yaml');
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('bad-action.yaml:4:13: action must be one of');
+  });
+
+  it('runs the cases file kept next to the policy (X.cases.yaml) unless --cases names others', () => {
+    const policy = write('mine.yaml', 'version: 1\nrules:\n  - {id: a, action: allow, hosts: [a.example]}\ntests:\n  - {target: https://a.example/, expect: allow}\n');
+    const sibling = write('mine.cases.yaml', 'tests:\n  - {target: https://b.example/, expect: allow}\n  - {name: sibling case, target: https://a.example/x, expect: deny}\n');
+    const r = run('policy', 'test', policy);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain(`${sibling}:3:5: sibling case: expected deny, got allow (rule_allow)`);
+    expect(r.stdout).toMatch(new RegExp(`2 passed, 1 failed \\(policy sha256:[0-9a-f]{64}; inline tests and ${sibling.replace(/[.]/g, '\\.')} \\(found next to the policy\\)\\)`));
+    expect(JSON.parse(run('policy', 'test', policy, '--json').stdout)).toMatchObject({ casesFiles: [sibling], passed: 2, failed: 1 });
+    const other = write('other.cases.yaml', 'tests:\n  - {target: https://a.example/, expect: allow}\n');
+    const named = run('policy', 'test', policy, '--cases', other);
+    expect(named.code).toBe(0);
+    expect(named.stdout).toMatch(/2 passed, 0 failed \(policy sha256:[0-9a-f]{64}; inline tests and \S+other\.cases\.yaml\)$/m);
+    // A cases file given as the policy is not its own sibling.
+    expect(siblingCasesFile(sibling)).toBeNull();
+    expect(siblingCasesFile(policy)).toBe(sibling);
   });
 
   it('refuses a policy with no cases at all', () => {

@@ -9,6 +9,7 @@ import {
   loadPolicy,
   MODES,
   runPolicyTests,
+  siblingCasesFile,
   type Mode,
   type PolicyIssue,
   type Protocol,
@@ -53,7 +54,7 @@ const check: Command = {
 
 const test: Command = {
   name: 'policy test',
-  summary: "Run a policy's test cases (inline tests: and/or --cases files); exit 1 on any failure",
+  summary: "Run a policy's test cases (inline tests:, and --cases files, by default FILE's sibling X.cases.yaml); exit 1 on any failure",
   usage: 'FILE [--cases CASES.yaml]...',
   async run(args, ctx) {
     const { positionals, values } = parseCommandArgs(this, args, { cases: { type: 'string', multiple: true } });
@@ -63,7 +64,9 @@ const test: Command = {
     // Tested against no rules, a cases file given as the policy fails everything it expects allowed.
     for (const w of lintPolicy(policy)) if (w.kind === 'no_rules') ctx.out.warn(w.message);
     const cases = [...policy.tests];
-    for (const casesFile of values.cases ?? []) cases.push(...(await loadCasesFile(casesFile)));
+    const sibling = values.cases === undefined ? siblingCasesFile(file) : null;
+    const casesFiles = values.cases ?? (sibling === null ? [] : [sibling]);
+    for (const casesFile of casesFiles) cases.push(...(await loadCasesFile(casesFile)));
     if (cases.length === 0) {
       throw new MicroagentError('invalid', `no test cases for ${file}`, {
         code: 'policy.no_tests',
@@ -80,11 +83,13 @@ const test: Command = {
       `${r.case.position.file}:${r.case.position.line}`,
     ]);
     const details = failed.map((r) => `${r.case.position.file}:${r.case.position.line}:${r.case.position.column}: ${r.case.name}: ${r.failures.join('; ')}`);
-    const summary = `${results.length - failed.length} passed, ${failed.length} failed (policy ${policy.hash})`;
+    const from = casesFiles.length === 0 ? 'inline tests only' : `inline tests and ${casesFiles.join(', ')}${sibling === null ? '' : ' (found next to the policy)'}`;
+    const summary = `${results.length - failed.length} passed, ${failed.length} failed (policy ${policy.hash}; ${from})`;
     const human = [table(['RESULT', 'CASE', 'EXPECTED', 'GOT', 'AT'], rows), '', ...details, summary].join('\n');
     const result = {
       file,
       hash: policy.hash,
+      casesFiles,
       passed: results.length - failed.length,
       failed: failed.length,
       results: results.map((r) => ({ name: r.case.name, target: r.case.target, pass: r.pass, failures: r.failures, expect: r.case.expect, decision: r.decision, position: r.case.position })),
