@@ -231,6 +231,14 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     writeFileSync(file, original);
     expect((await reloaded(before + 3)).at(-1)).toBe('reload_ok');
     expect((await exec('curl', '-sS', '--max-time', '60', url)).stdout).toContain('hello from origin.test /after-edit');
+
+    // The file it was created from is not the workspace's policy: status says when it has changed since.
+    const source = join(dir, 'policy.yaml');
+    expect((await cliJson<{ policySource: unknown }>(['status', NAME])).json.policySource).toEqual({ path: source, changed: false });
+    writeFileSync(source, `${readFileSync(source, 'utf8')}# edited after create\n`);
+    expect((await cliJson<{ policySource: unknown }>(['status', NAME])).json.policySource).toEqual({ path: source, changed: true });
+    expect((await cli(['status', NAME])).stdout).toContain(`note       ${source} changed since create; this workspace decides with its own copy: to apply the change, cp ${source} ${file}`);
+    writeFileSync(source, original);
   });
 
   it('pause refuses exec, resume restores it', { timeout: VM_TIMEOUT }, async () => {

@@ -40,6 +40,9 @@ function statusText(s: WorkspaceStatus): string {
     `  network    ${s.network}, egress ${s.egress}, policy ${policyText(s)}`,
     `  resources  ${s.memoryMiB} MiB, ${s.cpus} vCPU`,
   ];
+  if (s.policySource?.changed === true) {
+    lines.push(`  note       ${s.policySource.path} changed since create; this workspace decides with its own copy: to apply the change, cp ${s.policySource.path} ${s.paths.policy}`);
+  }
   if (s.runtime !== null) lines.push(`  runtime    ${s.runtime.runtimeId}, ${s.runtime.backend}/${s.runtime.accelerator}, VM pid ${s.runtime.vmPid ?? '-'}, supervisor pid ${s.runtime.supervisorPid}${s.supervisorAlive ? '' : ' (dead: run "microagent gc")'}`);
   if (s.readiness !== null && typeof s.readiness === 'object') {
     for (const [k, v] of Object.entries(s.readiness as Record<string, { ready: boolean; error?: string; detail?: string }>)) {

@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { readFile, rm, stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MicroagentError, type ErrorKind } from '../../errors.js';
 import type { Mode } from '../../policy/types.js';
@@ -119,7 +120,7 @@ export async function createWorkspace(stateDir: string, name: string, options: C
       env: options.env ?? [],
       network: options.network ?? 'user',
       egress,
-      policySource: policyFile,
+      policySource: resolve(policyFile),
       publish,
       mediation: channels.map((c) => ({
         port: c.port,
@@ -412,12 +413,14 @@ export interface WorkspaceStatus {
   readonly policyHash: string | null;
   /** The hash of the policy the running supervisor decides with (its audit records carry it); null without one. */
   readonly policyInForce: string | null;
+  /** The file the workspace's policy.yaml was copied from at create, and whether it has changed since (null: gone or unreadable). */
+  readonly policySource: { readonly path: string; readonly changed: boolean | null } | null;
   readonly memoryMiB: number;
   readonly cpus: number;
   readonly runtime: RuntimeRecord | null;
   readonly supervisorAlive: boolean;
   readonly readiness: unknown;
-  readonly paths: { readonly audit: string; readonly serialLog: string; readonly events: string };
+  readonly paths: { readonly audit: string; readonly serialLog: string; readonly events: string; readonly policy: string };
 }
 
 export async function workspaceStatus(stateDir: string, name: string): Promise<WorkspaceStatus> {
@@ -444,6 +447,7 @@ export async function workspaceStatus(stateDir: string, name: string): Promise<W
     state = 'failed';
   }
   const policyHash = await checkPolicyFile(stateDir, paths.policy).then((p) => p.hash, () => null);
+  const source = manifest.config.policySource;
   return {
     name,
     id: manifest.id,
@@ -453,13 +457,24 @@ export async function workspaceStatus(stateDir: string, name: string): Promise<W
     egress: manifest.config.egress,
     policyHash,
     policyInForce,
+    policySource: source === null ? null : { path: source, changed: await changedSince(source, paths.policy) },
     memoryMiB: manifest.config.memoryMiB,
     cpus: manifest.config.cpus,
     runtime,
     supervisorAlive: alive,
     readiness,
-    paths: { audit: paths.audit, serialLog: paths.serialLog, events: paths.events },
+    paths: { audit: paths.audit, serialLog: paths.serialLog, events: paths.events, policy: paths.policy },
   };
+}
+
+/**
+ * Whether the file a workspace's policy was copied from now differs from the copy: the workspace
+ * decides with its copy, so an edit of the source does not apply until it is copied over. Null when
+ * the source cannot be read (moved, deleted).
+ */
+async function changedSince(source: string, copy: string): Promise<boolean | null> {
+  const [a, b] = await Promise.all([readFile(source).catch(() => null), readFile(copy).catch(() => null)]);
+  return a === null || b === null ? null : !a.equals(b);
 }
 
 /** Every workspace's status; one with a damaged file is left out and passed to `onDamaged`, so it cannot hide the others. */
