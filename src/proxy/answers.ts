@@ -6,6 +6,7 @@
  */
 import { decisionFields, type EgressDecisionEvent } from '../audit/index.js';
 import type { Decision, Policy, Reason, Signal, Verdict } from '../policy/index.js';
+import { REASONS } from '../policy/reasons.js';
 import { describeDestination, destinationHost, type Destination } from './destination.js';
 
 export const REASON_HEADER = 'x-microagent-reason';
@@ -53,7 +54,8 @@ export function denyAnswer(
     reason,
     signals: options.signals ?? [],
     rule,
-    message: `microagent: denied ${why} for ${target}`,
+    // The reason's meaning too: an agent reading the body can say why, and what would allow it.
+    message: `microagent: denied ${why} for ${target}: ${REASONS[reason]}`,
   };
 }
 

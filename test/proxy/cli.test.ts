@@ -74,7 +74,7 @@ describe('microagent proxy', () => {
     await proxy.waitFor(/policy reloaded/);
     const denied = await curl(['-x', proxy.url, `http://127.0.0.1:${originPort}/echo`]);
     expect(denied.status).toBe(403);
-    expect(denied.body).toBe(`microagent: denied by rule "loopback" (rule_deny) for 127.0.0.1:${originPort}\n`);
+    expect(denied.body).toBe(`microagent: denied by rule "loopback" (rule_deny) for 127.0.0.1:${originPort}: a deny rule matched\n`);
 
     expect(await interrupt(proxy), proxy.stderr.join('')).toBe(0);
     server.close();

@@ -243,7 +243,7 @@ describe('deny paths: 403 + reason header + audit record', () => {
     const r = await viaProxy(`https://origin.test:${https}/echo`, '-X', 'DELETE');
     expect(r.status).toBe(403);
     expect(reasonOf(r.headers)).toBe('rule_deny');
-    expect(r.body).toBe(`microagent: denied by rule "no-delete" (rule_deny) for origin.test:${https}\n`);
+    expect(r.body).toBe(`microagent: denied by rule "no-delete" (rule_deny) for origin.test:${https}: a deny rule matched\n`);
     expect(decisions(await tp.records()).some((x) => x.method === 'DELETE' && x.rule === 'no-delete' && x.verdict === 'deny')).toBe(true);
   });
 

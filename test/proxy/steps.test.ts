@@ -82,7 +82,7 @@ describe('connection step (playbook)', () => {
 
   it('denied name: never looked up, audited, 403 naming the rule', () => {
     const { log } = playbook(policy, [
-      { send: open(name('evil.test')), expect: [{ type: 'audit', wait: false, record: { verdict: 'deny', rule: 'block-evil', reason: 'rule_deny', ip: null } }, { type: 'deny', answer: { status: 403, reason: 'rule_deny', message: 'microagent: denied by rule "block-evil" (rule_deny) for evil.test:443' } }] },
+      { send: open(name('evil.test')), expect: [{ type: 'audit', wait: false, record: { verdict: 'deny', rule: 'block-evil', reason: 'rule_deny', ip: null } }, { type: 'deny', answer: { status: 403, reason: 'rule_deny', message: 'microagent: denied by rule "block-evil" (rule_deny) for evil.test:443: a deny rule matched' } }] },
     ]);
     expect(actionTypes(log)).not.toContain('resolve');
     assertAuditBeforeDial(log);
@@ -90,7 +90,7 @@ describe('connection step (playbook)', () => {
 
   it('metadata IP literal: judged on the IP alone, no lookup', () => {
     const { log } = playbook(policy, [
-      { send: open({ kind: 'ip', ip: '169.254.169.254', port: 80 }, 'http'), expect: [{ type: 'audit', record: { rule: 'block-metadata', ip: '169.254.169.254' } }, { type: 'deny', answer: { message: 'microagent: denied by rule "block-metadata" (rule_deny) for 169.254.169.254:80' } }] },
+      { send: open({ kind: 'ip', ip: '169.254.169.254', port: 80 }, 'http'), expect: [{ type: 'audit', record: { rule: 'block-metadata', ip: '169.254.169.254' } }, { type: 'deny', answer: { message: 'microagent: denied by rule "block-metadata" (rule_deny) for 169.254.169.254:80: a deny rule matched' } }] },
     ]);
     expect(actionTypes(log)).not.toContain('resolve');
   });
