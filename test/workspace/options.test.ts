@@ -45,6 +45,24 @@ describe('workspace flags', () => {
     expect(failure(() => parseWorkspaceFlags({ publish }))).toBe(`${message} | give each -p its own HOST_PORT (several host ports may lead to one guest port)`);
   });
 
+  it.each([
+    ['registry.local:5000', 'registry.local:5000'],
+    ['Registry.Local', 'registry.local'],
+    ['[::1]:5000', '[::1]:5000'],
+  ])('--insecure-registry %s names %s', (value, host) => {
+    expect(parseWorkspaceFlags({ insecureRegistries: [value] }).insecureRegistries).toEqual([host]);
+  });
+
+  it.each([
+    // A URL would never equal an image reference's registry: the flag would silently do nothing.
+    ['http://registry.local:5000/', 'give it without the scheme or path: --insecure-registry registry.local:5000'],
+    ['https://Reg.Example', 'give it without the scheme or path: --insecure-registry reg.example'],
+    ['a b', 'give the registry as HOST[:PORT], e.g. --insecure-registry registry.local:5000'],
+    ['registry.local:5000/team', 'give the registry as HOST[:PORT], e.g. --insecure-registry registry.local:5000'],
+  ])('--insecure-registry %s is refused: %s', (value, remediation) => {
+    expect(failure(() => parseWorkspaceFlags({ insecureRegistries: [value] }))).toBe(`--insecure-registry ${JSON.stringify(value)} is not a registry HOST[:PORT] | ${remediation}`);
+  });
+
   it('lets several host ports lead to one guest port, and one port on two addresses', () => {
     expect(parseWorkspaceFlags({ publish: ['8080:80', '8081:80', '127.0.0.2:8080:80'] }).publish.map((p) => p.hostPort)).toEqual([8080, 8081, 8080]);
   });

@@ -25,6 +25,20 @@ const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 const PATH_COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)(?::[0-9]{1,5})?$/;
 
+/**
+ * A registry as `--insecure-registry` names it: `HOST[:PORT]`, lower-cased as image references are.
+ * A URL (`http://host:5000`) is refused rather than kept: it would never equal a reference's registry,
+ * so the flag would silently do nothing.
+ */
+export function parseRegistryHost(raw: string): string {
+  if (HOST.test(raw)) return raw.toLowerCase();
+  const bare = raw.replace(/^[a-z]+:\/\//i, '').replace(/\/+$/, '');
+  throw new MicroagentError('invalid', `--insecure-registry ${JSON.stringify(raw)} is not a registry HOST[:PORT]`, {
+    code: 'usage',
+    remediation: HOST.test(bare) ? `give it without the scheme or path: --insecure-registry ${bare.toLowerCase()}` : 'give the registry as HOST[:PORT], e.g. --insecure-registry registry.local:5000',
+  });
+}
+
 function invalid(raw: string, detail: string): MicroagentError {
   return new MicroagentError('invalid', `image reference ${JSON.stringify(raw)} is invalid: ${detail}`, {
     code: 'image.reference_invalid',

@@ -8,6 +8,7 @@ import { totalmem } from 'node:os';
 import { MicroagentError } from '../../errors.js';
 import { parseChannelDeclarations } from '../../mediation/channels.js';
 import { parseUpstream } from '../../proxy/dns/upstream-address.js';
+import { parseRegistryHost } from '../rootfs/reference.js';
 
 export const PROFILES = {
   tiny: { memoryMiB: 128, cpus: 1 },
@@ -74,8 +75,15 @@ export function checkEnv(entries: readonly string[]): void {
 }
 
 /** The workspace flags given as text, checked together: by createWorkspace, and by `run` before it spawns anything. */
-export function parseWorkspaceFlags(flags: { readonly env?: readonly string[]; readonly publish?: readonly string[]; readonly mediation?: readonly string[]; readonly dnsUpstreams?: readonly string[] }) {
+export function parseWorkspaceFlags(flags: {
+  readonly env?: readonly string[];
+  readonly publish?: readonly string[];
+  readonly mediation?: readonly string[];
+  readonly dnsUpstreams?: readonly string[];
+  readonly insecureRegistries?: readonly string[];
+}) {
   checkEnv(flags.env ?? []);
+  const insecureRegistries = (flags.insecureRegistries ?? []).map(parseRegistryHost);
   // Upstreams are kept as given; a bad one fails here, not when the workspace's resolver starts.
   for (const upstream of flags.dnsUpstreams ?? []) parseUpstream(upstream);
   const channels = parseChannelDeclarations(flags.mediation ?? []);
@@ -99,7 +107,7 @@ export function parseWorkspaceFlags(flags: { readonly env?: readonly string[]; r
       });
     }
   });
-  return { publish, channels };
+  return { publish, channels, insecureRegistries };
 }
 
 /** The longest command timeout the guest agent keeps: its field is 32-bit milliseconds (~49 days). */

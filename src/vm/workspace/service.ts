@@ -97,7 +97,7 @@ export async function createWorkspace(stateDir: string, name: string, options: C
       remediation: 'egress off means plain, unchecked NAT: ask for it explicitly with --egress off',
     });
   }
-  const { publish, channels } = parseWorkspaceFlags(options);
+  const { publish, channels, insecureRegistries } = parseWorkspaceFlags(options);
   const size = PROFILES[options.profile ?? 'small'];
   const paths = await createWorkspaceDir(stateDir, name);
   try {
@@ -108,7 +108,7 @@ export async function createWorkspace(stateDir: string, name: string, options: C
     const image =
       options.image === undefined || isDefaultImageReference(options.image)
         ? await ensureDefaultImage(stateDir, progress)
-        : await resolveImage(options.image, { stateDir, ...progress, insecureRegistries: options.insecureRegistries ?? [], auth: options.registryAuth ?? readDockerCredentials() });
+        : await resolveImage(options.image, { stateDir, ...progress, insecureRegistries, auth: options.registryAuth ?? readDockerCredentials() });
     // A throwaway disk asked to be larger boots a grown copy of its own, still read-only to the guest.
     const ownCopy = options.throwawayDisk !== true || options.diskMiB !== undefined;
     if (ownCopy) await prepareWorkspaceDisk(image.rootfsPath, paths.disk, await diskSize(options.diskMiB, image.rootfsPath));
