@@ -5,9 +5,10 @@
  * running, start refused), and gc after the supervisor is SIGKILLed. Also status/list/events/logs/egress
  * and the --mode=ax envelope of a refusal. The tests share one workspace and run in order.
  */
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { connect, createServer, type AddressInfo } from 'node:net';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -201,6 +202,21 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     stdin.end('hello-stdin\n');
     expect((await reader).code, out).toBe(0);
     expect(out).toBe('got hello-stdin\n');
+  });
+
+  it('files go in and out as a tar stream through exec (stdin in, stdout out), byte for byte', { timeout: VM_TIMEOUT }, async () => {
+    const src = join(dir, 'files-in');
+    const back = join(dir, 'files-out');
+    mkdirSync(join(src, 'sub'), { recursive: true });
+    writeFileSync(join(src, 'a.txt'), 'hello\n');
+    writeFileSync(join(src, 'sub', 'random.bin'), randomBytes(300_000));
+    mkdirSync(back);
+    const microagent = `${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)} --state-dir ${JSON.stringify(E2E_STATE_DIR)}`;
+    const sh = (script: string) => new Promise<void>((resolve, reject) => execFile('bash', ['-o', 'pipefail', '-c', script], (err) => (err === null ? resolve() : reject(err))));
+    await sh(`tar c -C ${src} . | ${microagent} exec ${NAME} -i -- sh -c 'mkdir -p /root/files && tar x -C /root/files'`);
+    await sh(`${microagent} exec ${NAME} -- tar c -C /root/files . | tar x -C ${back}`);
+    expect(readFileSync(join(back, 'a.txt'), 'utf8')).toBe('hello\n');
+    expect(readFileSync(join(back, 'sub', 'random.bin')).equals(readFileSync(join(src, 'sub', 'random.bin')))).toBe(true);
   });
 
   it("an edit of the workspace's policy.yaml decides the next request; an invalid one is not loaded, and status says which policy is in force", { timeout: VM_TIMEOUT }, async () => {
