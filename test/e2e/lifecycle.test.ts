@@ -1,6 +1,6 @@
 /**
  * The persistent workspace lifecycle through the CLI with one real QEMU guest (TCG here): create,
- * start, exec, halt and start again (the disk persists), pause (exec refused) and resume, stop, a stop
+ * start, exec, halt and start again (the disk persists), stats, pause (exec and stats refused) and resume, stop, a stop
  * that times out (failed, never escalated) and kill, quarantine (egress and mediation cut, the VM still
  * running, start refused), and gc after the supervisor is SIGKILLed. Also status/list/events/logs/egress
  * and the --mode=ax envelope of a refusal. The tests share one workspace and run in order.
@@ -14,6 +14,7 @@ import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { execInWorkspace, startWorkspace, workspaceStatus } from '../../src/vm/workspace/service.js';
+import type { WorkspaceStats } from '../../src/vm/workspace/stats.js';
 import {
   cli,
   cliJson,
@@ -257,16 +258,39 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     writeFileSync(source, original);
   });
 
-  it('pause refuses exec, resume restores it', { timeout: VM_TIMEOUT }, async () => {
+  it('stats shows what the workspace uses, host side and guest side', { timeout: VM_TIMEOUT }, async () => {
+    const before = (await cliJson<WorkspaceStats>(['stats', NAME])).json;
+    expect(await exec('curl', '-sS', '--max-time', '60', '-o', '/dev/null', `https://origin.test:${origin.port}/stats`)).toMatchObject({ code: 0 });
+    const after = await cliJson<WorkspaceStats>(['stats', NAME]);
+    expect(after.code, after.stderr).toBe(0);
+    const s = after.json;
+    expect(s).toMatchObject({ name: NAME, state: 'running', vm: { pid: vmPid } });
+    expect(s.guestError).toBeUndefined();
+    expect(s.vm?.rssMiB).toBeGreaterThan(16);
+    expect(s.supervisor.rssMiB).toBeGreaterThan(16);
+    // The guest's own view: the tiny profile's 128 MiB, less what its kernel keeps.
+    expect(s.guest?.memoryTotalMiB).toBeGreaterThan(64);
+    expect(s.guest?.memoryTotalMiB).toBeLessThanOrEqual(128);
+    expect(s.egress?.requests).toBe((before.egress?.requests ?? 0) + 1);
+    expect(s.egress?.bytesDown).toBeGreaterThan(before.egress?.bytesDown ?? 0);
+    expect(s.mediation?.channels).toMatchObject([{ port: 7000 }]);
+    const human = await cli(['stats', NAME]);
+    expect(human.stdout).toMatch(/^ {2}guest {6}load \S+ \S+ \S+, memory [\d.]+ of [\d.]+ MiB in use, up \d+ s$/m);
+  });
+
+  it('pause refuses exec and stats, resume restores them', { timeout: VM_TIMEOUT }, async () => {
     expect((await cliJson<Status>(['pause', NAME])).json.state).toBe('paused');
     expect((await status()).state).toBe('paused');
-    const refused = await ax(['exec', NAME, '--', 'true']);
-    expect(refused.code).toBe(1);
-    expect(refused.doc).toMatchObject({ ok: false, error: { kind: 'conflict', message: expect.stringContaining('paused') } });
-    expect((refused.doc as AxError).error.remediation).toContain('resume');
+    for (const verb of [['exec', NAME, '--', 'true'], ['stats', NAME]]) {
+      const refused = await ax(verb);
+      expect(refused.code).toBe(1);
+      expect(refused.doc).toMatchObject({ ok: false, error: { kind: 'conflict', message: expect.stringContaining('paused') } });
+      expect((refused.doc as AxError).error.remediation).toContain('resume');
+    }
     expect((await cliJson<Status>(['resume', NAME])).json.state).toBe('running');
     const r = await exec('echo', 'after-resume');
     expect(r.stdout).toBe('after-resume\n');
+    expect((await cliJson<WorkspaceStats>(['stats', NAME])).json.state).toBe('running');
   });
 
   it('stop powers the guest off through the agent', { timeout: VM_TIMEOUT }, async () => {

@@ -21,6 +21,8 @@ const allowed: [WorkspaceState, Verb, WorkspaceState][] = [
   ['quarantined', 'stop', 'stopping'],
   ['running', 'exec', 'running'],
   ['quarantined', 'exec', 'quarantined'],
+  ['running', 'stats', 'running'],
+  ['quarantined', 'stats', 'quarantined'],
   ['prepared', 'delete', 'prepared'],
   ['stopped', 'delete', 'stopped'],
 ];
@@ -31,6 +33,8 @@ const refused: [WorkspaceState, Verb, RegExp][] = [
   ['paused', 'start', /resume/],
   ['quarantined', 'start', /halt, stop or kill/],
   ['paused', 'exec', /resume/],
+  ['paused', 'stats', /resume/],
+  ['halted', 'stats', /start it/],
   ['running', 'delete', /stop, halt or kill/],
   ['paused', 'delete', /stop, halt or kill/],
   ['quarantined', 'delete', /stop, halt or kill/],

@@ -12,9 +12,11 @@ import {
   listWorkspaces,
   signalWorkspace,
   startWorkspace,
+  workspaceStats,
   workspaceStatus,
   type WorkspaceStatus,
 } from '../../vm/workspace/service.js';
+import type { WorkspaceStats } from '../../vm/workspace/stats.js';
 import { parseCommandArgs, timedOutWarning, usageError, type CliContext, type Command } from '../command.js';
 import { table } from '../output.js';
 import { hasTerminal, requireTerminal, userTerminal } from '../terminal.js';
@@ -164,6 +166,39 @@ const status: Command = {
   },
 };
 
+function statsText(s: WorkspaceStats): string {
+  const usage = (u: { pid: number; cpuSeconds: number; rssMiB: number }) => `pid ${u.pid}, CPU ${u.cpuSeconds} s, RSS ${u.rssMiB} MiB`;
+  const mib = (bytes: number) => `${(bytes / 1_048_576).toFixed(1)} MiB`;
+  const lines = [`${s.name}  ${s.state}`, `  VM         ${s.vm === null ? '-' : usage(s.vm)}`, `  supervisor ${usage(s.supervisor)}`];
+  const e = s.egress;
+  lines.push(
+    e === null
+      ? '  egress     - (no egress proxy: isolated, egress off, or quarantined)'
+      : `  egress     ${e.requests} request(s), ${e.denied} denied; ${e.tunnels} tunnel(s), ${e.activeTunnels} open; ${mib(e.bytesUp)} up, ${mib(e.bytesDown)} down`,
+  );
+  for (const c of s.mediation?.channels ?? []) {
+    lines.push(`  mediation  ${c.port} -> ${c.target}: ${c.accepted} connection(s), ${c.live} open; ${mib(c.bytesUp)} up, ${mib(c.bytesDown)} down${c.lastError === null ? '' : `; last error: ${c.lastError}`}`);
+  }
+  const g = s.guest;
+  lines.push(
+    g === null
+      ? `  guest      - (${s.guestError ?? 'not available'})`
+      : `  guest      load ${g.load.join(' ')}, memory ${(g.memoryTotalMiB - g.memoryAvailableMiB).toFixed(1)} of ${g.memoryTotalMiB} MiB in use, up ${g.uptimeSeconds} s`,
+  );
+  return lines.join('\n');
+}
+
+const stats: Command = {
+  name: 'stats',
+  summary: "What a running workspace uses: its VM's and supervisor's CPU and memory, egress and mediation counters, the guest's load and memory",
+  usage: 'NAME',
+  async run(args, ctx) {
+    const { positionals } = parseCommandArgs(stats, args, {});
+    const s = await workspaceStats(ctx.stateDir, oneName(stats, positionals));
+    return { result: s, human: statsText(s), exitCode: 0 };
+  },
+};
+
 function listCommand(name: 'list' | 'ps'): Command {
   const command: Command = {
     name,
@@ -306,6 +341,7 @@ export const commands: readonly Command[] = [
   verbCommand('quarantine', 'Sever the host-side network and mediation; disk and history kept, the VM may keep running'),
   del,
   status,
+  stats,
   listCommand('list'),
   listCommand('ps'),
   events,

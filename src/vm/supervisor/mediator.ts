@@ -7,9 +7,9 @@
 import { openAuditLog, type AuditLog } from '../../audit/index.js';
 import { loadOrCreateCa, type CertificateAuthority } from '../../ca/index.js';
 import { MicroagentError } from '../../errors.js';
-import { startBroker, validateChannels, type MediationBroker, type MediationReadiness } from '../../mediation/index.js';
+import { startBroker, validateChannels, type BrokerStats, type MediationBroker, type MediationReadiness } from '../../mediation/index.js';
 import { openLivePolicy, type LivePolicy } from '../../policy/index.js';
-import { startEgressProxy, type EgressProxy } from '../../proxy/index.js';
+import { startEgressProxy, type EgressProxy, type ProxyStats } from '../../proxy/index.js';
 import { createWorkspaceResolver, startDnsServer, type DnsServer } from '../../proxy/dns/index.js';
 import type { WorkspaceManifest, WorkspacePaths } from '../workspace/store.js';
 import { startPublishedPorts, type PortBackend, type PublishedPorts } from './published-ports.js';
@@ -30,6 +30,8 @@ export interface Mediator {
   readonly policy: LivePolicy;
   readonly sockets: MediatorSockets;
   mediationReady(): Promise<MediationReadiness | null>;
+  /** Counters of the egress proxy (null without one, or once severed) and the mediation broker (null without channels). */
+  stats(): { readonly egress: ProxyStats | null; readonly mediation: BrokerStats | null };
   /** Quarantine: closes proxy, resolver, published ports and every mediation channel at once. */
   sever(): Promise<void>;
   readonly severed: boolean;
@@ -85,6 +87,7 @@ export async function startMediator(
       policy,
       sockets,
       mediationReady: async () => (broker === null ? null : broker.mediationReady()),
+      stats: () => ({ egress: proxy === null || severed ? null : proxy.stats(), mediation: broker?.stats() ?? null }),
       get severed() {
         return severed;
       },

@@ -9,6 +9,7 @@ import type { TerminalSize } from '../protocol.js';
 
 export type ControlRequest =
   | { readonly id: number; readonly op: 'status' }
+  | { readonly id: number; readonly op: 'stats' }
   | { readonly id: number; readonly op: 'halt' | 'pause' | 'resume' | 'stop' | 'kill' | 'quarantine' }
   | {
       readonly id: number;

@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
-import { rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
 import type { Server } from 'node:net';
 import { asMicroagentError, MicroagentError } from '../../errors.js';
@@ -15,6 +15,7 @@ import type { NetworkConfig, RunningVm } from '../backend.js';
 import { bootVm, standardGuestConfig, type BootAssets } from '../start.js';
 import type { ExitStatus } from '../protocol.js';
 import { transition, type Verb, type WorkspaceState } from '../workspace/lifecycle.js';
+import { GUEST_USAGE_FILES, guestUsage, processUsage, type WorkspaceStats } from '../workspace/stats.js';
 import {
   controlSocketOf,
   readManifest,
@@ -205,6 +206,9 @@ class Supervisor {
           severed: this.mediator.severed,
           policyHash: this.mediator.policy.current().hash,
         };
+      case 'stats':
+        transition(name, this.state, 'stats');
+        return this.stats();
       case 'exec': {
         transition(name, this.state, 'exec');
         if (this.state === 'quarantined') await this.recordQuarantinedExec(req.argv);
@@ -335,6 +339,34 @@ class Supervisor {
       remediation: `start it again ("microagent start ${name}") and run the command again`,
       cause: err,
     });
+  }
+
+  /** Host side from /proc and the mediator's counters; guest side read through the agent (`cat` of its /proc files). */
+  private async stats(): Promise<WorkspaceStats> {
+    const vm = this.requireVm();
+    const own = process.cpuUsage();
+    const [vmUsage, guest] = await Promise.all([
+      Promise.all([readFile(`/proc/${vm.pid}/stat`, 'utf8'), readFile(`/proc/${vm.pid}/status`, 'utf8')]).then(
+        ([stat, status]) => processUsage(vm.pid, stat, status),
+        () => null,
+      ),
+      vm.agent
+        .run({ argv: ['cat', ...GUEST_USAGE_FILES], timeoutMs: 5_000 })
+        .then((r) => {
+          if (r.status.kind !== 'exited' || r.status.code !== 0) throw new Error(`cat of the guest's /proc files failed: ${r.stderr.trim() || JSON.stringify(r.status)}`);
+          return { usage: guestUsage(r.stdout) };
+        })
+        .catch((err: Error) => ({ error: err.message })),
+    ]);
+    return {
+      name: this.manifest.name,
+      state: this.state,
+      vm: vmUsage,
+      supervisor: { pid: process.pid, cpuSeconds: Math.round((own.user + own.system) / 10_000) / 100, rssMiB: Math.round(process.memoryUsage.rss() / 104_857.6) / 10 },
+      ...this.mediator.stats(),
+      guest: 'usage' in guest ? guest.usage : null,
+      ...('error' in guest ? { guestError: guest.error } : {}),
+    };
   }
 
   /**

@@ -18,7 +18,7 @@ export const STATES = [
 ] as const;
 export type WorkspaceState = (typeof STATES)[number];
 
-export const VERBS = ['start', 'halt', 'pause', 'resume', 'stop', 'kill', 'quarantine', 'delete', 'exec'] as const;
+export const VERBS = ['start', 'halt', 'pause', 'resume', 'stop', 'kill', 'quarantine', 'delete', 'exec', 'stats'] as const;
 export type Verb = (typeof VERBS)[number];
 
 /** States in which a VM process may exist; `delete` is refused in these. */
@@ -49,11 +49,13 @@ const TABLE: Record<WorkspaceState, Partial<Record<Verb, Outcome>>> = {
     kill: ALLOW('stopped'),
     quarantine: ALLOW('quarantined'),
     exec: ALLOW('running'),
+    stats: ALLOW('running'),
   },
   paused: {
     start: REFUSE('is paused', 'use "microagent resume NAME"'),
     resume: ALLOW('running'),
     exec: REFUSE('is paused', 'use "microagent resume NAME" first'),
+    stats: REFUSE('is paused', 'use "microagent resume NAME" first: a frozen guest cannot answer'),
     halt: REFUSE('is paused', 'resume it first: halt needs the guest agent'),
     stop: ALLOW('stopping'),
     kill: ALLOW('stopped'),
@@ -71,6 +73,7 @@ const TABLE: Record<WorkspaceState, Partial<Record<Verb, Outcome>>> = {
     resume: quarantined,
     // Live response: the agent channel is neither network nor mediation, and the VM kept running so it can be inspected.
     exec: ALLOW('quarantined'),
+    stats: ALLOW('quarantined'),
     halt: ALLOW('halted'),
     stop: ALLOW('stopping'),
     kill: ALLOW('stopped'),

@@ -21,6 +21,7 @@ import { transition, VM_STATES, type Verb, type WorkspaceState } from './lifecyc
 import { recordedProcessAlive, withWorkspaceLock } from './lock.js';
 import { checkEnv, parseWorkspaceFlags, PROFILES, type Profile } from './options.js';
 import { spawnSupervisor, type SupervisorProcess } from './supervisor-process.js';
+import type { WorkspaceStats } from './stats.js';
 import {
   controlSocketOf,
   createWorkspaceDir,
@@ -271,7 +272,7 @@ export async function signalWorkspace(stateDir: string, name: string, verb: Sign
   return workspaceStatus(stateDir, name);
 }
 
-type SignalVerb = Exclude<Verb, 'start' | 'delete' | 'exec'>;
+type SignalVerb = Exclude<Verb, 'start' | 'delete' | 'exec' | 'stats'>;
 
 /**
  * `signalWorkspace` without reading the status afterwards, for a caller that does not show it
@@ -421,6 +422,18 @@ export interface WorkspaceStatus {
   readonly supervisorAlive: boolean;
   readonly readiness: unknown;
   readonly paths: { readonly audit: string; readonly serialLog: string; readonly events: string; readonly policy: string };
+}
+
+/** What a running workspace uses (docs/lifecycle.md, `stats`); refused while paused: a frozen guest cannot answer. */
+export async function workspaceStats(stateDir: string, name: string): Promise<WorkspaceStats> {
+  const manifest = await readManifest(stateDir, name);
+  transition(name, manifest.state, 'stats');
+  const { client } = await control(stateDir, name);
+  try {
+    return (await client.request('stats')) as WorkspaceStats;
+  } finally {
+    client.close();
+  }
 }
 
 export async function workspaceStatus(stateDir: string, name: string): Promise<WorkspaceStatus> {
