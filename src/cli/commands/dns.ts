@@ -2,8 +2,8 @@
 import { join } from 'node:path';
 import { openAuditLog } from '../../audit/index.js';
 import { MicroagentError } from '../../errors.js';
-import { MODES, openLivePolicy, type Mode } from '../../policy/index.js';
-import { createWorkspaceResolver, startDnsServer, type DnsServerAddresses } from '../../proxy/dns/index.js';
+import { MODES, openLivePolicy, type LivePolicy, type Mode } from '../../policy/index.js';
+import { createWorkspaceResolver, startDnsServer, type DnsServerAddresses, type WorkspaceResolver } from '../../proxy/dns/index.js';
 import { splitHostPort } from '../../proxy/dns/upstream-address.js';
 import { reachableBeyondHost } from '../../proxy/index.js';
 import { parseCommandArgs, usageError, type Command } from '../command.js';
@@ -40,17 +40,19 @@ const dns: Command = {
     const workspace = values.workspace;
     const auditPath = values.audit ?? join(ctx.stateDir, 'workspaces', workspace, 'dns-audit.jsonl');
     const audit = await openAuditLog({ path: auditPath, workspace });
-
-    const live = openLivePolicy(values.policy, {
-      ...(mode === undefined ? {} : { mode: mode as Mode }),
-      audit,
-      onReload: (p) => ctx.out.info(`policy reloaded (${p.hash})`),
-      onInvalid: (error) => ctx.out.warn(`policy ${values.policy} is invalid; keeping the previous one: ${error.message}`),
-    });
-    const policy = live.current;
-
+    // Opened in order, closed in reverse whatever fails: a policy that cannot be read must not leave
+    // the audit log's file open behind the error.
+    let live: LivePolicy | null = null;
+    let resolver: WorkspaceResolver | null = null;
     try {
-      const resolver = createWorkspaceResolver(values.upstream === undefined ? {} : { upstreams: values.upstream });
+      live = openLivePolicy(values.policy, {
+        ...(mode === undefined ? {} : { mode: mode as Mode }),
+        audit,
+        onReload: (p) => ctx.out.info(`policy reloaded (${p.hash})`),
+        onInvalid: (error) => ctx.out.warn(`policy ${values.policy} is invalid; keeping the previous one: ${error.message}`),
+      });
+      const policy = live.current;
+      resolver = createWorkspaceResolver(values.upstream === undefined ? {} : { upstreams: values.upstream });
       const server = await startDnsServer({
         policy,
         audit,
@@ -65,13 +67,13 @@ const dns: Command = {
       ctx.out.info(`dns: mode ${policy().mode}, policy ${policy().hash}, audit ${auditPath}; Ctrl-C to stop`);
       const signal = await ctx.interrupted;
       await server.close();
-      resolver.close();
       return {
         result: { stopped_by: signal, addresses: server.addresses, audit: auditPath },
         human: `dns: stopped (${signal})`,
       };
     } finally {
-      live.close();
+      resolver?.close();
+      live?.close();
       await audit.close();
     }
   },

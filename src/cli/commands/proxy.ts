@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import { openAuditLog } from '../../audit/index.js';
-import { loadOrCreateCa } from '../../ca/index.js';
+import { loadOrCreateCa, type CertificateAuthority } from '../../ca/index.js';
 import { MODES, openLivePolicy, type LivePolicy, type Mode } from '../../policy/index.js';
 import { createSystemResolver, reachableBeyondHost, startEgressProxy } from '../../proxy/index.js';
 import { parsePort } from '../../proxy/destination.js';
@@ -59,6 +59,7 @@ const proxy: Command = {
     const policyFile = values.policy;
     const audit = await openAuditLog({ path: auditPath, workspace, fsync: !values['no-fsync'] });
     let live: LivePolicy | null = null;
+    let ca: CertificateAuthority | null = null;
     try {
       live = openLivePolicy(policyFile, {
         ...(mode === undefined ? {} : { mode: mode as Mode }),
@@ -68,7 +69,7 @@ const proxy: Command = {
       });
       const policy = live.current;
       // The CA certificate is on disk before we listen, so a guest can be given it at once.
-      const ca = await loadOrCreateCa({ dir: caDir, workspace });
+      ca = await loadOrCreateCa({ dir: caDir, workspace });
       const running = await startEgressProxy({
         policy,
         audit,
@@ -95,12 +96,12 @@ const proxy: Command = {
       ctx.out.info(`proxy: mode ${policy().mode}, policy ${policy().hash}, audit ${auditPath}; Ctrl-C to stop`);
       const signal = await ctx.interrupted;
       await running.close();
-      ca.close();
       return {
         result: { stopped_by: signal, listen: tcp, socket: running.addresses.socket, ca_cert: ca.certPath, audit: auditPath, stats: running.stats() },
         human: `proxy: stopped (${signal}); ${running.stats().requests} requests, ${running.stats().denied} denied`,
       };
     } finally {
+      ca?.close();
       live?.close();
       await audit.close();
     }
