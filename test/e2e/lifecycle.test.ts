@@ -384,6 +384,9 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     const recorded = await cliJson<Record<string, unknown>[]>(['egress', NAME, '--event', 'lifecycle.exec']);
     expect(recorded.json).toMatchObject([{ state: 'quarantined', detail: 'exec of sh with 2 argument(s), not recorded' }]);
     expect(JSON.stringify(recorded.json)).not.toContain('/inspect');
+    // stats runs nothing in a quarantined guest: no egress to count, the guest not asked.
+    const quarantinedStats = (await cliJson<WorkspaceStats>(['stats', NAME])).json;
+    expect(quarantinedStats).toMatchObject({ state: 'quarantined', egress: null, guest: null, guestError: expect.stringContaining('quarantined') });
 
     expect((await cliJson<Status>(['kill', NAME])).json.state).toBe('stopped');
     expect(await waitDead(vmPid)).toBe(true);

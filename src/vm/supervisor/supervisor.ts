@@ -15,7 +15,7 @@ import type { NetworkConfig, RunningVm } from '../backend.js';
 import { bootVm, standardGuestConfig, type BootAssets } from '../start.js';
 import type { ExitStatus } from '../protocol.js';
 import { transition, type Verb, type WorkspaceState } from '../workspace/lifecycle.js';
-import { GUEST_USAGE_FILES, guestUsage, processUsage, type WorkspaceStats } from '../workspace/stats.js';
+import { GUEST_USAGE_FILES, guestUsage, processUsage, type GuestUsage, type WorkspaceStats } from '../workspace/stats.js';
 import {
   controlSocketOf,
   readManifest,
@@ -350,13 +350,7 @@ class Supervisor {
         ([stat, status]) => processUsage(vm.pid, stat, status),
         () => null,
       ),
-      vm.agent
-        .run({ argv: ['cat', ...GUEST_USAGE_FILES], timeoutMs: 5_000 })
-        .then((r) => {
-          if (r.status.kind !== 'exited' || r.status.code !== 0) throw new Error(`cat of the guest's /proc files failed: ${r.stderr.trim() || JSON.stringify(r.status)}`);
-          return { usage: guestUsage(r.stdout) };
-        })
-        .catch((err: Error) => ({ error: err.message })),
+      this.guestUsage(vm),
     ]);
     return {
       name: this.manifest.name,
@@ -367,6 +361,18 @@ class Supervisor {
       guest: 'usage' in guest ? guest.usage : null,
       ...('error' in guest ? { guestError: guest.error } : {}),
     };
+  }
+
+  private async guestUsage(vm: RunningVm): Promise<{ usage: GuestUsage } | { error: string }> {
+    // A quarantined guest is evidence: nothing runs in it that its log does not show (exec records itself).
+    if (this.state === 'quarantined') return { error: 'not asked: the workspace is quarantined (inspect it with exec, which is recorded)' };
+    try {
+      const r = await vm.agent.run({ argv: ['cat', ...GUEST_USAGE_FILES], timeoutMs: 5_000 });
+      if (r.status.kind !== 'exited' || r.status.code !== 0) throw new Error(`cat of the guest's /proc files failed: ${r.stderr.trim() || JSON.stringify(r.status)}`);
+      return { usage: guestUsage(r.stdout) };
+    } catch (err) {
+      return { error: (err as Error).message };
+    }
   }
 
   /**
