@@ -1,6 +1,6 @@
 /**
  * `policy check` warnings: valid policies that are probably mistakes. No rules at all (often a cases
- * file checked as a policy), a rule that can never match, an
+ * file checked as a policy), a rule that can never match, an allow for raw tcp that no tunnel reaches, an
  * allow that an earlier rule always beats, an allow a deny completely covers, and allows so broad they
  * defeat the policy (`*`, `*.com`, `github.*`, `0.0.0.0/0`). Coverage is checked conservatively: a warning is only
  * given when the covering rule provably matches everything the covered one does.
@@ -10,7 +10,7 @@ import { maskIp, type Cidr, type HostPattern, type PortRange } from './patterns.
 import type { Policy, PolicyRule } from './policy.js';
 import type { SourcePosition } from './types.js';
 
-export type LintKind = 'no_rules' | 'never_matches' | 'never_decides' | 'shadowed_by_deny' | 'broad_allow';
+export type LintKind = 'no_rules' | 'never_matches' | 'never_decides' | 'shadowed_by_deny' | 'broad_allow' | 'tcp_without_https';
 
 export interface LintWarning extends SourcePosition {
   readonly rule: string;
@@ -158,6 +158,11 @@ export function lintPolicy(policy: Policy): LintWarning[] {
     const never = neverMatches(rule);
     if (never !== null) warn(rule, 'never_matches', `can never match: ${never}`);
     if (rule.action === 'deny') continue;
+    // The proxy decides a CONNECT as https before any byte shows a raw TCP flow (an SSH server's greeting,
+    // a database's): an allow for tcp alone is reached only through a tunnel something else opened.
+    if (rule.protocols !== null && rule.protocols.includes('tcp') && !rule.protocols.includes('https')) {
+      warn(rule, 'tcp_without_https', 'allows tcp but not https: a CONNECT tunnel is decided as https before its first bytes show raw TCP (an SSH server\'s greeting), so this rule opens no tunnel by itself; list protocols: [https, tcp], or leave protocols out');
+    }
     const broad = isBroad(rule);
     if (broad !== null) warn(rule, 'broad_allow', `${broad}; list the hosts the agent needs instead`);
     const covering = coverCandidates(policy, rule);

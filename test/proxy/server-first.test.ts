@@ -7,6 +7,7 @@ import { createServer as createNetServer, type Server } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditRecord } from '../../src/audit/index.js';
+import { lintPolicy, parsePolicy } from '../../src/policy/index.js';
 import { DEFAULT_LIMITS } from '../../src/proxy/limits.js';
 import { connectTunnel, decisions, makeOriginCa, readUntil, startHttpsOrigin, startTestProxy, testResolver, type OriginCa, type TestProxy } from './helpers.js';
 
@@ -205,5 +206,46 @@ describe('what the window must not change', () => {
     expect(text).toContain('"label":"https-origin"');
     const records = await tp.records((rs) => closeOf(rs, httpsPort) !== undefined && rs.some((r) => r.event === 'egress.decision' && forPort(httpsPort)(r) && r.path === '/echo'));
     expect(records.some((r) => r.event === 'egress.close' && forPort(httpsPort)(r) && r.decrypted)).toBe(true);
+  });
+});
+
+describe('a strict policy that allows raw tcp to one host (SSH to a forge)', () => {
+  const sshPolicy = (protocols: string) => `version: 1
+mode: strict
+rules:
+  - id: forge-ssh
+    action: allow
+    hosts: [mail.test]
+    protocols: ${protocols}
+`;
+  let both: TestProxy;
+  let tcpOnly: TestProxy;
+  let forge: Greeter;
+  beforeAll(async () => {
+    both = await startTestProxy(sshPolicy('[https, tcp]'), { resolver, limits: { serverFirstWaitMs: 100 } });
+    tcpOnly = await startTestProxy(sshPolicy('[tcp]'), { resolver, limits: { serverFirstWaitMs: 100 } });
+    forge = await startGreeter(() => both.auditPath);
+  });
+  afterAll(async () => {
+    await Promise.all([both?.close(), tcpOnly?.close()]);
+    forge?.server.close();
+  });
+
+  it('protocols [https, tcp]: the CONNECT opens and the silent guest gets the greeting, decided as tcp by that rule', async () => {
+    const { socket, status } = await connectTunnel(both.port, `mail.test:${forge.port}`);
+    expect(status).toBe(200);
+    expect((await readUntil(socket, (t) => t === GREETING)).text).toBe(GREETING);
+    socket.end();
+    const records = await both.records((rs) => closeOf(rs, forge.port) !== undefined);
+    expect(decisions(records).filter((d) => d.protocol === 'tcp')).toMatchObject([{ verdict: 'allow', rule: 'forge-ssh' }]);
+  });
+
+  it('protocols [tcp] alone: the CONNECT, decided as https before any byte, is refused, as policy check warns', async () => {
+    const { socket, status } = await connectTunnel(tcpOnly.port, `mail.test:${forge.port}`);
+    socket.destroy();
+    expect(status).toBe(403);
+    const warnings = lintPolicy(parsePolicy(sshPolicy('[tcp]'), 'ssh.yaml'));
+    expect(warnings).toMatchObject([{ rule: 'forge-ssh', kind: 'tcp_without_https', line: 4, message: expect.stringContaining('list protocols: [https, tcp]') }]);
+    expect(lintPolicy(parsePolicy(sshPolicy('[https, tcp]'), 'ssh.yaml'))).toEqual([]);
   });
 });
