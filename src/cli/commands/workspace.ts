@@ -1,4 +1,4 @@
-/** Workspace verbs: start, exec, halt, pause, resume, stop, kill, quarantine, delete, status, list, events, logs, egress, connect, wait, gc. */
+/** Workspace verbs: start, exec, halt, pause, resume, stop, kill, quarantine, delete, status, stats, list, events, logs, egress, connect, wait, gc. */
 import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -155,16 +155,20 @@ const del: Command = {
   },
 };
 
-const status: Command = {
-  name: 'status',
-  summary: 'State, backend, PID, resources, network and egress mode, policy hash and readiness of a workspace',
-  usage: 'NAME',
-  async run(args, ctx) {
-    const { positionals } = parseCommandArgs(status, args, {});
-    const s = await workspaceStatus(ctx.stateDir, oneName(status, positionals));
-    return { result: s, human: statusText(s), exitCode: 0 };
-  },
-};
+/** status, stats: one workspace's NAME in, the library's view of it out, as JSON or as text. */
+function viewCommand<T>(name: 'status' | 'stats', summary: string, view: (stateDir: string, name: string) => Promise<T>, text: (v: T) => string): Command {
+  const command: Command = {
+    name,
+    summary,
+    usage: 'NAME',
+    async run(args, ctx) {
+      const { positionals } = parseCommandArgs(command, args, {});
+      const v = await view(ctx.stateDir, oneName(command, positionals));
+      return { result: v, human: text(v), exitCode: 0 };
+    },
+  };
+  return command;
+}
 
 function statsText(s: WorkspaceStats): string {
   const usage = (u: { pid: number; cpuSeconds: number; rssMiB: number }) => `pid ${u.pid}, CPU ${u.cpuSeconds} s, RSS ${u.rssMiB} MiB`;
@@ -188,16 +192,6 @@ function statsText(s: WorkspaceStats): string {
   return lines.join('\n');
 }
 
-const stats: Command = {
-  name: 'stats',
-  summary: "What a running workspace uses: its VM's and supervisor's CPU and memory, egress and mediation counters, the guest's load and memory",
-  usage: 'NAME',
-  async run(args, ctx) {
-    const { positionals } = parseCommandArgs(stats, args, {});
-    const s = await workspaceStats(ctx.stateDir, oneName(stats, positionals));
-    return { result: s, human: statsText(s), exitCode: 0 };
-  },
-};
 
 function listCommand(name: 'list' | 'ps'): Command {
   const command: Command = {
@@ -340,8 +334,8 @@ export const commands: readonly Command[] = [
   verbCommand('kill', 'Hard termination of the VM'),
   verbCommand('quarantine', 'Sever the host-side network and mediation; disk and history kept, the VM may keep running'),
   del,
-  status,
-  stats,
+  viewCommand('status', 'State, backend, PID, resources, network and egress mode, policy hash and readiness of a workspace', workspaceStatus, statusText),
+  viewCommand('stats', "What a running workspace uses: its VM's and supervisor's CPU and memory, egress and mediation counters, the guest's load and memory", workspaceStats, statsText),
   listCommand('list'),
   listCommand('ps'),
   events,
