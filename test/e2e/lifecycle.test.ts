@@ -382,7 +382,7 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     expect(inspected.stdout).toMatch(/curl-rc=[1-9]/);
     expect(origin.requests).not.toContain('origin.test /inspect');
     const recorded = await cliJson<Record<string, unknown>[]>(['egress', NAME, '--event', 'lifecycle.exec']);
-    expect(recorded.json).toMatchObject([{ state: 'quarantined', detail: 'exec of sh with 2 argument(s), not recorded' }]);
+    expect(recorded.json).toMatchObject([{ state: 'quarantined', detail: 'exec of sh (its 2 argument(s) not recorded)' }]);
     expect(JSON.stringify(recorded.json)).not.toContain('/inspect');
     // stats runs nothing in a quarantined guest: no egress to count, the guest not asked.
     const quarantinedStats = (await cliJson<WorkspaceStats>(['stats', NAME])).json;

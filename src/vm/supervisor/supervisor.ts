@@ -381,7 +381,7 @@ class Supervisor {
    * (they may hold secrets).
    */
   private async recordQuarantinedExec(argv: readonly string[]): Promise<void> {
-    const detail = `exec of ${argv[0] ?? '(none)'} with ${argv.length - 1} argument(s), not recorded`;
+    const detail = `exec of ${argv[0] ?? '(none)'} (its ${argv.length - 1} argument(s) not recorded)`;
     await this.mediator.audit.append({ event: 'lifecycle.exec', state: 'quarantined', detail }).catch((err: unknown) => {
       throw new MicroagentError('transient', 'the audit log cannot record this exec into the quarantined workspace, so it was not run', {
         code: 'audit.write_failed',
