@@ -29,7 +29,7 @@ const MODULES: Record<string, () => Promise<{ commands: readonly Command[] }>> =
 const ALIASES: Record<string, string> = Object.fromEntries([
   ...['kernel', 'doctor'].map((v) => [v, 'vm']),
   ...['create'].map((v) => [v, 'run']),
-  ...['start', 'exec', 'connect', 'halt', 'pause', 'resume', 'stop', 'kill', 'quarantine', 'delete', 'status', 'stats', 'list', 'ps', 'events', 'logs', 'egress', 'wait', 'gc'].map((v) => [v, 'workspace']),
+  ...['start', 'exec', 'connect', 'halt', 'pause', 'resume', 'stop', 'kill', 'quarantine', 'delete', 'status', 'stats', 'cp', 'list', 'ps', 'events', 'logs', 'egress', 'wait', 'gc'].map((v) => [v, 'workspace']),
 ]);
 
 interface GlobalOptions {

@@ -1,11 +1,11 @@
 /**
  * The persistent workspace lifecycle through the CLI with one real QEMU guest (TCG here): create,
- * start, exec, halt and start again (the disk persists), stats, pause (exec and stats refused) and resume, stop, a stop
+ * start, exec, cp in and out, halt and start again (the disk persists), stats, pause (exec and stats refused) and resume, stop, a stop
  * that times out (failed, never escalated) and kill, quarantine (egress and mediation cut, the VM still
  * running, start refused), and gc after the supervisor is SIGKILLed. Also status/list/events/logs/egress
  * and the --mode=ax envelope of a refusal. The tests share one workspace and run in order.
  */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -205,19 +205,23 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     expect(out).toBe('got hello-stdin\n');
   });
 
-  it('files go in and out as a tar stream through exec (stdin in, stdout out), byte for byte', { timeout: VM_TIMEOUT }, async () => {
+  it('cp copies a tree in and back out byte for byte (a tar stream through exec); a missing path says so', { timeout: VM_TIMEOUT }, async () => {
     const src = join(dir, 'files-in');
     const back = join(dir, 'files-out');
     mkdirSync(join(src, 'sub'), { recursive: true });
     writeFileSync(join(src, 'a.txt'), 'hello\n');
     writeFileSync(join(src, 'sub', 'random.bin'), randomBytes(300_000));
-    mkdirSync(back);
-    const microagent = `${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)} --state-dir ${JSON.stringify(E2E_STATE_DIR)}`;
-    const sh = (script: string) => new Promise<void>((resolve, reject) => execFile('bash', ['-o', 'pipefail', '-c', script], (err) => (err === null ? resolve() : reject(err))));
-    await sh(`tar c -C ${src} . | ${microagent} exec ${NAME} -i -- sh -c 'mkdir -p /root/files && tar x -C /root/files'`);
-    await sh(`${microagent} exec ${NAME} -- tar c -C /root/files . | tar x -C ${back}`);
-    expect(readFileSync(join(back, 'a.txt'), 'utf8')).toBe('hello\n');
-    expect(readFileSync(join(back, 'sub', 'random.bin')).equals(readFileSync(join(src, 'sub', 'random.bin')))).toBe(true);
+    const copiedIn = await cliJson<{ into: string; bytes: number }>(['cp', src, `${NAME}:/root/files`]);
+    expect(copiedIn.code, copiedIn.stderr).toBe(0);
+    expect(copiedIn.json.into).toBe(`${NAME}:/root/files`);
+    expect((await exec('cat', '/root/files/files-in/a.txt')).stdout).toBe('hello\n');
+    const copiedOut = await cli(['cp', `${NAME}:/root/files/files-in`, back]);
+    expect(copiedOut.code, copiedOut.stderr).toBe(0);
+    expect(readFileSync(join(back, 'files-in', 'a.txt'), 'utf8')).toBe('hello\n');
+    expect(readFileSync(join(back, 'files-in', 'sub', 'random.bin')).equals(readFileSync(join(src, 'sub', 'random.bin')))).toBe(true);
+    const missing = await cli(['cp', `${NAME}:/root/no-such-file`, back]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain(`error: packing ${NAME}:/root/no-such-file failed in the guest: tar: no-such-file: No such file or directory`);
   });
 
   it("an edit of the workspace's policy.yaml decides the next request; an invalid one is not loaded, and status says which policy is in force", { timeout: VM_TIMEOUT }, async () => {

@@ -1,4 +1,4 @@
-/** Workspace verbs: start, exec, halt, pause, resume, stop, kill, quarantine, delete, status, stats, list, events, logs, egress, connect, wait, gc. */
+/** Workspace verbs: start, exec, cp, halt, pause, resume, stop, kill, quarantine, delete, status, stats, list, events, logs, egress, connect, wait, gc. */
 import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -17,6 +17,7 @@ import {
   type WorkspaceStatus,
 } from '../../vm/workspace/service.js';
 import type { WorkspaceStats } from '../../vm/workspace/stats.js';
+import { copyIntoWorkspace, copyOutOfWorkspace, parseCopyEnd } from '../../vm/workspace/copy.js';
 import { parseCommandArgs, timedOutWarning, usageError, type CliContext, type Command } from '../command.js';
 import { table } from '../output.js';
 import { hasTerminal, requireTerminal, userTerminal } from '../terminal.js';
@@ -152,6 +153,24 @@ const del: Command = {
     const name = oneName(del, positionals);
     const kept = await deleteWorkspace(ctx.stateDir, name);
     return { result: { deleted: name, ...(kept === null ? {} : { auditKeptIn: kept }) }, human: kept === null ? `deleted ${name}` : `deleted ${name}; its audit log is kept in ${kept}` };
+  },
+};
+
+const cp: Command = {
+  name: 'cp',
+  summary: 'Copy a file or folder into a running workspace (NAME:DIR) or out of it (NAME:PATH to a host DIR), landing inside DIR under its own name',
+  usage: 'SRC NAME:DIR | NAME:PATH DIR',
+  async run(args, ctx) {
+    const { positionals } = parseCommandArgs(cp, args, {});
+    const [src, dest, ...rest] = positionals;
+    if (src === undefined || dest === undefined || rest.length > 0) throw usageError('cp: expected SRC and DEST', `usage: microagent cp ${cp.usage}`);
+    const from = parseCopyEnd(src);
+    const to = parseCopyEnd(dest);
+    let result;
+    if (from.workspace === null && to.workspace !== null) result = await copyIntoWorkspace(ctx.stateDir, to.workspace, from.path, to.path);
+    else if (from.workspace !== null && to.workspace === null) result = await copyOutOfWorkspace(ctx.stateDir, from.workspace, from.path, to.path);
+    else throw usageError('cp: exactly one of SRC and DEST must be NAME:PATH in a workspace', `e.g. microagent cp ./src dev:/work, or microagent cp dev:/work/out ./results`);
+    return { result, human: `copied ${result.from} into ${result.into} (${result.bytes} bytes of tar)` };
   },
 };
 
@@ -334,6 +353,7 @@ export const commands: readonly Command[] = [
   verbCommand('kill', 'Hard termination of the VM'),
   verbCommand('quarantine', 'Sever the host-side network and mediation; disk and history kept, the VM may keep running'),
   del,
+  cp,
   viewCommand('status', 'State, backend, PID, resources, network and egress mode, policy hash and readiness of a workspace', workspaceStatus, statusText),
   viewCommand('stats', "What a running workspace uses: its VM's and supervisor's CPU and memory, egress and mediation counters, the guest's load and memory", workspaceStats, statsText),
   listCommand('list'),

@@ -1,0 +1,120 @@
+/**
+ * `microagent cp`: a file or a tree into or out of a running workspace, as a tar stream through exec
+ * (stdin in, stdout out): nothing of the host is mounted into the guest. The host's tar packs and
+ * unpacks; the guest's (busybox and every distribution have one) does the other end. The copy lands
+ * in a directory, keeping its name, as `cp -r SRC DIR/` does.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
+import { Transform } from 'node:stream';
+import { MicroagentError } from '../../errors.js';
+import { makeDirs } from '../../make-dirs.js';
+import { hostTool } from '../host-tools.js';
+import { execInWorkspace } from './service.js';
+
+/** `NAME:PATH` names a path in a workspace; anything else is a host path. */
+export type CopyEnd = { readonly workspace: string; readonly path: string } | { readonly workspace: null; readonly path: string };
+
+export function parseCopyEnd(text: string): CopyEnd {
+  const colon = text.indexOf(':');
+  // A host path with a colon in it can be given as ./a:b; a workspace name never holds a slash.
+  if (colon <= 0 || text.slice(0, colon).includes('/')) return { workspace: null, path: text };
+  const path = text.slice(colon + 1);
+  if (!path.startsWith('/')) {
+    throw new MicroagentError('invalid', `"${text}": a path in a workspace must be absolute`, {
+      code: 'usage',
+      remediation: `write it as ${text.slice(0, colon)}:/${path}`,
+    });
+  }
+  return { workspace: text.slice(0, colon), path };
+}
+
+export interface CopyResult {
+  readonly workspace: string;
+  readonly from: string;
+  readonly into: string;
+  readonly bytes: number;
+}
+
+/** Copies host `source` into the guest directory `guestDir` (made if missing). */
+export async function copyIntoWorkspace(stateDir: string, name: string, source: string, guestDir: string): Promise<CopyResult> {
+  const from = resolve(source);
+  if (!existsSync(from)) {
+    throw new MicroagentError('not_found', `nothing to copy at ${from}`, { code: 'cp.source_missing', remediation: 'check the host path' });
+  }
+  const pack = spawn(hostTool('tar'), ['-c', '-C', dirname(from), basename(from)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Counted on the way through: a 'data' listener on tar's own stdout would start it flowing before
+  // the exec reads it, and those bytes would be lost.
+  let bytes = 0;
+  const archive = pack.stdout.pipe(new Transform({ transform: (chunk: Buffer, _enc, done) => done(null, ((bytes += chunk.length), chunk)) }));
+  const packed = finished(pack, 'packing');
+  const guestErr: Buffer[] = [];
+  let exit;
+  try {
+    exit = await execInWorkspace(stateDir, name, {
+      argv: ['sh', '-c', 'mkdir -p -- "$1" && exec tar -x -C "$1"', 'sh', guestDir],
+      stdin: archive,
+      onStdout: () => undefined,
+      onStderr: (d) => guestErr.push(d),
+    });
+    guestFailed(exit, guestErr, `unpacking into ${name}:${guestDir}`);
+  } catch (err) {
+    pack.kill(); // nobody reads its pipe any more
+    packed.catch(() => undefined);
+    throw err;
+  }
+  // The guest's tar may stop at the archive's end marker, before the host tar's trailing padding.
+  archive.resume();
+  await packed;
+  return { workspace: name, from, into: `${name}:${guestDir}`, bytes };
+}
+
+/** Copies the guest path `guestPath` into the host directory `hostDir` (made if missing). */
+export async function copyOutOfWorkspace(stateDir: string, name: string, guestPath: string, hostDir: string): Promise<CopyResult> {
+  const into = resolve(hostDir);
+  makeDirs(into);
+  const unpack = spawn(hostTool('tar'), ['-x', '-C', into], { stdio: ['pipe', 'ignore', 'pipe'] });
+  const unpacked = finished(unpack, 'unpacking');
+  unpack.stdin.on('error', () => undefined); // a tar that failed early says why on its stderr (finished)
+  let bytes = 0;
+  const guestErr: Buffer[] = [];
+  const exit = await execInWorkspace(stateDir, name, {
+    argv: ['tar', '-c', '-C', guestDir(guestPath), basename(guestPath)],
+    onStdout: (d) => {
+      bytes += d.length;
+      unpack.stdin.write(d);
+    },
+    onStderr: (d) => guestErr.push(d),
+  });
+  unpack.stdin.end();
+  guestFailed(exit, guestErr, `packing ${name}:${guestPath}`);
+  await unpacked;
+  return { workspace: name, from: `${name}:${guestPath}`, into, bytes };
+}
+
+function guestDir(path: string): string {
+  return dirname(path.replace(/\/+$/, '') || '/');
+}
+
+function guestFailed(exit: { code: number | null; signal: string | null }, stderr: Buffer[], what: string): void {
+  if (exit.code === 0) return;
+  const said = Buffer.concat(stderr).toString('utf8').trim();
+  throw new MicroagentError('invalid', `${what} failed in the guest: ${said || (exit.signal ?? `exit code ${exit.code}`)}`, {
+    code: 'cp.guest_failed',
+    remediation: exit.code === 127 ? 'the image needs sh and tar (busybox has both)' : 'check the path in the workspace (microagent exec NAME -- ls -la PATH)',
+  });
+}
+
+/** The host tar's end: its stderr said, when it fails. */
+function finished(child: ReturnType<typeof spawn>, what: string): Promise<void> {
+  const err: Buffer[] = [];
+  child.stderr?.on('data', (d: Buffer) => err.push(d));
+  return new Promise((ok, fail) =>
+    child.on('close', (code) =>
+      code === 0
+        ? ok()
+        : fail(new MicroagentError('invalid', `${what} on the host failed: ${Buffer.concat(err).toString('utf8').trim() || `tar exited ${code}`}`, { code: 'cp.host_failed', remediation: 'check the host path and its permissions' })),
+    ),
+  );
+}
