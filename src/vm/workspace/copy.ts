@@ -1,16 +1,18 @@
 /**
  * `microagent cp`: a file or a tree into or out of a running workspace, as a tar stream through exec
- * (stdin in, stdout out): nothing of the host is mounted into the guest. The host's tar packs and
- * unpacks; the guest's (busybox and every distribution have one) does the other end. The copy lands
- * in a directory, keeping its name, as `cp -r SRC DIR/` does.
+ * (stdin in, stdout out): nothing of the host is mounted into the guest. The guest's tar (busybox and
+ * every distribution have one) does its end; on the host, the host's tar packs what goes in, and what
+ * comes out is unpacked by guest-archive.ts, which trusts nothing in it. The copy lands in a directory,
+ * keeping its name, as `cp -r SRC DIR/` does.
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
-import { Transform } from 'node:stream';
+import { PassThrough, Transform } from 'node:stream';
 import { MicroagentError } from '../../errors.js';
 import { makeDirs } from '../../make-dirs.js';
 import { hostTool } from '../host-tools.js';
+import { unpackGuestArchive } from './guest-archive.js';
 import { execInWorkspace } from './service.js';
 
 /** `NAME:PATH` names a path in a workspace; anything else is a host path. */
@@ -70,24 +72,26 @@ export async function copyIntoWorkspace(stateDir: string, name: string, source: 
   return { workspace: name, from, into: `${name}:${guestDir}`, bytes };
 }
 
-/** Copies the guest path `guestPath` into the host directory `hostDir` (made if missing). */
+/**
+ * Copies the guest path `guestPath` into the host directory `hostDir` (made if missing). The guest's
+ * archive is unpacked by guest-archive.ts, not by the host's tar: it comes from inside the sandbox.
+ */
 export async function copyOutOfWorkspace(stateDir: string, name: string, guestPath: string, hostDir: string): Promise<CopyResult> {
   const into = resolve(hostDir);
   makeDirs(into);
-  const unpack = spawn(hostTool('tar'), ['-x', '-C', into], { stdio: ['pipe', 'ignore', 'pipe'] });
-  const unpacked = finished(unpack, 'unpacking');
-  unpack.stdin.on('error', () => undefined); // a tar that failed early says why on its stderr (finished)
+  const archive = new PassThrough();
+  const unpacked = unpackGuestArchive(archive, into);
+  unpacked.catch(() => undefined); // awaited below, after the exec's own failure is known
   let bytes = 0;
   const guestErr: Buffer[] = [];
   const exit = await execInWorkspace(stateDir, name, {
     argv: ['tar', '-c', '-C', guestDir(guestPath), basename(guestPath)],
     onStdout: (d) => {
       bytes += d.length;
-      unpack.stdin.write(d);
+      archive.write(d);
     },
     onStderr: (d) => guestErr.push(d),
-  });
-  unpack.stdin.end();
+  }).finally(() => archive.end());
   guestFailed(exit, guestErr, `packing ${name}:${guestPath}`);
   await unpacked;
   return { workspace: name, from: `${name}:${guestPath}`, into, bytes };
