@@ -77,18 +77,28 @@ export async function copyIntoWorkspace(stateDir: string, name: string, source: 
  * archive is unpacked by guest-archive.ts, not by the host's tar: it comes from inside the sandbox.
  */
 export async function copyOutOfWorkspace(stateDir: string, name: string, guestPath: string, hostDir: string): Promise<CopyResult> {
+  const entry = basename(guestPath.replace(/\/+$/, ''));
+  if (entry === '') {
+    throw new MicroagentError('invalid', `"${name}:${guestPath}" is the guest's whole root filesystem`, {
+      code: 'usage',
+      remediation: `copy the folders you need, e.g. microagent cp ${name}:/root ${hostDir}`,
+    });
+  }
   const into = resolve(hostDir);
   makeDirs(into);
   const archive = new PassThrough();
   const unpacked = unpackGuestArchive(archive, into);
-  unpacked.catch(() => undefined); // awaited below, after the exec's own failure is known
+  // Awaited below, after the exec's own failure is known; once it has refused the archive, the rest
+  // of what the guest sends is dropped, not kept in memory.
+  let refused = false;
+  unpacked.catch(() => (refused = true));
   let bytes = 0;
   const guestErr: Buffer[] = [];
   const exit = await execInWorkspace(stateDir, name, {
-    argv: ['tar', '-c', '-C', guestDir(guestPath), basename(guestPath)],
+    argv: ['tar', '-c', '-C', guestDir(guestPath), entry],
     onStdout: (d) => {
       bytes += d.length;
-      archive.write(d);
+      if (!refused) archive.write(d);
     },
     onStderr: (d) => guestErr.push(d),
   }).finally(() => archive.end());
@@ -98,7 +108,7 @@ export async function copyOutOfWorkspace(stateDir: string, name: string, guestPa
 }
 
 function guestDir(path: string): string {
-  return dirname(path.replace(/\/+$/, '') || '/');
+  return dirname(path.replace(/\/+$/, ''));
 }
 
 function guestFailed(exit: { code: number | null; signal: string | null }, stderr: Buffer[], what: string): void {
