@@ -45,12 +45,13 @@ export async function copyIntoWorkspace(stateDir: string, name: string, source: 
   if (!existsSync(from)) {
     throw new MicroagentError('not_found', `nothing to copy at ${from}`, { code: 'cp.source_missing', remediation: 'check the host path' });
   }
-  const pack = spawn(hostTool('tar'), ['-c', '-C', dirname(from), basename(from)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // `./NAME`: a name starting with "-" must not read as an option, on either side.
+  const pack = spawn(hostTool('tar'), ['-c', '-C', dirname(from), `./${basename(from)}`], { stdio: ['ignore', 'pipe', 'pipe'] });
   // Counted on the way through: a 'data' listener on tar's own stdout would start it flowing before
   // the exec reads it, and those bytes would be lost.
   let bytes = 0;
   const archive = pack.stdout.pipe(new Transform({ transform: (chunk: Buffer, _enc, done) => done(null, ((bytes += chunk.length), chunk)) }));
-  const packed = finished(pack, 'packing');
+  const packed = packedOnHost(pack);
   const guestErr: Buffer[] = [];
   let exit;
   try {
@@ -95,7 +96,7 @@ export async function copyOutOfWorkspace(stateDir: string, name: string, guestPa
   let bytes = 0;
   const guestErr: Buffer[] = [];
   const exit = await execInWorkspace(stateDir, name, {
-    argv: ['tar', '-c', '-C', guestDir(guestPath), entry],
+    argv: ['tar', '-c', '-C', guestDir(guestPath), `./${entry}`],
     onStdout: (d) => {
       bytes += d.length;
       if (!refused) archive.write(d);
@@ -120,15 +121,15 @@ function guestFailed(exit: { code: number | null; signal: string | null }, stder
   });
 }
 
-/** The host tar's end: its stderr said, when it fails. */
-function finished(child: ReturnType<typeof spawn>, what: string): Promise<void> {
+/** The host tar's end, its stderr said when it fails (a file it cannot read). */
+function packedOnHost(tar: ReturnType<typeof spawn>): Promise<void> {
   const err: Buffer[] = [];
-  child.stderr?.on('data', (d: Buffer) => err.push(d));
+  tar.stderr?.on('data', (d: Buffer) => err.push(d));
   return new Promise((ok, fail) =>
-    child.on('close', (code) =>
-      code === 0
-        ? ok()
-        : fail(new MicroagentError('invalid', `${what} on the host failed: ${Buffer.concat(err).toString('utf8').trim() || `tar exited ${code}`}`, { code: 'cp.host_failed', remediation: 'check the host path and its permissions' })),
-    ),
+    tar.on('close', (code) => {
+      if (code === 0) return ok();
+      const said = Buffer.concat(err).toString('utf8').trim() || `tar exited ${code}`;
+      fail(new MicroagentError('invalid', `packing on the host failed: ${said}`, { code: 'cp.host_failed', remediation: 'check the host path and its permissions' }));
+    }),
   );
 }
