@@ -221,7 +221,7 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     expect(readFileSync(join(back, 'files-in', 'sub', 'random.bin')).equals(readFileSync(join(src, 'sub', 'random.bin')))).toBe(true);
     const missing = await cli(['cp', `${NAME}:/root/no-such-file`, back]);
     expect(missing.code).toBe(1);
-    expect(missing.stderr).toContain(`error: packing ${NAME}:/root/no-such-file failed in the guest: tar: no-such-file: No such file or directory`);
+    expect(missing.stderr).toContain(`error: packing ${NAME}:/root/no-such-file failed in the guest: tar: ./no-such-file: No such file or directory`);
   });
 
   it("an edit of the workspace's policy.yaml decides the next request; an invalid one is not loaded, and status says which policy is in force", { timeout: VM_TIMEOUT }, async () => {
