@@ -10,7 +10,7 @@ import { maskIp, type Cidr, type HostPattern, type PortRange } from './patterns.
 import type { Policy, PolicyRule } from './policy.js';
 import type { SourcePosition } from './types.js';
 
-export type LintKind = 'no_rules' | 'never_matches' | 'never_decides' | 'shadowed_by_deny' | 'broad_allow' | 'tcp_without_https';
+export type LintKind = 'no_rules' | 'never_matches' | 'never_decides' | 'shadowed_by_deny' | 'broad_allow' | 'tcp_on_tls_port';
 
 export interface LintWarning extends SourcePosition {
   readonly rule: string;
@@ -158,10 +158,9 @@ export function lintPolicy(policy: Policy): LintWarning[] {
     const never = neverMatches(rule);
     if (never !== null) warn(rule, 'never_matches', `can never match: ${never}`);
     if (rule.action === 'deny') continue;
-    // The proxy decides a CONNECT as https before any byte shows a raw TCP flow (an SSH server's greeting,
-    // a database's): an allow for tcp alone is reached only through a tunnel something else opened.
-    if (rule.protocols !== null && rule.protocols.includes('tcp') && !rule.protocols.includes('https')) {
-      warn(rule, 'tcp_without_https', 'allows tcp but not https: a CONNECT tunnel is decided as https before its first bytes show raw TCP (an SSH server\'s greeting), so this rule opens no tunnel by itself; list protocols: [https, tcp], or leave protocols out');
+    // A CONNECT to a TLS port is TLS, intercepted or spliced on its SNI; raw TCP (SSH over 443) never passes there.
+    if (rule.protocols !== null && rule.protocols.includes('tcp') && (rule.tls || (rule.ports !== null && rule.ports.every(([from, to]) => from === 443 && to === 443)))) {
+      warn(rule, 'tcp_on_tls_port', `allows tcp only on TLS ports (${rule.tls ? 'tls: true' : '443'}): a tunnel there must carry TLS, so raw TCP (SSH over port 443, say) never passes; allow tcp on the service's own port`);
     }
     const broad = isBroad(rule);
     if (broad !== null) warn(rule, 'broad_allow', `${broad}; list the hosts the agent needs instead`);

@@ -39,7 +39,7 @@ export async function handleConnect(rt: ProxyRuntime, handoff: InterceptHandoff,
   const outcome = await decideFlow(
     rt,
     parsed.kind === 'ok'
-      ? { type: 'open', request: { conn, protocol: 'https', destination: parsed.destination, auditHealthy: rt.audit.healthy } }
+      ? { type: 'open', request: { conn, protocol: 'https', tunnel: true, destination: parsed.destination, auditHealthy: rt.audit.healthy } }
       : { type: 'invalid_target', conn, protocol: 'https', detail: parsed.detail },
   );
   if (outcome.kind === 'denied' || destination === null) {
@@ -47,7 +47,7 @@ export async function handleConnect(rt: ProxyRuntime, handoff: InterceptHandoff,
     else socket.destroy();
     return;
   }
-  const { target, decision, recorded } = outcome;
+  const { target, decision, protocol, recorded } = outcome;
   rt.counters.activeTunnels++;
   rt.counters.tunnels++;
   let upstream: Socket | null = null;
@@ -63,5 +63,5 @@ export async function handleConnect(rt: ProxyRuntime, handoff: InterceptHandoff,
     }
   }
   socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-  await runTunnel(rt, { conn, socket, head, destination, target, decision, recorded, startedAt, upstream }, handoff);
+  await runTunnel(rt, { conn, socket, head, destination, target, decision, openedAs: protocol === 'tcp' ? 'tcp' : 'https', recorded, startedAt, upstream }, handoff);
 }

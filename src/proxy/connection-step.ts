@@ -3,7 +3,10 @@
  * address" or "deny with this answer". (state, event) in, (state, actions) out; the drivers (server.ts)
  * perform the actions. Invariants this step owns, each visible in its action order:
  * decide on the name before any lookup; decide every resolved address; audit the allow and wait for
- * it to be durable before the dial action appears; an audit failure denies (fail closed).
+ * it to be durable before the dial action appears; an audit failure denies (fail closed). A CONNECT
+ * on a port no rule marks as TLS may carry raw TCP (SSH, a database), which only its first bytes show:
+ * it opens as a tcp flow where tcp is allowed and https is not, or where a rule allows tcp and https is
+ * merely unlisted (tunnel.ts then holds any TLS in it to the https decision).
  */
 import { decisionFields, type DnsForwardEvent, type EgressDecisionEvent } from '../audit/index.js';
 import { decide, type Decision, type Policy } from '../policy/index.js';
@@ -15,6 +18,8 @@ export interface FlowRequest {
   readonly conn: string;
   /** https for CONNECT (TLS expected inside), http for absolute-form requests, tcp for a non-TLS tunnel. */
   readonly protocol: 'http' | 'https' | 'tcp';
+  /** A CONNECT: decided as https, or on a non-TLS port as tcp where https is denied. */
+  readonly tunnel: boolean;
   readonly destination: Destination;
   /** The audit sink reported itself healthy when the flow began; if not, nothing proceeds unawaited. */
   readonly auditHealthy: boolean;
@@ -40,13 +45,13 @@ export type ConnectionAction =
   | { readonly type: 'resolve'; readonly host: string; readonly forward: Omit<DnsForwardEvent, 'qtype'> }
   /** `wait`: the next event must be `audited`/`audit_failed` (allows wait for durability; denies do not). */
   | { readonly type: 'audit'; readonly record: EgressDecisionEvent; readonly wait: boolean }
-  | { readonly type: 'dial'; readonly target: CheckedTarget; readonly decision: Decision }
+  | { readonly type: 'dial'; readonly target: CheckedTarget; readonly decision: Decision; readonly protocol: FlowRequest['protocol'] }
   /**
    * Serve requests on an allowed flow (terminate TLS for a CONNECT; forward a plain request). No
    * upstream connection is made here: each request dials only after its own record is durable, and
    * the writer keeps records in order, so the flow's allow record (appended just before) is too.
    */
-  | { readonly type: 'serve_requests'; readonly target: CheckedTarget; readonly decision: Decision }
+  | { readonly type: 'serve_requests'; readonly target: CheckedTarget; readonly decision: Decision; readonly protocol: FlowRequest['protocol'] }
   | { readonly type: 'deny'; readonly answer: DenyAnswer };
 
 export interface StepResult {
@@ -60,8 +65,26 @@ function deny(record: EgressDecisionEvent, answer: DenyAnswer): StepResult {
   return { state: DENIED, actions: [{ type: 'audit', record, wait: false }, { type: 'deny', answer }] };
 }
 
-function afterAddressCheck(policy: Policy, request: FlowRequest, ips: readonly string[]): StepResult {
-  const check = checkAddresses(policy, request.protocol, request.destination, ips);
+/** Whether a CONNECT decided so as https is asked about tcp too: only on a port no rule marks as TLS. */
+function mayOpenAsTcp(request: FlowRequest, https: Decision): boolean {
+  return request.tunnel && request.protocol === 'https' && !https.tls && (https.verdict === 'deny' || https.reason === 'unlisted');
+}
+
+/** It opens as tcp where https is denied, or merely unlisted while a rule allows tcp: that rule decides it. */
+function opensAsTcp(https: Decision, tcp: Decision): boolean {
+  return tcp.verdict === 'allow' && (https.verdict === 'deny' || tcp.reason === 'rule_allow');
+}
+
+function afterAddressCheck(policy: Policy, asked: FlowRequest, ips: readonly string[]): StepResult {
+  let request = asked;
+  let check = checkAddresses(policy, request.protocol, request.destination, ips);
+  if (mayOpenAsTcp(request, check.decision)) {
+    const asTcp = checkAddresses(policy, 'tcp', request.destination, ips);
+    if (opensAsTcp(check.decision, asTcp.decision)) {
+      request = { ...request, protocol: 'tcp' };
+      check = asTcp;
+    }
+  }
   const facts = { conn: request.conn, protocol: request.protocol, destination: request.destination, decrypted: false };
   if (check.kind === 'denied') {
     return deny(
@@ -73,7 +96,7 @@ function afterAddressCheck(policy: Policy, request: FlowRequest, ips: readonly s
   if (dialsPerRequest(request, check.decision)) {
     return {
       state: { phase: 'open', request, target: check.target, decision: check.decision },
-      actions: [{ type: 'audit', record, wait: false }, { type: 'serve_requests', target: check.target, decision: check.decision }],
+      actions: [{ type: 'audit', record, wait: false }, { type: 'serve_requests', target: check.target, decision: check.decision, protocol: request.protocol }],
     };
   }
   return {
@@ -102,22 +125,26 @@ export function stepConnection(policy: Policy, state: ConnectionState, event: Co
     }
     case 'open': {
       if (state.phase !== 'start') return unexpected(state, event);
-      const { request } = event;
-      if (request.destination.kind === 'ip') return afterAddressCheck(policy, request, [request.destination.ip]);
+      let { request } = event;
+      const { destination } = request;
+      if (destination.kind === 'ip') return afterAddressCheck(policy, request, [destination.ip]);
       // Decide on the name alone first: a denied name is never looked up.
-      const decision = decide(policy, {
-        protocol: request.protocol,
-        host: request.destination.host,
-        port: request.destination.port
-      });
+      let decision = decide(policy, { protocol: request.protocol, host: destination.host, port: destination.port });
+      if (mayOpenAsTcp(request, decision)) {
+        const asTcp = decide(policy, { protocol: 'tcp', host: destination.host, port: destination.port });
+        if (opensAsTcp(decision, asTcp)) {
+          request = { ...request, protocol: 'tcp' };
+          decision = asTcp;
+        }
+      }
       if (decision.verdict === 'deny') {
         return deny(
           decisionRecord({ conn: request.conn, protocol: request.protocol, destination: request.destination, decrypted: false, status: 403 }, decision),
           answerForDecision(decision, request.destination),
         );
       }
-      const forward: Omit<DnsForwardEvent, 'qtype'> = { event: 'dns.forward', name: request.destination.host, transport: 'proxy', ...decisionFields(decision) };
-      return { state: { phase: 'resolving', request }, actions: [{ type: 'resolve', host: request.destination.host, forward }] };
+      const forward: Omit<DnsForwardEvent, 'qtype'> = { event: 'dns.forward', name: destination.host, transport: 'proxy', ...decisionFields(decision) };
+      return { state: { phase: 'resolving', request }, actions: [{ type: 'resolve', host: destination.host, forward }] };
     }
     case 'resolved': {
       if (state.phase !== 'resolving') return unexpected(state, event);
@@ -132,7 +159,7 @@ export function stepConnection(policy: Policy, state: ConnectionState, event: Co
       if (state.phase !== 'auditing') return unexpected(state, event);
       return {
         state: { phase: 'open', request: state.request, target: state.target, decision: state.decision },
-        actions: [{ type: 'dial', target: state.target, decision: state.decision }],
+        actions: [{ type: 'dial', target: state.target, decision: state.decision, protocol: state.request.protocol }],
       };
     }
     case 'audit_failed': {

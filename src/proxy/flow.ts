@@ -12,7 +12,8 @@ import type { ProxyRuntime } from './runtime.js';
 
 export type FlowOutcome =
   /** `recorded`: true once the allow is durable (a per-request flow is opened before that), false if it failed. */
-  | { readonly kind: 'open'; readonly target: CheckedTarget; readonly decision: Decision; readonly recorded: Promise<boolean> }
+  /** `protocol`: what the flow was allowed as (a CONNECT on a non-TLS port may open as tcp alone). */
+  | { readonly kind: 'open'; readonly target: CheckedTarget; readonly decision: Decision; readonly protocol: 'http' | 'https' | 'tcp'; readonly recorded: Promise<boolean> }
   | { readonly kind: 'denied'; readonly answer: DenyAnswer };
 
 export async function decideFlow(rt: ProxyRuntime, first: ConnectionEvent): Promise<FlowOutcome> {
@@ -56,7 +57,7 @@ export async function decideFlow(rt: ProxyRuntime, first: ConnectionEvent): Prom
           break;
         case 'dial':
         case 'serve_requests':
-          return { kind: 'open', target: action.target, decision: action.decision, recorded };
+          return { kind: 'open', target: action.target, decision: action.decision, protocol: action.protocol, recorded };
         case 'deny':
           rt.counters.denied++;
           return { kind: 'denied', answer: action.answer };

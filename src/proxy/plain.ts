@@ -28,7 +28,7 @@ async function openPlainFlow(rt: ProxyRuntime, req: IncomingMessage, answer: (de
   const outcome = await decideFlow(
     rt,
     parsed.kind === 'ok'
-      ? { type: 'open', request: { conn, protocol: 'http', destination: parsed.destination, auditHealthy: rt.audit.healthy } }
+      ? { type: 'open', request: { conn, protocol: 'http', tunnel: false, destination: parsed.destination, auditHealthy: rt.audit.healthy } }
       : { type: 'invalid_target', conn, protocol: 'http', detail: parsed.detail },
   );
   if (outcome.kind === 'denied' || parsed.kind !== 'ok') {

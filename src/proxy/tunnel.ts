@@ -7,7 +7,7 @@
  * waiting for a server's greeting: the flow is re-decided as raw TCP and dialled, and whichever side
  * speaks first chooses the path. It must never splice a TLS port's bytes uninspected (not TLS there is
  * refused), nor an SSLv2-format hello on any port, nor let a late ClientHello into a raw splice the
- * server did not open.
+ * server did not open, nor intercept or splice TLS in a tunnel opened as tcp unless https is allowed.
  */
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
@@ -30,6 +30,12 @@ export interface Tunnel {
   readonly destination: Destination;
   readonly target: CheckedTarget;
   readonly decision: Decision;
+  /**
+   * What the CONNECT was allowed as: https, or tcp on a non-TLS port where https is denied or merely
+   * unlisted (connection-step.ts); a ClientHello in a tcp tunnel is decided as https before anything
+   * is intercepted or spliced.
+   */
+  readonly openedAs: 'https' | 'tcp';
   /** True once the CONNECT's allow is durable (intercepted tunnels answer 200 before that). */
   readonly recorded: Promise<boolean>;
   readonly startedAt: number;
@@ -98,7 +104,7 @@ export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: Inter
     rt.counters.activeTunnels--;
     rt.counters.denied++;
     rt.appendInBackground(
-      decisionRecord({ conn: tunnel.conn, protocol: 'https', destination, ip: tunnel.target.ip, decrypted: false, ...(facts.sni === undefined ? {} : { sni: facts.sni }) }, proxyVerdict(policy, reason, signals)),
+      decisionRecord({ conn: tunnel.conn, protocol: tunnel.openedAs, destination, ip: tunnel.target.ip, decrypted: false, ...(facts.sni === undefined ? {} : { sni: facts.sni }) }, proxyVerdict(policy, reason, signals)),
     );
     upstream?.destroy();
     socket.destroy();
@@ -160,9 +166,18 @@ export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: Inter
     refuse('identity_mismatch', ['identity_mismatch'], { sni: result.sni });
     return;
   }
+  // TLS in a tunnel opened as tcp is https, and must be allowed as such.
+  const tls = tunnel.openedAs === 'https' ? { decision: tunnel.decision, recorded: tunnel.recorded } : decideTls(rt, tunnel, result.sni);
+  if (tls === null) {
+    upstream?.destroy();
+    socket.destroy();
+    rt.counters.activeTunnels--;
+    closeWith({ bytesUp: bytes.length, error: 'TLS in a tunnel opened for raw TCP, and https is denied there' });
+    return;
+  }
   // A ClientHello sent after the window but before any greeting lands here too: a slow TLS client is
   // handled as one and its unused raw TCP upstream closed, so staying silent never skips interception.
-  if (tunnel.decision.action === 'passthrough') {
+  if (tls.decision.action === 'passthrough') {
     spliceTo(upstream ?? dialTcp(tunnel.target, rt.limits.connectTimeoutMs), bytes);
     return;
   }
@@ -170,7 +185,7 @@ export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: Inter
   // The CONNECT is decided and its address checked: once its allow is durable, the upstream handshake
   // can run while we mint (a few ms a new host would otherwise wait for at its first request). No
   // request byte goes up before that request's own decision is durable.
-  const originH2 = tunnel.recorded.then((durable) => (durable ? rt.pool.prewarm(tunnel.target, result.alpn) : null));
+  const originH2 = tls.recorded.then((durable) => (durable ? rt.pool.prewarm(tunnel.target, result.alpn) : null));
   // A guest that can speak either gets the protocol the origin speaks, as it would without us: an h2
   // guest of an HTTP/1.1-only origin would meet faults of its own h2 stack that origin never triggers
   // (curl before 8.1, git's transport on Debian 12, stalls an upload whose answer began early). A
@@ -216,6 +231,22 @@ function unusableFirstBytes(peeked: Exclude<ClientHelloPeek, { kind: 'client_hel
       return never;
     }
   }
+}
+
+/**
+ * A ClientHello in a tunnel opened as tcp: decided as https on the IP already checked. A deny is
+ * recorded (with the SNI) and yields null; an allow (guarded mode's unlisted, or a policy changed since
+ * the CONNECT) is appended, and what the tunnel does next waits on it as on a CONNECT's allow.
+ */
+function decideTls(rt: ProxyRuntime, tunnel: Tunnel, sni: string | null): { decision: Decision; recorded: Promise<boolean> } | null {
+  const check = checkAddresses(rt.policy(), 'https', tunnel.destination, [tunnel.target.ip]);
+  const record = decisionRecord({ conn: tunnel.conn, protocol: 'https', destination: tunnel.destination, ip: tunnel.target.ip, sni, decrypted: false }, check.decision);
+  if (check.kind === 'denied') {
+    rt.counters.denied++;
+    rt.appendInBackground(record);
+    return null;
+  }
+  return { decision: check.decision, recorded: rt.appendInBackground(record) };
 }
 
 /** Not TLS after CONNECT on a non-TLS port: the flow is raw TCP and must be allowed as such. */

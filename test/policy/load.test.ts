@@ -175,6 +175,15 @@ rules:
     expect(kinds('dns-cidr')).toEqual(['never_matches']);
   });
 
+  it('flags raw tcp allowed only on TLS ports, where a tunnel must carry TLS', () => {
+    const tcp = (extra: string) => parsePolicy(`version: 1\nrules:\n  - id: ssh\n    action: passthrough\n    hosts: [ssh.forge.test]\n    protocols: [tcp]\n${extra}`, 'tcp.yaml');
+    expect(lintPolicy(tcp('    ports: [443]\n'))).toMatchObject([{ rule: 'ssh', kind: 'tcp_on_tls_port', line: 3, message: expect.stringContaining('allows tcp only on TLS ports (443)') }]);
+    expect(lintPolicy(tcp('    ports: [2222]\n    tls: true\n'))).toMatchObject([{ kind: 'tcp_on_tls_port', message: expect.stringContaining('(tls: true)') }]);
+    expect(lintPolicy(tcp('    ports: [22]\n'))).toEqual([]);
+    expect(lintPolicy(tcp('    ports: [22, 443]\n'))).toEqual([]);
+    expect(lintPolicy(tcp(''))).toEqual([]);
+  });
+
   it.each([
     ['guarded', 'guarded mode allows every public destination'],
     ['strict', 'it denies everything'],

@@ -221,14 +221,17 @@ rules:
   let both: TestProxy;
   let tcpOnly: TestProxy;
   let forge: Greeter;
+  let tcpOnlyForge: Greeter;
   beforeAll(async () => {
     both = await startTestProxy(sshPolicy('[https, tcp]'), { resolver, limits: { serverFirstWaitMs: 100 } });
     tcpOnly = await startTestProxy(sshPolicy('[tcp]'), { resolver, limits: { serverFirstWaitMs: 100 } });
     forge = await startGreeter(() => both.auditPath);
+    tcpOnlyForge = await startGreeter(() => tcpOnly.auditPath);
   });
   afterAll(async () => {
     await Promise.all([both?.close(), tcpOnly?.close()]);
     forge?.server.close();
+    tcpOnlyForge?.server.close();
   });
 
   it('protocols [https, tcp]: the CONNECT opens and the silent guest gets the greeting, decided as tcp by that rule', async () => {
@@ -240,12 +243,39 @@ rules:
     expect(decisions(records).filter((d) => d.protocol === 'tcp')).toMatchObject([{ verdict: 'allow', rule: 'forge-ssh' }]);
   });
 
-  it('protocols [tcp] alone: the CONNECT, decided as https before any byte, is refused, as policy check warns', async () => {
-    const { socket, status } = await connectTunnel(tcpOnly.port, `mail.test:${forge.port}`);
-    socket.destroy();
-    expect(status).toBe(403);
-    const warnings = lintPolicy(parsePolicy(sshPolicy('[tcp]'), 'ssh.yaml'));
-    expect(warnings).toMatchObject([{ rule: 'forge-ssh', kind: 'tcp_without_https', line: 4, message: expect.stringContaining('list protocols: [https, tcp]') }]);
-    expect(lintPolicy(parsePolicy(sshPolicy('[https, tcp]'), 'ssh.yaml'))).toEqual([]);
+  it('protocols [tcp] alone: https is denied, so the CONNECT opens as tcp; the greeting and a round trip pass, each step recorded as tcp before the dial', async () => {
+    const { socket, status } = await connectTunnel(tcpOnly.port, `mail.test:${tcpOnlyForge.port}`);
+    expect(status).toBe(200);
+    expect((await readUntil(socket, (t) => t === GREETING)).text).toBe(GREETING);
+    socket.write('SSH-2.0-guest\r\n');
+    expect((await readUntil(socket, (t) => t === 'SSH-2.0-guest\r\n')).text).toBe('SSH-2.0-guest\r\n');
+    socket.end();
+    const records = await tcpOnly.records((rs) => closeOf(rs, tcpOnlyForge.port) !== undefined);
+    const mine = decisions(records).filter(forPort(tcpOnlyForge.port));
+    // The CONNECT's decision, then the flow's once the greeting showed raw TCP: both tcp, none https.
+    expect(mine).toMatchObject([
+      { protocol: 'tcp', verdict: 'allow', rule: 'forge-ssh', ip: '127.0.0.1' },
+      { protocol: 'tcp', verdict: 'allow', rule: 'forge-ssh', ip: '127.0.0.1' },
+    ]);
+    expect(tcpOnlyForge.auditAtAccept.at(-1)).toContain(`"conn":"${mine[0]?.conn}"`);
+    expect(lintPolicy(parsePolicy(sshPolicy('[tcp]'), 'ssh.yaml'))).toEqual([]);
+  });
+
+  it('protocols [tcp] alone: TLS in that tunnel is https, denied and recorded with its SNI; nothing is dialled', async () => {
+    const accepted = tcpOnlyForge.auditAtAccept.length;
+    const { socket, status } = await connectTunnel(tcpOnly.port, `mail.test:${tcpOnlyForge.port}`);
+    expect(status).toBe(200);
+    const tls = tlsConnect({ socket, servername: 'mail.test', ca: tcpOnly.caPem });
+    const failed = await new Promise<string>((resolve) => {
+      tls.once('secureConnect', () => resolve('handshake completed'));
+      tls.once('error', (err) => resolve(err.message));
+      tls.once('close', () => resolve('closed'));
+    });
+    expect(failed).not.toBe('handshake completed');
+    const records = await tcpOnly.records((rs) => rs.some((r) => r.event === 'egress.decision' && r.protocol === 'https' && forPort(tcpOnlyForge.port)(r)));
+    const https = decisions(records).filter((d) => forPort(tcpOnlyForge.port)(d) && d.protocol === 'https');
+    // mail.test is 127.0.0.1 here: an internal address only a rule naming it for https could allow.
+    expect(https).toMatchObject([{ verdict: 'deny', reason: 'internal_address', sni: 'mail.test', decrypted: false }]);
+    expect(tcpOnlyForge.auditAtAccept).toHaveLength(accepted);
   });
 });

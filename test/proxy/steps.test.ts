@@ -32,7 +32,8 @@ const policy: Policy = parsePolicy(POLICY, 'steps.yaml');
 const strict: Policy = parsePolicy('version: 1\nmode: strict\nrules:\n  - id: only\n    action: allow\n    hosts: [allowed.example]\n', 'strict.yaml');
 
 const name = (host: string, port = 443): Destination => ({ kind: 'name', host, port });
-const open = (destination: Destination, protocol: 'http' | 'https' = 'https', auditHealthy = false) => ({ type: 'open' as const, request: { conn: 'c1', protocol, destination, auditHealthy } });
+/** A CONNECT (https) or an absolute-form request (http). */
+const open = (destination: Destination, protocol: 'http' | 'https' = 'https', auditHealthy = false) => ({ type: 'open' as const, request: { conn: 'c1', protocol, tunnel: protocol === 'https', destination, auditHealthy } });
 const PUBLIC = '93.184.216.34';
 
 describe('connection step (playbook)', () => {
@@ -129,6 +130,73 @@ describe('connection step (playbook)', () => {
   it('strict mode: unlisted names are denied before any lookup', () => {
     const { log } = playbook(strict, [{ send: open(name('example.com')), expect: [{ type: 'audit', record: { reason: 'default_deny' } }, { type: 'deny', answer: { reason: 'default_deny' } }] }]);
     expect(actionTypes(log)).not.toContain('resolve');
+  });
+
+  describe('a CONNECT where https is denied and raw tcp allowed (SSH, a database)', () => {
+    const rawOnly = parsePolicy(`version: 1
+mode: strict
+rules:
+  - id: forge-ssh
+    action: allow
+    hosts: [forge.test]
+    protocols: [tcp]
+  - id: db
+    action: allow
+    cidrs: [10.0.0.7/32]
+    ports: [5432]
+    protocols: [tcp]
+  - id: no-tcp-to-mail
+    action: deny
+    hosts: [mail.test]
+    protocols: [tcp]
+  - id: mail-https
+    action: deny
+    hosts: [mail.test]
+    protocols: [https]
+`, 'raw.yaml');
+
+    it('on a non-TLS port it opens as a tcp flow: decided, resolved, recorded durably as tcp, then dialled', () => {
+      const { log } = playbook(rawOnly, [
+        { send: open(name('forge.test', 22), 'https', true), expect: [{ type: 'resolve', host: 'forge.test', forward: { verdict: 'allow', rule: 'forge-ssh' } }] },
+        { send: { type: 'resolved', ips: [PUBLIC] }, expect: [{ type: 'audit', wait: true, record: { protocol: 'tcp', verdict: 'allow', rule: 'forge-ssh', ip: PUBLIC } }] },
+        { send: { type: 'audited' }, expect: [{ type: 'dial', protocol: 'tcp', target: { ip: PUBLIC, port: 22 } }] },
+      ]);
+      assertAuditBeforeDial(log);
+    });
+
+    it('an IP literal allowed for tcp by its CIDR (internal, so only an explicit rule could) opens as tcp', () => {
+      playbook(rawOnly, [
+        { send: open({ kind: 'ip', ip: '10.0.0.7', port: 5432 }), expect: [{ type: 'audit', wait: true, record: { protocol: 'tcp', verdict: 'allow', rule: 'db' } }] },
+        { send: { type: 'audited' }, expect: [{ type: 'dial', protocol: 'tcp' }] },
+      ]);
+    });
+
+    it.each([
+      ['on port 443 (a TLS port: never raw TCP)', name('forge.test', 443), 'default_deny', null],
+      ['on the database port of another address', { kind: 'ip', ip: '10.0.0.8', port: 5432 } as Destination, 'internal_address', null],
+      ['where tcp is denied too (the https deny is the one recorded)', name('mail.test', 25), 'rule_deny', 'mail-https'],
+    ])('%s it stays denied as https, nothing resolved', (_, destination, reason, rule) => {
+      const { log } = playbook(rawOnly, [
+        { send: open(destination, 'https', true), expect: [{ type: 'audit', record: { protocol: 'https', verdict: 'deny', reason, rule } }, { type: 'deny', answer: { status: 403, reason } }] },
+      ]);
+      expect(actionTypes(log)).not.toContain('resolve');
+    });
+
+    it('guarded: where https is merely unlisted, a rule allowing tcp opens it (recorded by that rule, not as unlisted); with no such rule it stays https', () => {
+      const guarded = parsePolicy('version: 1\nmode: guarded\nrules:\n  - id: forge-ssh\n    action: passthrough\n    hosts: [forge.test]\n    ports: [22]\n    protocols: [tcp]\n', 'guarded-raw.yaml');
+      playbook(guarded, [
+        { send: open(name('forge.test', 22), 'https', true), expect: [{ type: 'resolve', forward: { verdict: 'allow', rule: 'forge-ssh', reason: 'rule_allow' } }] },
+        { send: { type: 'resolved', ips: [PUBLIC] }, expect: [{ type: 'audit', wait: true, record: { protocol: 'tcp', rule: 'forge-ssh', signals: [] } }] },
+      ]);
+      playbook(guarded, [
+        { send: open(name('other.test', 22), 'https', true), expect: [{ type: 'resolve', forward: { verdict: 'allow', reason: 'unlisted' } }] },
+        { send: { type: 'resolved', ips: [PUBLIC] }, expect: [{ type: 'audit', wait: false, record: { protocol: 'https', reason: 'unlisted' } }, { type: 'serve_requests', protocol: 'https' }] },
+      ]);
+    });
+
+    it('an absolute-form request is no tunnel: http to a tcp-only host is denied', () => {
+      playbook(rawOnly, [{ send: open(name('forge.test', 22), 'http', true), expect: [{ type: 'audit', record: { protocol: 'http', verdict: 'deny', reason: 'default_deny' } }, { type: 'deny' }] }]);
+    });
   });
 
   it('an out-of-order event denies instead of guessing', () => {
