@@ -168,8 +168,9 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
   if (options.socketPath !== undefined) {
     const path = options.socketPath;
     await rm(path, { force: true });
-    // The Unix socket feeds the same HTTP server: one stack, two doors.
-    unix = createNetServer((socket) => http.emit('connection', socket));
+    // The Unix socket feeds the same HTTP server: one stack, two doors. Half-open as the HTTP server's
+    // own sockets are: a guest's FIN (sent with its last bytes) must not end the tunnel's way back.
+    unix = createNetServer({ allowHalfOpen: true }, (socket) => http.emit('connection', socket));
     unix.maxConnections = limits.maxConnections;
     unix.on('drop', recordDropped);
     // Both doors or none: a TCP listener left open by a failed start would keep the process alive.

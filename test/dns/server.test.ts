@@ -273,6 +273,16 @@ describe('transports', () => {
     expect((await dig(h.port, 'web.test', 'A', ['+tcp'])).answers).toEqual(['A 192.0.2.10']);
   });
 
+  it.each([
+    ['TCP', () => ({ host: '127.0.0.1', port: h.port })],
+    ['the Unix socket', () => ({ path: h.socketPath })],
+  ])('over %s, a client that half-closes after its queries gets every answer', async (_, where) => {
+    upstream.set('halfclose.allowed.test', 'A', [a('halfclose.allowed.test', '192.0.2.83')]);
+    const replies = await queryStream(where(), [encodeQuery('halfclose.allowed.test', 'A', 1), encodeQuery('web.test', 'A', 2)], 3000, true);
+    expect(replies.map((r) => r.id).sort()).toEqual([1, 2]);
+    expect(addressesOf(replies.find((r) => r.id === 1) as dnsPacket.DecodedPacket)).toEqual(['192.0.2.83']);
+  });
+
   it('serves length-prefixed DNS on the Unix socket', async () => {
     upstream.set('unix.allowed.test', 'A', [a('unix.allowed.test', '192.0.2.82')]);
     const [reply] = await queryStream({ path: h.socketPath }, [encodeQuery('unix.allowed.test', 'A', 77)]);

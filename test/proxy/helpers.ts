@@ -257,10 +257,11 @@ export async function rawExchange(port: number, data: string | Buffer, done: (te
 }
 
 /** Opens a CONNECT tunnel; resolves with the socket once a response head arrived (status in `status`). */
-export async function connectTunnel(port: number, authority: string, host: string = authority): Promise<{ socket: import('node:net').Socket; status: number; head: string }> {
+/** `proxy`: its TCP port on 127.0.0.1, or the path of its Unix socket. */
+export async function connectTunnel(proxy: number | string, authority: string, host: string = authority): Promise<{ socket: import('node:net').Socket; status: number; head: string }> {
   const { connect } = await import('node:net');
   return new Promise((resolve, reject) => {
-    const socket = connect({ host: '127.0.0.1', port });
+    const socket = connect(typeof proxy === 'number' ? { host: '127.0.0.1', port: proxy } : { path: proxy });
     let text = '';
     socket.on('connect', () => socket.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${host}\r\n\r\n`));
     const onData = (chunk: Buffer) => {

@@ -3,6 +3,7 @@
 // a non-TLS port must get the greeting once the flow is decided and recorded as tcp; a tcp deny, a TLS
 // port and a late ClientHello must keep today's strictness.
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createServer as createNetServer, type Server } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -89,7 +90,7 @@ beforeAll(async () => {
   ca = makeOriginCa();
   httpsPort = (await startHttpsOrigin(ca)).port;
   // The production defaults for the window and the headers timeout.
-  tp = await startTestProxy(ALLOW, { resolver, originCa: ca, limits: { serverFirstWaitMs: DEFAULT_LIMITS.serverFirstWaitMs } });
+  tp = await startTestProxy(ALLOW, { resolver, originCa: ca, limits: { serverFirstWaitMs: DEFAULT_LIMITS.serverFirstWaitMs }, socketPath: join(ca.dir, 'proxy.sock') });
   denying = await startTestProxy(DENY_TCP, { resolver, limits: { headersTimeoutMs: 600, serverFirstWaitMs: 100 } });
   strictTls = await startTestProxy(ALLOW, { resolver, limits: { headersTimeoutMs: 600, serverFirstWaitMs: 100 } });
   httpsOnly = await startTestProxy(HTTPS_ONLY, { resolver, originCa: ca, limits: { serverFirstWaitMs: 100 } });
@@ -152,6 +153,22 @@ describe('a silent guest on a non-TLS port (server-first protocols)', () => {
     const records = await tp.records((rs) => closeOf(rs, silentServer.port) !== undefined);
     expect(decisions(records).filter((d) => forPort(silentServer.port)(d) && d.protocol === 'tcp')).toEqual([expect.objectContaining({ verdict: 'allow', rule: 'mail' })]);
     expect(closeOf(records, silentServer.port)).toMatchObject({ bytes_up: 7, bytes_down: 7 });
+  });
+});
+
+describe('a guest that half-closes its tunnel (sends, then its FIN, as nc -N and socat do)', () => {
+  // The guest's door is the Unix socket (the VM's forwards end there): it must keep a half-open
+  // tunnel open as the TCP door does, or the answer to bytes sent with a FIN is lost.
+  it.each([
+    ['the TCP port', () => tp.port],
+    ['the Unix socket', () => tp.proxy.addresses.socket as string],
+  ])('through %s it still gets the greeting and the echo, then the close', async (_, door) => {
+    const { socket, status } = await connectTunnel(door(), `mail.test:${greeter.port}`);
+    expect(status).toBe(200);
+    socket.end('EHLO guest\r\n');
+    const { text, closed } = await readUntil(socket, () => false);
+    expect(text).toBe(`${GREETING}EHLO guest\r\n`);
+    expect(closed).toBe(true);
   });
 });
 

@@ -160,13 +160,23 @@ function bindUdp(host: string, port: number, ctx: AnswerContext): Promise<UdpSoc
 
 /** A server for length-prefixed DNS: pipelined queries, answered as each completes (RFC 7766 6.2.1.1). */
 function streamServer(ctx: AnswerContext, limits: DnsServerLimits, connections: Set<Socket>): Server {
-  const server = createServer((socket) => {
+  // Half-open: a client may send its FIN right after its queries, and still gets every answer; our
+  // side ends once the last one is written.
+  const server = createServer({ allowHalfOpen: true }, (socket) => {
     connections.add(socket);
     let pending: Buffer = Buffer.alloc(0);
     let inflight = 0;
+    let clientDone = false;
+    const endIfAnswered = () => {
+      if (clientDone && inflight === 0 && !socket.destroyed) socket.end();
+    };
     socket.setTimeout(limits.tcpIdleTimeoutMs, () => socket.destroy());
     socket.on('error', () => socket.destroy());
     socket.on('close', () => connections.delete(socket));
+    socket.on('end', () => {
+      clientDone = true;
+      endIfAnswered();
+    });
     socket.on('data', (chunk: Buffer) => {
       const split = splitFrames(pending.length === 0 ? chunk : Buffer.concat([pending, chunk]));
       pending = split.rest;
@@ -181,6 +191,7 @@ function streamServer(ctx: AnswerContext, limits: DnsServerLimits, connections: 
             if (response === null) return void socket.destroy();
             if (inflight < limits.maxInflightPerConnection) socket.resume();
             socket.write(frame(response));
+            endIfAnswered();
           })
           .catch((err: unknown) => {
             log.warn({ err }, 'DNS stream answer not sent; closing the connection');

@@ -42,8 +42,11 @@ export async function queryUdp(port: number, name: string, type: RecordType | st
   return dnsPacket.decode(reply);
 }
 
-/** Sends several framed queries on one connection; resolves with the replies in arrival order. */
-export function queryStream(where: NetConnectOpts, messages: readonly Buffer[], timeoutMs = 3000): Promise<DecodedPacket[]> {
+/**
+ * Sends several framed queries on one connection; resolves with the replies in arrival order.
+ * `halfClose`: send our FIN right after the queries, as a client with nothing more to ask may.
+ */
+export function queryStream(where: NetConnectOpts, messages: readonly Buffer[], timeoutMs = 3000, halfClose = false): Promise<DecodedPacket[]> {
   return new Promise((resolve, reject) => {
     const socket = connect(where);
     const replies: DecodedPacket[] = [];
@@ -64,6 +67,7 @@ export function queryStream(where: NetConnectOpts, messages: readonly Buffer[], 
         m.copy(framed, 2);
         socket.write(framed);
       }
+      if (halfClose) socket.end();
     });
     socket.on('data', (chunk: Buffer) => {
       pending = Buffer.concat([pending, chunk]);
