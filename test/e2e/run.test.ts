@@ -7,9 +7,9 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -418,6 +418,43 @@ describe.sequential('microagent run', () => {
       expect(dnsRecords.find((x) => x['name'] === 'origin.test' && x['verdict'] === 'allow')).toBeDefined();
       expect(dnsRecords.find((x) => x['name'] === 'denied.test' && x['verdict'] === 'deny')).toMatchObject({ rule: 'e2e-denied' });
       expect(records.find((x) => x['event'] === 'mediation.connect' && x['port'] === 7000)).toMatchObject({ verdict: 'allow' });
+    });
+
+    it('ssh-style raw TCP: microagent-connect opens a tunnel a strict [tcp] rule allows, recorded as tcp; another port is refused with the reason', { timeout: VM_TIMEOUT }, async () => {
+      // An SSH-like server: greets first, then echoes.
+      const forge = createNetServer((socket) => {
+        socket.on('error', () => undefined);
+        socket.write('SSH-2.0-forge\r\n');
+        socket.pipe(socket);
+      });
+      await new Promise<void>((r) => forge.listen(0, '127.0.0.1', r));
+      const port = (forge.address() as AddressInfo).port;
+      const strict = join(dir, 'ssh-policy.yaml');
+      writeFileSync(strict, `version: 1\nmode: strict\nrules:\n  - id: forge-ssh\n    action: passthrough\n    hosts: [origin.test]\n    ports: [${port}]\n    protocols: [tcp]\n`);
+      const helper = '/run/microagent/bin/microagent-connect';
+      const script = [
+        'exec 2>&1',
+        `echo '== allowed'; printf 'SSH-2.0-guest\\r\\n' | ${helper} origin.test ${port}; echo "rc=$?"`,
+        `echo '== refused'; printf x | ${helper} origin.test ${port + 1}; echo "rc=$?"`,
+      ].join('\n');
+      try {
+        const r = await cliJson<RunJson>(['run', '--profile', 'tiny', '--policy', strict, '--dns-upstream', dns.address, '--', 'sh', '-c', script]);
+        expect(r.code, r.stderr).toBe(0);
+        const s = sections(r.json.stdout);
+        // Its FIN follows its bytes at once: the answer must still come back (a half-open tunnel).
+        expect(s['allowed'], JSON.stringify(r.json.stdout)).toBe('SSH-2.0-forge\r\nSSH-2.0-guest\r\nrc=0\n');
+        expect(s['refused']).toContain('microagent-connect: the proxy refused the tunnel: HTTP/1.1 403');
+        expect(s['refused']).toContain('reason: default_deny');
+        expect(s['refused']).toContain('rc=1');
+        const egress = ((await queryAuditLog(r.json.audit)) as unknown as Record<string, unknown>[]).filter((x) => x['event'] === 'egress.decision');
+        expect(egress.filter((x) => x['port'] === port)).toMatchObject([
+          { protocol: 'tcp', verdict: 'allow', rule: 'forge-ssh', ip: '127.0.0.1' },
+          { protocol: 'tcp', verdict: 'allow', rule: 'forge-ssh', ip: '127.0.0.1' },
+        ]);
+        expect(egress.filter((x) => x['port'] === port + 1)).toMatchObject([{ protocol: 'https', verdict: 'deny', reason: 'default_deny' }]);
+      } finally {
+        forge.close();
+      }
     });
 
     it('--network isolated has no NIC and still mediates', { timeout: VM_TIMEOUT }, async () => {

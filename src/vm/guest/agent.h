@@ -97,6 +97,11 @@ void boot_mount_runtime(void);
 void boot_poweroff(void) __attribute__((noreturn));
 int open_agent_port(void);
 
+/* connect.c: the same binary run as CONNECT_HELPER, found in the guest at CONNECT_HELPER_PATH. */
+#define CONNECT_HELPER "microagent-connect"
+#define CONNECT_HELPER_PATH "/run/microagent/bin/" CONNECT_HELPER
+int connect_main(int argc, char **argv);
+
 /* net.c */
 int net_setup(void); /* returns 1 when eth0 exists and was configured */
 void net_lo_up(void);

@@ -135,6 +135,17 @@ static void widen_root_readahead(void) {
   if (fd >= 0) close(fd);
 }
 
+/* The agent's own binary (still the initramfs's /init, below the switched root) bind-mounted read-only
+   as microagent-connect: every image gets the helper, with no copy and no write to its disk. */
+static void expose_connect_helper(void) {
+  mkdir("/run/microagent/bin", 0755);
+  int fd = open(CONNECT_HELPER_PATH, O_WRONLY | O_CREAT | O_CLOEXEC, 0755);
+  if (fd >= 0) close(fd);
+  if (mount("/proc/self/exe", CONNECT_HELPER_PATH, NULL, MS_BIND, NULL) != 0 ||
+      mount(NULL, CONNECT_HELPER_PATH, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) != 0)
+    logmsg("%s: %s", CONNECT_HELPER_PATH, strerror(errno));
+}
+
 void boot_mount_runtime(void) {
   mount_fs("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
   mount_fs("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
@@ -150,6 +161,7 @@ void boot_mount_runtime(void) {
   symlink("/proc/self/fd/1", "/dev/stdout");
   symlink("/proc/self/fd/2", "/dev/stderr");
   mkdir("/run/microagent", 0755);
+  expose_connect_helper();
 }
 
 /* The port named microagent.agent, found through sysfs (no udev); devtmpfs has made its node. */

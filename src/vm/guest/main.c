@@ -227,7 +227,10 @@ static void serve(int sfd) {
   }
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  const char *name = argc > 0 ? strrchr(argv[0], '/') : NULL;
+  name = name ? name + 1 : argc > 0 ? argv[0] : "";
+  if (strcmp(name, CONNECT_HELPER) == 0) return connect_main(argc, argv);
   /* Without a console the kernel starts init with no fds 0-2; fill them so that no later open()
      (the agent port!) lands on fd 2, where log lines would corrupt the protocol. */
   for (int fd = 0; fd < 3; fd++) {
