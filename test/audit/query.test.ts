@@ -28,6 +28,7 @@ describe('query', () => {
     for (let i = 0; i < 50; i++) await audit.append(decision(i));
     await audit.append({ event: 'dns.query', name: 'evil.example', qtype: 'A', transport: 'udp', answers: 0, upstream_ms: null, cached: false, rcode: 'REFUSED', verdict: 'deny', rule: 'block-evil', reason: 'rule_deny', signals: [], mode: 'guarded', policy_hash: 'sha256:x' });
     await audit.append({ event: 'lifecycle.stop', state: 'stopped' });
+    await audit.append(decision(50, { host: '::1', port: 2222, protocol: 'tcp', conn: 'v6' }));
     await audit.close();
   });
 
@@ -42,7 +43,7 @@ describe('query', () => {
     expect(await queryAuditLog(log, { event: 'lifecycle.*' })).toMatchObject([{ state: 'stopped' }]);
     expect(conns(await queryAuditLog(log, { signal: 'internal_address' }))).toEqual(Array.from({ length: 10 }, (_, k) => `c${k * 5 + 3}`));
     expect(await queryAuditLog(log, { signal: 'rebinding' })).toHaveLength(0);
-    expect(await queryAuditLog(log, { since: '1h' })).toHaveLength(52);
+    expect(await queryAuditLog(log, { since: '1h' })).toHaveLength(53);
     expect(await queryAuditLog(log, { until: '2000-01-01' })).toHaveLength(0);
     expect(await queryAuditLog(log, { since: new Date(Date.now() + 60_000) })).toHaveLength(0);
     await expect(queryAuditLog(log, { since: 'yesterday' })).rejects.toMatchObject({ code: 'audit.bad_query' });
@@ -65,6 +66,8 @@ describe('query', () => {
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('--verdict must be one of');
     expect(cli(['audit', 'query', log, '--signal', 'internal_address']).stdout).toContain('10 record(s)');
+    // An IPv6 literal's port is told apart from its address, as in a URL.
+    expect(cli(['audit', 'query', log, '--host', '::1', '--csv']).stdout).toMatch(/,\[::1\]:2222,allow-dev,/);
     const unknown = cli(['audit', 'query', log, '--signal', 'rebind']);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain('"rebind" is not a signal');

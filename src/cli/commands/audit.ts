@@ -59,7 +59,9 @@ const COLUMNS = ['seq', 'ts', 'event', 'verdict', 'destination', 'rule', 'reason
 function destination(r: AuditRecord): string {
   const port = (r as unknown as Record<string, unknown>)['port'];
   const host = recordHost(r) ?? '';
-  return typeof port === 'number' ? `${host}:${port}` : host;
+  if (typeof port !== 'number') return host;
+  // An IPv6 literal in brackets, as in a URL: ::1:2222 would read as an address.
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 function columns(r: AuditRecord): string[] {
