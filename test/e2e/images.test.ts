@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256Digest } from '../../src/vm/rootfs/digest.js';
 import { blobDataPath, pushImage, startRegistry, type RunningRegistry } from '../rootfs/helpers/registry.js';
-import { file, makeImage, makeLayer, type BuiltImage } from '../rootfs/helpers/image.js';
+import { dir as dirEntry, file, makeImage, makeLayer, type BuiltImage, type BuiltLayer } from '../rootfs/helpers/image.js';
 import { cli, cliJson, E2E_STATE_DIR, expectNoStackTrace, tempDir, VM_TIMEOUT } from './helpers.js';
 
 interface Descriptor {
@@ -19,14 +19,18 @@ interface Descriptor {
   size: number;
 }
 
-/** The default image (built by global-setup) re-tagged with an extra Env and `architecture`, and without a command if `commandless`. */
-function defaultImageVariant(env: string, architecture = 'amd64', commandless = false): BuiltImage {
+/**
+ * The default image (built by global-setup) re-tagged with an extra Env and `architecture`, without a
+ * command if `commandless`, and with `extra` layers on top.
+ */
+function defaultImageVariant(env: string, architecture = 'amd64', commandless = false, extra: readonly BuiltLayer[] = []): BuiltImage {
   const layout = join(E2E_STATE_DIR, 'images', 'default-layout');
   const blob = (digest: string) => readFileSync(join(layout, 'blobs', 'sha256', digest.slice('sha256:'.length)));
   const index = JSON.parse(readFileSync(join(layout, 'index.json'), 'utf8')) as { manifests: Descriptor[] };
   const manifest = JSON.parse(blob((index.manifests[0] as Descriptor).digest).toString()) as { config: Descriptor; layers: Descriptor[] };
-  const config = JSON.parse(blob(manifest.config.digest).toString()) as { architecture: string; config: { Env?: string[]; Cmd?: string[]; Entrypoint?: string[] } };
+  const config = JSON.parse(blob(manifest.config.digest).toString()) as { architecture: string; config: { Env?: string[]; Cmd?: string[]; Entrypoint?: string[] }; rootfs: { diff_ids: string[] } };
   config.architecture = architecture;
+  config.rootfs.diff_ids.push(...extra.map((l) => l.diffId));
   config.config.Env = [...(config.config.Env ?? []), env];
   if (commandless) {
     delete config.config.Cmd;
@@ -34,13 +38,17 @@ function defaultImageVariant(env: string, architecture = 'amd64', commandless = 
   }
   const configBytes = Buffer.from(JSON.stringify(config));
   const configDigest = sha256Digest(configBytes);
+  const extraDescriptors = extra.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.blob.length }));
   const manifestBytes = Buffer.from(
-    JSON.stringify({ ...manifest, config: { ...manifest.config, digest: configDigest, size: configBytes.length } }),
+    JSON.stringify({ ...manifest, config: { ...manifest.config, digest: configDigest, size: configBytes.length }, layers: [...manifest.layers, ...extraDescriptors] }),
   );
-  const layers = manifest.layers.map((l) => {
-    const data = blob(l.digest);
-    return { tar: data, blob: data, digest: l.digest, diffId: l.digest, mediaType: l.mediaType };
-  });
+  const layers = [
+    ...manifest.layers.map((l) => {
+      const data = blob(l.digest);
+      return { tar: data, blob: data, digest: l.digest, diffId: l.digest, mediaType: l.mediaType };
+    }),
+    ...extra,
+  ];
   return { config: configBytes, configDigest, manifest: manifestBytes, manifestDigest: sha256Digest(manifestBytes), layers };
 }
 
@@ -77,6 +85,19 @@ describe.sequential('images from a registry, and bad input', () => {
     expect(second.code, second.stderr).toBe(0);
     expect(second.json.stdout).toBe('Linux\n');
     expect(cachedRootfs(pulled.manifestDigest)).toBe(cached);
+  });
+
+  it('an image with OpenSSH\'s ssh_config.d gets ssh routed through the proxy (microagent-connect); an isolated guest does not', { timeout: VM_TIMEOUT }, async () => {
+    const withSsh = defaultImageVariant('E2E_SSH=1', 'amd64', false, [makeLayer([dirEntry('etc/ssh'), dirEntry('etc/ssh/ssh_config.d')])]);
+    await pushImage(registry.host, 'e2e/ssh', 'v1', withSsh);
+    const ref = `${registry.host}/e2e/ssh:v1`;
+    const show = 'cat /etc/ssh/ssh_config.d/microagent.conf || echo absent';
+    const routed = await cliJson<{ stdout: string }>(['run', ref, '--profile', 'tiny', '--', 'sh', '-c', show]);
+    expect(routed.code, routed.stderr).toBe(0);
+    expect(routed.json.stdout).toContain('Host * !localhost !127.0.0.1 !::1\n  ProxyCommand /run/microagent/bin/microagent-connect %h %p\n');
+    const isolated = await cliJson<{ stdout: string }>(['run', ref, '--profile', 'tiny', '--network', 'isolated', '--', 'sh', '-c', `${show} 2>/dev/null`]);
+    expect(isolated.code, isolated.stderr).toBe(0);
+    expect(isolated.json.stdout).toBe('absent\n');
   });
 
   it('an unknown image is not_found with a clear message', { timeout: VM_TIMEOUT }, async () => {

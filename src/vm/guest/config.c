@@ -73,6 +73,30 @@ static void ensure_hosts(const char *hostname) {
   if (n > 0 && (size_t)n < sizeof add) write_file("/etc/hosts", add, (size_t)n, 1);
 }
 
+/* Where the image has OpenSSH's client (its ssh_config includes ssh_config.d first), ssh goes through
+   the proxy by default: the guest has no other way out, and a policy's tcp rule (SSH to a forge) would
+   otherwise allow what no ssh could reach. The user's ~/.ssh/config is read first and wins; loopback
+   (mediation channels, a guest's own sshd) is left direct. Only with a proxy: isolated guests have none. */
+static void route_ssh_through_proxy(void) {
+  static const char conf[] =
+      "# Written by microagent at each start: the workspace reaches nothing but through its egress proxy.\n"
+      "# A ProxyCommand in ~/.ssh/config comes first.\n"
+      "Host * !localhost !127.0.0.1 !::1\n"
+      "  ProxyCommand " CONNECT_HELPER_PATH " %h %p\n";
+  const char *path = "/etc/ssh/ssh_config.d/microagent.conf";
+  struct stat st;
+  if (stat("/etc/ssh/ssh_config.d", &st) != 0 || !S_ISDIR(st.st_mode)) return;
+  if (file_equals(path, (const uint8_t *)conf, sizeof conf - 1)) return;
+  if (write_file(path, conf, sizeof conf - 1, 0) != 0) logmsg("write %s: %s", path, strerror(errno));
+}
+
+static int env_has(const char *name) {
+  size_t n = strlen(name);
+  for (size_t i = 0; i < config_env_len; i++)
+    if (strncmp(config_env[i], name, n) == 0 && config_env[i][n] == '=') return 1;
+  return 0;
+}
+
 void apply_config(uint32_t stream, const uint8_t *p, size_t len) {
   struct tlv_iter it = {p, len};
   uint8_t key;
@@ -120,6 +144,7 @@ void apply_config(uint32_t stream, const uint8_t *p, size_t len) {
     }
   }
   if (r < 0) return send_error(stream, "malformed CONFIG payload");
+  if (env_has("HTTPS_PROXY")) route_ssh_through_proxy();
   send_frame(MSG_READY, stream, NULL, 0);
 }
 
