@@ -1,7 +1,10 @@
 /**
- * Absolute-form (plain HTTP) proxy requests and WebSocket upgrades: parse the URL strictly, bind the
- * Host header to it, decide the flow like a CONNECT (protocol http), then serve the request on the
- * checked target. Origin-form requests to the proxy itself are refused: it serves no content.
+ * Absolute-form proxy requests and WebSocket upgrades: parse the URL strictly, bind the Host header to
+ * it, decide the flow like a CONNECT, then serve the request on the checked target. An `http://` URL is
+ * protocol http; an `https://` one (busybox wget, Alpine's wget, asks an HTTP proxy so instead of with a
+ * CONNECT) is protocol https, fetched over TLS verified by the proxy, and decided per request like any
+ * other (nothing is intercepted, so no secret is injected into it). Origin-form requests to the proxy
+ * itself are refused: it serves no content.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
@@ -24,20 +27,23 @@ async function openPlainFlow(rt: ProxyRuntime, req: IncomingMessage, answer: (de
     answer(denyAnswer('limit_exceeded', 'this workspace (byte budget spent)'));
     return null;
   }
-  const parsed = parseAbsoluteUrl(url);
+  const protocol = HTTPS_URL.test(url) ? 'https' : 'http';
+  const parsed = parseAbsoluteUrl(url, protocol);
   const outcome = await decideFlow(
     rt,
     parsed.kind === 'ok'
-      ? { type: 'open', request: { conn, protocol: 'http', tunnel: false, destination: parsed.destination, auditHealthy: rt.audit.healthy } }
-      : { type: 'invalid_target', conn, protocol: 'http', detail: parsed.detail },
+      ? { type: 'open', request: { conn, protocol, tunnel: false, destination: parsed.destination, auditHealthy: rt.audit.healthy } }
+      : { type: 'invalid_target', conn, protocol, detail: parsed.detail },
   );
   if (outcome.kind === 'denied' || parsed.kind !== 'ok') {
     if (outcome.kind === 'denied') answer(outcome.answer);
     return null;
   }
   const destination: Destination = parsed.destination;
-  return { flow: { conn, protocol: 'http', destination, target: outcome.target, sni: null, decrypted: false }, path: parsed.path };
+  return { flow: { conn, protocol, destination, target: outcome.target, sni: null, decrypted: false }, path: parsed.path };
 }
+
+const HTTPS_URL = /^https:\/\//i;
 
 export async function handlePlainRequest(rt: ProxyRuntime, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const opened = await openPlainFlow(rt, req, (deny) => sendDeny(res, deny));

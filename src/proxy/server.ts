@@ -122,6 +122,10 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
   });
   http.timeout = limits.idleTimeoutMs;
   http.maxConnections = limits.maxConnections;
+  // A client may send its FIN right behind its request (busybox wget, Alpine's wget, does): node's HTTP
+  // server would abort that request in flight; half-open, it answers and then closes. An undocumented
+  // but long-standing Server property: the busybox wget tests in integration.test.ts fail without it.
+  (http as typeof http & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   // Past maxConnections node closes the new socket before anything is read: still a refusal to record.
   const recordDropped = () => {
     rt.counters.denied++;

@@ -57,6 +57,7 @@ export type InterceptHandoff = (tlsSocket: TLSSocket, flow: InterceptedFlow) => 
 
 export const ALPN = ['h2', 'http/1.1'];
 const ALPN_H1 = ['http/1.1'];
+const NO_ALPN: readonly string[] = [];
 
 export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: InterceptHandoff): Promise<void> {
   const { socket, destination } = tunnel;
@@ -193,7 +194,10 @@ export async function runTunnel(rt: ProxyRuntime, tunnel: Tunnel, handoff: Inter
   // found out, the pool knows, and later tunnels to that origin do not wait.
   const offersBoth = result.alpn.includes('h2') && result.alpn.includes('http/1.1');
   const known = rt.pool.knownSpeaksH2(tunnel.target);
-  const offer = !offersBoth || known === true ? Promise.resolve(ALPN) : known === false ? Promise.resolve(ALPN_H1) : originProtocols(originH2);
+  // A guest offering only protocols we do not speak by name (curl --http1.0 offers http/1.0) gets no
+  // ALPN at all, as from a server without it, rather than a fatal no_application_protocol alert.
+  const offer = !result.alpn.some((p) => ALPN.includes(p)) ? Promise.resolve(NO_ALPN)
+    : !offersBoth || known === true ? Promise.resolve(ALPN) : known === false ? Promise.resolve(ALPN_H1) : originProtocols(originH2);
   await intercept(rt, tunnel, bytes, result.sni, offer, handoff, closeWith, refuse);
 }
 
@@ -322,7 +326,7 @@ async function intercept(
   const tlsSocket = new TLSSocket(socket, {
     isServer: true,
     secureContext,
-    ALPNProtocols: [...alpn],
+    ...(alpn.length === 0 ? {} : { ALPNProtocols: [...alpn] }),
     // Belt and braces: the peeked SNI was already bound; a different name here fails the handshake.
     SNICallback: (servername, cb) =>
       checkSni(destination, servername).kind === 'same' ? cb(null, secureContext) : cb(new Error('SNI does not match the CONNECT authority')),

@@ -97,6 +97,13 @@ describe('HTTPS interception', () => {
     expect(mine[1]).toMatchObject({ method: 'GET', path: '/echo', decrypted: true, sni: 'origin.test', verdict: 'allow' });
   });
 
+  it('curl --http1.0 (ALPN http/1.0, which the proxy does not list): the handshake still completes, the request is served', async () => {
+    const r = await viaProxy(`https://origin.test:${https}/echo?v=10`, '--http1.0');
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(200);
+    expect(JSON.parse(r.body)).toMatchObject({ url: '/echo?v=10' });
+  });
+
   it('curl over HTTP/1.1 speaks HTTP/1.1 upstream', async () => {
     const r = await viaProxy(`https://origin.test:${https}/echo`, '--http1.1');
     expect(r.status).toBe(200);
@@ -206,6 +213,41 @@ describe('plain HTTP and WebSocket', () => {
       socket.on('close', () => resolve(text));
     });
     expect(answer.startsWith('HTTP/1.1 200')).toBe(true);
+  });
+});
+
+describe('absolute-form https:// requests (busybox and Alpine wget ask an HTTP proxy so, not with CONNECT)', () => {
+  /** A raw request to the proxy's TCP port; resolves with what came back until the proxy closed. */
+  const rawRequest = (head: string) =>
+    new Promise<string>((resolve) => {
+      const socket = netConnect({ host: '127.0.0.1', port: tp.port }, () => socket.write(head));
+      let text = '';
+      socket.on('data', (c: Buffer) => (text += c.toString()));
+      socket.on('close', () => resolve(text));
+    });
+
+  // busybox wget reads http_proxy for https:// URLs too, and sends its FIN right behind the request.
+  const wget = (url: string) =>
+    new Promise<string>((resolve, reject) =>
+      execFile('busybox', ['wget', '-q', '-O', '-', url], { env: { ...process.env, https_proxy: tp.url, http_proxy: tp.url } }, (err, stdout, stderr) =>
+        err === null ? resolve(stdout) : reject(new Error(`busybox wget failed: ${stderr}`)),
+      ),
+    );
+
+  it('busybox wget: decided as https, fetched over TLS the proxy verified, each request recorded; plain http too, its FIN notwithstanding', async () => {
+    expect(JSON.parse(await wget(`https://origin.test:${https}/echo?via=wget`))).toMatchObject({ label: 'https-origin', method: 'GET', url: '/echo?via=wget' });
+    expect(JSON.parse(await wget(`http://origin.test:${http}/echo?via=wget`))).toMatchObject({ label: 'http-origin', url: '/echo?via=wget' });
+    const mine = decisions(await tp.records()).filter((d) => d.host === 'origin.test' && d.protocol === 'https' && d.path === '/echo');
+    expect(mine.at(-1)).toMatchObject({ method: 'GET', verdict: 'allow', rule: 'origins', decrypted: false, ip: '127.0.0.1' });
+  });
+
+  it('request rules apply (a DELETE rule), no secret is injected (nothing was intercepted), an untrusted upstream is refused', async () => {
+    expect(await rawRequest(`DELETE https://origin.test:${https}/x HTTP/1.1\r\nHost: origin.test:${https}\r\nConnection: close\r\n\r\n`)).toMatch(/^HTTP\/1\.1 403 [^]*x-microagent-reason: rule_deny/i);
+    const injected = await rawRequest(`GET https://api.origin.test:${https}/header-present/x-api-key HTTP/1.1\r\nHost: api.origin.test:${https}\r\nConnection: close\r\n\r\n`);
+    expect(injected).toMatch(/^HTTP\/1\.1 200/);
+    expect(injected).toContain('\r\nabsent\r\n');
+    const untrustedAnswer = await rawRequest(`GET https://bad.origin.test:${untrusted}/ HTTP/1.1\r\nHost: bad.origin.test:${untrusted}\r\nConnection: close\r\n\r\n`);
+    expect(untrustedAnswer).toMatch(/^HTTP\/1\.1 502/);
   });
 });
 
