@@ -7,7 +7,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { decisionRecord, denyAnswer, proxyVerdict } from './answers.js';
-import { describeDestination, parseAuthority } from './destination.js';
+import { describeDestination, destinationHost, parseAuthority } from './destination.js';
 import { decideFlow } from './flow.js';
 import { rawDeny } from './http-facts.js';
 import { checkAuthorityHeader } from './identity.js';
@@ -62,6 +62,10 @@ export async function handleConnect(rt: ProxyRuntime, handoff: InterceptHandoff,
       return;
     }
   }
+  // A tunnel to be intercepted needs a leaf for the CONNECT host, the name the policy allowed and the
+  // only one its SNI may carry: minted now, it is ready when the ClientHello arrives (a new host's mint
+  // takes milliseconds). The intercept takes it from the CA's cache or its mint in flight.
+  if (protocol === 'https' && decision.mode !== 'off' && decision.action !== 'passthrough') rt.ca.secureContextFor(destinationHost(destination)).catch(() => undefined);
   socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
   await runTunnel(rt, { conn, socket, head, destination, target, decision, openedAs: protocol === 'tcp' ? 'tcp' : 'https', recorded, startedAt, upstream }, handoff);
 }

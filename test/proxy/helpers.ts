@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import 'reflect-metadata';
 import { openAuditLog, readAuditRecords, type AuditRecord, type AuditSink, type AuditEvent } from '../../src/audit/index.js';
-import { loadOrCreateCa } from '../../src/ca/index.js';
+import { loadOrCreateCa, type CaStats } from '../../src/ca/index.js';
 import { parsePolicy, type Policy } from '../../src/policy/index.js';
 import { startEgressProxy, type EgressProxy, type EgressProxyOptions } from '../../src/proxy/index.js';
 import type { HostResolver } from '../../src/proxy/resolver.js';
@@ -148,6 +148,8 @@ export interface TestProxy {
   readonly dir: string;
   setPolicy(text: string): void;
   records(until?: (records: AuditRecord[]) => boolean): Promise<AuditRecord[]>;
+  /** The workspace CA's leaf counters (minted, cache hits, mints joined). */
+  caStats(): CaStats;
   close(): Promise<void>;
 }
 
@@ -190,6 +192,7 @@ export async function startTestProxy(
     setPolicy(text: string) {
       policy = parsePolicy(text, join(dir, 'policy.yaml'));
     },
+    caStats: () => ca.stats(),
     async records(until?: (records: AuditRecord[]) => boolean) {
       // Close records are appended when sockets close, after the client saw its answer: poll briefly.
       for (let attempt = 0; ; attempt++) {

@@ -596,6 +596,26 @@ describe('an origin that accepts and never finishes its TLS handshake', () => {
   });
 });
 
+describe('the leaf is minted at the CONNECT, while the guest prepares its ClientHello', () => {
+  const asked = () => {
+    const s = tp.caStats();
+    return s.minted + s.cacheHits + s.coalesced;
+  };
+  it('an intercepted CONNECT asks the CA for its host\'s leaf before any byte of TLS; a passthrough one never does', async () => {
+    const before = asked();
+    const intercepted = await connectTunnel(tp.port, `www.origin.test:${https}`);
+    expect(intercepted.status).toBe(200);
+    for (let i = 0; i < 50 && asked() === before; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(asked()).toBe(before + 1);
+    intercepted.socket.destroy();
+    const passthrough = await connectTunnel(tp.port, `pass.origin.test:${https}`);
+    expect(passthrough.status).toBe(200);
+    await new Promise((r) => setTimeout(r, 100));
+    passthrough.socket.destroy();
+    expect(asked()).toBe(before + 1);
+  });
+});
+
 describe('the upstream handshake runs alongside the guest\'s', () => {
   /** An HTTP/1.1-only TLS origin counting its handshakes and requests (fresh port: no pooled connection). */
   async function countingOrigin() {
