@@ -36,6 +36,16 @@ async function startGreeter(auditPath: () => string, greeting: string | null = G
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Opens a tunnel through `proxy`, reads the server's greeting, sends `line` and reads its echo, then ends the guest's side. */
+async function greetingRoundTrip(proxy: number, authority: string, line: string): Promise<void> {
+  const { socket, status } = await connectTunnel(proxy, authority);
+  expect(status).toBe(200);
+  expect((await readUntil(socket, (t) => t === GREETING)).text).toBe(GREETING);
+  socket.write(line);
+  expect((await readUntil(socket, (t) => t === line)).text).toBe(line);
+  socket.end();
+}
 const forPort = (port: number) => (r: AuditRecord) => 'port' in r && r.port === port;
 const closeOf = (records: AuditRecord[], port: number) => records.find((r) => r.event === 'egress.close' && forPort(port)(r));
 
@@ -106,12 +116,7 @@ afterAll(async () => {
 
 describe('a silent guest on a non-TLS port (server-first protocols)', () => {
   it('gets the greeting after a tcp allow recorded before the dial, then a round trip; the close has the bytes', async () => {
-    const { socket, status } = await connectTunnel(tp.port, `mail.test:${greeter.port}`);
-    expect(status).toBe(200);
-    expect((await readUntil(socket, (t) => t === GREETING)).text).toBe(GREETING);
-    socket.write('NOOP\r\n');
-    expect((await readUntil(socket, (t) => t === 'NOOP\r\n')).text).toBe('NOOP\r\n');
-    socket.end();
+    await greetingRoundTrip(tp.port, `mail.test:${greeter.port}`, 'NOOP\r\n');
 
     const records = await tp.records((rs) => closeOf(rs, greeter.port) !== undefined);
     const tcp = decisions(records).filter((d) => forPort(greeter.port)(d) && d.protocol === 'tcp');
@@ -261,12 +266,7 @@ rules:
   });
 
   it('protocols [tcp] alone: https is denied, so the CONNECT opens as tcp; the greeting and a round trip pass, each step recorded as tcp before the dial', async () => {
-    const { socket, status } = await connectTunnel(tcpOnly.port, `mail.test:${tcpOnlyForge.port}`);
-    expect(status).toBe(200);
-    expect((await readUntil(socket, (t) => t === GREETING)).text).toBe(GREETING);
-    socket.write('SSH-2.0-guest\r\n');
-    expect((await readUntil(socket, (t) => t === 'SSH-2.0-guest\r\n')).text).toBe('SSH-2.0-guest\r\n');
-    socket.end();
+    await greetingRoundTrip(tcpOnly.port, `mail.test:${tcpOnlyForge.port}`, 'SSH-2.0-guest\r\n');
     const records = await tcpOnly.records((rs) => closeOf(rs, tcpOnlyForge.port) !== undefined);
     const mine = decisions(records).filter(forPort(tcpOnlyForge.port));
     // The CONNECT's decision, then the flow's once the greeting showed raw TCP: both tcp, none https.
