@@ -16,9 +16,9 @@ import { describeDestination, type Destination } from './destination.js';
 
 export interface FlowRequest {
   readonly conn: string;
-  /** https for CONNECT (TLS expected inside), http for absolute-form requests, tcp for a non-TLS tunnel. */
+  /** https for a CONNECT (TLS expected inside), the URL's scheme for an absolute-form request, tcp for a tunnel opened as raw TCP. */
   readonly protocol: 'http' | 'https' | 'tcp';
-  /** A CONNECT: decided as https, or on a non-TLS port as tcp where https is denied. */
+  /** A CONNECT: asked as https, it may open as tcp on a non-TLS port (mayOpenAsTcp, opensAsTcp). */
   readonly tunnel: boolean;
   readonly destination: Destination;
   /** The audit sink reported itself healthy when the flow began; if not, nothing proceeds unawaited. */
