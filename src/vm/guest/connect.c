@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,10 +23,14 @@
 
 #define HEAD_MAX 8192
 
-static int fail(const char *fmt, const char *a, const char *b) {
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
   dprintf(2, "microagent-connect: ");
-  dprintf(2, fmt, a, b);
+  vdprintf(2, fmt, ap);
   dprintf(2, "\n");
+  va_end(ap);
   return 1;
 }
 
@@ -115,26 +120,26 @@ int connect_main(int argc, char **argv) {
   if (!*host || *end || portnum < 1 || portnum > 65535) return fail("invalid target %s:%s: give a host name or address and a port 1-65535", host, port);
   struct sockaddr_in proxy;
   if (proxy_address(&proxy) != 0)
-    return fail("HTTPS_PROXY (%s) does not name the workspace's proxy as http://IP:PORT%s", getenv("HTTPS_PROXY") ? getenv("HTTPS_PROXY") : "unset",
-                "; this runs inside a microagent workspace with network user");
+    return fail("HTTPS_PROXY (%s) does not name the workspace's proxy as http://IP:PORT; this runs inside a microagent workspace with network user",
+                getenv("HTTPS_PROXY") ? getenv("HTTPS_PROXY") : "unset");
   int sock = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (sock < 0 || connect(sock, (struct sockaddr *)&proxy, sizeof proxy) != 0) return fail("cannot reach the proxy: %s%s", strerror(errno), "");
+  if (sock < 0 || connect(sock, (struct sockaddr *)&proxy, sizeof proxy) != 0) return fail("cannot reach the proxy: %s", strerror(errno));
   /* An IPv6 literal goes in brackets, or its colons would read as the port's. */
   int v6 = strchr(host, ':') != NULL && host[0] != '[';
   char req[1024];
   int n = snprintf(req, sizeof req, "CONNECT %s%s%s:%ld HTTP/1.1\r\nHost: %s%s%s:%ld\r\n\r\n", v6 ? "[" : "", host, v6 ? "]" : "", portnum,
                    v6 ? "[" : "", host, v6 ? "]" : "", portnum);
-  if (n < 0 || (size_t)n >= sizeof req) return fail("host name too long: %s%s", host, "");
-  if (write_all(sock, req, (size_t)n) != 0) return fail("the proxy closed the connection: %s%s", strerror(errno), "");
+  if (n < 0 || (size_t)n >= sizeof req) return fail("host name too long: %s", host);
+  if (write_all(sock, req, (size_t)n) != 0) return fail("the proxy closed the connection: %s", strerror(errno));
 
   char head[HEAD_MAX + 1];
   size_t have = 0;
   char *body = NULL;
   while (body == NULL) {
-    if (have == HEAD_MAX) return fail("the proxy's answer has no end of headers in %s bytes%s", "8192", "");
+    if (have == HEAD_MAX) return fail("the proxy's answer has no end of headers in %d bytes", HEAD_MAX);
     ssize_t r = read(sock, head + have, HEAD_MAX - have);
     if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return fail("the proxy closed the connection before answering the CONNECT%s%s", "", "");
+    if (r <= 0) return fail("the proxy closed the connection before answering the CONNECT");
     have += (size_t)r;
     head[have] = 0;
     char *blank = strstr(head, "\r\n\r\n");
