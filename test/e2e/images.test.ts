@@ -88,16 +88,26 @@ describe.sequential('images from a registry, and bad input', () => {
   });
 
   it('an image with OpenSSH\'s ssh_config.d gets ssh routed through the proxy (microagent-connect); an isolated guest does not', { timeout: VM_TIMEOUT }, async () => {
-    const withSsh = defaultImageVariant('E2E_SSH=1', 'amd64', false, [makeLayer([dirEntry('etc/ssh'), dirEntry('etc/ssh/ssh_config.d')])]);
+    // Its microagent.conf is a symlink to another file: replaced, never written through.
+    const withSsh = defaultImageVariant('E2E_SSH=1', 'amd64', false, [
+      makeLayer([
+        dirEntry('etc/ssh'),
+        dirEntry('etc/ssh/ssh_config.d'),
+        file('etc/keep-me', 'untouched\n'),
+        { path: 'etc/ssh/ssh_config.d/microagent.conf', type: 'symlink', linkname: '/etc/keep-me' },
+      ]),
+    ]);
     await pushImage(registry.host, 'e2e/ssh', 'v1', withSsh);
     const ref = `${registry.host}/e2e/ssh:v1`;
     const show = 'cat /etc/ssh/ssh_config.d/microagent.conf || echo absent';
-    const routed = await cliJson<{ stdout: string }>(['run', ref, '--profile', 'tiny', '--', 'sh', '-c', show]);
+    const routed = await cliJson<{ stdout: string }>(['run', ref, '--profile', 'tiny', '--', 'sh', '-c', `${show}; cat /etc/keep-me; if test -L /etc/ssh/ssh_config.d/microagent.conf; then echo still-a-link; fi`]);
     expect(routed.code, routed.stderr).toBe(0);
     expect(routed.json.stdout).toContain('Host * !localhost !127.0.0.1 !::1\n  ProxyCommand /run/microagent/bin/microagent-connect %h %p\n');
+    expect(routed.json.stdout.endsWith('%h %p\nuntouched\n')).toBe(true);
     const isolated = await cliJson<{ stdout: string }>(['run', ref, '--profile', 'tiny', '--network', 'isolated', '--', 'sh', '-c', `${show} 2>/dev/null`]);
     expect(isolated.code, isolated.stderr).toBe(0);
-    expect(isolated.json.stdout).toBe('absent\n');
+    // Nothing written: the image's own entry (the symlink) still reads through to its target.
+    expect(isolated.json.stdout).toBe('untouched\n');
   });
 
   it('an unknown image is not_found with a clear message', { timeout: VM_TIMEOUT }, async () => {

@@ -87,6 +87,8 @@ static void route_ssh_through_proxy(void) {
   struct stat st;
   if (stat("/etc/ssh/ssh_config.d", &st) != 0 || !S_ISDIR(st.st_mode)) return;
   if (file_equals(path, (const uint8_t *)conf, sizeof conf - 1)) return;
+  /* Replaced, never written through: a symlink planted there must not point root's write elsewhere. */
+  unlink(path);
   if (write_file(path, conf, sizeof conf - 1, 0) != 0) logmsg("write %s: %s", path, strerror(errno));
 }
 
