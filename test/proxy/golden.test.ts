@@ -6,7 +6,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyAuditLog, type AuditRecord } from '../../src/audit/index.js';
-import { connectTunnel, curl, makeOriginCa, startHttpsOrigin, startTestProxy, testResolver, type OriginCa, type TestProxy } from './helpers.js';
+import { connectTunnel, curl, startOriginBehindProxy, type TestProxy } from './helpers.js';
 
 const POLICY = `version: 1
 mode: guarded
@@ -31,14 +31,11 @@ function normalise(record: AuditRecord): Record<string, unknown> {
   return out;
 }
 
-let ca: OriginCa;
 let tp: TestProxy;
 let port: number;
 
 beforeAll(async () => {
-  ca = makeOriginCa();
-  port = (await startHttpsOrigin(ca)).port;
-  tp = await startTestProxy(POLICY, { resolver: testResolver({ 'origin.test': ['127.0.0.1'] }), originCa: ca });
+  ({ port, tp } = await startOriginBehindProxy(POLICY));
 });
 afterAll(async () => tp?.close());
 

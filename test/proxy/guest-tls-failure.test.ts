@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProxyAgent, fetch as undiciFetch } from 'undici';
 import type { AuditRecord } from '../../src/audit/index.js';
 import { GUEST_LEFT_HANDSHAKE, guestTlsFailure } from '../../src/proxy/guest-tls-failure.js';
-import { connectTunnel, curl, makeOriginCa, readUntil, startHttpsOrigin, startTestProxy, testResolver, type OriginCa, type TestProxy } from './helpers.js';
+import { connectTunnel, curl, readUntil, startOriginBehindProxy, type TestProxy } from './helpers.js';
 
 const POLICY = `version: 1
 mode: guarded
@@ -19,14 +19,11 @@ rules:
 `;
 const IDLE_MS = 400;
 
-let ca: OriginCa;
 let tp: TestProxy;
 let origin: number;
 
 beforeAll(async () => {
-  ca = makeOriginCa();
-  origin = (await startHttpsOrigin(ca)).port;
-  tp = await startTestProxy(POLICY, { resolver: testResolver({ 'origin.test': ['127.0.0.1'] }), originCa: ca, limits: { idleTimeoutMs: IDLE_MS } });
+  ({ port: origin, tp } = await startOriginBehindProxy(POLICY, { limits: { idleTimeoutMs: IDLE_MS } }));
 });
 
 afterAll(async () => {

@@ -123,6 +123,17 @@ export async function startHttpOrigin(label = 'http-origin'): Promise<{ server: 
   return { server, port: await listen(server) };
 }
 
+/** An HTTPS origin (its own test CA) named origin.test at 127.0.0.1, and a proxy with `policyText` in front of it. */
+export async function startOriginBehindProxy(
+  policyText: string,
+  options: Partial<Pick<EgressProxyOptions, 'limits'>> = {},
+): Promise<{ ca: OriginCa; port: number; tp: TestProxy }> {
+  const ca = makeOriginCa();
+  const port = (await startHttpsOrigin(ca)).port;
+  const tp = await startTestProxy(policyText, { resolver: testResolver({ 'origin.test': ['127.0.0.1'] }), originCa: ca, ...options });
+  return { ca, port, tp };
+}
+
 /** Maps test names to addresses; a function value can change its answer per call (rebinding). */
 export function testResolver(map: Record<string, readonly string[] | (() => readonly string[])>): HostResolver & { lookups: string[] } {
   const lookups: string[] = [];
