@@ -32,6 +32,7 @@ export function statusFor(reason: Reason): number {
     case 'resolve_failed':
     case 'upstream_unreachable':
     case 'upstream_cert_invalid':
+    case 'upstream_bad_response':
     case 'secret_echo':
     case 'unscannable_response':
     case 'secret_unavailable':

@@ -94,18 +94,22 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Gue
       }),
     );
   };
-  const recordDenial = (reason: Reason, status: number) =>
+  const recordDenial = (reason: Reason, status: number, signals: readonly Signal[] = []) =>
     rt.appendInBackground(
       decisionRecord(
         { conn: job.conn, protocol: job.protocol, destination: job.destination, ip: job.target.ip, method: job.method, path: job.recordPath, decrypted: job.decrypted, status, ...(job.decrypted ? { sni: job.sni } : {}) },
-        proxyVerdict(job.policy, reason, []),
+        proxyVerdict(job.policy, reason, signals),
       ),
     );
-  const fail = (reason: Reason, error?: string, status?: number) => {
-    const answer = denyAnswer(reason, describeDestination(job.destination), status === undefined ? {} : { status });
-    recordDenial(reason, answer.status);
+  const fail = (reason: Reason, error?: string, status?: number, signals?: readonly Signal[]) => {
+    const answer = denyAnswer(reason, describeDestination(job.destination), { ...(status === undefined ? {} : { status }), ...(signals === undefined ? {} : { signals }) });
+    recordDenial(reason, answer.status, signals);
     reply.deny(answer);
     finish(answer.status, reason, error);
+  };
+  const failUpstream = (err: unknown) => {
+    const { reason, signals } = classifyUpstreamError(err);
+    fail(reason, (err as Error).message, undefined, signals);
   };
 
   const headers = forwardHeaders(req.headers);
@@ -124,7 +128,7 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Gue
       upstream = { answer: lean.answer, body: null, abort: lean.abort };
     } else upstream = job.protocol === 'https' && req.http2 ? await openH2Upstream(rt, job, headers) : openH1Upstream(rt, job, headers, null);
   } catch (err) {
-    fail(classifyUpstreamError(err), (err as Error).message);
+    failUpstream(err);
     return;
   }
 
@@ -154,7 +158,7 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Gue
   try {
     answer = await upstream.answer;
   } catch (err) {
-    fail(classifyUpstreamError(err), (err as Error).message);
+    failUpstream(err);
     return;
   }
   const outHeaders = responseHeaders(answer.headers);
@@ -238,7 +242,7 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Gue
   });
   body.on('error', (err: Error) => {
     reply.destroy();
-    finish(answer.status, 'upstream_unreachable', err.message);
+    finish(answer.status, classifyUpstreamError(err).reason, err.message);
   });
 }
 

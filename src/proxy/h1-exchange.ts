@@ -272,7 +272,10 @@ function serve(
         pending = buf;
         return;
       }
-      if (parsed.kind === 'invalid') return fail(upstreamError(`upstream response: ${parsed.message}`, 'HPE_INVALID_RESPONSE'));
+      if (parsed.kind === 'invalid') {
+        // llhttp's codes, so node's client and this one are classified alike (upstream.ts).
+        return fail(upstreamError(`upstream response: ${parsed.message}`, parsed.framingConflict ? 'HPE_UNEXPECTED_CONTENT_LENGTH' : 'HPE_INVALID_RESPONSE'));
+      }
       const rest = buf.subarray(parsed.head.headBytes);
       // Interim answers (100, 103) precede the real one on the same connection.
       if (parsed.head.status < 200) {

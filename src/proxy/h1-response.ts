@@ -26,7 +26,8 @@ export interface ResponseHead {
 export type HeadParse =
   | { readonly kind: 'need-more' }
   | { readonly kind: 'head'; readonly head: ResponseHead }
-  | { readonly kind: 'invalid'; readonly message: string };
+  /** `framingConflict`: the body's length is ambiguous (Content-Length against Transfer-Encoding or itself). */
+  | { readonly kind: 'invalid'; readonly message: string; readonly framingConflict?: true };
 
 const NEED_MORE: HeadParse = { kind: 'need-more' };
 /** The blank line that ends a message head (shared with the request-head parser). */
@@ -134,7 +135,7 @@ export function parseResponseHead(buf: Buffer, maxBytes: number, requestMethod: 
   const headBytes = end + 4;
   const te = headers['transfer-encoding'];
   const cl = headers['content-length'];
-  if (te !== undefined && cl !== undefined) return invalid('both Content-Length and Transfer-Encoding');
+  if (te !== undefined && cl !== undefined) return { kind: 'invalid', message: 'both Content-Length and Transfer-Encoding', framingConflict: true };
   let framing: BodyFraming;
   if (code < 200 || code === 204 || code === 304 || requestMethod === 'HEAD') framing = { kind: 'none' };
   else if (te !== undefined) {
@@ -142,7 +143,7 @@ export function parseResponseHead(buf: Buffer, maxBytes: number, requestMethod: 
     framing = trimOws(codings[codings.length - 1] as string).toLowerCase() === 'chunked' ? { kind: 'chunked' } : { kind: 'close' };
   } else if (cl !== undefined) {
     const bytes = contentLength(cl as string);
-    if (bytes < 0) return invalid('malformed or conflicting Content-Length');
+    if (bytes < 0) return { kind: 'invalid', message: 'malformed or conflicting Content-Length', framingConflict: true };
     framing = { kind: 'length', bytes };
   } else framing = { kind: 'close' };
   const keepAlive = status[1] === '1' && framing.kind !== 'close' && !hasToken(headers['connection'], 'close');

@@ -18,7 +18,7 @@ import { pathOf } from './request-step.js';
 import { admitRequest, upstreamAuthority, type FlowContext } from './serve-request.js';
 import { closeRecord, type ProxyRuntime } from './runtime.js';
 import { splice } from './splice.js';
-import { classifyUpstreamError } from './upstream.js';
+import { classifyUpstreamError, type UpstreamFailure } from './upstream.js';
 
 /** The upstream's answer head as sent; with `bodyLength`, re-framed for a body collected whole. */
 function head(status: string, res: IncomingMessage, bodyLength?: number): string {
@@ -38,7 +38,7 @@ export async function serveUpgrade(rt: ProxyRuntime, flow: FlowContext, req: Inc
   const facts = requestFacts(req, path);
   const plan = await admitRequest(rt, flow, facts, (deny) => client.end(rawDeny(deny)));
   if (plan === null) return;
-  const record = (status: number | undefined, bytesUp: number, bytesDown: number, error?: string, reason?: 'upstream_cert_invalid' | 'upstream_unreachable') =>
+  const record = (status: number | undefined, bytesUp: number, bytesDown: number, error?: string, reason?: UpstreamFailure) =>
     rt.appendInBackground(
       closeRecord({
         conn: flow.conn,
@@ -57,7 +57,7 @@ export async function serveUpgrade(rt: ProxyRuntime, flow: FlowContext, req: Inc
   try {
     upstream = await rt.pool.dial(flow.target, flow.protocol === 'https');
   } catch (err) {
-    const reason = classifyUpstreamError(err);
+    const { reason } = classifyUpstreamError(err);
     client.end(rawDeny(denyAnswer(reason, describeDestination(flow.destination))));
     record(502, 0, 0, (err as Error).message, reason);
     return;
@@ -92,7 +92,7 @@ export async function serveUpgrade(rt: ProxyRuntime, flow: FlowContext, req: Inc
   });
   upReq.on('error', (err) => {
     client.destroy();
-    record(undefined, 0, 0, err.message, 'upstream_unreachable');
+    record(undefined, 0, 0, err.message, classifyUpstreamError(err).reason);
   });
   upReq.on('upgrade', (res, upSocket: Socket, upHead: Buffer) => {
     const scan = scanning ? new StreamScan(needles) : null;

@@ -8,11 +8,12 @@ import { Agent, type AgentOptions } from 'node:http';
 import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
+import type { Signal } from '../policy/reasons.js';
 import { trustedContext } from '../tls-trust.js';
 import { assertCheckedTarget, type CheckedTarget } from './checked-target.js';
 import { LeanPool } from './h1-exchange.js';
 
-export type UpstreamFailure = 'upstream_cert_invalid' | 'upstream_unreachable';
+export type UpstreamFailure = 'upstream_cert_invalid' | 'upstream_unreachable' | 'upstream_bad_response';
 
 const CERT_ERROR_CODES = new Set([
   'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
@@ -33,10 +34,30 @@ const CERT_ERROR_CODES = new Set([
   'ERR_TLS_CERT_ALTNAME_INVALID',
 ]);
 
-export function classifyUpstreamError(err: unknown): UpstreamFailure {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && CERT_ERROR_CODES.has(code) ? 'upstream_cert_invalid' : 'upstream_unreachable';
+/** llhttp's codes for a response whose body framing is ambiguous; the lean client (h1-exchange.ts) uses them too. */
+const FRAMING_CONFLICT_CODES = new Set(['HPE_UNEXPECTED_CONTENT_LENGTH', 'HPE_INVALID_TRANSFER_ENCODING']);
+
+export interface UpstreamFailureFacts {
+  readonly reason: UpstreamFailure;
+  /** `smuggling` for a response with conflicting framing: the upstream (or a box before it) desynchronises. */
+  readonly signals: readonly Signal[];
 }
+
+/**
+ * Why an upstream exchange failed, for the guest's answer and the records. An `HPE_` code (node's
+ * llhttp, or the lean client using the same codes) means the upstream answered, but not with HTTP we
+ * pass on: telling the agent it was unreachable would send it looking in the wrong place.
+ */
+export function classifyUpstreamError(err: unknown): UpstreamFailureFacts {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return UNREACHABLE;
+  if (CERT_ERROR_CODES.has(code)) return { reason: 'upstream_cert_invalid', signals: [] };
+  if (code.startsWith('HPE_')) return { reason: 'upstream_bad_response', signals: FRAMING_CONFLICT_CODES.has(code) ? SMUGGLING : [] };
+  return UNREACHABLE;
+}
+
+const UNREACHABLE: UpstreamFailureFacts = { reason: 'upstream_unreachable', signals: [] };
+const SMUGGLING: readonly Signal[] = ['smuggling'];
 
 /** The upstream trust store, built at the first TLS dial and then kept. */
 export type UpstreamTrust = () => SecureContext;

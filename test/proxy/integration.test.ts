@@ -6,7 +6,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createHttpServer } from 'node:http';
 import { connect as http2Connect } from 'node:http2';
 import { connect as netConnect, createServer as createNetServer } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls';
 import { writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
@@ -593,6 +593,48 @@ describe('an origin that accepts and never finishes its TLS handshake', () => {
       await quick.close();
       silent.close();
     }
+  });
+});
+
+describe('an origin that answers with HTTP the proxy does not pass on', () => {
+  // Each path answers with one fault; the body "hello" must never reach the guest.
+  const answers: Record<string, string> = {
+    '/cl-and-te': 'HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n',
+    '/two-lengths': 'HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!',
+    '/bad-status': 'HTTP/1.1 2000 OK\r\ncontent-length: 5\r\n\r\nhello',
+  };
+  let origin: number;
+  beforeAll(async () => {
+    const server = createTlsServer({ key: ca.key, cert: ca.cert, ALPNProtocols: ['http/1.1'] }, (socket) => {
+      let head = '';
+      socket.on('error', () => undefined);
+      socket.on('data', (chunk) => {
+        head += chunk.toString('latin1');
+        if (!head.includes('\r\n\r\n')) return;
+        const path = head.split(' ')[1] ?? '';
+        // Closing mid-head: the upstream went away, which is not a malformed answer.
+        if (path === '/cut') return void socket.end('HTTP/1.1 200 OK\r\ncontent-le');
+        socket.end(answers[path] ?? 'HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n');
+      });
+    });
+    origin = await listen(server as unknown as Parameters<typeof listen>[0]);
+  });
+
+  it.each([
+    ['GET', '/cl-and-te', 'upstream_bad_response', ['smuggling']],
+    ['POST', '/cl-and-te', 'upstream_bad_response', ['smuggling']],
+    ['GET', '/two-lengths', 'upstream_bad_response', ['smuggling']],
+    ['POST', '/two-lengths', 'upstream_bad_response', ['smuggling']],
+    ['GET', '/bad-status', 'upstream_bad_response', []],
+    ['GET', '/cut', 'upstream_unreachable', []],
+  ])('%s %s (lean client for GET, node\'s for POST) -> 502 %s %j', async (method, path, reason, signals) => {
+    const body = method === 'POST' ? ['--data-binary', 'x'] : [];
+    const r = await curl(['-x', tp.url, '--cacert', tp.caPath, '--http1.1', '-X', method, ...body, `https://origin.test:${origin}${path}`]);
+    expect([r.status, /x-microagent-reason: (\S+)/i.exec(r.headers)?.[1]]).toEqual([502, reason]);
+    expect(r.body).not.toContain('hello');
+    const refusal = (all: AuditRecord[]) => decisions(all).find((x) => x.path === path && x.method === method && x.status === 502);
+    const decision = refusal(await tp.records((all) => refusal(all) !== undefined));
+    expect(decision).toMatchObject({ verdict: 'deny', reason, signals, port: origin });
   });
 });
 
