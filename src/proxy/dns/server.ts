@@ -6,7 +6,8 @@
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { lstat, unlink } from 'node:fs/promises';
-import { createServer, isIPv6, type AddressInfo, type Server, type Socket } from 'node:net';
+import { lookup, type LookupOneOptions } from 'node:dns';
+import { createServer, isIP, isIPv6, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { AuditSink } from '../../audit/record.js';
 import { MicroagentError } from '../../errors.js';
 import { childLog } from '../../log.js';
@@ -132,8 +133,19 @@ async function bindUdpAndTcp(
   }
 }
 
+/**
+ * Every answer goes to the address its query came from, an IP literal. node's default lookup sends
+ * each one through dns.lookup, which defers the send by a tick even for a literal: handing the literal
+ * back at once raised a bare node UDP echo's rate by 12-25 % under dnsperf (bench/dns.bench.mjs).
+ */
+function literalLookup(address: string, options: LookupOneOptions, callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
+  const literal = isIP(address);
+  if (literal === 0) lookup(address, options, callback);
+  else callback(null, address, literal);
+}
+
 function bindUdp(host: string, port: number, ctx: AnswerContext): Promise<UdpSocket> {
-  const socket = createSocket(isIPv6(host) ? 'udp6' : 'udp4');
+  const socket = createSocket({ type: isIPv6(host) ? 'udp6' : 'udp4', lookup: literalLookup });
   socket.on('message', (message, peer) => {
     answerMessage(ctx, message, 'udp')
       .then((response) => {
