@@ -16,7 +16,14 @@ function listen(server: Server, path: string): Promise<void> {
   return new Promise((resolve) => server.listen(path, resolve));
 }
 
-/** A TCP-framed (RFC 7766) DNS responder answering A 192.0.2.7 for every name it is asked. */
+/** many.test has 90 addresses: an answer of about 1.5 KB, too big for a UDP client without EDNS. */
+const MANY = Array.from({ length: 90 }, (_, i) => `192.0.2.${i + 1}`);
+const addressesOf = (name: string) => (name === 'many.test' ? MANY : ['192.0.2.7']);
+
+/** The shell's printf escapes for `bytes`, so a guest without base64 can send binary. */
+const printfEscaped = (bytes: Buffer) => [...bytes].map((b) => `\\${b.toString(8).padStart(3, '0')}`).join('');
+
+/** A TCP-framed (RFC 7766) DNS responder answering A 192.0.2.7 for every name it is asked (many.test: MANY). */
 function dnsResponder(seen: string[]): Server {
   return createServer((socket) => {
     let buffered = Buffer.alloc(0);
@@ -31,7 +38,7 @@ function dnsResponder(seen: string[]): Server {
         const answer = dnsPacket.encode({
           type: 'response', id: query.id, flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE,
           questions: query.questions ?? [],
-          answers: q && q.type === 'A' ? [{ type: 'A', name: q.name, ttl: 60, data: '192.0.2.7' }] : [],
+          answers: q && q.type === 'A' ? addressesOf(q.name).map((data) => ({ type: 'A' as const, name: q.name, ttl: 60, data })) : [],
         });
         const head = Buffer.alloc(2);
         head.writeUInt16BE(answer.length);
@@ -125,6 +132,43 @@ describe('microVM guest in user network mode', () => {
     expect(out.stdout).toContain('192.0.2.7');
     expect(dnsSeen).toContain('A example.test');
     expect((await vm.agent.run({ argv: ['cat', '/etc/resolv.conf'] })).stdout).toContain('nameserver 127.0.0.53');
+  });
+
+  describe('an answer too big for the UDP client', () => {
+    /** Sends one query to the relay with socat (over UDP, or over TCP with its length prefix) and decodes the reply. */
+    async function ask(transport: 'UDP' | 'TCP', query: Buffer): Promise<{ bytes: number; message: dnsPacket.Packet }> {
+      const framed = transport === 'UDP' ? query : Buffer.concat([Buffer.from([query.length >> 8, query.length & 0xff]), query]);
+      const script = `printf '${printfEscaped(framed)}' | socat -t 2 - ${transport}:127.0.0.53:53 | busybox od -An -tx1 -v`;
+      const out = await vm.agent.run({ argv: ['sh', '-c', script], timeoutMs: 30_000 });
+      const reply = Buffer.from(out.stdout.replace(/\s+/g, ''), 'hex');
+      const message = transport === 'UDP' ? reply : reply.subarray(2, 2 + reply.readUInt16BE(0));
+      return { bytes: message.length, message: dnsPacket.decode(message) };
+    }
+    const addressesIn = (message: dnsPacket.Packet) => message.answers?.map((a) => (a as { data: unknown }).data);
+    const query = (id: number, udpSize?: number) =>
+      dnsPacket.encode({
+        type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'many.test' }],
+        ...(udpSize === undefined ? {} : { additionals: [{ type: 'OPT', name: '.', udpPayloadSize: udpSize }] }),
+      } as dnsPacket.Packet);
+
+    it('comes back over UDP truncated (TC, the question alone), as from any server', async () => {
+      const { bytes, message } = await ask('UDP', query(0x1234));
+      expect(bytes).toBeLessThanOrEqual(512);
+      expect(message).toMatchObject({ id: 0x1234, type: 'response', flag_tc: true, answers: [], questions: [{ type: 'A', name: 'many.test' }] });
+    });
+
+    it('comes back whole over UDP to a client whose EDNS payload size fits it', async () => {
+      const { bytes, message } = await ask('UDP', query(0x1235, 4096));
+      expect(bytes).toBeGreaterThan(512);
+      expect(message).toMatchObject({ id: 0x1235, flag_tc: false });
+      expect(addressesIn(message)).toEqual(MANY);
+    });
+
+    it('comes back whole when the client asks again over TCP, which the relay splices to the resolver', async () => {
+      const { message } = await ask('TCP', query(0x1236));
+      expect(message).toMatchObject({ id: 0x1236, flag_tc: false });
+      expect(addressesIn(message)).toEqual(MANY);
+    });
   });
 
   it('tunnels the mediation fallback endpoints (TCP and Unix socket) to the broker socket', async () => {

@@ -23,7 +23,7 @@
 
 #include "agent.h"
 
-#define MAX_POLL 512
+#define MAX_POLL 640
 
 static int port_fd = -1;
 static struct buf host_in, host_out;
