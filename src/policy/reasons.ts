@@ -19,7 +19,7 @@ export const REASONS = {
   resolve_failed: 'the destination name did not resolve',
   upstream_unreachable: 'the checked upstream address could not be reached',
   upstream_cert_invalid: 'the upstream TLS certificate failed verification',
-  upstream_bad_response: "the upstream answered with a malformed or ambiguous HTTP response, which was not passed on",
+  upstream_bad_response: 'the upstream answered with a malformed or ambiguous HTTP response, which was not passed on',
   limit_exceeded: 'a configured limit (size, count, time or bytes) was exceeded',
   bad_request: 'the request was malformed or ambiguous (e.g. request smuggling)',
   secret_echo: 'the response echoed an injected secret and was withheld',
