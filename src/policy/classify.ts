@@ -158,11 +158,27 @@ interface ClassOf {
   readonly embedded?: { readonly via: Embedding; readonly ipv4: number };
 }
 
+/** The first range of V6_RANGES holding `v6`; null outside them all. */
+function v6RangeOf(v6: bigint): V6Range | null {
+  const words = wordsOf(v6);
+  for (const range of V6_RANGES) if (inV6Range(words, range)) return range;
+  return null;
+}
+
+/**
+ * The IPv4 addresses an IPv6 address carries (none for an IPv4 address or a plain IPv6 one), so a
+ * deny written for `169.254.169.254` also holds for `::ffff:169.254.169.254` and `64:ff9b::a9fe:a9fe`.
+ */
+export function embeddedIpv4s(ip: ParsedIp): readonly number[] {
+  if (ip.family === 4) return [];
+  const range = v6RangeOf(ip.v6);
+  return range !== null && EMBEDDINGS.has(range.class) ? embeddedV4(range.class as Embedding, ip.v6) : [];
+}
+
 function classOf(ip: ParsedIp): ClassOf {
   if (ip.family === 4) return { class: classifyV4(ip.v4) };
-  const words = wordsOf(ip.v6);
-  for (const range of V6_RANGES) {
-    if (!inV6Range(words, range)) continue;
+  const range = v6RangeOf(ip.v6);
+  if (range !== null) {
     if (!EMBEDDINGS.has(range.class)) return { class: range.class as AddressClass };
     const via = range.class as Embedding;
     const inner = embeddedV4(via, ip.v6);

@@ -7,7 +7,7 @@
  * anything it cannot parse strictly is denied as invalid_target.
  */
 import { parseIp, type ParsedIp } from './address.js';
-import { isInternalParsed } from './classify.js';
+import { embeddedIpv4s, isInternalParsed } from './classify.js';
 import { addressCandidates, BY_CIDR, BY_EXACT, hostCandidates, portMatches, PROTOCOL_BITS, type CompiledRule } from './compile.js';
 import { analyzeHost, isLocalhostName } from './host.js';
 import type { Policy } from './policy.js';
@@ -164,6 +164,24 @@ export function decide(policy: Policy, input: DecisionInput): Decision {
     if (rule.tls && protocolBit !== PROTOCOL_BITS.dns) tls = true;
   }
 
+  if (deny === null && ip !== null) {
+    // The IPv4 address inside an IPv6 one is the same host: denies written for it hold (allows are not widened).
+    for (const v4 of embeddedIpv4s(ip)) {
+      const inner: number[] = [];
+      addressCandidates(matcher, { family: 4, v4 }, inner);
+      inner.sort((a, b) => a - b);
+      for (const candidate of inner) {
+        const rule = matcher.rules[candidate >>> 2] as CompiledRule;
+        if (rule.action !== 'deny') continue;
+        const applies = ruleApplies(rule, protocolBit, port, method, path);
+        if (applies === 'request') requestCheck = true;
+        if (applies !== 'match') continue;
+        if (deny === null || rule.index < deny.index) deny = rule;
+        break;
+      }
+    }
+    if (deny !== null) matched.push(deny.id);
+  }
   if (deny !== null) return decision(policy, 'deny', 'deny', deny, 'rule_deny', NONE, matched, false, tls);
   const internal = (name !== null && isLocalhostName(name)) || (ip !== null && isInternalParsed(ip));
   if (internal) {

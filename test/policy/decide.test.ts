@@ -208,6 +208,67 @@ describe('internal destinations', () => {
   });
 });
 
+describe('IPv4 denies hold for the IPv6 spellings that carry the address', () => {
+  const embedding = parsePolicy(
+    policyText(
+      'guarded',
+      `
+  - id: metadata
+    action: deny
+    cidrs: [169.254.169.254, 203.0.113.0/24]
+  - id: admin-only
+    action: deny
+    cidrs: [198.51.100.7]
+    paths: [/admin/**]
+  - id: any-v6
+    action: allow
+    cidrs: ["::/0"]
+  - id: api
+    action: allow
+    hosts: [api.example.com]
+`,
+    ),
+    'embedding.yaml',
+  );
+
+  it.each([
+    ['mapped', '::ffff:169.254.169.254'],
+    ['mapped, hex', '::ffff:a9fe:a9fe'],
+    ['translated', '::ffff:0:a9fe:a9fe'],
+    ['compatible', '::a9fe:a9fe'],
+    ['NAT64', '64:ff9b::a9fe:a9fe'],
+    ['6to4', '2002:a9fe:a9fe::1'],
+    ['Teredo server', '2001:0:a9fe:a9fe::1'],
+    ['mapped, public range', '::ffff:203.0.113.9'],
+    ['NAT64, public range', '64:ff9b::cb00:7109'],
+  ])('%s %s is denied by the IPv4 rule, over an IPv6 allow and an exact name', (_, ip) => {
+    expect(decide(embedding, { protocol: 'https', host: `[${ip}]`, port: 443 })).toMatchObject({ verdict: 'deny', rule: 'metadata', reason: 'rule_deny' });
+    const named = decide(embedding, { protocol: 'https', host: 'api.example.com', ip, port: 443 });
+    expect(named).toMatchObject({ verdict: 'deny', rule: 'metadata', reason: 'rule_deny' });
+    expect(named.matched).toContain('metadata');
+  });
+
+  it('the plain IPv4 addresses and an unrelated IPv6 address are decided as before', () => {
+    expect(decide(embedding, { protocol: 'https', host: '169.254.169.254', port: 443 })).toMatchObject({ verdict: 'deny', rule: 'metadata' });
+    expect(decide(embedding, { protocol: 'https', host: '[2606:4700::1111]', port: 443 })).toMatchObject({ verdict: 'allow', rule: 'any-v6' });
+    expect(decide(embedding, { protocol: 'https', host: 'api.example.com', ip: '::ffff:8.8.8.8', port: 443 })).toMatchObject({ verdict: 'allow', rule: 'any-v6' });
+  });
+
+  it('a path-scoped IPv4 deny applies per request to the mapped address', () => {
+    const connection = decide(embedding, { protocol: 'https', host: 'api.example.com', ip: '::ffff:198.51.100.7', port: 443 });
+    expect(connection).toMatchObject({ verdict: 'allow', requestCheck: true });
+    const request = { protocol: 'https', host: 'api.example.com', ip: '::ffff:198.51.100.7', port: 443, method: 'GET' } as const;
+    expect(decide(embedding, { ...request, path: '/admin/users' })).toMatchObject({ verdict: 'deny', rule: 'admin-only' });
+    expect(decide(embedding, { ...request, path: '/v1/users' })).toMatchObject({ verdict: 'allow' });
+  });
+
+  it('an IPv4 allow does not reach the IPv6 spelling (allows are not widened)', () => {
+    const lab = parsePolicy(policyText('strict', '  - id: lab\n    action: allow\n    cidrs: [10.0.0.0/8]\n'), 'lab.yaml');
+    expect(decide(lab, { protocol: 'tcp', ip: '10.1.2.3', port: 22 })).toMatchObject({ verdict: 'allow', rule: 'lab' });
+    expect(decide(lab, { protocol: 'tcp', ip: '::ffff:10.1.2.3', port: 22 })).toMatchObject({ verdict: 'deny', reason: 'internal_address' });
+  });
+});
+
 describe('modes and report-only', () => {
   it('mode off allows everything without checking, flagged mediation_off', () => {
     const off = withMode(precedence, 'off');

@@ -29,6 +29,7 @@ let ca: OriginCa;
 let tp: TestProxy;
 let https: number;
 let http: number;
+let httpRequests = 0;
 let rebindCalls = 0;
 const resolver = testResolver({
   'origin.test': ['127.0.0.1'],
@@ -44,7 +45,9 @@ const resolver = testResolver({
 beforeAll(async () => {
   ca = makeOriginCa();
   https = (await startHttpsOrigin(ca)).port;
-  http = (await startHttpOrigin()).port;
+  const plain = await startHttpOrigin();
+  http = plain.port;
+  plain.server.on('request', () => httpRequests++);
   tp = await startTestProxy(POLICY, { resolver, originCa: ca });
 });
 afterAll(async () => tp?.close());
@@ -91,6 +94,22 @@ describe('internal addresses in every notation', () => {
     expect(headerOf(text, 'x-microagent-reason')).toBe(reason);
     if (reason === 'rule_deny') expect(text).toContain('microagent: denied by rule "block-metadata" (rule_deny) for 169.254.169.254:80');
     expect(await lastDecision((x) => x.protocol === 'http' && x.reason === reason)).toMatchObject({ verdict: 'deny' });
+  });
+
+  it('an IPv4 deny holds for the address spelled as IPv4-mapped IPv6 under an IPv6 allow: the origin is never reached', async () => {
+    tp.setPolicy(`version: 1\nmode: guarded\nrules:\n  - id: no-loopback\n    action: deny\n    cidrs: [127.0.0.0/8]\n  - id: any-v6\n    action: allow\n    cidrs: ["::/0"]\n`);
+    try {
+      const before = httpRequests;
+      for (const host of ['[::ffff:127.0.0.1]', '[::ffff:7f00:1]']) {
+        const text = await rawExchange(tp.port, `GET http://${host}:${http}/mapped HTTP/1.1\r\nHost: ${host}:${http}\r\nConnection: close\r\n\r\n`);
+        expect(text.startsWith('HTTP/1.1 403')).toBe(true);
+        expect(headerOf(text, 'x-microagent-reason')).toBe('rule_deny');
+      }
+      expect(httpRequests).toBe(before);
+      expect(await lastDecision((x) => x.rule === 'no-loopback')).toMatchObject({ verdict: 'deny', reason: 'rule_deny', host: '::ffff:127.0.0.1', status: 403 });
+    } finally {
+      tp.setPolicy(POLICY);
+    }
   });
 
   it('a name resolving to an internal address is denied, and the record names the address', async () => {
