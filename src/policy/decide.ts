@@ -12,7 +12,7 @@ import { addressCandidates, BY_CIDR, BY_EXACT, hostCandidates, portMatches, PROT
 import { analyzeHost, isLocalhostName } from './host.js';
 import type { Policy } from './policy.js';
 import type { Reason, Signal } from './reasons.js';
-import { normalizeMethod, pathReadings, type PathReadings } from './request.js';
+import { normalizeMethod, pathReadings } from './request.js';
 import type { Action, Decision, DecisionInput, Protocol } from './types.js';
 
 const NONE: readonly never[] = Object.freeze([]);
@@ -25,7 +25,7 @@ const DEFAULT_PORT: Readonly<Record<Protocol, number | undefined>> = { http: 80,
 type Applies = 'no' | 'match' | 'request';
 
 /** Whether a rule whose destination matched also matches protocol, port and the request. */
-function ruleApplies(rule: CompiledRule, protocolBit: number, port: number, method: string | null, path: PathReadings | null): Applies {
+function ruleApplies(rule: CompiledRule, protocolBit: number, port: number, method: string | null, path: readonly string[] | null): Applies {
   if (protocolBit === PROTOCOL_BITS.dns) {
     // A name must resolve for any allowed connection to it; only whole-host denies block the name.
     if (rule.action !== 'deny') return 'match';
@@ -41,11 +41,10 @@ function ruleApplies(rule: CompiledRule, protocolBit: number, port: number, meth
   return 'match';
 }
 
-/** A deny matches a path if either reading matches it; an allow only if both do (fail closed both ways). */
-function pathsMatch(paths: readonly RegExp[], deny: boolean, path: PathReadings): boolean {
-  const kept = paths.some((re) => re.test(path.kept));
-  if (path.decoded === path.kept || kept === deny) return kept;
-  return paths.some((re) => re.test(path.decoded));
+/** A deny matches a path if any reading matches it; an allow only if every reading does (fail closed both ways). */
+function pathsMatch(paths: readonly RegExp[], deny: boolean, readings: readonly string[]): boolean {
+  for (const reading of readings) if (paths.some((re) => re.test(reading)) === deny) return deny;
+  return !deny;
 }
 
 function decision(policy: Policy, verdict: 'allow' | 'deny', action: Action, rule: CompiledRule | null, reason: Reason, signals: readonly Signal[], matched: readonly string[], requestCheck: boolean, tls: boolean): Decision {
@@ -93,7 +92,7 @@ interface Target {
   readonly ip: ParsedIp | null;
   readonly port: number;
   readonly method: string | null;
-  readonly path: PathReadings | null;
+  readonly path: readonly string[] | null;
 }
 
 function parseTarget(input: DecisionInput, port: number | undefined): Target | null {

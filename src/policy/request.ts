@@ -2,9 +2,11 @@
  * Request-stage conditions: HTTP methods, path globs and the header templates of inject rules.
  * Paths are normalised once per request (query dropped, unreserved escapes decoded, dot segments
  * removed) so a deny on `/admin/**` cannot be dodged with `/x/../admin` or `/%61dmin`. Servers
- * disagree about encoded slashes and backslashes (`/@types%2fnode` is one npm package, and some
- * servers would read `/a%2f..%2fadmin` as `/admin`), so we never guess: such a path has two readings,
- * the escapes kept inside their segment and the escapes read as `/`, and decide() judges both.
+ * disagree about three things, so we never guess and a path has one reading per way a server may
+ * read it, judged by decide() in all of them: encoded slashes and backslashes (`/@types%2fnode` is one
+ * npm package; some servers read `/a%2f..%2fadmin` as `/admin`), empty segments (RFC 3986 keeps
+ * them, so `/v1//../admin` is `/v1/admin`; nginx merges slashes first and serves `/admin`) and `;`
+ * parameters (Tomcat and Spring drop them from each segment: `/v1/..;/admin` is `/admin` there).
  * Secret values are never looked at here; only their names are collected.
  */
 import type { HeaderInjection } from './types.js';
@@ -30,6 +32,9 @@ export function parsePathGlob(raw: string): Checked<PathGlob> {
   const text = raw.trim();
   if (!text.startsWith('/')) return bad(`path "${raw}" does not start with "/"`, `write "/${text}"`);
   if (/[?#\s\\]/.test(text)) return bad(`path "${raw}" contains a query, fragment, space or backslash`, 'match on the path only, e.g. "/repos/**"');
+  if (text.includes('//') || text.includes(';')) {
+    return bad(`path "${raw}" has an empty segment or a ";" parameter, which servers read differently`, 'write the path with single slashes and without ";" parameters, e.g. "/repos/**"');
+  }
   const segments = text.split('/').slice(1);
   let source = '^';
   for (const segment of segments) {
@@ -40,7 +45,7 @@ export function parsePathGlob(raw: string): Checked<PathGlob> {
     if (segment.includes('**')) return bad(`path "${raw}": "**" must be a whole segment`, 'write "/a/**" or "/a/*.json"');
     source += '/' + segment.split('*').map(escapeRegex).join('[^/]*');
   }
-  const normalized = normalizePath(text.replace(/\*/g, 'x'), 'decode');
+  const normalized = normalizePath(text.replace(/\*/g, 'x'), { ...RFC_READING, slashes: 'decode' });
   if (normalized === null || normalized !== text.replace(/\*/g, 'x')) {
     return bad(`path "${raw}" is not in normal form (dot segments or escapes)`, 'write the path as the server sees it, without "." or ".." segments and with unreserved characters unescaped');
   }
@@ -55,31 +60,55 @@ function isUnreserved(c: number): boolean {
   return (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 45 || c === 46 || c === 95 || c === 126;
 }
 
-/** How an encoded "/" or "\\" (%2F, %5C) is read: kept as an escape inside its segment, or as "/". */
-export type SlashReading = 'keep' | 'decode';
-
-/** Both readings of a request path; the same string twice unless it holds an encoded slash. */
-export interface PathReadings {
-  readonly kept: string;
-  readonly decoded: string;
+/**
+ * How a server may read a path: encoded "/" and "\\" (%2F, %5C) kept as escapes inside their segment
+ * or read as "/"; runs of "/" kept as empty segments or merged; `;parameters` kept or dropped from
+ * each segment.
+ */
+export interface PathReading {
+  readonly slashes: 'keep' | 'decode';
+  readonly emptySegments: 'keep' | 'merge';
+  readonly parameters: 'keep' | 'drop';
 }
 
-/** RFC 3986 normalisation of a request target's path in both readings; null when it is malformed. */
-export function pathReadings(raw: string): PathReadings | null {
-  const kept = normalizePath(raw, 'keep');
-  if (kept === null) return null;
-  if (!kept.includes('%2F') && !kept.includes('%5C')) return { kept, decoded: kept };
-  return { kept, decoded: normalizePath(raw, 'decode') as string };
-}
+/** RFC 3986 as written: the reading records and rule paths are in. */
+export const RFC_READING: PathReading = { slashes: 'keep', emptySegments: 'keep', parameters: 'keep' };
+const ALL_READINGS: readonly PathReading[] = (['keep', 'decode'] as const).flatMap((slashes) =>
+  (['keep', 'merge'] as const).flatMap((emptySegments) => (['keep', 'drop'] as const).map((parameters) => ({ slashes, emptySegments, parameters }))),
+);
 
-/** RFC 3986 normalisation of a request target's path in one reading; null when it is malformed. */
-export function normalizePath(raw: string, slashes: SlashReading): string | null {
+/** What servers read differently: an encoded slash or backslash, an empty segment, a parameter. */
+const READ_DIFFERENTLY = /%2f|%5c|\/\/|;/i;
+
+/** A request target without its query and fragment. */
+function pathOf(raw: string): string {
   let end = raw.length;
   const q = raw.indexOf('?');
   if (q !== -1) end = q;
   const h = raw.indexOf('#');
   if (h !== -1 && h < end) end = h;
-  const path = raw.slice(0, end);
+  return raw.slice(0, end);
+}
+
+/**
+ * The distinct normal forms of a request target's path, the RFC 3986 one first: one for an ordinary
+ * path, more when it holds an encoded slash, an empty segment or a `;`. Null when it is malformed.
+ */
+export function pathReadings(raw: string): readonly string[] | null {
+  const first = normalizePath(raw, RFC_READING);
+  if (first === null) return null;
+  if (!READ_DIFFERENTLY.test(pathOf(raw))) return [first];
+  const readings = [first];
+  for (const reading of ALL_READINGS) {
+    const text = normalizePath(raw, reading) as string;
+    if (!readings.includes(text)) readings.push(text);
+  }
+  return readings;
+}
+
+/** RFC 3986 normalisation of a request target's path in one reading; null when it is malformed. */
+export function normalizePath(raw: string, reading: PathReading): string | null {
+  const path = pathOf(raw);
   if (path.charCodeAt(0) !== 47 || path.includes('\\')) return null;
   let decoded = '';
   for (let i = 0; i < path.length; i++) {
@@ -93,10 +122,12 @@ export function normalizePath(raw: string, slashes: SlashReading): string | null
     if (!/^[0-9a-fA-F]{2}$/.test(hex)) return null;
     const byte = parseInt(hex, 16);
     if (byte === 0) return null;
-    if (byte === 47 || byte === 92) decoded += slashes === 'decode' ? '/' : '%' + hex.toUpperCase();
+    if (byte === 47 || byte === 92) decoded += reading.slashes === 'decode' ? '/' : '%' + hex.toUpperCase();
     else decoded += isUnreserved(byte) ? String.fromCharCode(byte) : '%' + hex.toUpperCase();
     i += 2;
   }
+  if (reading.parameters === 'drop') decoded = decoded.replace(/;[^/]*/g, '');
+  if (reading.emptySegments === 'merge') decoded = decoded.replace(/\/{2,}/g, '/');
   if (!decoded.includes('/.')) return decoded;
   const out: string[] = [];
   const segments = decoded.split('/').slice(1);

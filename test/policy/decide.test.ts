@@ -357,6 +357,19 @@ describe('connection stage and request stage', () => {
     ['GET', '/repos/a%5Cb', 'allow', 'read-repos', 'rule_allow'],
     ['GET', '/v1/a%2Flist.json', 'deny', null, 'default_deny'], // one segment kept, two decoded: not both
     ['GET', '/v1/%2e%2e%2Fadmin.json', 'deny', null, 'default_deny'],
+    // Empty segments are read as RFC 3986 keeps them and as merged (nginx); ";" parameters as kept and
+    // as dropped from each segment (Tomcat, Spring). A deny in any reading denies; an allow needs all.
+    ['GET', '/repos//../admin/x', 'deny', 'no-admin', 'rule_deny'], // RFC: /repos/admin/x; merged: /admin/x
+    ['GET', '//admin/x', 'deny', 'no-admin', 'rule_deny'], // merged: /admin/x
+    ['GET', '/repos/..;/admin/x', 'deny', 'no-admin', 'rule_deny'], // parameters dropped: /admin/x
+    ['GET', '/admin;x=1/users', 'deny', 'no-admin', 'rule_deny'],
+    ['GET', '/repos/%2e%2e;/admin', 'deny', 'no-admin', 'rule_deny'],
+    ['GET', '/repos//a', 'allow', 'read-repos', 'rule_allow'], // /repos//a and /repos/a: both allowed
+    ['GET', '/repos/a;v=1', 'allow', 'read-repos', 'rule_allow'],
+    ['GET', '/v1//list.json', 'deny', null, 'default_deny'], // "/v1//list.json" is not "/v1/*.json": not both
+    ['GET', '/repos//../other', 'deny', null, 'default_deny'], // RFC: /repos/other, merged: /other
+    ['GET', '/repos/..;/other', 'deny', null, 'default_deny'], // RFC: /repos/..;/other, dropped: /other
+    ['GET', '/repos/a?next=//admin;x', 'allow', 'read-repos', 'rule_allow'], // the query is not the path
     ['GET', '/repos/%00', 'deny', null, 'invalid_target'],
     ['GET', '/repos/%zz', 'deny', null, 'invalid_target'],
     ['GET', '\\repos', 'deny', null, 'invalid_target'],

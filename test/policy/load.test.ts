@@ -48,6 +48,8 @@ const broken: [string, number, number, RegExp, RegExp][] = [
   ['no-destination.yaml', 3, 5, /rule web names no destination/, /hosts: \[\.\.\.\]/],
   ['alias.yaml', 8, 12, /uses a YAML alias/, /write the value out/],
   ['bad-path.yaml', 6, 13, /path "repos\/\*\*" does not start with "\/"/, /"\/repos\/\*\*"/],
+  ['ambiguous-path.yaml', 7, 23, /path "\/v1\/\/admin" has an empty segment or a ";" parameter/, /single slashes and without ";"/],
+  ['ambiguous-path.yaml', 7, 37, /path "\/v1;x\/\*\*" has an empty segment or a ";" parameter/, /single slashes/],
   ['bad-test-case.yaml', 8, 13, /expect must be one of allow, deny, would_deny/, /expect: allow/],
   ['empty-file.yaml', 1, 1, /the policy file is empty/, /version: 1/],
   ['multiple-documents.yaml', 4, 1, /more than one YAML document/, /remove the "---" line/],

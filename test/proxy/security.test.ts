@@ -192,7 +192,7 @@ describe('name confusion (strict policy allowing only github.com)', () => {
   });
 });
 
-describe('encoded slashes in request paths (judged with the escape kept and read as "/")', () => {
+describe('paths servers read differently (encoded slashes, empty segments, ";" parameters): judged in every reading', () => {
   const PATHS = `version: 1
 mode: strict
 rules:
@@ -227,6 +227,9 @@ rules:
     ['/repos%2f..%2fadmin', 'no-admin', 'rule_deny'], // "/admin" to a server that decodes it
     ['/admin%2Fusers', 'no-admin', 'rule_deny'],
     ['/repos%5c..%5cadmin', 'no-admin', 'rule_deny'],
+    ['/repos//../admin/x', 'no-admin', 'rule_deny'], // "/admin/x" to a server that merges slashes (nginx)
+    ['/repos/..;/admin/x', 'no-admin', 'rule_deny'], // "/admin/x" to a server that drops parameters (Tomcat)
+    ['/repos/..;/other', null, 'internal_address'], // allowed as written, "/other" with the parameter dropped (origin.test is 127.0.0.1)
   ])('origin.test%s -> 403 %s (%s), audited with the path as sent', async (path, rule, reason) => {
     const text = await get('origin.test', path);
     expect(text.startsWith('HTTP/1.1 403')).toBe(true);
