@@ -10,7 +10,7 @@ export const REASONS = {
   rule_deny: 'a deny rule matched',
   unlisted: 'no rule matched; guarded mode allows unlisted public destinations',
   default_deny: 'no rule matched; strict mode denies everything not allowed',
-  internal_address: 'the destination is an internal address no rule names exactly',
+  internal_address: 'the destination is an internal address, and no rule that names it exactly (host or CIDR) allows this connection or request',
   mediation_off: 'egress mediation is off; nothing was checked',
   invalid_target: 'the host, address or port could not be parsed strictly',
   // Decided by the egress proxy and resolver (src/proxy) on top of the policy.
