@@ -1,6 +1,6 @@
 /**
  * The scan that keeps an injected secret from coming back to the guest in a response: the value and
- * its base64, in the headers and the body. Pure, no sockets. A streamed body (server-sent events from
+ * its base64 (and base64url) at any alignment, in the headers and the body. Pure, no sockets. A streamed body (server-sent events from
  * an LLM API, a chunked download) passes chunk by chunk, except a tail that could begin a secret
  * (`...sk-te`), held until the next chunk shows whether it does: the guest never receives any part of
  * an echo, and each event still arrives when it is sent. A compressed body is scanned decompressed.
@@ -9,9 +9,30 @@ import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 
 export type Needles = readonly Buffer[];
 
-/** What must never reach the guest: each secret as sent, and base64-encoded. */
+/** Shorter base64 runs than this are not looked for: they would match ordinary text. */
+const MIN_ENCODED_NEEDLE = 8;
+
+/**
+ * What must never reach the guest: each secret as sent, and its base64 and base64url at each of the
+ * three alignments it can have inside longer encoded data (`base64("Bearer " + secret)` starts the
+ * secret one byte into a group). Only the characters that the secret's bytes alone determine are
+ * kept: at alignment k the first ceil(8k/6) characters also carry the bytes before it, and the last
+ * partial one the bytes after it.
+ */
 export function secretNeedles(secrets: readonly string[]): Needles {
-  return secrets.filter((s) => s.length > 0).flatMap((s) => [Buffer.from(s), Buffer.from(Buffer.from(s).toString('base64'))]);
+  const needles: string[] = [];
+  for (const secret of secrets) {
+    if (secret.length === 0) continue;
+    const bytes = Buffer.from(secret);
+    needles.push(secret);
+    for (let k = 0; k < 3; k++) {
+      const encoded = Buffer.concat([Buffer.alloc(k), bytes]).toString('base64');
+      const own = encoded.slice(Math.ceil((8 * k) / 6), Math.floor((8 * (k + bytes.length)) / 6));
+      if (k > 0 && own.length < MIN_ENCODED_NEEDLE) continue;
+      needles.push(own, own.replace(/\+/g, '-').replace(/\//g, '_'));
+    }
+  }
+  return [...new Set(needles)].filter((n) => n.length > 0).map((n) => Buffer.from(n));
 }
 
 /** Names and values as sent, not a serialisation of them: JSON would escape a `"` or `\` in the secret. */

@@ -2,7 +2,7 @@
 // before it (never any byte of the echo), and compressed bodies.
 import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { decodedForScan, headersEcho, pendingPrefix, secretNeedles, StreamScan, wholeAnswerVerdict } from '../../src/proxy/echo-scan.js';
+import { bodyEchoes, decodedForScan, headersEcho, pendingPrefix, secretNeedles, StreamScan, wholeAnswerVerdict } from '../../src/proxy/echo-scan.js';
 
 const SECRET = 'sk-test-0123456789abcdef';
 const needles = secretNeedles([SECRET]);
@@ -39,7 +39,7 @@ describe('StreamScan', () => {
   });
 
   it('pendingPrefix: the longest end of the window that begins a needle, never a whole needle', () => {
-    expect(pendingPrefix(Buffer.from('xyz'), needles)).toBe(0);
+    expect(pendingPrefix(Buffer.from('xyw'), needles)).toBe(0);
     expect(pendingPrefix(Buffer.from('abc'), needles)).toBe(1); // base64 of the secret begins with "c"
     expect(pendingPrefix(Buffer.from('xxs'), needles)).toBe(1);
     expect(pendingPrefix(Buffer.from('sk-sk-test'), needles)).toBe(7);
@@ -63,6 +63,35 @@ describe('StreamScan', () => {
   it('a prefix of the secret that is never completed is forwarded in the end', () => {
     const body = `data: ${SECRET.slice(0, -1)}!`;
     expect(stream([body.slice(0, 10), body.slice(10)])).toEqual({ forwarded: body, echo: false });
+  });
+});
+
+describe('secretNeedles: the secret base64-encoded inside longer data', () => {
+  const encode = (prefix: string, suffix: string, url: boolean) => Buffer.from(prefix + SECRET + suffix).toString(url ? 'base64url' : 'base64');
+
+  it.each([
+    ['', 'Q'],
+    ['x', 'Q'],
+    ['xy', ''],
+    ['Bearer ', ''], // an origin echoing the whole Authorization value, base64-encoded
+    ['{"token":"', '"}'],
+  ])('finds it after %j (every alignment), in base64 and base64url', (prefix, suffix) => {
+    for (const url of [false, true]) expect(bodyEchoes(Buffer.from(`x=${encode(prefix, suffix, url)}`), needles), `url ${url}`).toBe(true);
+  });
+
+  it('a secret whose encoding has "+" and "/" is found in base64url too', () => {
+    const secret = '\xfb\xff\xbf-long-enough-secret';
+    const found = secretNeedles([secret]);
+    for (const k of [0, 1, 2]) {
+      const data = Buffer.concat([Buffer.alloc(k, 0x41), Buffer.from(secret)]);
+      expect(bodyEchoes(Buffer.from(data.toString('base64url')), found), `alignment ${k}`).toBe(true);
+      expect(bodyEchoes(Buffer.from(data.toString('base64')), found), `alignment ${k}`).toBe(true);
+    }
+  });
+
+  it('other base64 data is not taken for the secret', () => {
+    const other = Buffer.from('sk-test-9876543210fedcba, an unrelated value of the same shape').toString('base64');
+    expect(bodyEchoes(Buffer.from(other), needles)).toBe(false);
   });
 });
 
