@@ -40,6 +40,26 @@ export function printResult(mode: OutputMode, result: unknown, human: string | u
   else if (human !== undefined && human !== '') process.stdout.write(human.endsWith('\n') ? human : human + '\n');
 }
 
+// Control characters (C0, DEL, C1), bidirectional overrides and the backslash that starts an escape.
+const UNPRINTABLE_CHAR = /[\\\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+const UNPRINTABLE = new RegExp(UNPRINTABLE_CHAR.source, 'g');
+const UNPRINTABLE_BUT_LINES = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+function escapeChar(c: string): string {
+  if (c === '\\') return '\\\\';
+  const code = c.charCodeAt(0);
+  return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+}
+
+/**
+ * Text from an audit log or a guest (a DNS name, a path) as a terminal shows it harmlessly: control
+ * characters as `\xNN` escapes, so a recorded name cannot set the terminal's title, colour or cursor,
+ * or start a row of its own in a table. `--json` output keeps the exact text.
+ */
+export function printable(text: string): string {
+  return UNPRINTABLE_CHAR.test(text) ? text.replace(UNPRINTABLE, escapeChar) : text;
+}
+
 export function printError(mode: OutputMode, err: MicroagentError): void {
   if (mode === 'ax') {
     const error = {
@@ -52,8 +72,9 @@ export function printError(mode: OutputMode, err: MicroagentError): void {
     process.stdout.write(JSON.stringify({ ok: false, error }) + '\n');
     return;
   }
-  process.stderr.write(`error: ${err.message}\n`);
-  if (err.remediation) process.stderr.write(`  fix: ${err.remediation}\n`);
+  // A message may quote what it could not read (a log line, a name); its own lines stay lines.
+  process.stderr.write(`error: ${err.message.replace(UNPRINTABLE_BUT_LINES, escapeChar)}\n`);
+  if (err.remediation) process.stderr.write(`  fix: ${err.remediation.replace(UNPRINTABLE_BUT_LINES, escapeChar)}\n`);
 }
 
 /** Exit codes (docs/cli.md): 0 ok, 1 failed, 2 usage, 75 transient. */

@@ -75,6 +75,29 @@ describe('query', () => {
   });
 });
 
+describe('names a guest chose, printed for people', () => {
+  // What a guest can get recorded: the resolver records a refused name as asked, control bytes and all.
+  const HOSTILE = 'x\u001b]0;PWNED\u0007\u001b[31mred\r\nseq 99 forged\u202e.test';
+
+  it('are escaped in the table, CSV, tail and summary; --json keeps them exact', async () => {
+    const audit = await openAuditLog({ path: log, workspace: 'ws-audit' });
+    await audit.append({ event: 'dns.query', name: HOSTILE, qtype: 'A', transport: 'udp', answers: 0, upstream_ms: null, cached: false, rcode: 'REFUSED', verdict: 'deny', rule: null, reason: 'invalid_target', signals: [], mode: 'guarded', policy_hash: 'sha256:x' });
+    await audit.close();
+    const outputs = [
+      cli(['audit', 'query', log]).stdout,
+      cli(['audit', 'query', log, '--csv']).stdout,
+      cli(['audit', 'tail', log]).stdout,
+      cli(['audit', 'summary', log]).stdout,
+    ];
+    for (const out of outputs) {
+      expect(out).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f\u202e]/);
+      expect(out).toContain('x\\x1b]0;PWNED\\x07\\x1b[31mred\\x0d\\x0aseq 99 forged\\u202e.test');
+    }
+    expect(outputs[0]?.trimEnd().split('\n')).toHaveLength(3); // header, the one record, the count
+    expect(JSON.parse(cli(['audit', 'query', log, '--json']).stdout)).toMatchObject([{ name: HOSTILE }]);
+  });
+});
+
 describe('summary', () => {
   it('counts verdicts and events, ranks denied hosts and finds rules that never fired', async () => {
     await writeLog({ path: log }, 50);

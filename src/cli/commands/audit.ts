@@ -6,7 +6,7 @@ import { recoverAuditLog } from '../../audit/recover.js';
 import { tailAuditLog } from '../../audit/tail.js';
 import { verifyAuditLog, type VerifyResult } from '../../audit/verify.js';
 import { parseCommandArgs, usageError, type Command } from '../command.js';
-import { table } from '../output.js';
+import { printable, table } from '../output.js';
 import type { MicroagentError } from '../../errors.js';
 import type { Signal } from '../../policy/reasons.js';
 
@@ -21,11 +21,11 @@ function onePath(command: Pick<Command, 'name' | 'usage'>, positionals: readonly
 function verifyText(path: string, r: VerifyResult): string {
   const lines: string[] = [];
   for (const rec of r.recoveries) {
-    lines.push(`warning: ${rec.file}:${rec.line}: damaged tail (${rec.discardedBytes} bytes: ${rec.problem}) acknowledged by a recovery record`);
+    lines.push(`warning: ${rec.file}:${rec.line}: damaged tail (${rec.discardedBytes} bytes: ${printable(rec.problem)}) acknowledged by a recovery record`);
   }
   if (r.firstBad !== undefined) {
     const b = r.firstBad;
-    lines.push(`FAILED ${b.file}:${b.line} (seq ${b.seq}): ${b.problem}`);
+    lines.push(`FAILED ${b.file}:${b.line} (seq ${b.seq}): ${printable(b.problem)}`);
     lines.push(`  ${r.records} record(s) verified before it; last good seq ${r.lastSeq}, hash ${r.lastHash}`);
     return lines.join('\n');
   }
@@ -64,10 +64,11 @@ function destination(r: AuditRecord): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
+/** A record's columns for people (table, CSV, tail lines): a guest chose the destination, so each is printable. */
 function columns(r: AuditRecord): string[] {
   const f = r as unknown as Record<string, unknown>;
   const text = (v: unknown) => (v === undefined || v === null ? '' : String(v));
-  return [String(r.seq), r.ts, r.event, text(f['verdict']), destination(r), text(f['rule']), text(f['reason'])];
+  return [String(r.seq), r.ts, r.event, text(f['verdict']), destination(r), text(f['rule']), text(f['reason'])].map(printable);
 }
 
 function csvCell(s: string): string {
@@ -172,8 +173,8 @@ function summaryText(s: AuditSummary): string {
     `by verdict:\n${counts(s.byVerdict)}`,
     `by event:\n${counts(s.byEvent)}`,
     `by signal:\n${counts(s.bySignal)}`,
-    `top denied destinations:\n${s.topDeniedHosts.map((h) => `  ${h.host}: ${h.count}`).join('\n') || '  (none)'}`,
-    `rule hits:\n${s.ruleHits.map((r) => `  ${r.rule}: ${r.count}`).join('\n') || '  (none)'}`,
+    `top denied destinations:\n${s.topDeniedHosts.map((h) => `  ${printable(h.host)}: ${h.count}`).join('\n') || '  (none)'}`,
+    `rule hits:\n${s.ruleHits.map((r) => `  ${printable(r.rule)}: ${r.count}`).join('\n') || '  (none)'}`,
   ];
   if (s.neverFired !== undefined) {
     parts.push(`rules that never fired:\n${s.neverFired.map((id) => `  ${id}`).join('\n') || '  (none: every rule decided something)'}`);
