@@ -14,7 +14,7 @@ export interface LocatedRecord {
   readonly text: string;
 }
 
-export function parseRecordLine(file: string, l: FileLine): LocatedRecord {
+export function parseRecordLine(file: string, l: Pick<FileLine, 'text' | 'line'>): LocatedRecord {
   let record: unknown;
   try {
     record = JSON.parse(l.text);

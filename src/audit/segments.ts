@@ -4,6 +4,7 @@
  * (oldest first). A sealed segment is never renamed or written again, so readers and `tail -f` can
  * rely on names; only the active file grows. This file never writes.
  */
+import { isUtf8 } from 'node:buffer';
 import { createReadStream } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -72,6 +73,8 @@ export interface FileLine {
   readonly offset: number;
   /** False for a final fragment with no newline: a torn write or one still in progress. */
   readonly terminated: boolean;
+  /** Whether the line's bytes are UTF-8, as every written line is: `text` replaces bytes that are not. */
+  readonly utf8: boolean;
 }
 
 /** The lines of one file, from byte `start` (a line start), with their positions. */
@@ -83,13 +86,13 @@ export async function* readFileLines(file: string, start = 0, firstLine = 1): As
     const data: Buffer = carry === null ? chunk : Buffer.concat([carry, chunk]);
     let from = 0;
     for (let nl = data.indexOf(10, from); nl !== -1; nl = data.indexOf(10, from)) {
-      yield { text: data.toString('utf8', from, nl), line: line++, offset, terminated: true };
+      yield { text: data.toString('utf8', from, nl), line: line++, offset, terminated: true, utf8: isUtf8(data.subarray(from, nl)) };
       offset += nl + 1 - from;
       from = nl + 1;
     }
     carry = from < data.length ? data.subarray(from) : null;
   }
-  if (carry !== null) yield { text: carry.toString('utf8'), line, offset, terminated: false };
+  if (carry !== null) yield { text: carry.toString('utf8'), line, offset, terminated: false, utf8: isUtf8(carry) };
 }
 
 export async function fileSize(file: string): Promise<number> {

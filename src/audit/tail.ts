@@ -47,7 +47,7 @@ class GrowingFile {
       for (let nl = data.indexOf(10); nl !== -1; nl = data.indexOf(10)) {
         const text = data.toString('utf8', 0, nl);
         data = data.subarray(nl + 1);
-        yield parseRecordLine(this.file, { text, line: this.line++, offset: 0, terminated: true });
+        yield parseRecordLine(this.file, { text, line: this.line++ });
       }
       this.carry = Buffer.from(data);
     }

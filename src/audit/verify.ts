@@ -8,10 +8,12 @@
 import { basename } from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { checkCheckpointSignature, checkpointVerifier, type CheckpointVerifier } from './checkpoint.js';
-import { decodeLine } from './decode.js';
+import { decodeLine, type DecodedLine } from './decode.js';
 import { GENESIS_HASH } from './encode.js';
 import type { AuditRecord, RecoveryEvent } from './record.js';
 import { fileSize, findLogFiles, readFileLines } from './segments.js';
+
+const NOT_UTF8: DecodedLine = { kind: 'bad', problem: 'the line is not valid UTF-8: its bytes were changed after writing (the writer writes only UTF-8)', seq: null };
 
 export interface BadRecord {
   readonly file: string;
@@ -94,7 +96,8 @@ export async function verifyAuditLog(path: string, options: VerifyOptions = {}):
     let firstInFile = true;
     for await (const l of readFileLines(file)) {
       const at = (seq: number, problem: string): BadRecord => ({ file, line: l.line, seq, problem });
-      const decoded = l.terminated ? decodeLine(l.text) : null;
+      // The hash covers the text; bytes that are not UTF-8 decode to U+FFFD, so they are refused before it.
+      const decoded = !l.terminated ? null : l.utf8 ? decodeLine(l.text) : NOT_UTF8;
       if (decoded === null || decoded.kind === 'bad') {
         const problem = decoded === null ? 'torn record: the line has no newline (crash mid-write or truncation)' : decoded.problem;
         const bad = at(decoded?.seq ?? w.seq + 1, problem);

@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { verifyAuditLog } from '../../src/audit/index.js';
+import { openAuditLog, verifyAuditLog } from '../../src/audit/index.js';
 import { cli, decision, forgeLine, parse, readLines, rechain, tempDir, writeLines, writeLog } from './helpers.js';
 
 let dir: ReturnType<typeof tempDir>;
@@ -130,6 +130,26 @@ describe('any single changed byte', () => {
       }),
       { numRuns: 150 },
     );
+  });
+});
+
+describe('bytes that are not UTF-8', () => {
+  it('are refused at their line even where they decode to the character they replaced (U+FFFD)', async () => {
+    const key = randomBytes(32);
+    const audit = await openAuditLog({ path: log, workspace: 'ws-audit', checkpoint: { key } });
+    for (let i = 0; i < 5; i++) await audit.append(decision(i, i === 2 ? { path: '/caf\u00e9/\ufffd' } : {}));
+    await audit.close();
+    const original = readFileSync(log);
+    const replacement = Buffer.from('\ufffd');
+    const at = original.indexOf(replacement);
+    // 0xFF is not UTF-8; decoded, it is U+FFFD again, so the text (and a hash over it) would not change.
+    const tampered = Buffer.concat([original.subarray(0, at), Buffer.from([0xff]), original.subarray(at + replacement.length)]);
+    writeFileSync(log, tampered);
+    for (const r of [await verifyAuditLog(log), await verifyAuditLog(log, { key })]) {
+      expect(r.ok).toBe(false);
+      expect(r.firstBad).toMatchObject({ line: 3, seq: 3 });
+      expect(r.firstBad?.problem).toMatch(/not valid UTF-8/);
+    }
   });
 });
 
