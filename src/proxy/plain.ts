@@ -8,7 +8,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { denyAnswer, type DenyAnswer } from './answers.js';
+import { decisionRecord, denyAnswer, proxyVerdict, type DenyAnswer } from './answers.js';
 import { parseAbsoluteUrl, type Destination } from './destination.js';
 import { decideFlow } from './flow.js';
 import { rawDeny, sendDeny } from './http-facts.js';
@@ -19,14 +19,18 @@ import { serveUpgrade } from './upgrade.js';
 async function openPlainFlow(rt: ProxyRuntime, req: IncomingMessage, answer: (deny: DenyAnswer) => void): Promise<{ flow: FlowContext; path: string } | null> {
   const conn = rt.nextConn();
   const url = req.url ?? '';
-  if (url.startsWith('/')) {
-    answer(denyAnswer('bad_request', 'an origin-form request (this is a proxy: send absolute URLs or CONNECT)', { status: 400 }));
+  // Refused before there is a destination to decide on; recorded like every other refusal.
+  const refuse = (reason: 'bad_request' | 'limit_exceeded', what: string) => {
+    const deny = denyAnswer(reason, what, reason === 'bad_request' ? { status: 400 } : {});
+    rt.counters.denied++;
+    rt.appendInBackground(decisionRecord({ conn, protocol: 'http', destination: null, decrypted: false, method: req.method, status: deny.status }, proxyVerdict(rt.policy(), reason, [])));
+    answer(deny);
     return null;
-  }
-  if (rt.overBudget()) {
-    answer(denyAnswer('limit_exceeded', 'this workspace (byte budget spent)'));
-    return null;
-  }
+  };
+  if (url.startsWith('/')) return refuse('bad_request', 'an origin-form request (this is a proxy: send absolute URLs or CONNECT)');
+  // RFC 9112 3.2: an HTTP/1.1 request without Host is answered 400 (node would answer it unrecorded).
+  if (req.httpVersion === '1.1' && req.headers.host === undefined) return refuse('bad_request', 'an HTTP/1.1 request without a Host header');
+  if (rt.overBudget()) return refuse('limit_exceeded', 'this workspace (byte budget spent)');
   const protocol = HTTPS_URL.test(url) ? 'https' : 'http';
   const parsed = parseAbsoluteUrl(url, protocol);
   const outcome = await decideFlow(

@@ -119,6 +119,8 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     requestTimeout: limits.requestTimeoutMs,
     connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4))),
     keepAliveTimeout: 5000,
+    // Checked in plain.ts, where the refusal is recorded.
+    requireHostHeader: false,
   });
   http.timeout = limits.idleTimeoutMs;
   http.maxConnections = limits.maxConnections;

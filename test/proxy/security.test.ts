@@ -238,6 +238,21 @@ rules:
   });
 });
 
+describe('requests refused before any destination is decided', () => {
+  it.each([
+    ['an origin-form request', 'GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n', 'an origin-form request'],
+    ['an HTTP/1.1 request without Host', 'GET http://origin.test/x HTTP/1.1\r\nConnection: close\r\n\r\n', 'without a Host header'],
+  ])('%s -> 400 bad_request, recorded', async (_, request, body) => {
+    const before = (await tp.records()).length;
+    const text = await rawExchange(tp.port, request);
+    expect(text.startsWith('HTTP/1.1 400')).toBe(true);
+    expect(headerOf(text, 'x-microagent-reason')).toBe('bad_request');
+    expect(text).toContain(body);
+    const added = decisions((await tp.records((rs) => rs.length > before)).slice(before));
+    expect(added).toMatchObject([{ verdict: 'deny', reason: 'bad_request', status: 400, host: null, method: 'GET' }]);
+  });
+});
+
 describe('framing and limits', () => {
   const smugglingRecorded = async () => lastDecision((x) => x.reason === 'bad_request' && x.signals.includes('smuggling'));
 
