@@ -2,7 +2,9 @@
  * `audit tail [-f]`: the last records of a log, then (when following) every new record as the writer
  * makes it durable, across rotations. Polls rather than watching: fs.watch misses renames on some
  * filesystems, and a poll every 100 ms costs nothing. Holds the active file open, so after a rotation
- * it finishes the renamed file before moving on. Never writes.
+ * it finishes the renamed file before moving on. A log cut short in place, or replaced by a new file
+ * without a rotation (a new chain from seq 1), is followed again from its start, and the caller told.
+ * Never writes.
  */
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,6 +18,13 @@ export interface TailOptions {
   readonly follow?: boolean;
   readonly signal?: AbortSignal;
   readonly pollMs?: number;
+  /** Called when following starts over: the file got shorter, or was replaced without a rotation. */
+  readonly onRestart?: (why: 'truncated' | 'replaced') => void;
+}
+
+/** Yielded by the follower when the log's records start over (see TailOptions.onRestart). */
+interface Restart {
+  readonly restart: 'truncated' | 'replaced';
 }
 
 const READ_CHUNK = 1 << 16;
@@ -37,7 +46,13 @@ class GrowingFile {
     return new GrowingFile(file, handle, (await handle.stat()).ino);
   }
 
-  async *lines(): AsyncGenerator<LocatedRecord> {
+  async *lines(): AsyncGenerator<LocatedRecord | Restart> {
+    if ((await this.handle.stat()).size < this.offset) {
+      this.offset = 0;
+      this.line = 1;
+      this.carry = Buffer.alloc(0);
+      yield { restart: 'truncated' };
+    }
     const buf = Buffer.alloc(READ_CHUNK);
     for (;;) {
       const { bytesRead } = await this.handle.read(buf, 0, buf.length, this.offset);
@@ -78,13 +93,18 @@ async function segmentsAfter(path: string, after: number): Promise<{ n: number; 
 export async function* tailAuditLog(path: string, options: TailOptions = {}): AsyncGenerator<LocatedRecord> {
   let lastSeq = 0;
   for await (const r of followRecords(path, options)) {
+    if ('restart' in r) {
+      lastSeq = 0;
+      options.onRestart?.(r.restart);
+      continue;
+    }
     if (r.record.seq <= lastSeq) continue;
     lastSeq = r.record.seq;
     yield r;
   }
 }
 
-async function* followRecords(path: string, options: TailOptions): AsyncGenerator<LocatedRecord> {
+async function* followRecords(path: string, options: TailOptions): AsyncGenerator<LocatedRecord | Restart> {
   const keep = options.lines ?? 10;
   const pollMs = options.pollMs ?? 100;
   const history: LocatedRecord[] = [];
@@ -99,15 +119,16 @@ async function* followRecords(path: string, options: TailOptions): AsyncGenerato
     for await (const l of readFileLines(sealed)) if (l.terminated) remember(parseRecordLine(sealed, l));
   }
   let current = await GrowingFile.open(path);
+  // The active file last followed, kept while the path is briefly missing mid-rotation.
+  let followedIno = current?.ino ?? null;
   try {
-    if (current !== null) for await (const r of current.lines()) remember(r);
+    if (current !== null) for await (const r of current.lines()) if (!('restart' in r)) remember(r);
     yield* history;
     if (!options.follow) return;
     while (options.signal?.aborted !== true) {
       if (current !== null) yield* current.lines();
       const now = await stat(path).catch(() => null);
       if (current === null || now === null || now.ino !== current.ino) {
-        const oldIno = current?.ino ?? null;
         if (current !== null) {
           // Rotated: the renamed file may hold records written after our last read.
           yield* current.lines();
@@ -119,13 +140,17 @@ async function* followRecords(path: string, options: TailOptions): AsyncGenerato
           continue;
         }
         current = await GrowingFile.open(path);
+        const sealedBefore = seenSegment;
         // Segments sealed between our old file and the new active one (fast rotation) are read whole.
         for (const seg of await segmentsAfter(path, seenSegment)) {
           if (seg.ino === current?.ino) break;
           seenSegment = seg.n;
-          if (seg.ino === oldIno) continue;
+          if (seg.ino === followedIno) continue;
           for await (const l of readFileLines(seg.file)) if (l.terminated) yield parseRecordLine(seg.file, l);
         }
+        // A new file where no rotation sealed the old one: another chain, not the next records of ours.
+        if (followedIno !== null && seenSegment === sealedBefore && current !== null) yield { restart: 'replaced' };
+        followedIno = current?.ino ?? followedIno;
         continue;
       }
       await pause(pollMs, options.signal);

@@ -1,5 +1,5 @@
 /** query, summary and tail over a real log, through the API and the CLI (table, CSV, --json, tail -f). */
-import { writeFileSync } from 'node:fs';
+import { rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -165,6 +165,35 @@ describe('tail', () => {
     await following;
     await audit.close();
     expect(seen).toEqual(Array.from({ length: 59 }, (_, k) => k + 2));
+  });
+
+  it('a log cut short in place, or replaced by a new chain, is followed again from its start', async () => {
+    let audit = await openAuditLog({ path: log, workspace: 'ws-audit' });
+    for (let i = 0; i < 5; i++) await audit.append(decision(i));
+    await audit.close();
+    const stop = new AbortController();
+    const seen: number[] = [];
+    const restarts: string[] = [];
+    const following = (async () => {
+      for await (const r of tailAuditLog(log, { lines: 5, follow: true, signal: stop.signal, pollMs: 20, onRestart: (why) => restarts.push(why) })) seen.push(r.record.seq);
+    })();
+    await until(() => seen.length === 5, 'history');
+    // Cut in place (same file), then a new chain written into it.
+    truncateSync(log, 0);
+    audit = await openAuditLog({ path: log, workspace: 'ws-audit' });
+    for (let i = 0; i < 3; i++) await audit.append(decision(i));
+    await audit.close();
+    await until(() => seen.length === 8, 'the records after the cut');
+    // Replaced: the file removed and a new one written at the path, no rotation.
+    rmSync(log);
+    audit = await openAuditLog({ path: log, workspace: 'ws-audit' });
+    for (let i = 0; i < 2; i++) await audit.append(decision(i));
+    await until(() => seen.length === 10, 'the records of the new file');
+    stop.abort();
+    await following;
+    await audit.close();
+    expect(seen).toEqual([1, 2, 3, 4, 5, 1, 2, 3, 1, 2]);
+    expect(restarts).toEqual(['truncated', 'replaced']);
   });
 
   it('the CLI tail -f streams records as they are written and stops on SIGINT', async () => {

@@ -157,7 +157,9 @@ const tail: Command = {
     const stop = new AbortController();
     void ctx.interrupted.then(() => stop.abort());
     let count = 0;
-    for await (const located of tailAuditLog(path, { lines, follow: true, signal: stop.signal })) {
+    const onRestart = (why: 'truncated' | 'replaced') =>
+      ctx.out.warn(`${path} was ${why === 'truncated' ? 'cut short' : 'replaced by a new log'}: following it again from its first record`);
+    for await (const located of tailAuditLog(path, { lines, follow: true, signal: stop.signal, onRestart })) {
       count++;
       ctx.out.stream(ctx.out.mode === 'ux' ? tailLine(located.record) : located.text);
     }
