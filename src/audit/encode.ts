@@ -41,7 +41,7 @@ export const EVENT_FIELDS: Readonly<Record<string, readonly string[]>> = {
     'conn', 'protocol', 'host', 'port', 'sni', 'ip', 'method', 'path', 'decrypted', 'status', ...DECISION, 'secret_names',
   ]),
   'egress.close': fieldOrder<EgressCloseEvent>()([
-    'conn', 'host', 'port', 'ip', 'decrypted', 'status', 'bytes_up', 'bytes_down', 'duration_ms', 'reason', 'signals', 'error',
+    'conn', 'host', 'port', 'ip', 'method', 'path', 'decrypted', 'status', 'bytes_up', 'bytes_down', 'duration_ms', 'reason', 'signals', 'error',
   ]),
   'dns.query': fieldOrder<DnsQueryEvent>()([
     'name', 'qtype', 'transport', 'answers', 'upstream_ms', 'cached', 'rcode', ...DECISION,

@@ -57,6 +57,9 @@ export interface EgressCloseEvent {
   readonly host: string | null;
   readonly port: number;
   readonly ip: string | null;
+  /** Set on the close of one request inside a connection; the connection's own close has neither. */
+  readonly method?: string;
+  readonly path?: string;
   readonly decrypted: boolean;
   readonly status?: number;
   readonly bytes_up: number;

@@ -83,6 +83,7 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Gue
         conn: job.conn,
         destination: job.destination,
         ip: job.target.ip,
+        request: { method: job.method, path: job.recordPath },
         decrypted: job.decrypted,
         status,
         bytesUp,

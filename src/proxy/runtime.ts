@@ -93,6 +93,8 @@ export interface CloseFacts {
   readonly conn: string;
   readonly destination: Destination | null;
   readonly ip: string | null;
+  /** A request's close (method, and path without its query); a connection's close has neither. */
+  readonly request?: { readonly method: string; readonly path: string } | undefined;
   readonly decrypted: boolean;
   readonly status?: number | undefined;
   readonly bytesUp: number;
@@ -110,6 +112,7 @@ export function closeRecord(facts: CloseFacts): EgressCloseEvent {
     host: facts.destination === null ? null : destinationHost(facts.destination),
     port: facts.destination?.port ?? 0,
     ip: facts.ip,
+    ...(facts.request === undefined ? {} : { method: facts.request.method, path: facts.request.path }),
     decrypted: facts.decrypted,
     bytes_up: facts.bytesUp,
     bytes_down: facts.bytesDown,

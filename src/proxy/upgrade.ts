@@ -44,6 +44,7 @@ export async function serveUpgrade(rt: ProxyRuntime, flow: FlowContext, req: Inc
         conn: flow.conn,
         destination: flow.destination,
         ip: flow.target.ip,
+        request: { method: facts.method, path: pathOf(facts.path) },
         decrypted: flow.decrypted,
         ...(status === undefined ? {} : { status }),
         bytesUp,
