@@ -64,26 +64,43 @@ export function globToRegExp(glob: string): RegExp {
 const DURATION = /^(\d+)(s|m|h|d)$/;
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
-/** Epoch ms for a time bound; throws `audit.bad_query` for anything unreadable. */
-export function parseTimeBound(value: Date | string, now = Date.now()): number {
+const DATE = /^(\d{4}-\d{2}-\d{2})$/;
+const DATE_TIME = /^(\d{4}-\d{2}-\d{2})[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$/;
+const DAY_MS = 86_400_000;
+
+/**
+ * Epoch ms for a time bound; throws `audit.bad_query` for anything unreadable. A date is a whole UTC
+ * day: from its first millisecond as `since`, to its last as `until` (bounds are inclusive). A time
+ * must carry its offset (`Z`, `+02:00`), as RFC 3339 says: without one it would be read in whatever
+ * zone this host is in.
+ */
+export function parseTimeBound(value: Date | string, bound: 'since' | 'until', now = Date.now()): number {
   if (value instanceof Date) return value.getTime();
   const d = DURATION.exec(value);
   if (d !== null) return now - Number(d[1]) * (UNIT_MS[d[2] as string] as number);
-  const ms = /^\d{4}-\d{2}-\d{2}/.test(value) ? Date.parse(value) : NaN;
-  if (Number.isNaN(ms)) {
-    throw new MicroagentError('invalid', `"${value}" is not a time`, {
-      code: 'audit.bad_query',
-      remediation: 'Give an RFC 3339 time (2026-01-31T12:00:00Z), a date (2026-01-31) or a duration back from now (15m, 2h, 7d).',
-    });
+  const day = DATE.exec(value);
+  const time = day === null ? DATE_TIME.exec(value) : null;
+  if (time !== null && time[2] === undefined) {
+    throw badTime(`"${value}" has no time zone offset`, 'Add Z for UTC, or the offset of its zone: 2026-01-31T12:00:00Z, 2026-01-31T13:00:00+01:00.');
   }
-  return ms;
+  const dayText = (day ?? time)?.[1];
+  const ms = dayText === undefined ? NaN : Date.parse(value);
+  // Date.parse rolls 2026-02-30 over into March: a day that does not exist is refused.
+  if (dayText === undefined || Number.isNaN(ms) || new Date(Date.parse(dayText)).toISOString().slice(0, 10) !== dayText) {
+    throw badTime(`"${value}" is not a time`, 'Give an RFC 3339 time (2026-01-31T12:00:00Z), a date (2026-01-31) or a duration back from now (15m, 2h, 7d).');
+  }
+  return day !== null && bound === 'until' ? ms + DAY_MS - 1 : ms;
+}
+
+function badTime(message: string, remediation: string): MicroagentError {
+  return new MicroagentError('invalid', message, { code: 'audit.bad_query', remediation });
 }
 
 export function compileQuery(q: AuditQuery): (r: AuditRecord) => boolean {
   const host = q.host === undefined ? null : globToRegExp(q.host);
   const event = q.event === undefined ? null : globToRegExp(q.event);
-  const since = q.since === undefined ? null : parseTimeBound(q.since);
-  const until = q.until === undefined ? null : parseTimeBound(q.until);
+  const since = q.since === undefined ? null : parseTimeBound(q.since, 'since');
+  const until = q.until === undefined ? null : parseTimeBound(q.until, 'until');
   return (r) => {
     if (q.verdict !== undefined && recordVerdict(r) !== q.verdict) return false;
     if (q.rule !== undefined && recordRule(r) !== q.rule) return false;

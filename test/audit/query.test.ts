@@ -2,6 +2,7 @@
 import { rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { parseTimeBound } from '../../src/audit/query.js';
 import {
   openAuditLog,
   queryAuditLog,
@@ -47,6 +48,21 @@ describe('query', () => {
     expect(await queryAuditLog(log, { until: '2000-01-01' })).toHaveLength(0);
     expect(await queryAuditLog(log, { since: new Date(Date.now() + 60_000) })).toHaveLength(0);
     await expect(queryAuditLog(log, { since: 'yesterday' })).rejects.toMatchObject({ code: 'audit.bad_query' });
+  });
+
+  it('a date is a whole UTC day; a time needs its offset; a day that does not exist is refused', async () => {
+    const today = new Date().toISOString().slice(0, 10);
+    expect(await queryAuditLog(log, { since: today, until: today })).toHaveLength(53);
+    expect(parseTimeBound('2026-01-31', 'since')).toBe(Date.parse('2026-01-31T00:00:00.000Z'));
+    expect(parseTimeBound('2026-01-31', 'until')).toBe(Date.parse('2026-01-31T23:59:59.999Z'));
+    expect(parseTimeBound('2026-01-31T12:00:00+01:00', 'until')).toBe(Date.parse('2026-01-31T11:00:00Z'));
+    expect(() => parseTimeBound('2026-01-31T12:00:00', 'since')).toThrow(/has no time zone offset/);
+    for (const bad of ['2026-02-30', '2026-11-31T00:00:00Z', '2026-13-45', '2026-01-31T25:00:00Z', '31/01/2026']) {
+      expect(() => parseTimeBound(bad, 'since'), bad).toThrow(/is not a time/);
+    }
+    const run = cli(['audit', 'query', log, '--until', '2026-02-30']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('--until: "2026-02-30" is not a time');
   });
 
   it('the CLI prints a table, CSV, or a JSON array', () => {

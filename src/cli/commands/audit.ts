@@ -97,12 +97,12 @@ const query: Command = {
     if (verdict !== undefined && !(VERDICTS as readonly string[]).includes(verdict)) {
       throw usageError(`audit query: --verdict must be one of ${VERDICTS.join(', ')}`, `usage: microagent audit query ${query.usage}`);
     }
-    for (const bound of [values.since, values.until]) {
-      if (bound === undefined) continue;
+    for (const [bound, value] of [['since', values.since], ['until', values.until]] as const) {
+      if (value === undefined) continue;
       try {
-        parseTimeBound(bound);
+        parseTimeBound(value, bound);
       } catch (err) {
-        throw usageError(`audit query: ${(err as Error).message}`, 'give an RFC 3339 time, a date, or a duration like 15m, 2h, 7d');
+        throw usageError(`audit query: --${bound}: ${(err as Error).message}`, (err as MicroagentError).remediation);
       }
     }
     let signal: Signal | undefined;
