@@ -36,7 +36,9 @@ export async function listLogFiles(base: string): Promise<LogFiles> {
     }
     if (!entry.startsWith(name + '.')) continue;
     const suffix = entry.slice(name.length + 1);
-    if (/^\d+$/.test(suffix)) numbered.push({ n: Number(suffix), file: join(dir, entry) });
+    // Only names the writer makes (audit.jsonl.000042): a backup such as audit.jsonl.1 is not a segment.
+    const n = /^\d+$/.test(suffix) ? Number(suffix) : NaN;
+    if (String(n).padStart(SEGMENT_DIGITS, '0') === suffix) numbered.push({ n, file: join(dir, entry) });
   }
   numbered.sort((a, b) => a.n - b.n);
   const files = numbered.map((s) => s.file);
@@ -61,6 +63,9 @@ export async function findLogFiles(base: string, options: { allowNone?: boolean 
   });
   if (found === null || (found.files.length === 0 && options.allowNone !== true)) {
     throw new MicroagentError('not_found', `no audit log at ${base}`, { code: 'audit.not_found', remediation });
+  }
+  if (found.activeExists && (await stat(base)).isDirectory()) {
+    throw new MicroagentError('invalid', `${base} is a directory, not an audit log`, { code: 'audit.not_a_file', remediation });
   }
   return found;
 }

@@ -1,5 +1,5 @@
 /** query, summary and tail over a real log, through the API and the CLI (table, CSV, --json, tail -f). */
-import { rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseTimeBound } from '../../src/audit/query.js';
@@ -8,6 +8,7 @@ import {
   queryAuditLog,
   summarizeAuditLog,
   tailAuditLog,
+  verifyAuditLog,
   type AuditRecord,
   type LocatedRecord,
 } from '../../src/audit/index.js';
@@ -246,6 +247,23 @@ describe('a log that is not there', () => {
       expect(run.stderr, verb).toBe(`error: no audit log at ${path}\n  fix: Pass the path of the active log file (e.g. ~/.microagent/workspaces/NAME/audit.jsonl); sealed segments next to it are read too.\n`);
       expect(run.code, verb).toBe(1);
     }
+  });
+
+  it('a directory at the path is named as one, for every reader', () => {
+    const path = join(dir.path, 'logs.jsonl');
+    mkdirSync(path);
+    for (const verb of ['verify', 'query', 'summary', 'tail']) {
+      const run = cli(['audit', verb, path]);
+      expect(run.stderr, verb).toContain(`error: ${path} is a directory, not an audit log`);
+      expect(run.code, verb).toBe(1);
+    }
+  });
+
+  it('files beside the log that the writer never names (audit.jsonl.1, a seven-digit 0000001) are not segments', async () => {
+    await writeLog({ path: log }, 3);
+    writeFileSync(`${log}.1`, 'a logrotate backup\n');
+    writeFileSync(`${log}.0000001`, 'not the writer\'s name\n');
+    expect(await verifyAuditLog(log)).toMatchObject({ ok: true, records: 3, files: [log] });
   });
 
   it('tail -f in an existing directory waits for the log to be created', async () => {
