@@ -3,9 +3,12 @@
  * rules decide() named, with their source positions; it must never re-implement matching.
  */
 import { MicroagentError } from '../errors.js';
+import { formatIp, parseIp } from './address.js';
 import { decide } from './decide.js';
+import { normalizeHost } from './host.js';
 import { withMode, type Policy, type PolicyRule } from './policy.js';
 import { REASONS } from './reasons.js';
+import { normalizeMethod, pathReadings } from './request.js';
 import { targetInput, type TargetOptions } from './target.js';
 import type { Action, Decision, DecisionInput, Mode, SourcePosition } from './types.js';
 
@@ -15,9 +18,20 @@ export interface ExplainedRule {
   readonly position: SourcePosition;
 }
 
+/** The input as decide() reads it; each part absent when it was not given or cannot be read strictly. */
+export interface NormalizedInput {
+  readonly host?: string;
+  readonly ip?: string;
+  readonly port?: number;
+  readonly method?: string;
+  /** Every reading of the path (the RFC 3986 one first): path rules must agree in all of them. */
+  readonly paths?: readonly string[];
+}
+
 export interface Explanation {
   readonly target: string;
   readonly input: DecisionInput;
+  readonly normalized: NormalizedInput;
   readonly decision: Decision;
   /** The human meaning of decision.reason. */
   readonly because: string;
@@ -42,10 +56,26 @@ export function explain(policy: Policy, target: string, options: TargetOptions &
   return {
     target,
     input: input.value,
+    normalized: normalizedInput(input.value),
     decision,
     because: REASONS[decision.reason],
     deciding: decision.rule === null ? null : lookup(decision.rule),
     matched: decision.matched.map(lookup),
     policy: { file: policy.file, hash: effective.hash, mode: effective.mode, reportOnly: policy.reportOnly },
+  };
+}
+
+/** The same normalisation decide() applies, shown so a policy author sees what was matched. */
+function normalizedInput(input: DecisionInput): NormalizedInput {
+  const host = input.host === undefined ? null : normalizeHost(input.host);
+  const ip = input.ip === undefined ? null : parseIp(input.ip);
+  const method = input.method === undefined ? null : normalizeMethod(input.method);
+  const paths = input.path === undefined ? null : pathReadings(input.path);
+  return {
+    ...(host === null ? {} : { host }),
+    ...(ip === null ? {} : { ip: formatIp(ip) }),
+    ...(input.port === undefined ? {} : { port: input.port }),
+    ...(method === null ? {} : { method }),
+    ...(paths === null ? {} : { paths }),
   };
 }

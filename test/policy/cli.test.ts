@@ -165,6 +165,14 @@ describe('policy explain', () => {
     expect(internal.input).toMatchObject({ protocol: 'https', host: '10.1.2.3', port: 443 });
   });
 
+  it('shows the input as decide() read it: host lowercased, punycode, no trailing dot, every path reading', () => {
+    const r = run('policy', 'explain', STRICT, 'https://API.GitHub.COM./repos//../user?x=1');
+    expect(r.stdout).toMatch(/^input +protocol=https host=API\.GitHub\.COM\. port=443 method=GET path=\/repos\/\/\.\.\/user\?x=1$/m);
+    expect(r.stdout).toMatch(/^read as +host=api\.github\.com port=443 method=GET path=\/repos\/user \(also read as \/user\)$/m);
+    const json = JSON.parse(run('--json', 'policy', 'explain', STRICT, 'https://bücher.example/%61b', '--ip', '::FFFF:1.2.3.4').stdout);
+    expect(json.normalized).toEqual({ host: 'xn--bcher-kva.example', ip: '::ffff:1.2.3.4', port: 443, method: 'GET', paths: ['/ab'] });
+  });
+
   it('lists every matched rule in file order', () => {
     const file = write('both.yaml', 'version: 1\nrules:\n  - {id: first, action: allow, hosts: [.example.com]}\n  - {id: second, action: deny, hosts: [bad.example.com]}\n');
     const result = JSON.parse(run('--json', 'policy', 'explain', file, 'bad.example.com:443').stdout);

@@ -134,6 +134,11 @@ const explainCommand: Command = {
       `${r.id} (${r.action}, ${r.position.file}:${r.position.line}:${r.position.column})`;
     const d = e.decision;
     const input = Object.entries(e.input).map(([k, v]) => `${k}=${String(v)}`).join(' ');
+    const { paths, ...parts } = e.normalized;
+    const readAs = [
+      ...Object.entries(parts).map(([k, v]) => `${k}=${String(v)}`),
+      ...(paths === undefined ? [] : [`path=${paths[0]}`, ...paths.slice(1).map((p) => `(also read as ${p})`)]),
+    ].join(' ');
     const human = [
       `verdict   ${d.verdict} (action ${d.action})`,
       `reason    ${d.reason}: ${e.because}`,
@@ -143,6 +148,7 @@ const explainCommand: Command = {
       ...(d.inject.length === 0 ? [] : [`inject    ${d.inject.map((h) => `${h.header} <- secrets ${h.secrets.join(', ')}`).join('; ')}`]),
       `checks    ${d.requestCheck ? 'each request is decided separately (method/path rules)' : 'none per request'}; tls ${d.tls ? 'yes' : 'no'}`,
       `input     ${input}`,
+      `read as   ${readAs || '(nothing readable: see reason)'}`,
       `policy    ${e.policy.file} mode ${e.policy.mode}${e.policy.reportOnly ? ' report-only' : ''} ${e.policy.hash}`,
     ].join('\n');
     return { result: e, human };
