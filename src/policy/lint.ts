@@ -77,20 +77,21 @@ function covers(by: PolicyRule, rule: PolicyRule): boolean {
   );
 }
 
-function isBroad(rule: PolicyRule): string | null {
+/** Every pattern of the rule so broad it defeats the policy, each said in words. */
+function broadPatterns(rule: PolicyRule): string[] {
+  const found: string[] = [];
   for (const host of rule.hosts ?? []) {
-    if (host.kind === 'any') return 'allows every host name ("*")';
-    if ((host.kind === 'subdomains' || host.kind === 'apex') && !host.suffix.includes('.')) {
-      return `allows a whole top-level domain ("${host.kind === 'apex' ? '.' : '*.'}${host.suffix}")`;
-    }
-    if (host.kind === 'glob' && host.labels.at(-1) === null) {
-      return `"${globText(host)}" matches that name under every top-level domain, most of them registered by someone else`;
+    if (host.kind === 'any') found.push('allows every host name ("*")');
+    else if ((host.kind === 'subdomains' || host.kind === 'apex') && !host.suffix.includes('.')) {
+      found.push(`allows a whole top-level domain ("${host.kind === 'apex' ? '.' : '*.'}${host.suffix}")`);
+    } else if (host.kind === 'glob' && host.labels.at(-1) === null) {
+      found.push(`"${globText(host)}" matches that name under every top-level domain, most of them registered by someone else`);
     }
   }
   for (const cidr of rule.cidrs ?? []) {
-    if (cidr.bits < (cidr.ip.family === 4 ? 8 : 16)) return `allows a huge address range (${cidr.text})`;
+    if (cidr.bits < (cidr.ip.family === 4 ? 8 : 16)) found.push(`allows a huge address range (${cidr.text})`);
   }
-  return null;
+  return found;
 }
 
 function neverMatches(rule: PolicyRule): string | null {
@@ -162,8 +163,8 @@ export function lintPolicy(policy: Policy): LintWarning[] {
     if (rule.protocols !== null && rule.protocols.includes('tcp') && (rule.tls || (rule.ports !== null && rule.ports.every(([from, to]) => from === 443 && to === 443)))) {
       warn(rule, 'tcp_on_tls_port', `allows tcp only on TLS ports (${rule.tls ? 'tls: true' : '443'}): a tunnel there must carry TLS, so raw TCP (SSH over port 443, say) never passes; allow tcp on the service's own port`);
     }
-    const broad = isBroad(rule);
-    if (broad !== null) warn(rule, 'broad_allow', `${broad}; list the hosts the agent needs instead`);
+    const broad = broadPatterns(rule);
+    if (broad.length > 0) warn(rule, 'broad_allow', `${broad.join('; ')}; list the hosts the agent needs instead`);
     const covering = coverCandidates(policy, rule);
     const deny = covering.find((other) => other.action === 'deny' && other.methods === null && other.paths === null);
     if (deny !== undefined) {

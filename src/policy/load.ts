@@ -6,7 +6,7 @@
  */
 import { isMap, type Node, type Pair } from 'yaml';
 import { parseTestCases } from './cases.js';
-import { ok, parseCidr, parseHostPattern, parsePort, type Checked } from './patterns.js';
+import { bad, ok, parseCidr, parseHostPattern, parsePort, type Checked } from './patterns.js';
 import { buildPolicy, type Policy, type PolicyRule, type PolicySource } from './policy.js';
 import { readPolicyFile } from './read.js';
 import { parseHeaderName, parseHeaderTemplate, parseMethod, parsePathGlob } from './request.js';
@@ -71,9 +71,11 @@ function parseRule(src: YamlSource, node: Node, index: number, seenIds: Map<stri
   const hosts = listOf(src, entries.get('hosts'), 'hosts', 'remove "hosts" or list at least one name', stringItem(src, 'host', parseHostPattern));
   const cidrs = listOf(src, entries.get('cidrs'), 'cidrs', 'remove "cidrs" or list at least one network', stringItem(src, 'cidr', parseCidr));
   const ports = listOf(src, entries.get('ports'), 'ports', 'remove "ports" to match every port', (n) => parsePort(scalarValue(n)));
-  const protocols = listOf(src, entries.get('protocols'), 'protocols', 'remove "protocols" to match every protocol', (n) => {
-    const protocol = oneOf(src, n, 'protocol', PROTOCOLS);
-    return protocol === null ? null : ok(protocol);
+  // Case-insensitive, like methods: HTTPS is https.
+  const protocols = listOf(src, entries.get('protocols'), 'protocols', 'remove "protocols" to match every protocol', (n): Checked<Protocol> => {
+    const value = scalarValue(n);
+    const protocol = PROTOCOLS.find((p) => typeof value === 'string' && p === value.toLowerCase());
+    return protocol !== undefined ? ok(protocol) : bad(`protocol ${JSON.stringify(value)} is not one of ${PROTOCOLS.join(', ')}`, `write one of ${PROTOCOLS.join(', ')}`);
   });
   const methods = listOf(src, entries.get('methods'), 'methods', 'remove "methods" to match every method', stringItem(src, 'method', parseMethod));
   const paths = listOf(src, entries.get('paths'), 'paths', 'remove "paths" to match every path', stringItem(src, 'path', parsePathGlob));

@@ -16,6 +16,11 @@ export type Checked<T> = { readonly ok: true; readonly value: T } | ({ readonly 
 export const ok = <T>(value: T): Checked<T> => ({ ok: true, value });
 export const bad = (problem: string, fix: string): Checked<never> => ({ ok: false, problem, fix });
 
+/** Spaces around a value are a typing slip (`" a.com"` in quotes): refused, not silently trimmed. */
+export function spaced(raw: string): Checked<never> | null {
+  return raw.trim() === raw ? null : bad(`"${raw}" has spaces around it`, `write "${raw.trim()}"`);
+}
+
 /**
  * exact: that name only. subdomains (`*.x`): names below x at any depth, not x itself.
  * apex (`.x`): x and every name below it. glob (`ec2.*.x`): each `*` is exactly one label.
@@ -62,12 +67,13 @@ function misplacedPart(text: string): Checked<never> | null {
 }
 
 export function parseHostPattern(raw: string): Checked<HostPattern> {
-  const text = raw.trim();
-  if (text === '') return bad('empty host pattern', 'remove the entry or write a host name such as api.github.com');
+  const text = raw;
+  if (text.trim() === '') return bad('empty host pattern', 'remove the entry or write a host name such as api.github.com');
+  const padded = spaced(text);
+  if (padded !== null) return padded;
   if (text === '*') return ok({ kind: 'any' });
-  if (parseIp(text) !== null || parseIp(text.replace(/\.$/, '')) !== null) {
-    return bad(`"${text}" is an IP address, not a host name`, `move it to the rule's cidrs: [${text}]`);
-  }
+  const ip = parseIp(text) ?? parseIp(text.replace(/\.$/, ''));
+  if (ip !== null) return bad(`"${text}" is an IP address, not a host name`, `move it to the rule's cidrs: [${formatIp(ip)}]`);
   if (text.includes('**')) return bad(`"${text}": "**" is not a host wildcard`, 'use "*.example.com" for subdomains at any depth');
   const misplaced = misplacedPart(text);
   if (misplaced !== null) return misplaced;
@@ -81,6 +87,8 @@ export function parseHostPattern(raw: string): Checked<HostPattern> {
     body = body.slice(1);
   }
   const labels = body.replace(/\.$/, '').split('.');
+  // One trailing dot is the root (dropped); more, or ".." inside, is an empty label.
+  if (labels.includes('')) return bad(`"${text}" has an empty label`, 'write the name with single dots, e.g. "api.example.com"');
   for (const label of labels) {
     if (label.includes('*') && label !== '*') {
       return bad(`"${text}": "*" must stand for a whole label`, 'write "*.example.com" for every subdomain, or list the exact names');
@@ -111,7 +119,9 @@ export interface Cidr {
 }
 
 export function parseCidr(raw: string): Checked<Cidr> {
-  const text = raw.trim();
+  const padded = spaced(raw);
+  if (padded !== null) return padded;
+  const text = raw;
   const slash = text.indexOf('/');
   const addrText = slash === -1 ? text : text.slice(0, slash);
   const ip = parseIp(addrText);
@@ -155,7 +165,8 @@ export type PortRange = readonly [number, number];
 export function parsePort(raw: unknown): Checked<PortRange> {
   const fix = 'write a port 1-65535 or a range "8000-8100"';
   if (typeof raw === 'number') {
-    return Number.isInteger(raw) && raw >= 1 && raw <= 65535 ? ok([raw, raw]) : bad(`port ${raw} is out of range`, fix);
+    if (!Number.isInteger(raw)) return bad(`port ${raw} is not a whole number`, fix);
+    return raw >= 1 && raw <= 65535 ? ok([raw, raw]) : bad(`port ${raw} is out of range`, fix);
   }
   if (typeof raw !== 'string') return bad('a port must be a number or a "low-high" string', fix);
   const match = /^\s*([0-9]{1,5})\s*(?:-\s*([0-9]{1,5})\s*)?$/.exec(raw);

@@ -10,7 +10,7 @@
  * Secret values are never looked at here; only their names are collected.
  */
 import type { HeaderInjection } from './types.js';
-import { bad, ok, type Checked } from './patterns.js';
+import { bad, ok, spaced, type Checked } from './patterns.js';
 
 export function normalizeMethod(raw: string): string | null {
   const method = raw.toUpperCase();
@@ -18,7 +18,9 @@ export function normalizeMethod(raw: string): string | null {
 }
 
 export function parseMethod(raw: string): Checked<string> {
-  const method = normalizeMethod(raw.trim());
+  const padded = spaced(raw);
+  if (padded !== null) return padded;
+  const method = normalizeMethod(raw);
   return method !== null ? ok(method) : bad(`"${raw}" is not an HTTP method`, 'write a method name such as GET or POST');
 }
 
@@ -29,7 +31,9 @@ export interface PathGlob {
 
 /** `*` is any run of characters within one segment; `**` as a whole segment is any number of segments. */
 export function parsePathGlob(raw: string): Checked<PathGlob> {
-  const text = raw.trim();
+  const padded = spaced(raw);
+  if (padded !== null) return padded;
+  const text = raw;
   if (!text.startsWith('/')) return bad(`path "${raw}" does not start with "/"`, `write "/${text}"`);
   if (/[?#\s\\]/.test(text)) return bad(`path "${raw}" contains a query, fragment, space or backslash`, 'match on the path only, e.g. "/repos/**"');
   if (text.includes('//') || text.includes(';')) {
@@ -47,7 +51,8 @@ export function parsePathGlob(raw: string): Checked<PathGlob> {
   }
   const normalized = normalizePath(text.replace(/\*/g, 'x'), { ...RFC_READING, slashes: 'decode' });
   if (normalized === null || normalized !== text.replace(/\*/g, 'x')) {
-    return bad(`path "${raw}" is not in normal form (dot segments or escapes)`, 'write the path as the server sees it, without "." or ".." segments and with unreserved characters unescaped');
+    const how = 'write the path without "." or ".." segments, unreserved characters unescaped (%61 is "a") and other escapes in upper case (%3A)';
+    return bad(`path "${raw}" is not in normal form (dot segments or escapes)`, normalized !== null && !text.includes('*') ? `${how}: "${normalized}"` : how);
   }
   return ok({ text, regex: new RegExp(source + '$') });
 }

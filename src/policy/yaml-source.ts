@@ -35,6 +35,10 @@ export function readYaml(text: string, file: string): YamlSource {
       issues.push({ ...at(error.pos[0]), problem: 'the file holds more than one YAML document', fix: 'keep one policy per file: remove the "---" line and what follows' });
       continue;
     }
+    if (/Maximum call stack/.test(error.message)) {
+      issues.push({ ...at(error.pos[0]), problem: 'the YAML nests too deeply to be read', fix: 'a policy needs a few levels at most: flatten the nested lists or maps' });
+      continue;
+    }
     const fix = error.code === 'DUPLICATE_KEY' ? 'keep one of the repeated keys' : 'correct the YAML syntax at this position';
     issues.push({ ...at(error.pos[0]), problem: `YAML syntax: ${error.message.split('\n')[0]}`, fix });
   }

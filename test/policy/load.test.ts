@@ -56,6 +56,46 @@ const broken: [string, number, number, RegExp, RegExp][] = [
   ['version-string.yaml', 1, 10, /version must be the number 1, not the string "1"/, /no quotes/],
 ];
 
+describe('values that were mistyped are refused with the fix', () => {
+  const problemsOf = (rule: string) => {
+    try {
+      parsePolicy(`version: 1\nrules:\n  - {id: r, action: allow, ${rule}}\n`, 'typo.yaml');
+      return [];
+    } catch (err) {
+      if (!isPolicyInvalidError(err)) throw err;
+      return err.issues.map((i) => `${i.problem} | ${i.fix}`);
+    }
+  };
+  it.each([
+    ['hosts: [" a.com"]', /" a\.com" has spaces around it \| write "a\.com"/],
+    ['cidrs: ["10.0.0.0/8 "]', /has spaces around it \| write "10\.0\.0\.0\/8"/],
+    ['hosts: [a.com], paths: [" /v1/**"]', /has spaces around it/],
+    ['hosts: [a.com], methods: [" GET"]', /has spaces around it/],
+    ['hosts: ["example.com.."]', /"example\.com\.\." has an empty label/],
+    ['hosts: ["[::1]"]', /is an IP address, not a host name \| move it to the rule's cidrs: \[::1\]$/],
+    ['hosts: [a.com], ports: [1.5]', /port 1\.5 is not a whole number/],
+    ['hosts: [a.com], protocols: [ftp]', /protocol "ftp" is not one of http, https, tcp, dns \| write one of http, https, tcp, dns/],
+    ['hosts: [a.com], paths: ["/x%3a"]', /escapes in upper case \(%3A\): "\/x%3A"/],
+  ])('%s', (rule, expected) => {
+    expect(problemsOf(rule).join('\n')).toMatch(expected);
+  });
+
+  it('protocols are case-insensitive, like methods', () => {
+    expect(problemsOf('hosts: [a.com], protocols: [HTTPS, Tcp]')).toEqual([]);
+  });
+
+  it('YAML nested too deeply to read is said in words', () => {
+    const deep = `version: 1\nrules: ${'['.repeat(5000)}${']'.repeat(5000)}\n`;
+    try {
+      parsePolicy(deep, 'deep.yaml');
+      expect.unreachable();
+    } catch (err) {
+      if (!isPolicyInvalidError(err)) throw err;
+      expect(err.issues[0]?.problem).toBe('the YAML nests too deeply to be read');
+    }
+  });
+});
+
 describe('broken policies name file, line, column and a fix', () => {
   it.each(broken)('%s -> %i:%i', async (name, line, column, problem, fix) => {
     const file = testdata(name);
@@ -160,6 +200,12 @@ rules:
     expect(kinds('all-v4')).toContain('broad_allow');
     expect(kinds('every-tld')).toContain('broad_allow');
     expect(kinds('github')).not.toContain('broad_allow');
+  });
+
+  it('names every broad pattern of a rule, not only the first', () => {
+    const many = parsePolicy('version: 1\nrules:\n  - {id: wide, action: allow, hosts: [a.com, "x.*", "*.com"], cidrs: [0.0.0.0/0, "::/0"]}\n', 'wide.yaml');
+    const [broad] = lintPolicy(many).filter((w) => w.kind === 'broad_allow');
+    for (const part of ['"x.*"', '"*.com"', '0.0.0.0/0', '::/0']) expect(broad?.message).toContain(part);
   });
 
   it('flags an allow a deny always beats', () => {
