@@ -21,6 +21,8 @@ export interface BadRecord {
   /** The record's own seq when readable, else the seq expected at that place. */
   readonly seq: number;
   readonly problem: string;
+  /** The chain is whole; the signed checkpoints do not vouch for it from this record on. */
+  readonly unsigned?: true;
 }
 
 export interface Recovery {
@@ -125,6 +127,7 @@ export async function verifyAuditLog(path: string, options: VerifyOptions = {}):
     if (w.firstUnsigned !== null) {
       return result({
         ...w.firstUnsigned,
+        unsigned: true,
         problem:
           `not covered by a signed checkpoint (${w.seq - w.signedThroughSeq} record(s) at the end): the log was cut ` +
           'after its last checkpoint, or the writer did not close cleanly (use --live for a log still being written)',
@@ -134,6 +137,7 @@ export async function verifyAuditLog(path: string, options: VerifyOptions = {}):
     if (!w.lastWasFinal && w.lastCheckpointAt !== null) {
       return result({
         ...w.lastCheckpointAt,
+        unsigned: true,
         problem: 'the log ends without the final checkpoint written on close: records after it may have been cut off',
       });
     }
@@ -149,7 +153,7 @@ function acknowledges(record: AuditRecord, suspect: Suspect): boolean {
 
 function chainProblem(w: Walk, r: AuditRecord, key: CheckpointVerifier | undefined): string | null {
   const expected = w.seq + 1;
-  if (r.seq > expected) return `seq ${r.seq} where ${expected} was expected: record(s) ${expected}..${r.seq - 1} are missing (deleted)`;
+  if (r.seq > expected) return `seq ${r.seq} where ${expected} was expected: record(s) ${expected}..${r.seq - 1} are missing here (deleted, or moved later)`;
   if (r.seq < expected) return `seq ${r.seq} where ${expected} was expected: a record was inserted, duplicated or moved here`;
   if (r.prev !== w.hash) {
     return w.records === 0 && w.hash === GENESIS_HASH && r.seq === 1

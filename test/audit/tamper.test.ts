@@ -78,7 +78,7 @@ describe('the five tamperings', () => {
     writeLines(log, lines);
     const r = await verifyAuditLog(log);
     expect(r.firstBad).toMatchObject({ line: 5, seq: 6 });
-    expect(r.firstBad?.problem).toMatch(/seq 6 where 5 was expected/);
+    expect(r.firstBad?.problem).toMatch(/seq 6 where 5 was expected: record\(s\) 5..5 are missing here \(deleted, or moved later\)/);
   });
 
   it('a truncated last line (torn write) is reported', async () => {
@@ -184,10 +184,12 @@ describe('signed checkpoints', () => {
     const r = await verifyAuditLog(log, { key: signer.key });
     expect(r.ok).toBe(false);
     expect(r.unsignedTail).toBe(8);
-    expect(r.firstBad).toMatchObject({ line: 34, seq: 34, problem: expect.stringMatching(/not covered by a signed checkpoint/) });
+    expect(r.firstBad).toMatchObject({ line: 34, seq: 34, unsigned: true, problem: expect.stringMatching(/not covered by a signed checkpoint/) });
     const run = cli(['audit', 'verify', log, '--key', keyFile]);
     expect(run.code).toBe(1);
     expect(run.stdout).toContain(`${log}:34 (seq 34)`);
+    // The chain itself held: the count is of the whole chain, not of records "before" seq 34.
+    expect(run.stdout).toContain('the hash chain holds through seq 41 (41 record(s)), but the signed checkpoints do not vouch for it from seq 34 on');
     expect(cli(['audit', 'verify', log, '--key', keyFile, '--live']).code).toBe(0);
   });
 

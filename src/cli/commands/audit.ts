@@ -26,7 +26,11 @@ function verifyText(path: string, r: VerifyResult): string {
   if (r.firstBad !== undefined) {
     const b = r.firstBad;
     lines.push(`FAILED ${b.file}:${b.line} (seq ${b.seq}): ${printable(b.problem)}`);
-    lines.push(`  ${r.records} record(s) verified before it; last good seq ${r.lastSeq}, hash ${r.lastHash}`);
+    lines.push(
+      b.unsigned === true
+        ? `  the hash chain holds through seq ${r.lastSeq} (${r.records} record(s)), but the signed checkpoints do not vouch for it from seq ${b.seq} on`
+        : `  ${r.records} record(s) verified before it; last good seq ${r.lastSeq}, hash ${r.lastHash}`,
+    );
     return lines.join('\n');
   }
   lines.push(`ok: ${r.records} record(s) in ${r.files.length} file(s) of ${path}; last seq ${r.lastSeq}, last hash ${r.lastHash}`);
