@@ -46,7 +46,7 @@ export const SIGNALS = {
   https_record_stripped: 'HTTPS/SVCB records were removed (ECH would hide the SNI)',
   exfiltration_guard: 'label length, query rate or distinct-name limit tripped',
   secret_injected: 'a secret header was added on the host side',
-  smuggling: 'conflicting Content-Length/Transfer-Encoding framing',
+  smuggling: 'framing a server could read differently: conflicting or invalid Content-Length/Transfer-Encoding, bad chunk sizes, malformed header lines (obsolete line folding, bare LF)',
   slow_client: 'the client was cut off by an idle or total timeout',
   mediation_off: 'traffic flowed with egress mediation off',
   client_rejected_ca: "the guest's TLS client rejected the workspace CA's certificate (it does not trust the CA)",

@@ -39,11 +39,11 @@ describe('exfiltration guard', () => {
     expect(upstream.received.filter((q) => q.name.endsWith('.exfil.test'))).toHaveLength(10);
     const limited = (await h.records()).filter((r) => r.reason === 'rate_limited');
     expect(limited).toHaveLength(15);
-    expect(limited[0]).toMatchObject({ verdict: 'deny', signals: ['unlisted', 'exfiltration_guard'], rcode: 'REFUSED', qtype: 'TXT' });
+    expect(limited[0]).toMatchObject({ verdict: 'deny', signals: ['exfiltration_guard'], rcode: 'REFUSED', qtype: 'TXT' });
 
     const longLabel = `${'q'.repeat(50)}.other.test`;
     expect((await dig(h.port, longLabel, 'A')).status).toBe('REFUSED');
-    expect(await h.lastRecord(longLabel)).toMatchObject({ reason: 'rate_limited', signals: ['unlisted', 'exfiltration_guard'] });
+    expect(await h.lastRecord(longLabel)).toMatchObject({ reason: 'rate_limited', signals: ['exfiltration_guard'] });
     expect(upstream.count(longLabel)).toBe(0);
   });
 

@@ -34,13 +34,13 @@ describe('admitQuery', () => {
     ['guarded', 'bad.test', 'A', 'answer_empty', 5, 'rule_deny', []],
     ['strict', 'bad.test', 'A', 'answer_empty', 5, 'rule_deny', []],
     ['off', 'bad.test', 'A', 'forward', 0, 'mediation_off', ['mediation_off']],
-    ['guarded', 'dns.google', 'A', 'answer_empty', 5, 'doh_denied', ['unlisted']],
+    ['guarded', 'dns.google', 'A', 'answer_empty', 5, 'doh_denied', []],
     ['strict', 'dns.google', 'A', 'answer_empty', 5, 'default_deny', []],
     ['guarded', 'dns.quad9.net', 'A', 'forward', 0, 'rule_allow', []],
     ['guarded', 'web.test', 'UNKNOWN_65', 'answer_empty', 0, 'rule_allow', ['https_record_stripped']],
     ['guarded', 'web.test', 'UNKNOWN_64', 'answer_empty', 0, 'rule_allow', ['https_record_stripped']],
     ['guarded', 'web.test', 'AXFR', 'answer_empty', 5, 'bad_request', []],
-    ['guarded', `${'x'.repeat(45)}.evil.example`, 'A', 'answer_empty', 5, 'rate_limited', ['unlisted', 'exfiltration_guard']],
+    ['guarded', `${'x'.repeat(45)}.evil.example`, 'A', 'answer_empty', 5, 'rate_limited', ['exfiltration_guard']],
     ['guarded', `${'x'.repeat(60)}.allowed.test`, 'A', 'forward', 0, 'rule_allow', []], // a rule vouches for the domain
     ['strict', `${'x'.repeat(60)}.allowed.test`, 'A', 'forward', 0, 'rule_allow', []],
     // Reverse lookups are judged as the address they name: the host's network is not the guest's to map.

@@ -96,9 +96,11 @@ const proxy: Command = {
       ctx.out.info(`proxy: mode ${policy().mode}, policy ${policy().hash}, audit ${auditPath}; Ctrl-C to stop`);
       const signal = await ctx.interrupted;
       await running.close();
+      const stats = running.stats();
       return {
-        result: { stopped_by: signal, listen: tcp, socket: running.addresses.socket, ca_cert: ca.certPath, audit: auditPath, stats: running.stats() },
-        human: `proxy: stopped (${signal}); ${running.stats().requests} requests, ${running.stats().denied} denied`,
+        result: { stopped_by: signal, listen: tcp, socket: running.addresses.socket, ca_cert: ca.certPath, audit: auditPath, stats },
+        // Denials count connections and requests alike (a refused CONNECT serves no request).
+        human: `proxy: stopped (${signal}); ${stats.connections} client connection(s), ${stats.tunnels} tunnel(s), ${stats.requests} request(s) served, ${stats.denied} denial(s)`,
       };
     } finally {
       ca?.close();

@@ -51,8 +51,10 @@ function fromDecision(decision: Decision, overrides: Partial<QueryVerdict> = {})
   };
 }
 
+/** The policy let the name through; the resolver refuses the question: its signals of an allow do not carry over. */
 function refused(decision: Decision, reason: Reason, signals: readonly Signal[]): Admission {
-  return { kind: 'answer_empty', rcode: RCODE.REFUSED, verdict: fromDecision(decision, { verdict: 'deny', rule: null, reason, signals }) };
+  const kept = signals.filter((s) => s !== 'unlisted' && s !== 'would_deny');
+  return { kind: 'answer_empty', rcode: RCODE.REFUSED, verdict: fromDecision(decision, { verdict: 'deny', rule: null, reason, signals: kept }) };
 }
 
 export type NameDecider = (policy: Policy, name: string) => Decision;
