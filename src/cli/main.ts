@@ -116,8 +116,11 @@ export async function main(argv: readonly string[]): Promise<number> {
   const out = createOutput(globals.mode);
   try {
     const words = globals.rest;
-    // `microagent help kernel` is `microagent kernel --help`.
-    if (words.length === 2 && HELP_WORDS.has(words[0] as string)) words.reverse();
+    // `microagent help kernel` is `microagent kernel --help`, `help policy check` is `policy check --help`.
+    if (words.length >= 2 && HELP_WORDS.has(words[0] as string)) {
+      words.shift();
+      words.push('--help');
+    }
     if (words.length === 0 || HELP_WORDS.has(words[0] as string)) {
       const text = `microagent: egress and mediation for AI-agent sandboxes\n\n${helpText(await allCommands())}\n${VERSION_HELP}`;
       printResult(globals.mode, { commands: [...(await allCommands()).map((c) => c.name), 'version'] }, text);
@@ -134,17 +137,33 @@ export async function main(argv: readonly string[]): Promise<number> {
       return 0;
     }
     const { command, args } = found;
-    if (args.includes('--help') || args.includes('-h')) {
+    // Only the command's own options: after "--" a -h belongs to the guest command (ls -h).
+    const own = args.includes('--') ? args.slice(0, args.indexOf('--')) : args;
+    if (own.includes('--help') || own.includes('-h')) {
       printResult(globals.mode, { usage: `microagent ${command.name} ${command.usage}` },
         `usage: microagent ${command.name} ${command.usage}\n  ${command.summary}`);
       return 0;
     }
     let signalled: (s: NodeJS.Signals) => void = () => {};
     const interrupted = new Promise<NodeJS.Signals>((resolve) => (signalled = resolve));
-    const onSignal = (s: NodeJS.Signals) => signalled(s);
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
-    onBrokenPipe = () => signalled('SIGPIPE');
+    let first: NodeJS.Signals | null = null;
+    const interrupt = (s: NodeJS.Signals) => {
+      first = s;
+      signalled(s);
+    };
+    // The first signal interrupts the command, which decides what to do; a second one (also after
+    // the reader went away) ends this process as that signal would.
+    const onSignal = (s: NodeJS.Signals) => {
+      if (first === null) return interrupt(s);
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      process.kill(process.pid, s);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    onBrokenPipe = () => {
+      if (first === null) interrupt('SIGPIPE');
+    };
     const ctx: CliContext = { out, stateDir: globals.stateDir, interrupted };
     // Handed back once the command is over, failed or not: anything it left running must not make
     // the process deaf to SIGTERM.

@@ -1,7 +1,8 @@
 // The `microagent` entry point as users meet it first: help, version, and a mistyped command, through
 // the built CLI (`npm run build` first).
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
@@ -64,6 +65,31 @@ describe('microagent', () => {
     expect(r.stderr).toBe('');
     const commands = r.stdout.split('\n').filter((line) => line.startsWith('  microagent '));
     expect(commands).toEqual(['  microagent kernel install [--from PATH]', '  microagent kernel build [--source TARBALL] [--jobs N]', '  microagent kernel show']);
+  });
+
+  it.each([
+    [['help', 'create'], 'usage: microagent create NAME'],
+    [['help', 'delete'], 'usage: microagent delete NAME'],
+    [['help', 'policy', 'check'], 'usage: microagent policy check FILE...'],
+    [['-h', 'run'], 'usage: microagent run [IMAGE]'],
+  ])('%j prints that command\'s usage and runs nothing', (args, usage) => {
+    const state = mkdtempSync(join(tmpdir(), 'help-'));
+    try {
+      const r = run('--state-dir', state, ...args);
+      expect(r).toMatchObject({ code: 0, stderr: '' });
+      expect(r.stdout.startsWith(usage)).toBe(true);
+      expect(existsSync(join(state, 'workspaces', 'help'))).toBe(false);
+    } finally {
+      rmSync(state, { recursive: true, force: true });
+    }
+  });
+
+  it('-h and --help after "--" belong to the guest command, not to microagent', () => {
+    for (const flag of ['-h', '--help']) {
+      const r = run('--state-dir', join(tmpdir(), 'no-such-state'), 'exec', 'nosuch', '--', 'ls', flag, '/');
+      expect(r.code, flag).toBe(1);
+      expect(r.stderr, flag).toContain('no workspace named "nosuch"');
+    }
   });
 
   it('a mistyped option gets a "did you mean"; one meant for the guest command is told to go after "--"', () => {

@@ -205,6 +205,17 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     expect(out).toBe('got hello-stdin\n');
   });
 
+  it('exec ... | head: the reader going away ends the command with SIGPIPE, and the CLI with it (141)', { timeout: VM_TIMEOUT }, async () => {
+    const child = spawn(process.execPath, [CLI, 'exec', NAME, '--', 'yes'], { env: { ...process.env, MICROAGENT_STATE_DIR: E2E_STATE_DIR }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    // Read a little, then go away as head does.
+    await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+    child.stdout.destroy();
+    expect(await exited).toBe(141);
+    const left = await exec('sh', '-c', 'ps -o comm | grep -cx yes || true');
+    expect(left.stdout.trim()).toBe('0');
+  });
+
   it('cp copies a tree in and back out byte for byte (a tar stream through exec); a missing path says so', { timeout: VM_TIMEOUT }, async () => {
     const src = join(dir, 'files-in');
     const back = join(dir, 'files-out');

@@ -38,8 +38,8 @@ export type ControlRequest =
 /** The requests that feed a running command and get no reply of their own. */
 export const COMMAND_INPUT_OPS: ReadonlySet<ControlRequest['op']> = new Set(['stdin', 'stdin_eof', 'resize', 'signal']);
 
-/** The signals a client may pass on to its command: the ones a user sends a foreground program. */
-export const FORWARDED_SIGNALS: ReadonlySet<string> = new Set(['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT']);
+/** The signals a client may pass on to its command: the ones a user sends a foreground program, and SIGPIPE when the reader of its output went away (`exec ... | head`). */
+export const FORWARDED_SIGNALS: ReadonlySet<string> = new Set(['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGPIPE']);
 
 export interface ControlError {
   readonly kind: ErrorKind;
