@@ -330,6 +330,15 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     const s = await status();
     expect(s.state).toBe('failed');
     expect(alive(vmPid)).toBe(true);
+    // Failed with its VM still running: start (a second VM on the same disk) and delete are refused,
+    // and the running VM stays recorded, so kill still reaches it.
+    for (const verb of ['start', 'delete']) {
+      const refused = await cli([verb, NAME]);
+      expect(refused.code, verb).toBe(1);
+      expect(refused.stderr, verb).toContain(`workspace "${NAME}": its VM process ${vmPid} still runs`);
+      expect(refused.stderr, verb).toContain(`fix: end it with "microagent kill ${NAME}", then ${verb} it`);
+    }
+    expect((await status()).runtime?.vmPid).toBe(vmPid);
 
     const killed = await cliJson<Status>(['kill', NAME]);
     expect(killed.json.state).toBe('stopped');

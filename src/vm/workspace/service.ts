@@ -179,7 +179,11 @@ export async function startWorkspace(stateDir: string, name: string, options: St
     await withWorkspaceLock(stateDir, name, async () => {
       let manifest = await readManifest(stateDir, name);
       // A workspace whose processes died (a host reboot) starts again, as a failed one does.
-      if ((await reconcileDeadSupervisor(stateDir, manifest, await readRuntime(stateDir, name), 'start')) !== null) manifest = await readManifest(stateDir, name);
+      const runtime = await readRuntime(stateDir, name);
+      if ((await reconcileDeadSupervisor(stateDir, manifest, runtime, 'start')) !== null) manifest = await readManifest(stateDir, name);
+      // A stop that timed out leaves the workspace failed with its VM (and supervisor) still running:
+      // a second VM on the same disk would fail, and its start would forget the first one.
+      else if (manifest.state === 'failed' && stillRunning(runtime)) throw stillRunningError(name, runtime as RuntimeRecord, 'start');
       transition(name, manifest.state, 'start');
       await rm(paths.startError, { force: true });
       await recordState(stateDir, name, 'start', 'starting', null);
@@ -372,13 +376,21 @@ export async function deleteWorkspace(stateDir: string, name: string, alsoKeep: 
       runtime = null;
     }
     transition(name, manifest.state, 'delete');
-    if (runtime !== null && (recordedProcessAlive(runtime.supervisorPid, runtime.bootId) || (runtime.vmPid !== null && recordedProcessAlive(runtime.vmPid, runtime.bootId)))) {
-      throw new MicroagentError('conflict', `workspace "${name}" still has a running VM process`, {
-        code: 'lifecycle.refused',
-        remediation: 'stop, halt or kill it first',
-      });
-    }
+    if (stillRunning(runtime)) throw stillRunningError(name, runtime as RuntimeRecord, 'delete');
     return removeLocked(stateDir, manifest, alsoKeep);
+  });
+}
+
+/** Whether the recorded supervisor or VM process is still alive. */
+function stillRunning(runtime: RuntimeRecord | null): boolean {
+  return runtime !== null && (recordedProcessAlive(runtime.supervisorPid, runtime.bootId) || (runtime.vmPid !== null && recordedProcessAlive(runtime.vmPid, runtime.bootId)));
+}
+
+function stillRunningError(name: string, runtime: RuntimeRecord, verb: 'start' | 'delete'): MicroagentError {
+  const vm = runtime.vmPid === null ? 'its supervisor' : `its VM process ${runtime.vmPid}`;
+  return new MicroagentError('conflict', `workspace "${name}": ${vm} still runs`, {
+    code: 'lifecycle.refused',
+    remediation: `end it with "microagent kill ${name}", then ${verb} it`,
   });
 }
 
