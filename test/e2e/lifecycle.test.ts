@@ -89,6 +89,18 @@ function readFrom(port: number): Promise<string> {
   });
 }
 
+/** Sends `text` and half-closes at once, then returns everything that arrives before the connection ends. */
+function sendThenHalfClose(port: number, text: string): Promise<string> {
+  return new Promise((resolve) => {
+    let got = '';
+    const socket = connect(port, '127.0.0.1', () => socket.end(text));
+    socket.setTimeout(10_000, () => socket.destroy());
+    socket.on('data', (d: Buffer) => (got += d.toString()));
+    socket.on('close', () => resolve(got));
+    socket.on('error', () => undefined);
+  });
+}
+
 /** readFrom until the guest's listener answers (it takes a moment to start). */
 async function readWhenServing(port: number): Promise<string> {
   for (let i = 0; i < 60; i++) {
@@ -190,6 +202,14 @@ describe.sequential('workspace lifecycle through the CLI', () => {
 
     expect((await exec('sh', '-c', SERVE('published-port-ok'))).code).toBe(0);
     expect(await readWhenServing(hostPort)).toBe('published-port-ok\n');
+    // A client that sends its request and its FIN together (HTTP/1.0, nc -N) still gets the answer:
+    // busybox httpd reads the request to its end, then answers.
+    const stopListeners = (pattern: string) => `for p in $(ps -o pid,args | grep -e '${pattern}' | awk '{print $1}'); do kill $p; done`;
+    const httpd = `${stopListeners('while tru[e]')}; ${stopListeners('n[c] -l')}; mkdir -p /www && echo served-after-fin > /www/index.html && busybox httpd -p ${GUEST_PORT} -h /www`;
+    const served = await exec('sh', '-c', httpd);
+    expect(served.code, served.stderr).toBe(0);
+    for (let i = 0; i < 3; i++) expect(await sendThenHalfClose(hostPort, 'GET /index.html HTTP/1.0\r\n\r\n'), `try ${i}`).toContain('served-after-fin');
+    expect((await exec('sh', '-c', `${stopListeners('http[d]')}; ${SERVE('published-port-ok')}`)).code).toBe(0);
   });
 
   it("a command's stdin reaches it while another client's command starts and ends", { timeout: VM_TIMEOUT }, async () => {

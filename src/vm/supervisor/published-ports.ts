@@ -18,6 +18,9 @@ export interface PortBackend {
   readonly guestPort: number;
 }
 
+/** How long the guest side of a connection may still flush after the host client has closed. */
+const CLIENT_GONE_GRACE_MS = 5_000;
+
 async function freeLoopbackPort(): Promise<number> {
   const probe = createServer();
   await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
@@ -43,7 +46,9 @@ export async function startPublishedPorts(
   for (const [i, p] of publish.entries()) {
     const backendPort = backends[i]?.hostPort;
     if (backendPort === undefined) throw new MicroagentError('internal', `no backend port for published port ${p.hostPort}`);
-    const server = createServer((client) => {
+    // Half-open both ways: a client that sends its request and its FIN together (HTTP/1.0 clients,
+    // nc -N) still gets the answer, and its bytes reach the guest even if it closes at once.
+    const server = createServer({ allowHalfOpen: true }, (client) => {
       live.add(client);
       client.once('close', () => live.delete(client));
       const conn = randomUUID();
@@ -52,9 +57,16 @@ export async function startPublishedPorts(
       audit
         .append({ event: 'inbound.connect', conn, host_port: p.hostPort, guest_port: p.guestPort, peer, verdict: 'allow', reason: null })
         .then(() => {
-          const upstream = createConnection({ host: '127.0.0.1', port: backendPort });
-          upstream.on('error', () => client.destroy());
-          client.once('close', () => upstream.destroy());
+          if (client.destroyed) return;
+          const upstream = createConnection({ host: '127.0.0.1', port: backendPort, allowHalfOpen: true });
+          const end = () => {
+            client.destroy();
+            upstream.destroy();
+          };
+          upstream.on('error', end);
+          client.on('error', end);
+          // Each FIN is passed on by pipe; a client gone for good leaves the guest side a moment to flush.
+          client.once('close', () => setTimeout(() => upstream.destroy(), CLIENT_GONE_GRACE_MS).unref());
           client.pipe(upstream).pipe(client);
         })
         // Not recorded, not forwarded: fail closed.
