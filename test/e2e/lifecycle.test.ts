@@ -328,6 +328,23 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     expect((await cliJson<WorkspaceStats>(['stats', NAME])).json.state).toBe('running');
   });
 
+  it('a paused workspace can be quarantined; its frozen guest is refused exec, stats and halt at once, and kill ends it', { timeout: VM_TIMEOUT }, async () => {
+    expect((await cliJson<Status>(['pause', NAME])).json.state).toBe('paused');
+    expect((await cliJson<Status>(['quarantine', NAME])).json.state).toBe('quarantined');
+    for (const verb of [['exec', NAME, '--', 'true'], ['stats', NAME], ['halt', NAME]]) {
+      const refused = await ax(verb);
+      expect(refused.code, verb.join(' ')).toBe(1);
+      expect(refused.doc).toMatchObject({ ok: false, error: { kind: 'conflict', message: expect.stringContaining('vCPUs frozen (it was paused)') } });
+    }
+    const events = await cli(['events', NAME]);
+    expect(events.stdout).toContain('the VM stays frozen (it was paused)');
+    expect((await cliJson<Status>(['kill', NAME])).json.state).toBe('stopped');
+    expect(await waitDead(vmPid)).toBe(true);
+    const started = await cliJson<Status>(['start', NAME]);
+    expect(started.json.state).toBe('running');
+    vmPid = started.json.runtime?.vmPid as number;
+  });
+
   it('stop powers the guest off through the agent', { timeout: VM_TIMEOUT }, async () => {
     const stopped = await cliJson<Status>(['stop', NAME]);
     expect(stopped.code, stopped.stderr).toBe(0);

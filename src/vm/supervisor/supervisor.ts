@@ -77,6 +77,8 @@ class Supervisor {
   private exitAs: { verb: Verb; state: WorkspaceState } | null = null;
   /** Set when boot failed: the failure, not the VM's exit, is what gets recorded. */
   private abandoned = false;
+  /** The vCPUs are stopped (pause); they stay so through a quarantine, which a paused guest may get. */
+  private frozen = false;
 
   constructor(
     private readonly stateDir: string,
@@ -188,6 +190,15 @@ class Supervisor {
     process.exit(0);
   }
 
+  /** A quarantined guest that was paused cannot answer the agent: refused, not left hanging. */
+  private refuseFrozen(verb: 'exec' | 'stats' | 'halt'): void {
+    if (!this.frozen) return;
+    throw new MicroagentError('conflict', `workspace "${this.manifest.name}" is ${this.state} with its vCPUs frozen (it was paused): ${verb} needs the guest agent`, {
+      code: 'lifecycle.refused',
+      remediation: `end it with "microagent kill ${this.manifest.name}" (or stop it); its disk and audit log are kept`,
+    });
+  }
+
   private requireVm(): RunningVm {
     if (this.vm === null) throw new MicroagentError('transient', 'the VM is not up yet', { remediation: 'wait for start to finish' });
     return this.vm;
@@ -208,9 +219,11 @@ class Supervisor {
         };
       case 'stats':
         transition(name, this.state, 'stats');
+        this.refuseFrozen('stats');
         return this.stats();
       case 'exec': {
         transition(name, this.state, 'exec');
+        this.refuseFrozen('exec');
         if (this.state === 'quarantined') await this.recordQuarantinedExec(req.argv);
         const handle = this.requireVm().agent.exec({
           argv: req.argv,
@@ -279,11 +292,13 @@ class Supervisor {
       case 'pause':
         transition(name, this.state, 'pause');
         await this.requireVm().pause();
+        this.frozen = true;
         await this.record('pause', 'paused');
         return { state: this.state };
       case 'resume':
         transition(name, this.state, 'resume');
         await this.requireVm().resume();
+        this.frozen = false;
         await this.record('resume', 'running');
         return { state: this.state };
       case 'quarantine':
@@ -291,10 +306,15 @@ class Supervisor {
         await this.mediator.sever();
         // The supervisor's listeners are closed; QEMU's loopback forwards behind them must go too.
         await this.vm?.closePublishedPorts();
-        await this.record('quarantine', 'quarantined', 'proxy, resolver, published ports and mediation severed; the VM keeps running');
+        await this.record(
+          'quarantine',
+          'quarantined',
+          `proxy, resolver, published ports and mediation severed; ${this.frozen ? 'the VM stays frozen (it was paused)' : 'the VM keeps running'}`,
+        );
         return { state: this.state };
       case 'halt': {
         const next = transition(name, this.state, 'halt');
+        this.refuseFrozen('halt');
         this.exitAs = { verb: 'halt', state: next };
         await this.requireVm().halt();
         return { state: next };
