@@ -48,6 +48,9 @@ describe('admitQuery', () => {
     ['guarded', '168.192.in-addr.arpa', 'SOA', 'answer_empty', 5, 'internal_address', ['internal_address']],
     ['guarded', `1.${'0.'.repeat(31)}ip6.arpa`, 'PTR', 'answer_empty', 5, 'internal_address', ['internal_address']],
     ['guarded', '8.8.8.8.in-addr.arpa', 'PTR', 'forward', 0, 'unlisted', ['unlisted']],
+    ['guarded', 'x.5.0.0.10.in-addr.arpa', 'PTR', 'answer_empty', 5, 'internal_address', ['internal_address']],
+    ['guarded', '5.0-25.0.0.10.in-addr.arpa', 'PTR', 'answer_empty', 5, 'internal_address', ['internal_address']],
+    ['guarded', '005.0.0.10.in-addr.arpa', 'PTR', 'answer_empty', 5, 'internal_address', ['internal_address']],
     ['off', '5.0.0.10.in-addr.arpa', 'PTR', 'forward', 0, 'mediation_off', ['mediation_off']],
   ] as const)('%s %s %s -> %s rcode %i (%s)', (mode, name, type, kind, rcode, reason, signals) => {
     const admission = admit(mode, question(name, type));
@@ -68,12 +71,17 @@ describe('admitQuery', () => {
     ['5.0.0.10.in-addr.arpa', '10.0.0.5'],
     ['168.192.in-addr.arpa', '192.168.0.0'],
     ['in-addr.arpa', null],
-    ['256.0.0.10.in-addr.arpa', null],
-    ['05.0.0.10.in-addr.arpa', null],
-    ['1.2.3.4.5.in-addr.arpa', null],
+    // Labels below the ones that spell an address are in that address's zone, whatever they are.
+    ['256.0.0.10.in-addr.arpa', '10.0.0.0'],
+    ['05.0.0.10.in-addr.arpa', '10.0.0.0'],
+    ['x.5.0.0.10.in-addr.arpa', '10.0.0.5'],
+    ['5.0-25.0.0.10.in-addr.arpa', '10.0.0.0'], // RFC 2317 classless delegation
+    ['1.2.3.4.5.in-addr.arpa', '5.4.3.2'],
+    ['x.in-addr.arpa', null],
     [`1.${'0.'.repeat(31)}ip6.arpa`, '::1'],
     ['c.f.ip6.arpa', 'fc00::'],
-    ['g.f.ip6.arpa', null],
+    ['g.f.ip6.arpa', 'f000::'],
+    ['g.ip6.arpa', null],
     ['example.com', null],
   ])('the reverse-lookup name %s stands for %s', (name, address) => {
     expect(reverseLookupAddress(name)).toBe(address);
