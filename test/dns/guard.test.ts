@@ -72,6 +72,26 @@ describe('stream limits', () => {
     socket.destroy();
     expect(closed).toBe(true);
   });
+
+  it('a client dribbling a byte at a time of a query it never finishes is closed all the same', async () => {
+    const upstream = await withUpstream();
+    const h = await withHarness({ policy: GUARDED_POLICY, upstreams: [upstream.address], limits: { tcpIdleTimeoutMs: 300 } });
+    const socket = connect({ host: '127.0.0.1', port: h.port });
+    socket.on('error', () => undefined);
+    socket.write(Buffer.from([0x00, 0x40])); // a 64-byte query is coming
+    const dribble = setInterval(() => socket.write(Buffer.from([0x00])), 100);
+    const closedAfter = await new Promise<number | null>((resolve) => {
+      const started = Date.now();
+      const timer = setTimeout(() => resolve(null), 3000);
+      socket.once('close', () => {
+        clearTimeout(timer);
+        resolve(Date.now() - started);
+      });
+    });
+    clearInterval(dribble);
+    socket.destroy();
+    expect(closedAfter).not.toBeNull();
+  });
 });
 
 describe('fail closed', () => {

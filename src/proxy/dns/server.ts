@@ -182,9 +182,19 @@ function streamServer(ctx: AnswerContext, limits: DnsServerLimits, connections: 
     const endIfAnswered = () => {
       if (clientDone && inflight === 0 && !socket.destroyed) socket.end();
     };
-    socket.setTimeout(limits.tcpIdleTimeoutMs, () => socket.destroy());
+    // Idle means no whole query and no answer for the timeout: a client dribbling a byte at a time
+    // (socket.setTimeout counts any byte) would otherwise hold one of the few connection slots for good.
+    let idle: NodeJS.Timeout | undefined;
+    const stillActive = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => (inflight > 0 ? stillActive() : socket.destroy()), limits.tcpIdleTimeoutMs);
+    };
+    stillActive();
     socket.on('error', () => socket.destroy());
-    socket.on('close', () => connections.delete(socket));
+    socket.on('close', () => {
+      clearTimeout(idle);
+      connections.delete(socket);
+    });
     socket.on('end', () => {
       clientDone = true;
       endIfAnswered();
@@ -192,6 +202,7 @@ function streamServer(ctx: AnswerContext, limits: DnsServerLimits, connections: 
     socket.on('data', (chunk: Buffer) => {
       const split = splitFrames(pending.length === 0 ? chunk : Buffer.concat([pending, chunk]));
       pending = split.rest;
+      if (split.messages.length > 0) stillActive();
       for (const message of split.messages) {
         inflight++;
         if (inflight >= limits.maxInflightPerConnection) socket.pause();
@@ -203,6 +214,7 @@ function streamServer(ctx: AnswerContext, limits: DnsServerLimits, connections: 
             if (response === null) return void socket.destroy();
             if (inflight < limits.maxInflightPerConnection) socket.resume();
             socket.write(frame(response));
+            stillActive();
             endIfAnswered();
           })
           .catch((err: unknown) => {
