@@ -123,6 +123,22 @@ describe('filterAnswer', () => {
     expect(rebound.signals).toEqual(['internal_address', 'answer_stripped', 'rebinding']);
   });
 
+  it('keeps the records of the question and its CNAME chain, and strips records for other names', () => {
+    const memory = createAddressMemory(DEFAULT_MEMORY_LIMITS);
+    const cname = (name: string, target: string): Answer => ({ type: 'CNAME', name, ttl: 60, class: 'IN', data: target });
+    const answers = [
+      record('unrelated.test', 'A', '192.0.2.9'),
+      cname('CDN.allowed.test.', 'edge.cdn.example'),
+      record('edge.cdn.example', 'A', '192.0.2.1'),
+      cname('other.example', 'elsewhere.example'),
+      record('elsewhere.example', 'A', '192.0.2.2'),
+    ];
+    const filtered = filterAnswer(policies.guarded, memory, 'cdn.allowed.test', { rcode: 0, answers, authorities: [] }, 60_000, verdict);
+    expect(filtered.answers.map((r) => `${r.name} ${r.type}`)).toEqual(['CDN.allowed.test. CNAME', 'edge.cdn.example A']);
+    expect(filtered.signals).toEqual(['answer_stripped']);
+    expect(memory.namesForAddress('192.0.2.9')).toEqual([]);
+  });
+
   it('keeps an internal address a rule names', () => {
     const memory = createAddressMemory(DEFAULT_MEMORY_LIMITS);
     const intranet = admit('guarded', question('intranet.test')).verdict;

@@ -122,9 +122,31 @@ export interface FilteredAnswer {
   readonly signals: readonly Signal[];
 }
 
+/** The question's name and every name its CNAME records lead to: the owners an answer record may have. */
+function answerOwners(name: string, answers: readonly Answer[]): Set<string> {
+  const owners = new Set([name]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const record of answers) {
+      if (record.type !== 'CNAME' || !owners.has(ownerName(record.name))) continue;
+      const target = ownerName(String(record.data));
+      if (!owners.has(target)) {
+        owners.add(target);
+        grew = true;
+      }
+    }
+  }
+  return owners;
+}
+
+function ownerName(name: string): string {
+  return name.toLowerCase().replace(/\.$/, '');
+}
+
 /**
- * Removes HTTPS/SVCB records, and A/AAAA records the policy denies for this name (internal addresses
- * no rule allows). Records what the workspace was given in `memory`: addresses for namesForAddress,
+ * Removes records for names the question did not lead to (an upstream's extra records are not the
+ * guest's to cache under its question), HTTPS/SVCB records, and A/AAAA records the policy denies for
+ * this name (internal addresses no rule allows). Records what the workspace was given in `memory`: addresses for namesForAddress,
  * public answers for rebinding detection. A name seen public that now resolves internal is rebinding.
  */
 export function filterAnswer(
@@ -139,7 +161,12 @@ export function filterAnswer(
   const kept: Answer[] = [];
   const wasPublic = memory.seenPublic(name);
   let sawPublic = false;
+  const owners = answerOwners(name, upstream.answers);
   for (const record of upstream.answers) {
+    if (!owners.has(ownerName(record.name))) {
+      signals.add('answer_stripped');
+      continue;
+    }
     if (isTypeNumber(record, TYPE_HTTPS) || isTypeNumber(record, TYPE_SVCB)) {
       signals.add('https_record_stripped');
       continue;
