@@ -29,6 +29,7 @@ describe.each([
           [['--cpus', '0'], /^error: --cpus "0" is not valid\n/] as [string[], RegExp],
           [['-p', '80'], /^error: -p "80" is not valid\n/] as [string[], RegExp],
           [['--network', 'bridge'], /^error: --network must be user or isolated, not "bridge"\n/] as [string[], RegExp],
+          [['--network', 'isolated', '-p', '8080:80'], /^error: -p publishes a guest port over the network device, and --network isolated gives the guest none\n {2}fix: drop -p, or use --network user/] as [string[], RegExp],
           [['--mediation', '70000=127.0.0.1:8080'], /^error: mediation channel 70000: a workspace's guest reaches channels at 127\.0\.0\.1:PORT, so the port must be at most 65535\n/] as [string[], RegExp],
           [['--mediation', '7000=nowhere'], /^error: mediation channel 7000: field target: "nowhere" is neither host:port nor an absolute Unix socket path\n/, 1] as [string[], RegExp, number],
           [['--dns-upstream', 'resolver.example'], /^error: upstream resolver "resolver.example" is not an IP address with an optional port\n/, 1] as [string[], RegExp, number],

@@ -81,6 +81,7 @@ export function parseWorkspaceFlags(flags: {
   readonly mediation?: readonly string[];
   readonly dnsUpstreams?: readonly string[];
   readonly insecureRegistries?: readonly string[];
+  readonly network?: string;
 }) {
   checkEnv(flags.env ?? []);
   const insecureRegistries = (flags.insecureRegistries ?? []).map(parseRegistryHost);
@@ -97,6 +98,12 @@ export function parseWorkspaceFlags(flags: {
     });
   }
   const publish = (flags.publish ?? []).map(parsePublish);
+  if (flags.network === 'isolated' && publish.length > 0) {
+    throw new MicroagentError('invalid', '-p publishes a guest port over the network device, and --network isolated gives the guest none', {
+      code: 'usage',
+      remediation: 'drop -p, or use --network user (the default)',
+    });
+  }
   // Caught here, not when the second listen fails after the VM was started for it.
   publish.forEach((p, i) => {
     const clash = publish.slice(0, i).find((q) => q.hostPort === p.hostPort && (q.hostIp === p.hostIp || q.hostIp === '0.0.0.0' || p.hostIp === '0.0.0.0'));
