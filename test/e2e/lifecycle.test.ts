@@ -253,6 +253,11 @@ describe.sequential('workspace lifecycle through the CLI', () => {
     const missing = await cli(['cp', `${NAME}:/root/no-such-file`, back]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain(`error: packing ${NAME}:/root/no-such-file failed in the guest: tar: ./no-such-file: No such file or directory`);
+    // Copying out onto a host file: a usage error saying cp copies into a directory, not an internal bug.
+    const onFile = await cli(['cp', `${NAME}:/etc/hostname`, join(back, 'files-in', 'a.txt')]);
+    expect(onFile.code).toBe(2);
+    expect(onFile.stderr).toContain(`is a file, and cp copies into a directory (the copy keeps its name, hostname)`);
+    expectNoStackTrace(onFile);
   });
 
   it("an edit of the workspace's policy.yaml decides the next request; an invalid one is not loaded, and status says which policy is in force", { timeout: VM_TIMEOUT }, async () => {

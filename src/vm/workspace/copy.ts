@@ -6,7 +6,7 @@
  * keeping its name, as `cp -r SRC DIR/` does.
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { PassThrough, Transform } from 'node:stream';
 import { MicroagentError } from '../../errors.js';
@@ -86,6 +86,12 @@ export async function copyOutOfWorkspace(stateDir: string, name: string, guestPa
     });
   }
   const into = resolve(hostDir);
+  if (statSync(into, { throwIfNoEntry: false })?.isDirectory() === false) {
+    throw new MicroagentError('invalid', `${into} is a file, and cp copies into a directory (the copy keeps its name, ${entry})`, {
+      code: 'usage',
+      remediation: `give the directory to copy into, e.g. microagent cp ${name}:${guestPath} ${dirname(into)}`,
+    });
+  }
   makeDirs(into);
   const archive = new PassThrough();
   const unpacked = unpackGuestArchive(archive, into);
