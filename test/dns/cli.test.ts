@@ -3,6 +3,7 @@
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dig } from './helpers/client.js';
@@ -82,6 +83,21 @@ describe('microagent dns', () => {
       'dns', '--policy', policyFile, '--listen', '127.0.0.1:0', '--upstream', upstream.address, '--audit', join(dir, 'mode.jsonl'), '--mode', 'strict',
     ]);
     expect((await dig(port, 'free.unlisted.test', 'A')).status).toBe('REFUSED');
+  });
+
+  it('without --audit writes dns-audit.jsonl beside the workspaces, whatever --workspace says', async () => {
+    const policyFile = join(dir, 'default-audit.yaml');
+    await writeFile(policyFile, GUARDED_POLICY);
+    const state = join(dir, 'state');
+    const { port } = await startCli(['--state-dir', state, 'dns', '--policy', policyFile, '--listen', '127.0.0.1:0', '--upstream', upstream.address, '--workspace', '../../escape']);
+    await dig(port, 'web.test', 'A');
+    const exited = new Promise<number | null>((resolve) => child?.once('exit', resolve));
+    child?.kill('SIGINT');
+    expect(await exited).toBe(0);
+    const records = (await readFile(join(state, 'dns-audit.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { workspace: string });
+    expect(records[0]?.workspace).toBe('../../escape');
+    expect(existsSync(join(state, 'workspaces'))).toBe(false);
+    expect(existsSync(join(dir, 'escape'))).toBe(false);
   });
 
   it('rejects a missing --policy as a usage error (exit 2)', async () => {

@@ -38,7 +38,9 @@ const dns: Command = {
     }
     const listen = values.listen === undefined ? undefined : parseListen(values.listen);
     const workspace = values.workspace;
-    const auditPath = values.audit ?? join(ctx.stateDir, 'workspaces', workspace, 'dns-audit.jsonl');
+    // Beside the state's workspaces, as the proxy's is: a directory under workspaces/ would pass for a
+    // workspace (and --workspace is a label for the records, never a path).
+    const auditPath = values.audit ?? join(ctx.stateDir, 'dns-audit.jsonl');
     const audit = await openAuditLog({ path: auditPath, workspace });
     // Opened in order, closed in reverse whatever fails: a policy that cannot be read must not leave
     // the audit log's file open behind the error.
