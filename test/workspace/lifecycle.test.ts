@@ -35,12 +35,20 @@ const refused: [WorkspaceState, Verb, RegExp][] = [
   ['paused', 'exec', /resume/],
   ['paused', 'stats', /resume/],
   ['halted', 'stats', /start it/],
-  ['running', 'delete', /stop, halt or kill/],
-  ['paused', 'delete', /stop, halt or kill/],
-  ['quarantined', 'delete', /stop, halt or kill/],
-  ['prepared', 'exec', /start it/],
+  ['running', 'delete', /stop or kill it first \("microagent kill w"\)/],
+  ['paused', 'delete', /stop or kill/],
+  ['quarantined', 'delete', /stop or kill/],
+  ['prepared', 'exec', /start it with "microagent start w"/],
   ['halted', 'pause', /start it/],
-  ['running', 'resume', /running/],
+  // Asked for what already holds: said so, not a circular fix.
+  ['running', 'resume', /is already running: cannot resume nothing to do/],
+  ['halted', 'resume', /is halted, not paused: cannot resume only a paused workspace resumes/],
+  ['paused', 'pause', /is already paused: cannot pause nothing to do/],
+  ['quarantined', 'quarantine', /is already quarantined/],
+  ['halted', 'kill', /is halted: its VM does not run: cannot kill nothing to do/],
+  ['halted', 'halt', /is already halted/],
+  ['stopped', 'stop', /its VM does not run: cannot stop nothing to do/],
+  ['stopping', 'exec', /wait until it is running \("microagent wait w"\), or kill it \("microagent kill w"\)/],
 ];
 
 describe('workspace lifecycle table', () => {
@@ -70,6 +78,7 @@ describe('workspace lifecycle table', () => {
         } catch (err) {
           expect((err as MicroagentError).kind).toBe('conflict');
           expect((err as MicroagentError).remediation).not.toBe('');
+          expect((err as MicroagentError).remediation).not.toContain('NAME');
         }
       }
     }

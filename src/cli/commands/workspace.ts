@@ -324,7 +324,7 @@ const wait: Command = {
         throw new MicroagentError('conflict', `workspace "${name}" is ${s.state}, not running`, { remediation: `start it with "microagent start ${name}"` });
       }
       if (Date.now() > deadline) {
-        throw new MicroagentError('transient', `workspace "${name}" was not running within ${values.timeout} s`, { remediation: 'wait longer, or check "microagent logs NAME"' });
+        throw new MicroagentError('transient', `workspace "${name}" was not running within ${values.timeout} s`, { remediation: `wait longer, or check "microagent logs ${name}"` });
       }
       await sleep(200);
     }

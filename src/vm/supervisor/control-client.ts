@@ -42,7 +42,10 @@ export class ControlClient {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
 
-  private constructor(private readonly socket: Socket) {
+  private constructor(
+    private readonly socket: Socket,
+    workspace: string,
+  ) {
     let buffered = '';
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => {
@@ -53,7 +56,7 @@ export class ControlClient {
     socket.on('close', () => {
       const gone = new MicroagentError('transient', 'the workspace supervisor closed the control connection', {
         code: 'control.closed',
-        remediation: 'check "microagent status NAME"; run "microagent gc" if its supervisor died',
+        remediation: `check "microagent status ${workspace}"; run "microagent gc" if its supervisor died`,
       });
       for (const p of this.pending.values()) p.reject(gone);
       this.pending.clear();
@@ -68,13 +71,13 @@ export class ControlClient {
         reject(
           new MicroagentError('transient', `cannot reach the supervisor of workspace "${workspace}": ${err.code ?? err.message}`, {
             code: 'control.unreachable',
-            remediation: 'check "microagent status NAME"; run "microagent gc" if its supervisor died',
+            remediation: `check "microagent status ${workspace}"; run "microagent gc" if its supervisor died`,
           }),
         ),
       );
     });
     socket.on('error', () => socket.destroy());
-    return new ControlClient(socket);
+    return new ControlClient(socket, workspace);
   }
 
   private onReply(reply: ControlReply): void {

@@ -333,7 +333,7 @@ class Supervisor {
         await this.record('stop', 'failed', `the VM did not exit within ${STOP_GRACE_MS / 1000} s of the stop signal`);
         throw new MicroagentError('transient', `workspace "${name}" did not stop within ${STOP_GRACE_MS / 1000} s; it is marked failed`, {
           code: 'lifecycle.stop_timeout',
-          remediation: 'kill it with "microagent kill NAME" (stop never escalates by itself)',
+          remediation: `kill it with "microagent kill ${name}" (stop never escalates by itself)`,
         });
       }
     }
@@ -406,7 +406,7 @@ class Supervisor {
       throw new MicroagentError('transient', 'the audit log cannot record this exec into the quarantined workspace, so it was not run', {
         code: 'audit.write_failed',
         cause: err,
-        remediation: 'fix the audit log (see "microagent logs NAME" and "microagent audit verify"), or halt or kill the workspace',
+        remediation: `fix the audit log (see "microagent logs ${this.manifest.name}" and "microagent audit verify"), or halt or kill the workspace`,
       });
     });
   }

@@ -81,25 +81,20 @@ const TABLE: Record<WorkspaceState, Partial<Record<Verb, Outcome>>> = {
   },
 };
 
+/** Where a verb leaves a workspace, for saying that it is there already. */
+const RESULT: Partial<Record<Verb, WorkspaceState>> = { halt: 'halted', pause: 'paused', resume: 'running', kill: 'stopped', quarantine: 'quarantined' };
+
 /** The state `verb` leads to from `state`, or a typed conflict saying why not and what to do. */
 export function transition(name: string, state: WorkspaceState, verb: Verb): WorkspaceState {
   const outcome = TABLE[state][verb];
   if (outcome !== undefined && 'next' in outcome) return outcome.next;
-  if (outcome !== undefined) {
-    throw new MicroagentError('conflict', `workspace "${name}" ${outcome.refuse}: cannot ${verb}`, {
-      code: 'lifecycle.refused',
-      remediation: outcome.remediation,
-    });
-  }
-  if (verb === 'delete') {
-    throw new MicroagentError('conflict', `workspace "${name}" is ${state}: delete is refused while its VM may run`, {
-      code: 'lifecycle.refused',
-      remediation: 'stop, halt or kill it first',
-    });
-  }
+  const refuse = (why: string, remediation: string) =>
+    new MicroagentError('conflict', `workspace "${name}" ${why}: cannot ${verb}`, { code: 'lifecycle.refused', remediation: remediation.replaceAll('NAME', name) });
+  if (outcome !== undefined) throw refuse(outcome.refuse, outcome.remediation);
+  if (verb === 'delete') throw refuse(`is ${state}, and delete is refused while its VM may run`, 'stop or kill it first ("microagent kill NAME")');
+  if (RESULT[verb] === state) throw refuse(`is already ${state}`, 'nothing to do');
+  if (verb === 'resume') throw refuse(`is ${state}, not paused`, 'only a paused workspace resumes');
   const startable = TABLE[state].start !== undefined && 'next' in (TABLE[state].start as Outcome);
-  throw new MicroagentError('conflict', `workspace "${name}" is ${state}: cannot ${verb}`, {
-    code: 'lifecycle.refused',
-    remediation: startable ? 'start it with "microagent start NAME"' : 'wait until it is running, or kill it',
-  });
+  if (startable) throw refuse(`is ${state}: its VM does not run`, verb === 'kill' || verb === 'stop' || verb === 'halt' ? 'nothing to do' : 'start it with "microagent start NAME"');
+  throw refuse(`is ${state}`, 'wait until it is running ("microagent wait NAME"), or kill it ("microagent kill NAME")');
 }

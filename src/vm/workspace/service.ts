@@ -264,7 +264,7 @@ async function control(stateDir: string, name: string): Promise<{ client: Contro
   if (runtime === null || !recordedProcessAlive(runtime.supervisorPid, runtime.bootId)) {
     throw new MicroagentError('conflict', `workspace "${name}" has no running supervisor`, {
       code: 'workspace.not_running',
-      remediation: 'start it with "microagent start NAME"; "microagent gc" repairs a workspace whose processes died',
+      remediation: `start it with "microagent start ${name}"; "microagent gc" repairs a workspace whose processes died`,
     });
   }
   return { client: await ControlClient.connect(runtime.controlSocket, name), runtime };

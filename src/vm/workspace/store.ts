@@ -260,7 +260,7 @@ export async function createWorkspaceDir(stateDir: string, name: string): Promis
       await readManifest(stateDir, name);
       throw new MicroagentError('conflict', `a workspace named "${name}" already exists`, {
         code: 'workspace.exists',
-        remediation: 'choose another name, or delete the existing one with "microagent delete NAME"',
+        remediation: `choose another name, or delete the existing one with "microagent delete ${name}"`,
       });
     }
     throw err;
