@@ -84,6 +84,12 @@ describe('microagent', () => {
     }
   });
 
+  it('an invalid workspace name is a usage error (exit 2), like every other malformed argument', () => {
+    const r = run('--state-dir', join(tmpdir(), 'no-such-state'), 'status', 'Bad_Name');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^error: invalid workspace name "Bad_Name"\n {2}fix: use 1-40 lowercase letters/);
+  });
+
   it('-h and --help after "--" belong to the guest command, not to microagent', () => {
     for (const flag of ['-h', '--help']) {
       const r = run('--state-dir', join(tmpdir(), 'no-such-state'), 'exec', 'nosuch', '--', 'ls', flag, '/');

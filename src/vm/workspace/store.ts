@@ -19,7 +19,7 @@ const NAME = /^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$/;
 export function validateWorkspaceName(name: string): string {
   if (!NAME.test(name)) {
     throw new MicroagentError('invalid', `invalid workspace name "${name}"`, {
-      code: 'workspace.name',
+      code: 'usage',
       remediation: 'use 1-40 lowercase letters, digits and dashes, starting and ending with a letter or digit',
     });
   }
