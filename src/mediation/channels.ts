@@ -80,7 +80,8 @@ export function parseChannelDeclarations(
   for (const spec of specs) {
     const eq = spec.indexOf('=');
     const portText = eq < 0 ? '' : spec.slice(0, eq);
-    if (eq < 0 || !/^\d+$/.test(portText)) {
+    // No leading zeros, as target ports refuse them: 05000 is not read as 5000 on one side only.
+    if (eq < 0 || !/^(?:0|[1-9]\d*)$/.test(portText)) {
       problems.push(`mediation channel "${spec}": expected PORT=TARGET, e.g. 5000=127.0.0.1:8080`);
       continue;
     }
@@ -99,14 +100,17 @@ export function validateChannels(input: unknown): MediationChannel[] {
   const seenPorts = new Map<number, number>();
   input.forEach((raw: unknown, index) => {
     const channel = validateOne(raw, index, problems);
-    if (channel === null) return;
-    const earlier = seenPorts.get(channel.port);
-    if (earlier !== undefined) {
-      problems.push(`mediation channel ${channel.port}: field port: declared twice (entries ${earlier + 1} and ${index + 1})`);
-      return;
+    // A port declared twice is a problem of its own, whether or not an entry has others.
+    const port = typeof raw === 'object' && raw !== null ? (raw as Record<string, unknown>)['port'] : undefined;
+    if (isChannelPort(port)) {
+      const earlier = seenPorts.get(port);
+      if (earlier !== undefined) {
+        problems.push(`mediation channel ${port}: field port: declared twice (entries ${earlier + 1} and ${index + 1})`);
+        return;
+      }
+      seenPorts.set(port, index);
     }
-    seenPorts.set(channel.port, index);
-    channels.push(channel);
+    if (channel !== null) channels.push(channel);
   });
   if (problems.length > 0) throw invalid(problems);
   return channels;

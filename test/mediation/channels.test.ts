@@ -109,12 +109,19 @@ describe('parseChannelDeclarations (CLI form N=TARGET)', () => {
     ['0=/a.sock', /field port/],
     ['4294967296=/a.sock', /field port/],
     ['5=', /mediation channel 5: field target: is empty/],
+    ['05000=127.0.0.1:80', /"05000=127.0.0.1:80": expected PORT=TARGET/], // no leading zeros, as target ports
   ])('refuses %s', (spec, message) => {
     expect(refusal(() => parseChannelDeclarations([spec])).message).toMatch(message);
   });
 
   it('refuses the same port twice', () => {
     expect(refusal(() => parseChannelDeclarations(['5=/a.sock', '5=/b.sock'])).message).toMatch(/declared twice/);
+  });
+
+  it('names a port declared twice even when an entry has another problem too', () => {
+    const message = refusal(() => parseChannelDeclarations(['5000=127.1:80', '5000=/x'])).message;
+    expect(message).toMatch(/127\.1/);
+    expect(message).toMatch(/mediation channel 5000: field port: declared twice \(entries 1 and 2\)/);
   });
 });
 
