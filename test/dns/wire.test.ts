@@ -42,10 +42,15 @@ describe('parseQuery', () => {
     if (q.kind === 'formerr' || q.kind === 'notimp') expect(q.id).toBe(7);
   });
 
-  it('marks names with dots or control bytes inside a label as not text', () => {
+  it('marks names with dots or control bytes inside a label as not text, and keeps them in presentation form', () => {
     const packet = encodeQuery('x.test', 'A', 1);
     packet[13] = 0x2e; // the 'x' label now holds a dot
-    expect(parseQuery(packet)).toMatchObject({ kind: 'query', nameIsText: false });
+    expect(parseQuery(packet)).toMatchObject({ kind: 'query', nameIsText: false, name: '\\..test' });
+    // One label "A.b" (not two), a byte 0xe9, a backslash and ESC: each as the label held it.
+    const labels = [Buffer.from('A.b'), Buffer.from([0xe9, 0x5c, 0x1b]), Buffer.from('test')];
+    const name = Buffer.concat([...labels.flatMap((l) => [Buffer.from([l.length]), l]), Buffer.from([0])]);
+    const raw = Buffer.concat([encodeQuery('x', 'A', 2).subarray(0, 12), name, Buffer.from([0, 1, 0, 1])]);
+    expect(parseQuery(raw)).toMatchObject({ kind: 'query', nameIsText: false, name: 'a\\.b.\\233\\\\\\027.test' });
   });
 
   it('returns only declared results for any truncation or corruption of a valid query (property)', () => {

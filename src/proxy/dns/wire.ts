@@ -94,7 +94,9 @@ export function parseQuery(buf: Buffer): QueryParse {
     if (length > longestLabel) longestLabel = length;
     offset += length;
   }
-  const name = nameLength === 0 ? '' : NAME_SCRATCH.toString('latin1', 0, nameLength - 1);
+  // A name no hostname could be (refused as such) is kept in presentation form, so its record shows the
+  // labels as they came: a dot inside a label is not a label boundary, a byte is not a latin1 letter.
+  const name = nameLength === 0 ? '' : nameIsText ? NAME_SCRATCH.toString('latin1', 0, nameLength - 1) : presentationName(NAME_SCRATCH, buf, HEADER_LENGTH);
   if (offset + 4 > buf.length) return fail('formerr', 'question type/class missing');
   const qtype = buf.readUInt16BE(offset);
   const qclass = buf.readUInt16BE(offset + 2);
@@ -280,4 +282,26 @@ export function encodeUpstreamQuery(id: number, name: string, qtype: number): Bu
 /** Whether a record dns-packet decoded has type `qtype` (it names types it lacks 'UNKNOWN_<n>'). */
 export function isTypeNumber(record: Answer, qtype: number): boolean {
   return record.type === TYPE_NAMES[qtype] || record.type === (`UNKNOWN_${qtype}` as string);
+}
+
+/**
+ * RFC 1035 5.1 presentation form of the question name (lowercased in `lowered`, where each label sits
+ * one byte after its length byte in the packet): `\.`, `\\` and `\DDD` escapes.
+ */
+function presentationName(lowered: Buffer, packet: Buffer, start: number): string {
+  const labels: string[] = [];
+  for (let at = 0; ; ) {
+    const labelLength = packet[start + at] as number;
+    if (labelLength === 0) break;
+    let label = '';
+    for (let i = 0; i < labelLength; i++) {
+      const byte = lowered[at + i] as number;
+      if (byte === 0x2e || byte === 0x5c) label += `\\${String.fromCharCode(byte)}`;
+      else if (byte <= 0x20 || byte >= 0x7f) label += `\\${byte.toString().padStart(3, '0')}`;
+      else label += String.fromCharCode(byte);
+    }
+    labels.push(label);
+    at += labelLength + 1;
+  }
+  return labels.join('.');
 }
