@@ -89,12 +89,14 @@ describe('workspace resolver', () => {
   it('expires cache entries after their (clamped) TTL', async () => {
     upstream.set('short.test', 'A', [a('short.test', '192.0.2.50', 1)]);
     upstream.set('long.test', 'A', [a('long.test', '192.0.2.51', 86400)]);
+    upstream.set('top-bit.test', 'A', [a('top-bit.test', '192.0.2.52', 2 ** 31 + 5)]);
     let now = 1_000_000;
     const resolver = createWorkspaceResolver({
       upstreams: [upstream.address], timeoutMs: 500, retries: 0, cache: { minTtl: 2, maxTtl: 60 }, now: () => now,
     });
     expect((await resolver.query('short.test', 1)).ttl).toBe(2); // floor
     expect((await resolver.query('long.test', 1)).ttl).toBe(60); // ceiling
+    expect((await resolver.query('top-bit.test', 1)).ttl).toBe(2); // RFC 2181: read as 0, then the floor
     now += 1500;
     expect(await resolver.query('short.test', 1)).toMatchObject({ cached: true, ttl: 1 });
     now += 600;

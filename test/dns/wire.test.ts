@@ -36,6 +36,8 @@ describe('parseQuery', () => {
     ['opcode UPDATE', (() => { const b = encodeQuery('a.test', 'A', 7); b.writeUInt16BE(5 << 11, 2); return b; })(), 'notimp'],
     ['a response', dnsPacket.encode({ type: 'response', id: 7, questions: [{ name: 'a.test', type: 'A' }] }), 'drop'],
     ['11 bytes', Buffer.alloc(11), 'drop'],
+    ['question type 0', dnsPacket.encode({ type: 'query', id: 7, questions: [{ name: 'a.test', type: 'UNKNOWN_0' as 'A' }] }), 'formerr'],
+    ['question type OPT', dnsPacket.encode({ type: 'query', id: 7, questions: [{ name: 'a.test', type: 'OPT' }] }), 'formerr'],
   ])('%s -> %s', (_label, packet, kind) => {
     const q = parseQuery(packet);
     expect(q.kind).toBe(kind);

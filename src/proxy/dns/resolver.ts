@@ -169,12 +169,17 @@ export function createWorkspaceResolver(options: WorkspaceResolverOptions = {}):
 function cacheTtl(entry: UpstreamAnswer, limits: CacheLimits): number | null {
   let ttl: number;
   if (entry.rcode === RCODE.NOERROR && entry.answers.length > 0) {
-    ttl = Math.min(...entry.answers.map((a) => ('ttl' in a && a.ttl !== undefined ? a.ttl : 0)));
+    ttl = Math.min(...entry.answers.map((a) => sane('ttl' in a ? a.ttl : 0)));
   } else if (entry.rcode === RCODE.NOERROR || entry.rcode === RCODE.NXDOMAIN) {
     const soa = entry.authorities.find((a) => a.type === 'SOA');
-    ttl = soa === undefined ? NEGATIVE_TTL_WITHOUT_SOA : Math.min(soa.ttl ?? 0, soa.data.minimum ?? 0);
+    ttl = soa === undefined ? NEGATIVE_TTL_WITHOUT_SOA : Math.min(sane(soa.ttl), sane(soa.data.minimum));
   } else {
     return null;
   }
   return Math.min(limits.maxTtl, Math.max(limits.minTtl, ttl));
+}
+
+/** RFC 2181 8: a TTL with its top bit set is read as zero, not as 68 years. */
+function sane(ttl: number | undefined): number {
+  return ttl === undefined || ttl >= 2 ** 31 ? 0 : ttl;
 }

@@ -99,6 +99,8 @@ export function parseQuery(buf: Buffer): QueryParse {
   const name = nameLength === 0 ? '' : nameIsText ? NAME_SCRATCH.toString('latin1', 0, nameLength - 1) : presentationName(NAME_SCRATCH, buf, HEADER_LENGTH);
   if (offset + 4 > buf.length) return fail('formerr', 'question type/class missing');
   const qtype = buf.readUInt16BE(offset);
+  // Type 0 is reserved, and OPT (41) is a pseudo-record of the additional section, never a question.
+  if (qtype === 0 || qtype === TYPE_OPT) return fail('formerr', `question type ${qtype} cannot be asked`);
   const qclass = buf.readUInt16BE(offset + 2);
   offset += 4;
   const questionBytes = buf.subarray(HEADER_LENGTH, offset);
