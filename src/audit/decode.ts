@@ -5,6 +5,7 @@
  */
 import { isMicroagentError } from '../errors.js';
 import { canonicalLine, encodeEventBody, encodeWorkspacePrefix, hashCanonical, unsealLine } from './encode.js';
+import { REASONS, SIGNALS } from '../policy/reasons.js';
 import { AUDIT_SCHEMA_VERSION, type AuditEvent, type AuditRecord } from './record.js';
 
 export type DecodedLine =
@@ -54,5 +55,23 @@ export function decodeLine(text: string): DecodedLine {
   if (canonical !== sealed.canonical) {
     return bad('not in canonical form (fields added, removed, reordered or re-encoded)', seq);
   }
+  const outside = outsideVocabulary(r);
+  if (outside !== null) return bad(outside, seq);
   return { kind: 'record', record: parsed as AuditRecord };
+}
+
+const VERDICTS: ReadonlySet<unknown> = new Set(['allow', 'deny', 'would_deny']);
+
+/** Verdicts, reasons and signals come from closed vocabularies (docs/audit.md); a word outside them was not written by microagent. */
+function outsideVocabulary(r: Record<string, unknown>): string | null {
+  if ('verdict' in r && !VERDICTS.has(r['verdict'])) return `verdict ${JSON.stringify(r['verdict'])} is not allow, deny or would_deny`;
+  const reason = r['reason'];
+  if (reason !== undefined && reason !== null && !(typeof reason === 'string' && Object.hasOwn(REASONS, reason))) {
+    return `reason ${JSON.stringify(reason)} is not in the reason vocabulary`;
+  }
+  const signals = r['signals'];
+  if (signals !== undefined && !(Array.isArray(signals) && signals.every((s) => typeof s === 'string' && Object.hasOwn(SIGNALS, s)))) {
+    return `signals ${JSON.stringify(signals)} hold a word outside the signal vocabulary`;
+  }
+  return null;
 }

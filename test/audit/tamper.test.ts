@@ -101,6 +101,18 @@ describe('the five tamperings', () => {
     expect((await verifyAuditLog(log)).firstBad).toMatchObject({ line: 7, problem: 'workspace "elsewhere" differs from "ws-audit"' });
   });
 
+  it.each([
+    ['"verdict":"allow"', '"verdict":"maybe"', /^verdict "maybe" is not allow, deny or would_deny$/],
+    ['"reason":"rule_allow"', '"reason":"because"', /^reason "because" is not in the reason vocabulary$/],
+    ['"signals":[]', '"signals":["trust_me"]', /^signals \["trust_me"\] hold a word outside the signal vocabulary$/],
+  ])('a re-hashed record with %s made %s is refused: the vocabularies are closed', async (from, to, problem) => {
+    const lines = readLines(log);
+    const at = lines.findIndex((l) => l.includes(from));
+    lines[at] = (lines[at] as string).replace(from, to);
+    writeLines(log, rechain(lines, at));
+    expect((await verifyAuditLog(log)).firstBad).toMatchObject({ line: at + 1, problem: expect.stringMatching(problem) });
+  });
+
   it('the CLI exits 1 and names the file and line', async () => {
     const lines = readLines(log);
     lines[29] = (lines[29] as string).replace('"port":443', '"port":8443');
