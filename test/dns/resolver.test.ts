@@ -77,6 +77,15 @@ describe('workspace resolver', () => {
     }
   });
 
+  it('takes a late answer to an earlier attempt: an upstream slower than one timeout but within all of them', async () => {
+    upstream.set('late.test', 'A', [a('late.test', '192.0.2.31')]);
+    upstream.behave('late.test', { kind: 'delay', ms: 300 });
+    const resolver = createWorkspaceResolver({ upstreams: [upstream.address], timeoutMs: 200, retries: 1 });
+    const answer = await resolver.query('late.test', 1);
+    expect(answer.upstream.answers).toHaveLength(1);
+    expect(upstream.count('late.test')).toBe(2);
+  });
+
   it('folds identical concurrent questions into one upstream query', async () => {
     upstream.set('same.test', 'A', [a('same.test', '192.0.2.40')]);
     upstream.behave('same.test', { kind: 'delay', ms: 100 });

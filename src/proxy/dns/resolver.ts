@@ -13,7 +13,7 @@ import { createExpiringCache } from './cache.js';
 import { createAddressMemory, DEFAULT_MEMORY_LIMITS, type AddressMemory } from './memory.js';
 import { systemUpstreams } from './resolvconf.js';
 import { parseUpstream, type UpstreamAddress } from './upstream-address.js';
-import { exchangeWithUpstream, openUpstream, type Upstream } from './upstream.js';
+import { exchangeWithUpstream, openUpstream, type Upstream, type UpstreamReply } from './upstream.js';
 import type { UdpPoolOptions } from './udp-pool.js';
 import { RCODE } from './wire.js';
 
@@ -98,26 +98,55 @@ export function createWorkspaceResolver(options: WorkspaceResolverOptions = {}):
   async function forward(name: string, qtype: number, key: string, beforeForward?: () => Promise<void>): Promise<ResolvedAnswer> {
     await beforeForward?.();
     const started = performance.now();
-    let lastError: unknown;
-    for (let attempt = 0; attempt < attempts; attempt++) {
-      const upstream = upstreams[nextUpstream++ % upstreams.length] as Upstream;
-      try {
-        const { packet } = await exchangeWithUpstream(upstream, name, qtype, timeoutMs);
-        const rcode = (packet.flags ?? 0) & 0xf;
-        const upstreamAnswer: UpstreamAnswer = {
-          rcode,
-          answers: (packet.answers ?? []).filter((a) => a.type !== 'OPT'),
-          authorities: (packet.authorities ?? []).filter((a) => a.type === 'SOA'),
-        };
-        const upstreamMs = performance.now() - started;
-        const ttl = cacheTtl(upstreamAnswer, limits);
-        if (ttl !== null && ttl > 0) cache.set(key, upstreamAnswer, ttl * 1000);
-        return { upstream: upstreamAnswer, ttl: ttl ?? 0, cached: false, upstreamMs };
-      } catch (err) {
-        lastError = err;
-      }
-    }
-    throw lastError;
+    const { packet } = await exchangeWithRetries(name, qtype);
+    const rcode = (packet.flags ?? 0) & 0xf;
+    const upstreamAnswer: UpstreamAnswer = {
+      rcode,
+      answers: (packet.answers ?? []).filter((a) => a.type !== 'OPT'),
+      authorities: (packet.authorities ?? []).filter((a) => a.type === 'SOA'),
+    };
+    const upstreamMs = performance.now() - started;
+    const ttl = cacheTtl(upstreamAnswer, limits);
+    if (ttl !== null && ttl > 0) cache.set(key, upstreamAnswer, ttl * 1000);
+    return { upstream: upstreamAnswer, ttl: ttl ?? 0, cached: false, upstreamMs };
+  }
+
+  /**
+   * Asks the upstreams in turn: a new attempt every timeoutMs (at once after every attempt so far has
+   * failed), each waiting until the last one's deadline, so an answer to an earlier attempt that comes
+   * late (a resolver taking 3 s against a 2 s timeout) still counts. The first answer wins.
+   */
+  function exchangeWithRetries(name: string, qtype: number): Promise<UpstreamReply> {
+    return new Promise((resolve, reject) => {
+      const deadline = performance.now() + attempts * timeoutMs;
+      let launched = 0;
+      let failed = 0;
+      let settled = false;
+      let next: NodeJS.Timeout | undefined;
+      const launch = () => {
+        clearTimeout(next);
+        if (settled || launched === attempts) return;
+        launched++;
+        const upstream = upstreams[nextUpstream++ % upstreams.length] as Upstream;
+        exchangeWithUpstream(upstream, name, qtype, Math.max(1, deadline - performance.now())).then(
+          (reply) => {
+            if (settled) return;
+            settled = true;
+            clearTimeout(next);
+            resolve(reply);
+          },
+          (err: unknown) => {
+            if (settled) return;
+            if (++failed === attempts) {
+              settled = true;
+              reject(err);
+            } else if (failed === launched) launch();
+          },
+        );
+        if (launched < attempts) next = setTimeout(launch, timeoutMs);
+      };
+      launch();
+    });
   }
 
   function cached(name: string, qtype: number): ResolvedAnswer | undefined {
