@@ -215,6 +215,21 @@ describe('cache, workspace disks and run spec', () => {
     expect(JSON.parse(await readFile(join(a.rootfsPath, '..', 'config.json'), 'utf8')).digest).toBe(image.manifestDigest);
   });
 
+  it.each([
+    ['an unreadable record', async (dir: string) => writeFile(join(dir, 'config.json'), '{broken')],
+    ['an emptied root filesystem', async (dir: string) => writeFile(join(dir, 'rootfs.ext4'), '')],
+    ['a missing root filesystem', async (dir: string) => rm(join(dir, 'rootfs.ext4'))],
+  ])('a cache entry with %s is rebuilt in its place, not trusted and not left in the way', async (_, damage) => {
+    const image = makeImage({ layers: [makeLayer([file('again', 'rebuilt')])] });
+    const layout = await layoutOf(image);
+    const first = await resolveImage(`oci:${layout}`, { stateDir });
+    await damage(join(first.rootfsPath, '..'));
+    const second = await resolveImage(`oci:${layout}`, { stateDir });
+    expect(second.cached).toBe(false);
+    expect(ext4Cat(second.rootfsPath, '/again')).toBe('rebuilt');
+    expect((await resolveImage(`oci:${layout}`, { stateDir })).cached).toBe(true);
+  });
+
   it('breaks the build lock of a dead process', async () => {
     const image = makeImage({ layers: [makeLayer([file('stale', 'lock')])] });
     const dead = spawnSync('true').pid as number;

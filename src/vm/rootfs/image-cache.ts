@@ -38,17 +38,26 @@ export function imageCacheDir(stateDir: string, digest: string): string {
 export const ROOTFS_FILE = 'rootfs.ext4';
 export const RECORD_FILE = 'config.json';
 
-/** The committed entry for digest, or null when there is none (or it is unreadable). */
+/**
+ * The committed entry for digest, or null when there is none or it is damaged: an unreadable record,
+ * or a root filesystem that is missing or not the size the build made it (cut short, emptied).
+ */
 export async function readCachedImage(stateDir: string, digest: string): Promise<CachedImage | null> {
   const dir = imageCacheDir(stateDir, digest);
   try {
     const record = JSON.parse(await readFile(join(dir, RECORD_FILE), 'utf8')) as CacheRecord;
     const rootfsPath = join(dir, ROOTFS_FILE);
-    if (record.schema !== 1 || record.digest !== digest || !(await stat(rootfsPath)).isFile()) return null;
+    const rootfs = await stat(rootfsPath);
+    if (record.schema !== 1 || record.digest !== digest || !rootfs.isFile() || rootfs.size !== record.sizeBytes) return null;
     return { digest, rootfsPath, record };
   } catch {
     return null;
   }
+}
+
+/** Removes whatever is at digest's entry (a damaged one, which readCachedImage refused), so a build can take its place. Under the build lock. */
+export async function discardCacheEntry(stateDir: string, digest: string): Promise<void> {
+  await rm(imageCacheDir(stateDir, digest), { recursive: true, force: true });
 }
 
 /** A fresh, not yet existing path under images/.tmp for private work. */

@@ -8,7 +8,7 @@ import { stat } from 'node:fs/promises';
 import { MicroagentError } from '../../errors.js';
 import type { BuildLimits } from './build.js';
 import { digestHex } from './digest.js';
-import { freshWorkPath, readCachedImage, withBuildLock } from './image-cache.js';
+import { discardCacheEntry, freshWorkPath, readCachedImage, withBuildLock } from './image-cache.js';
 import type { ImageConfig } from './image-config.js';
 import type { ProgressListener } from './progress.js';
 import { formatImageReference, parseImageReference, type ImageReference } from './reference.js';
@@ -96,6 +96,9 @@ export async function resolveImage(reference: string | ImageReference, opts: Res
     const result = await withBuildLock(opts.stateDir, selected.digest, async () => {
       const built = await readCachedImage(opts.stateDir, selected.digest);
       if (built !== null) return resolved(built, true, text);
+      // A damaged entry would stay in the way of the fresh build's rename (and be taken for a
+      // concurrent winner's): it goes first. A VM booted from it keeps its open file.
+      await discardCacheEntry(opts.stateDir, selected.digest);
       // The builder (layers, whiteouts, mke2fs) loads only on a miss: a cached image, every `run` after
       // the first, would pay ~15 ms of module loading on its way to the boot.
       const { buildImage } = await import('./build.js');
