@@ -1,4 +1,7 @@
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { MicroagentError } from '../../src/errors.js';
 import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -109,6 +112,36 @@ describe('registry pulls (real docker-registry on loopback)', () => {
       await expect(resolveImage(`${tls.host}/test/app:1`, { stateDir: join(dir, 'state2') })).rejects.toMatchObject({ code: 'registry.http_error' });
     } finally {
       await tls.close();
+    }
+  });
+
+  it('a connection dropped in the middle of a layer is a transient error to pull again, not a bug to report', async () => {
+    await pushImage(registry.host, 'test/app', '1', app);
+    const [host, port] = registry.host.split(':') as [string, string];
+    const layer = app.layers[0]?.digest as string;
+    // In front of the registry: the first layer's body is cut after its first chunk, Content-Length sent.
+    const front = createServer((req, res) => {
+      const upstream = httpRequest({ host, port: Number(port), path: req.url, method: req.method, headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        if (!(req.url ?? '').includes(layer)) return void answer.pipe(res);
+        answer.once('data', (chunk: Buffer) => {
+          res.write(chunk.subarray(0, chunk.length >> 1));
+          setImmediate(() => res.socket?.destroy());
+          answer.destroy();
+        });
+      });
+      req.pipe(upstream);
+    });
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+    try {
+      const frontHost = `127.0.0.1:${(front.address() as AddressInfo).port}`;
+      const err = await resolveImage(`${frontHost}/test/app:1`, { stateDir: join(work, 'state-cut') }).catch((e: unknown) => e as MicroagentError);
+      expect(err).toMatchObject({ kind: 'transient', code: 'image.blob_truncated', retryable: true });
+      expect((err as MicroagentError).message).toContain(layer);
+      expect((err as MicroagentError).remediation).toMatch(/pull again/i);
+    } finally {
+      front.closeAllConnections();
+      await new Promise((resolve) => front.close(resolve));
     }
   });
 

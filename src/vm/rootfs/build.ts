@@ -56,6 +56,15 @@ function layerError(err: unknown, source: ImageSource, layer: Descriptor, positi
   if (errno === 'ENOSPC' || errno === 'EDQUOT') {
     return new MicroagentError('transient', `${where}: no space left while unpacking`, { code: 'image.no_space', remediation: 'Free space in the microagent state directory and retry.', cause: err });
   }
+  // The registry's connection went away mid-body (node reports it as ECONNRESET "aborted").
+  if (errno === 'ECONNRESET' || errno === 'EPIPE' || errno === 'ETIMEDOUT') {
+    return new MicroagentError('transient', `${where} is truncated: the connection dropped while it was read (${(err as Error).message})`, {
+      code: 'image.blob_truncated',
+      remediation: 'The transfer was cut short; pull again. If it keeps happening, check the registry and the network in between.',
+      retryable: true,
+      cause: err,
+    });
+  }
   const isDecodeError = err instanceof MicroagentError || (typeof errno === 'string' && errno.startsWith('Z_')) || /zstd/.test(String(err));
   if (!isDecodeError) {
     return new MicroagentError('internal', `${where}: ${(err as Error).message}`, { remediation: 'Re-run with MICROAGENT_LOG_LEVEL=debug and report it.', cause: err });
