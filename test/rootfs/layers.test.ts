@@ -71,6 +71,19 @@ describe('layer application', () => {
     expect(ext4Stat(img.rootfsPath, '/a/.wh.gone')).toBeNull();
   });
 
+  it('a whiteout leaves what its own layer made: a file, and a directory declared again (less its lower entries)', async () => {
+    const image = makeImage({
+      layers: [
+        makeLayer([dir('opt/'), dir('opt/d/'), file('opt/d/lower', 'l')]),
+        makeLayer([file('opt/samelayer', 's'), file('opt/.wh.samelayer', ''), dir('opt/d/'), file('opt/d/inner', 'i'), file('opt/.wh.d', '')]),
+      ],
+    });
+    const img = await build(image);
+    expect(ext4Cat(img.rootfsPath, '/opt/samelayer')).toBe('s');
+    expect(ext4Cat(img.rootfsPath, '/opt/d/inner')).toBe('i');
+    expect(ext4Stat(img.rootfsPath, '/opt/d/lower')).toBeNull();
+  });
+
   it('preserves modes (setuid, sticky), ownership, mtimes, symlinks and hardlinks', async () => {
     const image = makeImage({
       layers: [

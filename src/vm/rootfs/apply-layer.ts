@@ -83,8 +83,15 @@ async function applyWhiteout(state: StagingState, parts: string[], name: string,
   }
   const hidden = name.slice(WHITEOUT_PREFIX.length);
   if (hidden === '' || hidden === '.' || hidden === '..') return;
-  await rm(`${parent}/${hidden}`, { recursive: true, force: true });
-  state.owners?.forget(`${parent}/${hidden}`, true);
+  const path = `${parent}/${hidden}`;
+  // A whiteout hides only what lower layers made (OCI image spec, "Whiteouts"): what this layer itself
+  // put there stays, and of a directory it declared again only the lower layers' entries go.
+  if (unpacked.has(path)) {
+    if ((await lstat(path)).isDirectory()) await clearOpaque(state, path, unpacked);
+    return;
+  }
+  await rm(path, { recursive: true, force: true });
+  state.owners?.forget(path, true);
 }
 
 async function writeFile(path: string, body: AsyncIterable<Buffer>): Promise<void> {
