@@ -92,4 +92,9 @@ describe('tar reader', () => {
     bad[10] = 0x41;
     await expect(readAll(chunked(bad, [512]))).rejects.toMatchObject({ code: 'tar.corrupt', message: expect.stringContaining('checksum') });
   });
+
+  it.each([2 ** 33, 2 ** 32 - 1])('refuses an owner id of %d as tar.corrupt, not as an internal error at chown', async (uid) => {
+    const archive = writeTar([{ path: 'a', type: 'file', content: Buffer.from('x'), uid, gid: 0 }]);
+    await expect(readAll(chunked(archive, [512]))).rejects.toMatchObject({ code: 'tar.corrupt', message: expect.stringContaining(`uid ${uid} is not an owner id`) });
+  });
 });

@@ -107,8 +107,8 @@ export function parseTarBlock(block: Buffer): RawBlock {
       path,
       type,
       mode: readNumber(block, 100, 8, 'mode') & 0o7777,
-      uid: readNumber(block, 108, 8, 'uid'),
-      gid: readNumber(block, 116, 8, 'gid'),
+      uid: ownerId(readNumber(block, 108, 8, 'uid'), 'uid'),
+      gid: ownerId(readNumber(block, 116, 8, 'gid'), 'gid'),
       size: readNumber(block, 124, 12, 'size'),
       mtime: readNumber(block, 136, 12, 'mtime'),
       linkname: readString(block, 157, 100),
@@ -138,6 +138,14 @@ export function parsePaxRecords(data: Buffer): Map<string, string> {
   return records;
 }
 
+/** The largest owner id a file can have: 2^32-1 is chown's "leave it unchanged", not an owner. */
+const MAX_OWNER_ID = 0xfffffffe;
+
+function ownerId(value: number, what: 'uid' | 'gid'): number {
+  if (!Number.isInteger(value) || value > MAX_OWNER_ID) throw corrupt(`${what} ${value} is not an owner id (0 to ${MAX_OWNER_ID})`);
+  return value;
+}
+
 function applyPax(header: TarHeader, pax: Map<string, string>): TarHeader {
   const numeric = (key: string, fallback: number): number => {
     const raw = pax.get(key);
@@ -151,8 +159,8 @@ function applyPax(header: TarHeader, pax: Map<string, string>): TarHeader {
     path: pax.get('path') ?? header.path,
     linkname: pax.get('linkpath') ?? header.linkname,
     size: numeric('size', header.size),
-    uid: numeric('uid', header.uid),
-    gid: numeric('gid', header.gid),
+    uid: ownerId(numeric('uid', header.uid), 'uid'),
+    gid: ownerId(numeric('gid', header.gid), 'gid'),
     mtime: numeric('mtime', header.mtime),
   };
 }
