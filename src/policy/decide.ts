@@ -35,6 +35,9 @@ function ruleApplies(rule: CompiledRule, protocolBit: number, port: number, meth
   if (rule.protocols !== 0 && (rule.protocols & protocolBit) === 0) return 'no';
   if (!portMatches(rule.ports, port)) return 'no';
   if (!rule.requestConditions) return 'match';
+  // Raw TCP carries no requests to check: methods and paths can never allow it, and a deny that
+  // depends on them denies it (plain HTTP spliced through a tunnel would pass every path rule).
+  if (protocolBit === PROTOCOL_BITS.tcp) return rule.action === 'deny' ? 'match' : 'no';
   if (method === null || path === null) return 'request';
   if (rule.methods !== null && !rule.methods.has(method)) return 'no';
   if (rule.paths !== null && !pathsMatch(rule.paths, rule.action === 'deny', path)) return 'no';

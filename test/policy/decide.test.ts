@@ -378,6 +378,16 @@ describe('connection stage and request stage', () => {
     expect(decide(staged, req(method, path))).toMatchObject({ verdict, rule, reason, requestCheck: false });
   });
 
+  it('raw TCP carries no requests: a rule with methods or paths never allows it, and one that denies denies it', () => {
+    const tcp = (host: string) => decide(staged, { protocol: 'tcp', host, port: 8080 });
+    // read-repos allows GET /repos/** only: a splice would carry any method to any path.
+    expect(tcp('api.example.com')).toMatchObject({ verdict: 'deny', rule: 'no-admin', reason: 'rule_deny' });
+    const strictOnly = parsePolicy(policyText('strict', '  - id: readonly\n    action: allow\n    hosts: [api.example.com]\n    methods: [GET]\n'), 'readonly.yaml');
+    expect(decide(strictOnly, { protocol: 'tcp', host: 'api.example.com', port: 8080 })).toMatchObject({ verdict: 'deny', reason: 'default_deny' });
+    expect(decide(strictOnly, { protocol: 'http', host: 'api.example.com', port: 8080 })).toMatchObject({ verdict: 'allow', requestCheck: true });
+    expect(tcp('cdn.example.com')).toMatchObject({ verdict: 'allow', rule: 'whole-host' });
+  });
+
   it('a path only a rule without paths judges may hold encoded slashes (npm scoped packages)', () => {
     const scoped = { protocol: 'https', host: 'cdn.example.com', port: 443, method: 'GET', path: '/@types%2fnode' } as const;
     expect(decide(staged, scoped)).toMatchObject({ verdict: 'allow', rule: 'whole-host', reason: 'rule_allow' });

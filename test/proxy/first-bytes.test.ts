@@ -22,8 +22,15 @@ rules:
     action: passthrough
     hosts: [spliced.test]
     tls: true
+  - id: no-admin
+    action: deny
+    hosts: [paths.test]
+    paths: ["/admin/**"]
+  - id: paths-host
+    action: allow
+    hosts: [paths.test]
 `;
-const resolver = testResolver({ 'legacy.test': ['127.0.0.1'], 'marked.test': ['127.0.0.1'], 'spliced.test': ['127.0.0.1'] });
+const resolver = testResolver({ 'legacy.test': ['127.0.0.1'], 'marked.test': ['127.0.0.1'], 'spliced.test': ['127.0.0.1'], 'paths.test': ['127.0.0.1'] });
 
 let legacy: LegacyTlsServer;
 let httpPort: number;
@@ -116,6 +123,17 @@ describe('bytes that are not TLS on a TLS port are refused', () => {
     expect(reply).toEqual({ text: '', closed: true });
     expect(httpRequests).toBe(requests);
     expectRefused(records, 'not TLS');
+  });
+
+  it('raw TCP to a destination a path rule covers is denied: a splice could not check the path', async () => {
+    const requests = httpRequests;
+    const { reply, records } = await sendFirst(`paths.test:${httpPort}`, 'GET /admin/users HTTP/1.1\r\nHost: paths.test\r\nConnection: close\r\n\r\n');
+    expect(reply.text.startsWith('HTTP/1.1 200')).toBe(false);
+    expect(httpRequests).toBe(requests);
+    expect(decisions(records).map((d) => [d.protocol, d.verdict, d.reason, d.rule])).toEqual([
+      ['https', 'allow', 'rule_allow', 'paths-host'],
+      ['tcp', 'deny', 'rule_deny', 'no-admin'],
+    ]);
   });
 
   it('the same bytes on a non-TLS port are still raw TCP, decided as tcp', async () => {
