@@ -1,8 +1,8 @@
 // A run's throwaway workspace keeps its audit log under runs/NAME whoever removes it (delete, or gc
 // for a run whose CLI went away), and gc removes only runs that have ended: a prepared one is a run
 // between create and start. State directories made by hand, no VM.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { WorkspaceState } from '../../src/vm/workspace/lifecycle.js';
@@ -55,6 +55,19 @@ describe("a run's leftovers", () => {
     }
     expect(existsSync(workspacePaths(dir, 'run-prepared').dir)).toBe(true);
     expect(existsSync(workspacePaths(dir, 'kept-stopped').dir)).toBe(true);
+  });
+
+  it("gc removes image build work left by a process that died, and leaves a live process's alone", async () => {
+    const dir = stateDir();
+    const tmp = join(dir, 'images', '.tmp');
+    const dead = spawnSync('true').pid as number;
+    const mine = join(tmp, `build.${process.pid}.abc123`);
+    const left = join(tmp, `build.${dead}.def456`);
+    for (const work of [mine, left]) mkdirSync(join(work, 'staging'), { recursive: true });
+    const repaired = await gcWorkspaces(dir);
+    expect(repaired).toEqual([{ name: `images/.tmp/build.${dead}.def456`, repaired: 'work of an image build whose process died, removed' }]);
+    expect(existsSync(left)).toBe(false);
+    expect(existsSync(mine)).toBe(true);
   });
 });
 

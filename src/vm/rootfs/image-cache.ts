@@ -4,10 +4,10 @@
  * cache entry either exists complete or not at all; a lock file per digest serialises concurrent builds.
  * Nothing here ever modifies a committed entry.
  */
-import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MicroagentError } from '../../errors.js';
-import { withPidLock } from '../../pid-lock.js';
+import { processAlive, withPidLock } from '../../pid-lock.js';
 import { digestHex } from './digest.js';
 import type { ImageConfig } from './image-config.js';
 import { makeDirs } from '../../make-dirs.js';
@@ -58,6 +58,23 @@ export async function readCachedImage(stateDir: string, digest: string): Promise
 /** Removes whatever is at digest's entry (a damaged one, which readCachedImage refused), so a build can take its place. Under the build lock. */
 export async function discardCacheEntry(stateDir: string, digest: string): Promise<void> {
   await rm(imageCacheDir(stateDir, digest), { recursive: true, force: true });
+}
+
+/**
+ * Removes the work under images/.tmp of processes that died mid-build (killed, crashed): their own
+ * cleanup never ran. Work of a live process is left alone. Returns the names removed.
+ */
+export async function removeAbandonedWork(stateDir: string): Promise<string[]> {
+  const tmp = join(imagesDir(stateDir), '.tmp');
+  const removed: string[] = [];
+  for (const name of await readdir(tmp).catch(() => [] as string[])) {
+    // freshWorkPath's names: LABEL.PID.RANDOM
+    const pid = Number(/\.(\d+)\.[0-9a-z]+$/.exec(name)?.[1]);
+    if (!Number.isInteger(pid) || pid <= 0 || processAlive(pid)) continue;
+    await rm(join(tmp, name), { recursive: true, force: true });
+    removed.push(name);
+  }
+  return removed;
 }
 
 /** A fresh, not yet existing path under images/.tmp for private work. */

@@ -566,5 +566,7 @@ export async function gcWorkspaces(stateDir: string): Promise<{ name: string; re
       repaired.push({ name, repaired: `left alone: ${(err as MicroagentError).message}` });
     });
   }
+  const { removeAbandonedWork } = await import('../rootfs/image-cache.js');
+  for (const work of await removeAbandonedWork(stateDir)) repaired.push({ name: `images/.tmp/${work}`, repaired: 'work of an image build whose process died, removed' });
   return repaired;
 }
