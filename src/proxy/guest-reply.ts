@@ -4,6 +4,7 @@
  * (h1-serve.ts). The forwarder decides what to send; a reply only frames and writes it. A reply never
  * changes a status, a header or a byte of the body it is given.
  */
+import { constants } from 'node:http2';
 import type { DenyAnswer } from './answers.js';
 import { sendDeny, type ClientResponse } from './http-facts.js';
 
@@ -51,6 +52,8 @@ export function nodeReply(res: ClientResponse): GuestReply {
       addTrailers(res, trailers);
       res.end();
     },
-    destroy: () => void res.destroy(),
+    // An HTTP/2 stream destroyed without an error ends with RST_STREAM NO_ERROR, which a client takes
+    // for a complete (truncated) body: it is reset with INTERNAL_ERROR, as the cut it is.
+    destroy: () => ('stream' in res ? res.stream.close(constants.NGHTTP2_INTERNAL_ERROR) : void res.destroy()),
   };
 }

@@ -4,7 +4,7 @@
 import { execFile } from 'node:child_process';
 import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createHttpServer } from 'node:http';
-import { connect as http2Connect } from 'node:http2';
+import { connect as http2Connect, constants as http2Constants, createSecureServer as createHttp2SecureServer } from 'node:http2';
 import { connect as netConnect, createServer as createNetServer } from 'node:net';
 import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls';
 import { writeFileSync } from 'node:fs';
@@ -635,6 +635,23 @@ describe('an origin that answers with HTTP the proxy does not pass on', () => {
     const refusal = (all: AuditRecord[]) => decisions(all).find((x) => x.path === path && x.method === method && x.status === 502);
     const decision = refusal(await tp.records((all) => refusal(all) !== undefined));
     expect(decision).toMatchObject({ verdict: 'deny', reason, signals, port: origin });
+  });
+});
+
+describe('an HTTP/2 origin that resets its stream mid-body', () => {
+  it('is a reset for the guest too, never a truncated body passed off as complete', async () => {
+    const server = createHttp2SecureServer({ key: ca.key, cert: ca.cert }, (_req, res) => {
+      res.writeHead(200);
+      res.write(Buffer.alloc(300_000, 120), () => setTimeout(() => res.stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR), 50));
+    });
+    const port = await listen(server);
+    try {
+      const r = await curl(['-x', tp.url, '--cacert', tp.caPath, '--http2', `https://origin.test:${port}/reset`]);
+      expect(r.code).toBe(92); // curl: the HTTP/2 stream was not closed cleanly
+      expect(r.stderr).toContain('INTERNAL_ERROR');
+    } finally {
+      server.close();
+    }
   });
 });
 
