@@ -103,6 +103,8 @@ export async function forwardRequest(rt: ProxyRuntime, job: ForwardJob, req: Gue
       ),
     );
   const fail = (reason: Reason, error?: string, status?: number, signals?: readonly Signal[]) => {
+    // Once: a request refused (413) aborts its upstream, whose rejection must not refuse it again as a 502.
+    if (finished) return;
     const answer = denyAnswer(reason, describeDestination(job.destination), { ...(status === undefined ? {} : { status }), ...(signals === undefined ? {} : { signals }) });
     recordDenial(reason, answer.status, signals);
     reply.deny(answer);

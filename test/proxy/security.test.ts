@@ -344,8 +344,13 @@ describe('slow clients and a dead audit log (separate proxies)', () => {
       const upload = await curl(['-x', small.url, '--cacert', small.caPath, '--http1.1', '--data-binary', 'x'.repeat(5000), `https://origin.test:${https}/upload`]);
       expect(upload.status).toBe(413);
       expect(upload.headers).toMatch(/x-microagent-reason: limit_exceeded/i);
-      const records = await small.records();
+      const records = await small.records((rs) => rs.filter((r: AuditRecord) => r.event === 'egress.close').length >= 3);
       expect(decisions(records).filter((d) => d.reason === 'limit_exceeded').length).toBeGreaterThanOrEqual(2);
+      // The refused upload is one denial: its aborted upstream is not refused again as a 502.
+      expect(decisions(records).filter((d) => d.path === '/upload').map((d) => [d.verdict, d.status ?? null])).toEqual([
+        ['allow', null],
+        ['deny', 413],
+      ]);
     } finally {
       await small.close();
     }
