@@ -28,7 +28,7 @@ function flowContext(flow: InterceptedFlow): FlowContext {
   return { conn: flow.conn, protocol: 'https', destination: flow.destination, target: flow.target, sni: flow.sni, decrypted: true };
 }
 
-export function createInterceptServer(rt: ProxyRuntime, onClientError: (err: NodeJS.ErrnoException, socket: Socket) => void): InterceptServer {
+export function createInterceptServer(rt: ProxyRuntime, onClientError: (err: NodeJS.ErrnoException, socket: Socket, flow?: InterceptedFlow) => void): InterceptServer {
   const flows = new WeakMap<object, InterceptedFlow>();
   let handingOff: InterceptedFlow | null = null;
   const server = createSecureServer({
@@ -85,7 +85,9 @@ export function createInterceptServer(rt: ProxyRuntime, onClientError: (err: Nod
     }
     void serveUpgrade(rt, contextOf(flow), req, socket, head, req.url ?? '/');
   });
-  server.on('clientError', onClientError);
+  // A request the parser refused (an oversized head) is recorded against its tunnel's destination.
+  const onTunnelClientError = (err: NodeJS.ErrnoException, socket: Socket) => onClientError(err, socket, flows.get(socket));
+  server.on('clientError', onTunnelClientError);
 
   const toServer = (tlsSocket: TLSSocket, flow: InterceptedFlow) => {
     // What tls.Server does for sockets it accepted itself; http2 waits for it before reading frames.
@@ -101,7 +103,7 @@ export function createInterceptServer(rt: ProxyRuntime, onClientError: (err: Nod
   const handoff: InterceptHandoff = (tlsSocket: TLSSocket, flow: InterceptedFlow) => {
     flows.set(tlsSocket, flow);
     // HTTP/1.1 starts on the lean path; node's server takes over at the first request it does not serve.
-    if (tlsSocket.alpnProtocol !== 'h2') serveLeanConnection(tlsSocket, { rt, flow: contextOf(flow), fallback: () => toServer(tlsSocket, flow), onClientError });
+    if (tlsSocket.alpnProtocol !== 'h2') serveLeanConnection(tlsSocket, { rt, flow: contextOf(flow), fallback: () => toServer(tlsSocket, flow), onClientError: onTunnelClientError });
     else toServer(tlsSocket, flow);
   };
   return { server, handoff };

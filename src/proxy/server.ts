@@ -15,6 +15,7 @@ import { decisionRecord, denyAnswer, proxyVerdict } from './answers.js';
 import { handleConnect } from './connect.js';
 import { rawDeny } from './http-facts.js';
 import { createInterceptServer } from './intercept-server.js';
+import type { InterceptedFlow } from './tunnel.js';
 import { resolveLimits, type ProxyLimits } from './limits.js';
 import { listenOn } from './listen.js';
 import { handlePlainRequest, handlePlainUpgrade } from './plain.js';
@@ -88,7 +89,8 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
   });
 
   const sockets = new Set<Socket>();
-  const onClientError = (err: NodeJS.ErrnoException, socket: Socket) => {
+  // `flow`: the request came inside an intercepted tunnel, whose destination the record names.
+  const onClientError = (err: NodeJS.ErrnoException, socket: Socket, flow?: InterceptedFlow) => {
     const code = err.code ?? '';
     let reason: 'bad_request' | 'limit_exceeded' = 'bad_request';
     let signals: Signal[] = [];
@@ -104,7 +106,11 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
       signals = ['smuggling'];
     }
     rt.counters.denied++;
-    rt.appendInBackground(decisionRecord({ conn: rt.nextConn(), protocol: 'http', destination: null, decrypted: false, status }, proxyVerdict(rt.policy(), reason, signals)));
+    const facts =
+      flow === undefined
+        ? { conn: rt.nextConn(), protocol: 'http' as const, destination: null, decrypted: false }
+        : { conn: flow.conn, protocol: 'https' as const, destination: flow.destination, ip: flow.target.ip, sni: flow.sni, decrypted: true };
+    rt.appendInBackground(decisionRecord({ ...facts, status }, proxyVerdict(rt.policy(), reason, signals)));
     if (socket.writable && !(socket as Socket & { _httpMessage?: unknown })._httpMessage) {
       socket.end(rawDeny(denyAnswer(reason, 'a request that could not be parsed', { signals, status })));
     } else {

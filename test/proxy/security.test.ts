@@ -290,6 +290,14 @@ describe('framing and limits', () => {
     expect(headerOf(text, 'x-microagent-reason')).toBe('limit_exceeded');
     expect(await lastDecision((x) => x.reason === 'limit_exceeded' && x.status === 431)).toBeDefined();
   });
+
+  it('oversized request headers inside an intercepted tunnel -> 431, recorded against the tunnel', async () => {
+    const r = await curl(['-x', tp.url, '--cacert', tp.caPath, '--http1.1', '-H', `Cookie: k=${'a'.repeat(40_000)}`, `https://origin.test:${https}/big-cookie`]);
+    expect(r.status).toBe(431);
+    const connect = await lastDecision((x) => x.protocol === 'https' && x.port === https && x.path === undefined && x.verdict === 'allow');
+    const refused = await lastDecision((x) => x.status === 431 && x.protocol === 'https');
+    expect(refused).toMatchObject({ verdict: 'deny', reason: 'limit_exceeded', conn: connect?.conn, host: 'origin.test', port: https, decrypted: true, sni: 'origin.test' });
+  });
 });
 
 describe('slow clients and a dead audit log (separate proxies)', () => {
