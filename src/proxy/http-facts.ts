@@ -42,9 +42,11 @@ export function isHttp2(req: ClientRequest): req is Http2ServerRequest {
 export function requestFacts(req: ClientRequest, path: string): RequestFacts {
   let contentLengthCount = 0;
   let hasTransferEncoding = false;
+  let headerListBytes = 0;
   const raw = req.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) {
     const rawName = raw[i] as string;
+    headerListBytes += rawName.length + (raw[i + 1] as string).length + 32;
     // Lowercase only the names that could match: this loop runs for every header of every request.
     if (rawName.length === 14 && rawName.toLowerCase() === 'content-length') contentLengthCount++;
     else if (rawName.length === 17 && rawName.toLowerCase() === 'transfer-encoding') hasTransferEncoding = true;
@@ -60,6 +62,8 @@ export function requestFacts(req: ClientRequest, path: string): RequestFacts {
     hasTransferEncoding,
     contentType: header(req.headers, 'content-type'),
     accept: header(req.headers, 'accept'),
+    // HTTP/1 heads were capped by node's parser as they came (maxHeaderSize).
+    ...(h2 ? { headerListBytes } : {}),
   };
 }
 

@@ -26,6 +26,11 @@ export interface RequestFacts {
   readonly hasTransferEncoding: boolean;
   readonly contentType: string | undefined;
   readonly accept: string | undefined;
+  /**
+   * An HTTP/2 request's header list size as HTTP/2 counts it (names, values, 32 bytes per field): node's
+   * HTTP/2 parser does not hold to our limit, where its HTTP/1 parser caps a head as it comes.
+   */
+  readonly headerListBytes?: number;
 }
 
 export interface RequestContext {

@@ -291,6 +291,13 @@ describe('framing and limits', () => {
     expect(await lastDecision((x) => x.reason === 'limit_exceeded' && x.status === 431)).toBeDefined();
   });
 
+  it('oversized request headers over HTTP/2 -> 431 limit_exceeded too (the HTTP/2 parser does not hold to the limit)', async () => {
+    const r = await curl(['-x', tp.url, '--cacert', tp.caPath, '--http2', '-H', `Cookie: k=${'a'.repeat(40_000)}`, `https://origin.test:${https}/big-cookie-h2`]);
+    expect(r.status).toBe(431);
+    expect(r.headers).toMatch(/x-microagent-reason: limit_exceeded/i);
+    expect(await lastDecision((x) => x.path === '/big-cookie-h2')).toMatchObject({ verdict: 'deny', reason: 'limit_exceeded', status: 431, decrypted: true, host: 'origin.test' });
+  });
+
   it('oversized request headers inside an intercepted tunnel -> 431, recorded against the tunnel', async () => {
     const r = await curl(['-x', tp.url, '--cacert', tp.caPath, '--http1.1', '-H', `Cookie: k=${'a'.repeat(40_000)}`, `https://origin.test:${https}/big-cookie`]);
     expect(r.status).toBe(431);
