@@ -17,6 +17,8 @@ let work: string;
 let stateDir: string;
 const CLI = join(import.meta.dirname, '../../dist/cli/main.js');
 let registry: RunningRegistry;
+/** A multi-platform index pinned by digest, and the manifest it selected for linux/amd64. */
+let pinnedIndex: { digest: string; manifest: string };
 
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'rootfs-registry-'));
@@ -60,6 +62,9 @@ describe('registry pulls (real docker-registry on loopback)', () => {
     const img = await resolveImage(`${registry.host}/test/multi:both`, { stateDir });
     expect(img.digest).toBe(amd.manifestDigest);
     expect(ext4Cat(img.rootfsPath, '/arch')).toBe('amd64');
+    // Pinned by the index's digest (what `docker pull` shows for a multi-platform image).
+    pinnedIndex = { digest: sha256Digest(index), manifest: amd.manifestDigest };
+    expect(await resolveImage(`${registry.host}/test/multi@${pinnedIndex.digest}`, { stateDir })).toMatchObject({ digest: amd.manifestDigest, cached: true });
 
     const armOnly = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [entry(arm, 'arm64')] }));
     await pushManifest(registry.host, 'test/multi', 'armonly', armOnly, 'application/vnd.oci.image.index.v1+json');
@@ -239,9 +244,10 @@ describe('registry pulls (real docker-registry on loopback)', () => {
     }
   });
 
-  it('serves an image pinned by digest from the cache without the network', async () => {
+  it('serves an image pinned by digest from the cache without the network, by its manifest or its index', async () => {
     await registry.close();
     const img = await resolveImage(`${registry.host}/test/app@${app.manifestDigest}`, { stateDir });
     expect(img).toMatchObject({ cached: true, digest: app.manifestDigest });
+    expect(await resolveImage(`${registry.host}/test/multi@${pinnedIndex.digest}`, { stateDir })).toMatchObject({ cached: true, digest: pinnedIndex.manifest });
   });
 });

@@ -4,7 +4,7 @@
  * cache entry either exists complete or not at all; a lock file per digest serialises concurrent builds.
  * Nothing here ever modifies a committed entry.
  */
-import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MicroagentError } from '../../errors.js';
 import { processAlive, withPidLock } from '../../pid-lock.js';
@@ -53,6 +53,27 @@ export async function readCachedImage(stateDir: string, digest: string): Promise
   } catch {
     return null;
   }
+}
+
+/**
+ * A multi-platform index a reference pinned (`debian@sha256:<index>`), and the image manifest it led
+ * to for this platform: both are content addresses, so the pin is served from the cache offline too.
+ */
+export async function rememberIndexDigest(stateDir: string, indexDigest: string, manifestDigest: string): Promise<void> {
+  const path = indexAliasPath(stateDir, indexDigest);
+  const partial = `${path}.${process.pid}.partial`;
+  await writeFile(partial, manifestDigest, { mode: 0o600 });
+  await rename(partial, path);
+}
+
+/** The image manifest an index pin led to before, or null. */
+export async function manifestForIndex(stateDir: string, indexDigest: string): Promise<string | null> {
+  const text = await readFile(indexAliasPath(stateDir, indexDigest), 'utf8').catch(() => null);
+  return text !== null && /^sha256:[0-9a-f]{64}$/.test(text) ? text : null;
+}
+
+function indexAliasPath(stateDir: string, indexDigest: string): string {
+  return join(imagesDir(stateDir), `index-sha256-${digestHex(indexDigest)}`);
 }
 
 /** Removes whatever is at digest's entry (a damaged one, which readCachedImage refused), so a build can take its place. Under the build lock. */

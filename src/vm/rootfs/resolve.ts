@@ -8,7 +8,7 @@ import { stat } from 'node:fs/promises';
 import { MicroagentError } from '../../errors.js';
 import type { BuildLimits } from './build.js';
 import { digestHex } from './digest.js';
-import { discardCacheEntry, freshWorkPath, readCachedImage, withBuildLock } from './image-cache.js';
+import { discardCacheEntry, freshWorkPath, manifestForIndex, readCachedImage, rememberIndexDigest, withBuildLock } from './image-cache.js';
 import type { ImageConfig } from './image-config.js';
 import type { ProgressListener } from './progress.js';
 import { formatImageReference, parseImageReference, type ImageReference } from './reference.js';
@@ -77,7 +77,7 @@ export async function resolveImage(reference: string | ImageReference, opts: Res
   const text = formatImageReference(ref);
   opts.onProgress?.({ kind: 'resolve', reference: text });
   if (ref.kind === 'registry' && ref.digest !== undefined) {
-    const hit = await readCachedImage(opts.stateDir, ref.digest);
+    const hit = await readCachedImage(opts.stateDir, (await manifestForIndex(opts.stateDir, ref.digest)) ?? ref.digest);
     if (hit !== null) {
       opts.onProgress?.({ kind: 'cached', digest: hit.digest });
       opts.onProgress?.({ kind: 'done', digest: hit.digest, cached: true });
@@ -87,6 +87,8 @@ export async function resolveImage(reference: string | ImageReference, opts: Res
   const source = await openSource(ref, opts);
   try {
     const selected = await selectImageManifest(source);
+    // A pinned index (verified by its digest) led to this manifest: the next such pin needs no network.
+    if (ref.kind === 'registry' && ref.digest !== undefined && ref.digest !== selected.digest) await rememberIndexDigest(opts.stateDir, ref.digest, selected.digest);
     const hit = await readCachedImage(opts.stateDir, selected.digest);
     if (hit !== null) {
       opts.onProgress?.({ kind: 'cached', digest: hit.digest });
