@@ -112,12 +112,15 @@ export function closeRecord(facts: CloseFacts): EgressCloseEvent {
     host: facts.destination === null ? null : destinationHost(facts.destination),
     port: facts.destination?.port ?? 0,
     ip: facts.ip,
-    ...(facts.request === undefined ? {} : { method: facts.request.method, path: facts.request.path }),
     decrypted: facts.decrypted,
     bytes_up: facts.bytesUp,
     bytes_down: facts.bytesDown,
     duration_ms: Date.now() - facts.startedAt,
   };
+  if (facts.request !== undefined) {
+    record.method = facts.request.method;
+    record.path = facts.request.path;
+  }
   if (facts.status !== undefined) record.status = facts.status;
   if (facts.reason !== undefined) record.reason = facts.reason;
   if (facts.signals !== undefined && facts.signals.length > 0) record.signals = facts.signals;
