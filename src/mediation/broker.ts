@@ -9,6 +9,7 @@
  * a listener or a live connection after `sever()`; accept a socket path that is not ours to replace.
  */
 import { randomUUID } from 'node:crypto';
+import { writeSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { AuditSink, MediationConnectEvent } from '../audit/record.js';
@@ -194,9 +195,7 @@ export async function startBroker(options: BrokerOptions): Promise<MediationBrok
     const { channel } = relay.runtime;
     const target = relay.target as Socket;
     if (channel.proxyProtocol) {
-      target.write(
-        encodeMediationHeader({ workspace: options.workspace, runtimeId: options.runtimeId, port: channel.port, conn: relay.state.conn }),
-      );
+      writeHeader(target, encodeMediationHeader({ workspace: options.workspace, runtimeId: options.runtimeId, port: channel.port, conn: relay.state.conn }));
     }
     relay.guest.setTimeout(channel.limits.idleTimeoutMs, () =>
       apply(relay, { type: 'limit', error: `idle for ${channel.limits.idleTimeoutMs} ms` }),
@@ -331,6 +330,27 @@ export async function startBroker(options: BrokerOptions): Promise<MediationBrok
 }
 
 /** Moves bytes one way: pause the reader while the writer is full, resume on drain (what pipe() does). */
+/**
+ * Writes the PROXY header straight to the target's descriptor. A target that closed before reading
+ * anything (a banner server) fails that write with EPIPE; written through the stream, node would
+ * destroy the socket with the target's bytes still unread, and the guest would never get them. Here
+ * the failure only means the target reads no more: its bytes and its EOF still reach the guest.
+ */
+function writeHeader(target: Socket, header: Buffer): void {
+  const fd = (target as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  let written = 0;
+  if (typeof fd === 'number' && fd >= 0) {
+    try {
+      written = writeSync(fd, header);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EPIPE' || code === 'ECONNRESET') return;
+      // EAGAIN and the rest: the stream writes it, and reports what fails.
+    }
+  }
+  if (written < header.length) target.write(header.subarray(written));
+}
+
 function pump(from: Socket, to: Socket, count: (bytes: number) => boolean): void {
   from.on('data', (chunk: Buffer) => {
     if (count(chunk.length) && !to.write(chunk)) from.pause();

@@ -3,6 +3,7 @@
  * PROXY v2 header read by the target with the real parser, and the records each case leaves in the
  * real hash-chained audit log (whose chain is verified after every test).
  */
+import { spawn } from 'node:child_process';
 import { stat } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openAuditLog, verifyAuditLog } from '../../src/audit/index.js';
@@ -83,6 +84,26 @@ describe('relaying', () => {
     const { data, how } = await outcome;
     expect(how).toBe('end');
     expect(data.toString()).toBe('FIRST PART, SECOND PART');
+  });
+
+  it('a target that greets and closes without reading (a banner) is heard by every guest, PROXY header or not', async () => {
+    // A process of its own, as a real target is: it writes its line and closes at once, never reading,
+    // so the PROXY header meets a closed socket (EPIPE); what the target said must still reach the guest.
+    const path = `${dir.path}/banner.sock`;
+    const script = `require('net').createServer((s) => { s.on('error', () => {}); s.write('bye\\n'); s.destroy(); }).listen(${JSON.stringify(path)}, () => console.log('ready'))`;
+    const server = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    cleanups.push(async () => void server.kill());
+    await new Promise<void>((resolve) => server.stdout.once('data', () => resolve()));
+    const { broker: b } = await broker([{ port: 6001, target: path }]);
+    const heard = await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        const guest = await guestConnect(b.socketPathFor(6001));
+        return (await collect(guest)).data.toString();
+      }),
+    );
+    expect(heard).toEqual(Array.from({ length: 20 }, () => 'bye\n'));
+    await eventually(async () => (await closes()).length === 20, 'close records');
+    expect((await closes()).map((c) => [c.bytes_down, c.closed_by])).toEqual(Array.from({ length: 20 }, () => [4, 'target']));
   });
 
   it('streams 64 MiB to a slow reader with bounded memory (backpressure)', async () => {
