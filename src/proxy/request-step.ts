@@ -44,6 +44,8 @@ export interface RequestContext {
   readonly decrypted: boolean;
   /** Secret lookup; undefined means not configured on the host. */
   readonly secrets: (name: string) => string | undefined;
+  /** The header limit (limits.maxHeaderBytes), held here for HTTP/2 header lists. */
+  readonly maxHeaderBytes: number;
 }
 
 export interface Injection {
@@ -108,12 +110,13 @@ export function decideRequest(ctx: RequestContext, facts: RequestFacts): Request
     status,
     secretNames,
   });
-  const refuse = (reason: 'bad_request' | 'identity_mismatch' | 'doh_denied' | 'secret_unavailable', signals: Decision['signals'], rule: string | null = null): RequestPlan => {
-    const answer = denyAnswer(reason, describeDestination(ctx.destination), { signals, rule });
+  const refuse = (reason: 'bad_request' | 'identity_mismatch' | 'doh_denied' | 'secret_unavailable' | 'limit_exceeded', signals: Decision['signals'], rule: string | null = null, status?: number): RequestPlan => {
+    const answer = denyAnswer(reason, describeDestination(ctx.destination), { signals, rule, ...(status === undefined ? {} : { status }) });
     const verdict = { ...proxyVerdict(ctx.policy, reason, signals), rule };
     return { kind: 'deny', record: decisionRecord(recordFacts(answer.status, undefined), verdict), answer };
   };
 
+  if (facts.headerListBytes !== undefined && facts.headerListBytes > ctx.maxHeaderBytes) return refuse('limit_exceeded', [], null, 431);
   if (facts.contentLengthCount > 1 || (facts.contentLengthCount > 0 && facts.hasTransferEncoding)) {
     return refuse('bad_request', ['smuggling']);
   }

@@ -31,16 +31,8 @@ export async function admitRequest(
 ): Promise<Extract<RequestPlan, { kind: 'forward' }> | null> {
   rt.counters.requests++;
   const policy = rt.policy();
-  if (facts.headerListBytes !== undefined && facts.headerListBytes > rt.limits.maxHeaderBytes) {
-    rt.counters.denied++;
-    const deny = denyAnswer('limit_exceeded', describeDestination(flow.destination), { status: 431 });
-    const facts431 = { conn: flow.conn, protocol: flow.protocol, destination: flow.destination, ip: flow.target.ip, method: facts.method, path: pathOf(facts.path), decrypted: flow.decrypted, status: 431 };
-    rt.appendInBackground(decisionRecord(flow.decrypted ? { ...facts431, sni: flow.sni } : facts431, proxyVerdict(policy, 'limit_exceeded', [])));
-    answer(deny);
-    return null;
-  }
   const plan = decideRequest(
-    { conn: flow.conn, policy, protocol: flow.protocol, destination: flow.destination, target: flow.target, sni: flow.sni, decrypted: flow.decrypted, secrets: rt.secrets },
+    { conn: flow.conn, policy, protocol: flow.protocol, destination: flow.destination, target: flow.target, sni: flow.sni, decrypted: flow.decrypted, secrets: rt.secrets, maxHeaderBytes: rt.limits.maxHeaderBytes },
     facts,
   );
   if (plan.kind === 'deny') {

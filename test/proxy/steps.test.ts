@@ -220,6 +220,7 @@ describe('request step', () => {
     sni: 'api.example.com',
     decrypted: true,
     secrets: (n: string) => (n === 'API_TOKEN' ? 's3cr3t-value' : undefined),
+    maxHeaderBytes: 32 * 1024,
     ...overrides,
   });
   const facts = (overrides: Partial<RequestFacts> = {}): RequestFacts => ({
@@ -253,6 +254,11 @@ describe('request step', () => {
   it('CL+TE and duplicate CL are smuggling', () => {
     expect(decideRequest(ctx(), facts({ contentLengthCount: 1, hasTransferEncoding: true }))).toMatchObject({ kind: 'deny', answer: { status: 400, reason: 'bad_request', signals: ['smuggling'] } });
     expect(decideRequest(ctx(), facts({ contentLengthCount: 2 }))).toMatchObject({ kind: 'deny', answer: { status: 400, reason: 'bad_request' } });
+  });
+  it('an HTTP/2 header list over the limit is refused 431, recorded with the request', () => {
+    const over = decideRequest(ctx({ maxHeaderBytes: 1000 }), facts({ headerListBytes: 1001 }));
+    expect(over).toMatchObject({ kind: 'deny', answer: { status: 431, reason: 'limit_exceeded' }, record: { status: 431, method: 'GET', path: '/v1/things', decrypted: true, verdict: 'deny' } });
+    expect(decideRequest(ctx({ maxHeaderBytes: 1000 }), facts({ headerListBytes: 1000 })).kind).toBe('forward');
   });
   it('Host naming another destination is an identity mismatch', () => {
     expect(decideRequest(ctx(), facts({ authority: 'other.example' }))).toMatchObject({ kind: 'deny', record: { reason: 'identity_mismatch', signals: ['identity_mismatch'] } });
